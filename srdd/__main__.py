@@ -1,0 +1,5 @@
+import sys
+
+from srdd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,92 @@
+"""Atomic, strict file writing shared by every command that produces files.
+
+Researchers lost results to half-written and silently overwritten files; every
+writer here goes through a temporary file and `os.replace`, refuses to replace
+an existing file unless asked, and refuses NaN/Infinity in JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from srdd.errors import SrddError
+
+
+def check_finite(obj: Any, where: str = "$") -> None:
+    """Raise if `obj` holds a non-finite float anywhere, naming the JSON path."""
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise ValueError(f"non-finite value {obj!r} at {where}; JSON output must be finite")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            check_finite(v, f"{where}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_finite(v, f"{where}[{i}]")
+
+
+def dumps_json(obj: Any) -> str:
+    """Serialise strictly: non-finite floats are a bug in the caller, not data."""
+    check_finite(obj)
+    return json.dumps(obj, indent=2, allow_nan=False, sort_keys=False) + "\n"
+
+
+def ensure_writable(path: Path, *, force: bool = False) -> Path:
+    """Fail before any work is done if `path` cannot be written."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise SrddError(f"{path} already exists; pass --force to overwrite it")
+    if path.exists() and path.is_dir():
+        raise SrddError(f"{path} is a directory, expected a file path")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise SrddError(f"cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise SrddError(f"cannot write {path}: directory {parent} is not writable")
+    return path
+
+
+def write_text_atomic(path: Path, text: str, *, force: bool = False) -> Path:
+    """Write via a temp file in the same directory, then rename over the target."""
+    path = ensure_writable(Path(path), force=force)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(path: Path, obj: Any, *, force: bool = False) -> Path:
+    """Strict JSON (no NaN/Infinity) written atomically."""
+    return write_text_atomic(path, dumps_json(obj), force=force)
+
+
+def read_json(path: Path, *, what: str = "file") -> Any:
+    """Load JSON, turning missing files and syntax errors into user errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise SrddError(f"{what} {path} does not exist or is not a file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SrddError(f"{what} {path} is not valid JSON: {exc}") from exc
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
