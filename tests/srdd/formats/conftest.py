@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+import torch
+
+from srdd.formats import set_backend
+
+
+@pytest.fixture(autouse=True)
+def eager_backend():
+    """Exactness tests run the eager path (same bits as compiled; see test_compiled.py)."""
+    set_backend("eager")
+    yield
+    set_backend("auto")
+
+
+def bits(t: torch.Tensor) -> np.ndarray:
+    """Bit patterns with every NaN canonicalised, so NaN positions compare but payloads don't."""
+    t = t.detach().to(torch.float32).clone()
+    t[torch.isnan(t)] = float("nan")
+    return t.numpy().view(np.int32)
+
+
+def edge_matrix(seed: int = 0) -> torch.Tensor:
+    """Rows of 32 covering the DESIGN.md §2 edge cases (one block per row for MX)."""
+    g = torch.Generator().manual_seed(seed)
+    rows = [torch.randn(32, generator=g)]
+    heavy = torch.randn(32, generator=g) * 0.01
+    heavy[5] = 40.0
+    rows.append(heavy)
+    rows.append(torch.zeros(32))
+    neg0 = torch.zeros(32)
+    neg0[3] = -0.0
+    neg0[4] = -1.0
+    rows.append(neg0)
+    rows.append(torch.randn(32, generator=g) * 2.0**-130)   # fp32 subnormal block
+    rows.append(torch.randn(32, generator=g) * 2.0**-125)   # tiny normal block
+    huge = torch.randn(32, generator=g).clamp(-1, 1) * 3.0e38
+    huge[0] = 3.4028234663852886e38
+    rows.append(huge)
+    for base in (1.0, 6.0, 1.75):
+        for k in (-3, 0, 5):
+            v = base * 2.0**k
+            for delta in (-1, 0, 1):
+                r = torch.randn(32, generator=g).clamp(-0.9, 0.9) * v
+                r[7] = torch.nextafter(torch.tensor(v), torch.tensor(v * 4 if delta > 0 else 0.0)).item() \
+                    if delta else v
+                rows.append(r)
+    ties = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0] * 4)
+    ties[8:16] *= -1
+    rows.append(ties)
+    nan = torch.randn(32, generator=g)
+    nan[9] = float("nan")
+    rows.append(nan)
+    inf = torch.randn(32, generator=g)
+    inf[2] = float("-inf")
+    rows.append(inf)
+    return torch.stack(rows)

@@ -1,0 +1,185 @@
+"""An independent reference for DESIGN.md §2, written from the formulas, not from srdd's code.
+
+Elements are rounded by searching the explicit grid (nearest value, ties to the
+value with an even mantissa); scale exponents come from numpy's frexp in
+float64 and exact Fractions; all NVFP4 arithmetic is replayed in float32 in the
+recipe's order. Slow, obvious, and small inputs only.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+f32 = np.float32
+
+
+def element_grid(mbits: int, emin: int, max_value: float) -> list[tuple[float, int]]:
+    """Non-negative grid values with their mantissa parity (for tie-breaking)."""
+    values: dict[float, int] = {}
+    for m in range(2**mbits):  # subnormals
+        values[m * 2.0 ** (emin - mbits)] = m
+    e = emin
+    while True:
+        for m in range(2**mbits):
+            v = (1 + m / 2**mbits) * 2.0**e
+            if v > max_value:
+                return sorted(values.items())
+            values[v] = m
+        e += 1
+
+
+GRIDS = {
+    "e2m1": element_grid(1, 0, 6.0),
+    "e2m3": element_grid(3, 0, 7.5),
+    "e3m2": element_grid(2, -2, 28.0),
+    "e4m3": element_grid(3, -6, 448.0),
+    "e5m2": element_grid(2, -14, 57344.0),
+}
+EMAX = {"e2m1": 2, "e2m3": 2, "e3m2": 4, "e4m3": 8, "e5m2": 15}
+MAXV = {k: g[-1][0] for k, g in GRIDS.items()}
+
+
+def round_element(v: float, elem: str) -> float:
+    """Nearest grid value, ties to even mantissa, saturating, sign kept (including -0)."""
+    if np.isnan(v):
+        return float("nan")
+    grid = GRIDS[elem]
+    a = abs(v)
+    if a >= grid[-1][0]:
+        q = grid[-1][0]
+    else:
+        hi = next(i for i, (g, _) in enumerate(grid) if g >= a)
+        lo = max(hi - 1, 0)
+        (gl, ml), (gh, mh) = grid[lo], grid[hi]
+        dl, dh = Fraction(a) - Fraction(gl), Fraction(gh) - Fraction(a)
+        if dl < dh:
+            q = gl
+        elif dh < dl:
+            q = gh
+        else:
+            q = gl if ml % 2 == 0 else gh
+    return float(np.copysign(q, v))
+
+
+def floor_log2(a: float) -> int:
+    """floor(log2 a) of a float32 value as its exponent field says (subnormals read as -127)."""
+    bits = np.array([a], dtype=f32).view(np.int32)[0]
+    return int((bits >> 23) & 0xFF) - 127
+
+
+def mx_scale_exponent(amax: float, elem: str, mode: str) -> int:
+    if mode == "floor":
+        e = floor_log2(amax) - EMAX[elem]
+    else:
+        e = -127
+        if amax > 0:
+            target = Fraction(amax) / Fraction(MAXV[elem])
+            e = int(np.floor(np.log2(float(target)))) - 2
+            while Fraction(2) ** e < target:
+                e += 1
+    return int(min(max(e, -127), 127))
+
+
+def _blocks(x: np.ndarray, block: int):
+    rows = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    k = rows.shape[1]
+    for r in range(rows.shape[0]):
+        for start in range(0, k, block):
+            yield r, start, rows[r, start:start + block]
+
+
+def mx(x: np.ndarray, elem: str = "e2m1", mode: str = "floor") -> np.ndarray:
+    out = np.zeros(x.reshape(-1, x.shape[-1]).shape, dtype=np.float64)
+    for r, s, blk in _blocks(x, 32):
+        if not np.all(np.isfinite(blk)):
+            out[r, s:s + len(blk)] = np.nan
+            continue
+        e = mx_scale_exponent(float(np.max(np.abs(blk))), elem, mode)
+        scale = Fraction(2) ** e
+        for i, v in enumerate(blk):
+            q = round_element(float(Fraction(v) / scale) if v != 0 else v, elem)
+            out[r, s + i] = float(Fraction(q) * scale) if q != 0 else q
+    with np.errstate(over="ignore"):  # rceil can round a block max near FLT_MAX up to 2^128 = inf
+        return out.reshape(x.shape).astype(f32)
+
+
+def _e4m3(v: np.float32) -> np.float32:
+    return f32(round_element(float(v), "e4m3"))
+
+
+def nvfp4(x: np.ndarray, per_tensor_scale: bool = True) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):  # tiny tensors: 1/pts overflows, as on hardware
+        return _nvfp4(x, per_tensor_scale)
+
+
+def _nvfp4(x: np.ndarray, per_tensor_scale: bool) -> np.ndarray:
+    xf = x.astype(f32)
+    out = np.zeros(xf.reshape(-1, xf.shape[-1]).shape, dtype=f32)
+    if per_tensor_scale:
+        pts = f32(np.max(np.abs(xf))) / f32(2688.0)
+    else:
+        pts = f32(1.0)
+    for r, s, blk in _blocks(xf, 16):
+        blk = blk.astype(f32)
+        if not np.all(np.isfinite(blk)) or not np.isfinite(pts):
+            out[r, s:s + len(blk)] = np.nan
+            continue
+        if pts == 0:
+            out[r, s:s + len(blk)] = blk * f32(0.0)
+            continue
+        amax_b = f32(np.max(np.abs(blk)))
+        s8 = _e4m3(np.clip((amax_b / f32(6.0)) / pts, f32(2.0**-6), f32(448.0)).astype(f32))
+        rr = (f32(1.0) / pts) / s8
+        total = pts * s8
+        for i, v in enumerate(blk):
+            q = f32(round_element(float(np.clip(v * rr, f32(-6), f32(6))), "e2m1"))
+            out[r, s + i] = q * total
+    return out.reshape(x.shape)
+
+
+def int4(x: np.ndarray, group: int = 32) -> np.ndarray:
+    xf = x.astype(f32)
+    out = np.zeros(xf.reshape(-1, xf.shape[-1]).shape, dtype=f32)
+    for r, s, blk in _blocks(xf, group):
+        blk = blk.astype(f32)
+        if not np.all(np.isfinite(blk)):
+            out[r, s:s + len(blk)] = np.nan
+            continue
+        scale = f32(np.max(np.abs(blk))) / f32(7.5)
+        for i, v in enumerate(blk):
+            if scale == 0:
+                out[r, s + i] = v * f32(0.0)
+            else:
+                out[r, s + i] = f32(np.clip(np.round(v / scale), -8, 7)) * scale
+    return out.reshape(x.shape)
+
+
+def fp8_per_tensor(x: np.ndarray) -> np.ndarray:
+    xf = x.astype(f32)
+    amax = f32(np.max(np.abs(xf)))
+    if not np.isfinite(amax):
+        return np.full_like(xf, np.nan)
+    s = amax / f32(448.0)
+    if s == 0:
+        return xf * f32(0.0)
+    return np.array([f32(round_element(float(v / s), "e4m3")) * s for v in xf.ravel()],
+                    dtype=f32).reshape(xf.shape)
+
+
+def metrics(x: np.ndarray, q: np.ndarray, saturated: np.ndarray) -> dict:
+    """DESIGN.md §3 in float64 over finite elements."""
+    x = x.astype(np.float64).ravel()
+    q = q.astype(np.float64).ravel()
+    ok = np.isfinite(x) & np.isfinite(q)
+    x, q, sat = x[ok], q[ok], saturated.ravel()[ok]
+    nz = x != 0
+    err = q - x
+    return {
+        "relative_error": float(np.mean(np.abs(err[nz]) / np.abs(x[nz]))) if nz.any() else 0.0,
+        "deadzone_ratio": float(np.mean(q[nz] == 0)) if nz.any() else 0.0,
+        "sqnr_db": float(10 * np.log10(np.sum(x**2) / np.sum(err**2))),
+        "saturation_ratio": float(np.mean(sat)),
+        "mse": float(np.mean(err**2)),
+    }
