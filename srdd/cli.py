@@ -17,6 +17,7 @@ from srdd import __version__
 from srdd.errors import SrddError
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "srdd.scan.cli",
 )
 
 

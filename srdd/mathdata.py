@@ -1,0 +1,101 @@
+"""Deterministic grade-school math word problems (GSM8K-like) with integer answers.
+
+Used as the scanner's default calibration set and as rin_train's built-in
+task, so that neither needs a data download. Problems come from templates
+filled by a seeded RNG; each question is assigned to train or test by its hash and
+duplicates are skipped, so no question appears in both splits.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+NAMES = ("Ava", "Ben", "Chloe", "Diego", "Emma", "Farid", "Grace", "Hiro", "Isla", "Jamal",
+         "Kira", "Liam", "Maya", "Noah", "Olga", "Priya", "Quinn", "Ravi", "Sofia", "Tom")
+ITEMS = ("apples", "marbles", "stickers", "books", "pencils", "cookies", "stamps", "shells")
+SPLIT_SEEDS = {"train": 0x5EED, "test": 0x7E57}
+
+
+@dataclass(frozen=True)
+class Problem:
+    question: str
+    answer: int
+
+
+def _buy_and_give(r: random.Random) -> Problem:
+    n, item = r.choice(NAMES), r.choice(ITEMS)
+    a, b, c = r.randint(5, 60), r.randint(2, 40), r.randint(1, 20)
+    c = min(c, a + b)
+    return Problem(f"{n} has {a} {item}. {n} buys {b} more and then gives {c} to a friend. "
+                   f"How many {item} does {n} have now?", a + b - c)
+
+
+def _boxes(r: random.Random) -> Problem:
+    n, item = r.choice(NAMES), r.choice(ITEMS)
+    boxes, per, extra = r.randint(2, 12), r.randint(3, 25), r.randint(0, 15)
+    return Problem(f"{n} packs {boxes} boxes with {per} {item} in each box and has {extra} "
+                   f"{item} left over. How many {item} did {n} start with?", boxes * per + extra)
+
+
+def _wage(r: random.Random) -> Problem:
+    n = r.choice(NAMES)
+    rate, hours, days = r.randint(8, 30), r.randint(2, 9), r.randint(2, 6)
+    return Problem(f"{n} earns ${rate} per hour and works {hours} hours a day for {days} days. "
+                   f"How many dollars does {n} earn in total?", rate * hours * days)
+
+
+def _share(r: random.Random) -> Problem:
+    n, item = r.choice(NAMES), r.choice(ITEMS)
+    friends, each = r.randint(2, 9), r.randint(2, 15)
+    kept = r.randint(1, 20)
+    return Problem(f"{n} shares {friends * each + kept} {item}: {n} keeps {kept} and splits the rest "
+                   f"equally among {friends} friends. How many {item} does each friend get?", each)
+
+
+def _age(r: random.Random) -> Problem:
+    a, b = r.sample(NAMES, 2)
+    age, diff, years = r.randint(5, 40), r.randint(1, 30), r.randint(1, 15)
+    return Problem(f"{a} is {age} years old and {b} is {diff} years older than {a}. "
+                   f"How old will {b} be in {years} years?", age + diff + years)
+
+
+def _discount(r: random.Random) -> Problem:
+    n = r.choice(NAMES)
+    price, qty = r.randint(2, 40) * 10, r.randint(2, 8)
+    pct = r.choice((10, 20, 25, 50))
+    total = price * qty * (100 - pct) // 100
+    return Problem(f"A jacket costs ${price}. {n} buys {qty} jackets during a {pct}% off sale. "
+                   f"How many dollars does {n} pay?", total)
+
+
+TEMPLATES: tuple[Callable[[random.Random], Problem], ...] = (
+    _buy_and_give, _boxes, _wage, _share, _age, _discount,
+)
+
+
+def split_of(question: str) -> str:
+    """Every question belongs to exactly one split, by hash: splits are disjoint by construction."""
+    return "test" if zlib.crc32(question.encode()) % 5 == 0 else "train"
+
+
+def generate_problems(n: int, *, seed: int = 0, split: str = "train") -> list[Problem]:
+    """`n` distinct problems of `split`; the same (n, seed, split) always gives the same list."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if split not in SPLIT_SEEDS:
+        raise ValueError(f"split must be one of {sorted(SPLIT_SEEDS)}, got {split!r}")
+    rng = random.Random(SPLIT_SEEDS[split] * 1_000_003 + seed)
+    seen: set[str] = set()
+    problems: list[Problem] = []
+    i = 0
+    while len(problems) < n:
+        p = TEMPLATES[i % len(TEMPLATES)](rng)
+        i += 1
+        if p.question in seen or split_of(p.question) != split:
+            continue
+        seen.add(p.question)
+        problems.append(p)
+    return problems

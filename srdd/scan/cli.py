@@ -1,0 +1,130 @@
+"""`srdd scan` and `srdd show`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from srdd.errors import SrddError
+from srdd.formats import list_formats
+from srdd.jsonio import ensure_writable, read_json, write_json_atomic
+
+SCAN_EPILOG = """examples:
+  srdd scan --fmt mxfp4 --model smollm2 --out scan.json
+  srdd scan --fmt mxfp4,nvfp4 --model ./Qwen2.5-1.5B-Instruct --samples 64 --max-tokens 512
+  srdd scan --fmt mxfp4 --scale-mode rceil --model model.gguf --mode propagated
+  srdd scan --fmt nvfp4 --model ./Qwen2.5-7B-Instruct --offload --dtype bfloat16
+
+With several formats, one file is written per format: scan.json -> scan.mxfp4.json, ...
+Metrics: SQNR (primary, dB), relative error and deadzone (the published multipliers' inputs),
+saturation. Ratios are fractions in the file and percentages on screen."""
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("scan", help="per-layer quantization error of a model",
+                       description="Measure, in one forward pass over calibration prompts, how much a "
+                                   "4-bit format damages every decoder layer's activations and weights.",
+                       epilog=SCAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fmt", required=True, type=_csv,
+                   help=f"format name or comma list; one of: {', '.join(list_formats())}")
+    p.add_argument("--model", required=True,
+                   help="Hugging Face model directory, .gguf file, or 'smollm2' (embedded default)")
+    p.add_argument("--out", default="scan.json", type=Path, help="output file (default: scan.json)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--data", help="calibration data: .jsonl, .txt or verl GSM8K .parquet "
+                                  "(default: built-in math word problems)")
+    p.add_argument("--samples", type=int, default=8, help="number of calibration samples (default 8)")
+    p.add_argument("--max-tokens", type=int, default=256, help="truncate each sample (default 256)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="seed of the built-in problems (default 0)")
+    p.add_argument("--sites", type=_csv, default=["block_output", "linear_input"],
+                   help="comma list of block_output, linear_input, weight (default: block_output,linear_input)")
+    p.add_argument("--mode", choices=["isolated", "propagated"], default="isolated",
+                   help="isolated: quantize each fp tensor on the side; propagated: run W4A4 and compare "
+                        "each layer's output with the fp model's")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--scale-mode", choices=["floor", "rceil"], help="MX scale rule (default floor, OCP)")
+    p.add_argument("--no-per-tensor-scale", action="store_true",
+                   help="NVFP4 one-level scaling (no fp32 tensor scale)")
+    p.add_argument("--group-size", type=int, help="INT4 group size (default 32)")
+    p.add_argument("--offload", action="store_true",
+                   help="load each decoder layer's weights only while it runs (big models, small RAM)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_scan)
+
+    s = sub.add_parser("show", help="re-render a scan.json; export CSV or a plot",
+                       epilog="example: srdd show scan.json --csv layers.csv --plot profile.png",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("scan", type=Path)
+    s.add_argument("--csv", type=Path, help="write per-layer metrics as CSV")
+    s.add_argument("--plot", type=Path, help="write per-layer profiles (PNG), zones shaded")
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(func=run_show)
+
+
+def output_paths(out: Path, formats: list[str]) -> list[Path]:
+    if len(formats) == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}.{fmt}{out.suffix or '.json'}") for fmt in formats]
+
+
+def run_scan(args) -> int:
+    from srdd.models import load_causal_lm, model_info, resolve_model
+    from srdd.scan.offload import load_offloaded
+    from srdd.scan.render import render
+    from srdd.scan.runner import ScanConfig, scan_model
+
+    options: dict = {}
+    if args.scale_mode:
+        options["scale_mode"] = args.scale_mode
+    if args.no_per_tensor_scale:
+        options["per_tensor_scale"] = False
+    if args.group_size is not None:
+        options["group_size"] = args.group_size
+    cfg = ScanConfig(formats=tuple(args.fmt), format_options=options, sites=tuple(args.sites),
+                     mode=args.mode, samples=args.samples, max_tokens=args.max_tokens,
+                     batch_size=args.batch_size, seed=args.seed, data=args.data)
+    paths = output_paths(args.out, args.fmt)
+    for path in paths:
+        ensure_writable(path, force=args.force)
+    if args.data is not None and not Path(args.data).is_file():
+        raise SrddError(f"data file {args.data} does not exist")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SrddError("--device cuda requested but no CUDA device is available")
+    dtype = getattr(torch, args.dtype)
+    if args.offload:
+        model, tokenizer = load_offloaded(args.model, dtype=dtype, device=args.device)
+    else:
+        model, tokenizer = load_causal_lm(args.model, dtype=dtype, device=args.device)
+    info = model_info(model, args.model, resolve_model(args.model))
+    docs = scan_model(model, tokenizer, cfg, model_info=info, progress=not args.no_progress)
+    for doc, path in zip(docs, paths):
+        write_json_atomic(path, doc, force=args.force)
+        print(render(doc))
+        print(f"\nwrote {path}\n")
+    return 0
+
+
+def run_show(args) -> int:
+    from srdd.scan.export import write_csv, write_plot
+    from srdd.scan.render import render
+
+    doc = read_json(args.scan, what="scan")
+    if not isinstance(doc, dict) or doc.get("schema") != "srdd.scan/v1":
+        raise SrddError(f"{args.scan} is not a srdd.scan/v1 file (schema: {doc.get('schema') if isinstance(doc, dict) else None!r})")
+    for path in (args.csv, args.plot):
+        if path is not None:
+            ensure_writable(path, force=args.force)
+    print(render(doc))
+    if args.csv:
+        print(f"wrote {write_csv(doc, args.csv, force=args.force)}")
+    if args.plot:
+        print(f"wrote {write_plot(doc, args.plot, force=args.force)}")
+    return 0

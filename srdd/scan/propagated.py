@@ -1,0 +1,69 @@
+"""Propagated mode: how far each layer's output drifts when the whole model runs quantized.
+
+The reference model runs first and its layer outputs are kept (valid rows
+only); the W4A4 copy then runs the same batch and each of its layer outputs
+is compared with the reference one. The statistics are the same sums as the
+isolated mode, with q = the quantized model's output and x = the reference's.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from srdd.formats import QuantStats
+from srdd.scan.accumulate import ScanStats
+
+
+def pair_stats(x: torch.Tensor, q: torch.Tensor) -> QuantStats:
+    """QuantStats of an arbitrary (reference, approximation) pair, float64 sums."""
+    xd, qd = x.double(), q.double()
+    valid = torch.isfinite(xd) & torch.isfinite(qd)
+    xd, qd = torch.where(valid, xd, 0.0), torch.where(valid, qd, 0.0)
+    nz = valid & (xd != 0)
+    d = qd - xd
+    x2 = xd * xd
+    return QuantStats(
+        numel=x.numel(),
+        nonzero=int(nz.sum()),
+        deadzone=int((nz & (qd == 0)).sum()),
+        saturated=0,
+        nonfinite=int((~valid).sum()),
+        sum_x2=float(x2.sum()),
+        sum_x4=float((x2 * x2).sum()),
+        sum_err2=float((d * d).sum()),
+        sum_rel=float(torch.where(nz, d.abs() / torch.where(nz, xd.abs(), 1.0), 0.0).sum()),
+        amax=float(xd.abs().max()) if x.numel() else 0.0,
+    )
+
+
+class PropagatedCapture:
+    def __init__(self, reference: nn.ModuleList, quantized: nn.ModuleList, stats: ScanStats,
+                 key: str) -> None:
+        self.stats = stats
+        self.key = key
+        self.valid: torch.Tensor | None = None
+        self._reference: dict[int, torch.Tensor] = {}
+        self._handles = [layer.register_forward_hook(self._keep(i)) for i, layer in enumerate(reference)]
+        self._handles += [layer.register_forward_hook(self._compare(i)) for i, layer in enumerate(quantized)]
+
+    def _rows(self, output) -> torch.Tensor:
+        hidden = output[0] if isinstance(output, (tuple, list)) else output
+        rows = hidden.detach().reshape(-1, hidden.shape[-1])
+        return rows[self.valid] if self.valid is not None else rows
+
+    def _keep(self, index: int):
+        def hook(module, args, output) -> None:
+            self._reference[index] = self._rows(output)
+        return hook
+
+    def _compare(self, index: int):
+        def hook(module, args, output) -> None:
+            reference = self._reference.pop(index)
+            self.stats.layers[self.key][index].add_block_output(pair_stats(reference, self._rows(output)))
+        return hook
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._reference.clear()

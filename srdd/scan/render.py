@@ -1,0 +1,39 @@
+"""The tables researchers used to write by hand, from any srdd.scan/v1 document."""
+
+from __future__ import annotations
+
+from srdd.metrics import get_metric
+
+TABLE_METRICS = ("sqnr_db", "relative_error", "deadzone_ratio", "saturation_ratio")
+
+
+def _row(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [_row(header, widths), "  ".join("-" * w for w in widths)]
+    lines += [_row(r, widths) for r in rows]
+    return "\n".join(lines)
+
+
+def render(doc: dict) -> str:
+    fmt, model = doc["format"]["name"], doc["model"]["name"]
+    cal = doc["calibration"]
+    out = [f"srdd scan: {model} ({doc['model']['num_layers']} layers) under {fmt}, {doc['mode']} mode, "
+           f"site {doc['primary_site']}; {cal['samples']} samples / {cal['tokens']} tokens"]
+    rows = []
+    for m in TABLE_METRICS:
+        metric, s = get_metric(m), doc["summary"][m]
+        spread = metric.format(s["std"]) if not metric.is_ratio else f"{100 * s['std']:.2f}%"
+        rows.append([m, metric.format(s["min"]), metric.format(s["max"]),
+                     f"{metric.format(s['mean'])} ± {spread}"])
+    out += ["", "Overall (per-layer values)", table(["metric", "min", "max", "mean ± std"], rows)]
+    zone_rows = [[z["name"], z["kind"], f"{z['layers'][0]}-{z['layers'][-1]}"]
+                 + [get_metric(m).format(z[m]) for m in TABLE_METRICS[:3]] for z in doc["zones"]]
+    out += ["", "Zones", table(["zone", "kind", "layers", *TABLE_METRICS[:3]], zone_rows)]
+    worst = [[str(w["layer"])] + [get_metric(m).format(w[m]) for m in TABLE_METRICS] for w in doc["worst_layers"]]
+    out += ["", f"Worst layers (by {doc['rank_metric']})", table(["layer", *TABLE_METRICS], worst)]
+    out += [f"warning: {w}" for w in doc.get("warnings", [])]
+    return "\n".join(out)

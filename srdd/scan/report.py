@@ -1,0 +1,108 @@
+"""From accumulated sums to the srdd.scan/v1 document (DESIGN.md §4).
+
+Layer-level tables, summary, zones and worst layers use one "primary" site
+per layer: the decoder-layer output (the published scan's site) when it was
+scanned, else all linear inputs of the layer merged. Ratios stay fractions.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import statistics
+from functools import reduce
+
+from srdd import __version__
+from srdd.formats import QuantStats, get_format
+from srdd.metrics import get_metric
+from srdd.scan.accumulate import LayerStats, ScanStats
+from srdd.zones import depth_zones, high_error_bands
+
+SCHEMA = "srdd.scan/v1"
+SUMMARY_METRICS = ("sqnr_db", "relative_error", "deadzone_ratio", "saturation_ratio", "mse")
+RANK_METRIC = "sqnr_db"
+WORST_COUNT = 10
+
+
+def _site(s: QuantStats) -> dict:
+    return {**s.metrics(), "sums": s.to_dict()}
+
+
+def primary_stats(layer: LayerStats, sites: tuple[str, ...]) -> QuantStats:
+    if "block_output" in sites:
+        return layer.block_output
+    return reduce(QuantStats.merge, layer.linear_inputs.values(), QuantStats.empty())
+
+
+def _summary(values: dict[str, list[float]]) -> dict:
+    return {m: {"min": min(v), "max": max(v), "mean": statistics.fmean(v),
+                "std": statistics.pstdev(v) if len(v) > 1 else 0.0}
+            for m, v in values.items()}
+
+
+def _zone_entry(name: str, layers: tuple[int, ...], values: dict[str, list[float]], kind: str) -> dict:
+    entry = {"name": name, "kind": kind, "layers": list(layers)}
+    for metric, v in values.items():
+        entry[metric] = statistics.fmean(v[i] for i in layers)
+    return entry
+
+
+def format_block(key: str, cfg) -> dict:
+    spec = get_format(key, **cfg.options_for(key))
+    params = {k: (v.value if hasattr(v, "value") else v) for k, v in vars(spec).items()
+              if k in ("scale_mode", "per_tensor_scale", "group_size", "block_size")}
+    params.setdefault("block_size", getattr(spec, "block_size", None))
+    return {"name": key, **params}
+
+
+def build_report(stats: ScanStats, key: str, cfg, model_info: dict, calibration: dict) -> dict:
+    layers_out = []
+    values: dict[str, list[float]] = {m: [] for m in SUMMARY_METRICS}
+    for index, layer in enumerate(stats.layers[key]):
+        entry: dict = {"layer": index}
+        if "block_output" in cfg.sites:
+            entry["block_output"] = _site(layer.block_output)
+        if "linear_input" in cfg.sites and layer.linear_inputs:
+            entry["linear_inputs"] = {n: _site(s) for n, s in sorted(layer.linear_inputs.items())}
+        if "weight" in cfg.sites:
+            entry["weights"] = {n: _site(s) for n, s in sorted(layer.weights.items())}
+        primary = primary_stats(layer, cfg.sites).metrics()
+        entry["primary"] = {m: primary[m] for m in SUMMARY_METRICS}
+        for m in SUMMARY_METRICS:
+            values[m].append(primary[m])
+        layers_out.append(entry)
+
+    rank = get_metric(RANK_METRIC)
+    zones = [_zone_entry(z.name, z.layers, values, "depth") for z in depth_zones(len(layers_out))]
+    bands = high_error_bands([rank.badness(v) for v in values[RANK_METRIC]])
+    zones += [_zone_entry(z.name, z.layers, values, "data") for z in bands]
+    order = sorted(range(len(layers_out)), key=lambda i: rank.badness(values[RANK_METRIC][i]), reverse=True)
+    worst = [{"layer": i, **{m: values[m][i] for m in SUMMARY_METRICS}} for i in order[:WORST_COUNT]]
+    nonfinite = sum(primary_stats(layer, cfg.sites).nonfinite for layer in stats.layers[key])
+    capped = any(l_["block_output"]["sqnr_capped"] for l_ in layers_out if "block_output" in l_)
+    return {
+        "schema": SCHEMA,
+        "tool_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": model_info,
+        "format": format_block(key, cfg),
+        "mode": cfg.mode.value,
+        "sites": list(cfg.sites),
+        "primary_site": "block_output" if "block_output" in cfg.sites else "linear_input",
+        "rank_metric": RANK_METRIC,
+        "calibration": calibration,
+        "layers": layers_out,
+        "summary": _summary(values),
+        "zones": zones,
+        "worst_layers": worst,
+        "warnings": _warnings(nonfinite, capped),
+    }
+
+
+def _warnings(nonfinite: int, capped: bool) -> list[str]:
+    out = []
+    if nonfinite:
+        out.append(f"{nonfinite} activation values were NaN/Inf (or in a block poisoned by one); "
+                   "they are counted in 'nonfinite' and excluded from every metric")
+    if capped:
+        out.append("some SQNR values had zero error and are reported at the finite cap")
+    return out

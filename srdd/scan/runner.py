@@ -1,0 +1,144 @@
+"""One pass over the calibration batches, every site and format at once."""
+
+from __future__ import annotations
+
+import copy
+import enum
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from srdd.calibration import load_samples, tokenize
+from srdd.errors import SrddError
+from srdd.formats import get_format, list_formats
+from srdd.models import decoder_layers
+from srdd.qlinear import LinearQuantConfig, QuantMode, quantize_linears
+from srdd.scan.accumulate import SITES, ScanStats
+from srdd.scan.capture import FormatSpec, SiteCapture, measure_weights
+from srdd.scan.propagated import PropagatedCapture
+from srdd.scan.report import build_report
+
+
+class ScanMode(str, enum.Enum):
+    ISOLATED = "isolated"
+    """Each full-precision tensor is quantized on the side; errors do not propagate."""
+    PROPAGATED = "propagated"
+    """The model runs W4A4; each layer's output is compared with the full-precision model's."""
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    formats: tuple[str, ...] = ("mxfp4",)
+    format_options: dict = field(default_factory=dict)
+    sites: tuple[str, ...] = ("block_output", "linear_input")
+    mode: ScanMode = ScanMode.ISOLATED
+    samples: int = 8
+    max_tokens: int = 256
+    batch_size: int = 8
+    seed: int = 0
+    data: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", ScanMode(self.mode))
+        if not self.formats:
+            raise SrddError("give at least one format")
+        for fmt in self.formats:
+            if fmt not in list_formats():
+                raise SrddError(f"unknown format {fmt!r}; known formats: {', '.join(list_formats())}")
+            try:
+                get_format(fmt, **self.options_for(fmt))
+            except (ValueError, TypeError) as exc:
+                raise SrddError(str(exc)) from None
+        bad = sorted(set(self.sites) - set(SITES))
+        if bad or not self.sites:
+            raise SrddError(f"unknown site(s) {bad}; choose from {', '.join(SITES)}")
+        for name in ("samples", "max_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise SrddError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+
+    def options_for(self, fmt: str) -> dict:
+        """Format options apply to the formats that accept them (e.g. scale_mode to MX formats)."""
+        from srdd.formats import FORMATS
+
+        accepted = FORMATS[fmt].options
+        return {k: v for k, v in self.format_options.items() if k in accepted}
+
+    def format_specs(self) -> list[FormatSpec]:
+        return [(fmt, fmt, self.options_for(fmt)) for fmt in self.formats]
+
+
+def batches(ids: list[list[int]], batch_size: int, pad_id: int):
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start:start + batch_size]
+        width = max(len(s) for s in chunk)
+        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, s in enumerate(chunk):
+            input_ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        yield input_ids, mask
+
+
+def _run(model: nn.Module, ids: list[list[int]], cfg: ScanConfig, pad_id: int, capture,
+         progress: bool, extra_model: nn.Module | None = None) -> None:
+    device = next(model.parameters()).device
+    steps = list(batches(ids, cfg.batch_size, pad_id))
+    for input_ids, mask in tqdm(steps, desc="scanning", unit="batch", disable=not progress):
+        capture.valid = mask.reshape(-1).bool().to(device)
+        with torch.no_grad():
+            model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
+            if extra_model is not None:
+                extra_model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
+
+
+def scan_model(model: nn.Module, tokenizer, cfg: ScanConfig | None = None, *, model_info: dict,
+               progress: bool = True, texts: list[str] | None = None) -> list[dict]:
+    """Scan an in-memory model (PEFT-wrapped is fine); one srdd.scan/v1 document per format.
+
+    rin_train calls this for its before/after rescans of the policy.
+    """
+    cfg = cfg or ScanConfig()
+    if texts is not None:
+        ids = [tokenizer(t)["input_ids"][: cfg.max_tokens] for t in texts]
+        source = "texts"
+    else:
+        ids = tokenize(load_samples(cfg.data, cfg.samples, cfg.seed), tokenizer, cfg.max_tokens)
+        source = cfg.data or "builtin:mathdata"
+    layers = decoder_layers(model)
+    stats = ScanStats(len(layers), list(cfg.formats))
+    specs = cfg.format_specs()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    was_training = model.training
+    model.eval()
+    try:
+        if "weight" in cfg.sites:
+            measure_weights(layers, stats, specs, getattr(model, "srdd_offload", None))
+        if cfg.mode is ScanMode.ISOLATED:
+            capture = SiteCapture(layers, stats, specs, set(cfg.sites))
+            try:
+                _run(model, ids, cfg, pad_id, capture, progress)
+            finally:
+                capture.remove()
+        else:
+            _run_propagated(model, ids, cfg, pad_id, stats, progress)
+    finally:
+        model.train(was_training)
+    calibration = {"source": source, "samples": len(ids), "tokens": sum(len(s) for s in ids),
+                   "seed": cfg.seed, "max_tokens": cfg.max_tokens}
+    return [build_report(stats, key, cfg, model_info, calibration) for key, _, _ in specs]
+
+
+def _run_propagated(model: nn.Module, ids, cfg: ScanConfig, pad_id: int, stats: ScanStats,
+                    progress: bool) -> None:
+    """One W4A4 copy per format runs beside the reference model on the same batches."""
+    for key, fmt, options in cfg.format_specs():
+        quantized = copy.deepcopy(model)
+        quantize_linears(decoder_layers(quantized), LinearQuantConfig(fmt, QuantMode.W4A4, options, ()))
+        capture = PropagatedCapture(decoder_layers(model), decoder_layers(quantized), stats, key)
+        try:
+            _run(model, ids, cfg, pad_id, capture, progress, extra_model=quantized)
+        finally:
+            capture.remove()
+        del quantized
