@@ -105,31 +105,37 @@ def round_trip_into(x: torch.Tensor, out: torch.Tensor, fmt: QuantFormatConfig) 
 def stats_vector(x: torch.Tensor, fmt: QuantFormatConfig) -> torch.Tensor:
     """float64 [nonzero, deadzone, saturated, nonfinite, Σx², Σx⁴, Σerr², Σ|err|/|x|, amax].
 
-    q is compared in the caller's dtype (what fake_quantize would return), and
-    elements where x or q is not finite are counted, then left out of every sum.
+    q is compared in the caller's dtype (what fake_quantize would return).
+    Every block format turns a block holding NaN/Inf into NaN, so "q is not
+    finite" marks exactly the elements to count and leave out of the sums.
+    Sums of x², err² and |err|/|x| accumulate in float64 (x² and the error are
+    exact there); counts are per-block float32 sums of 0/1 (exact below 2^24),
+    which vectorise far better than boolean integer sums. Each block is reduced
+    in the loop nest that computes it, then the per-block partials are summed.
     """
     y, sat = quantize_blocks(x, fmt)
     xf = x.to(torch.float32)
     if xf.shape != y.shape:  # zero padding adds nothing to any sum or count
         xf = F.pad(xf, (0, y.shape[1] * y.shape[2] - x.shape[-1])).view(y.shape)
     q = y.to(x.dtype).to(torch.float32)
-    valid = torch.isfinite(xf) & torch.isfinite(q)
-    nz = valid & (xf != 0)
-    xd = torch.where(valid, xf, 0.0).to(torch.float64)
-    d = torch.where(valid, q, 0.0).to(torch.float64) - xd
+    valid = torch.isfinite(q)
+    xv = torch.where(valid, xf, 0.0)
+    qv = torch.where(valid, q, 0.0)
+    nz = (xv != 0).to(torch.float32)
+    one = torch.ones_like(xv)
+    counts = torch.stack([
+        nz.sum(-1),
+        (nz * (qv == 0).to(torch.float32)).sum(-1),
+        torch.where(valid & sat, one, 0.0).sum(-1),
+        torch.where(valid, 0.0, one).sum(-1),
+    ]).to(torch.float64)
+    xd = xv.to(torch.float64)
+    d = qv.to(torch.float64) - xd
     x2 = xd * xd
-    rel = torch.where(nz, d.abs() / torch.where(nz, xd.abs(), 1.0), 0.0)
-    return torch.stack([
-        nz.sum(dtype=torch.float64),
-        (nz & (q == 0)).sum(dtype=torch.float64),
-        (valid & sat).sum(dtype=torch.float64),
-        (~valid).sum(dtype=torch.float64),
-        x2.sum(),
-        (x2 * x2).sum(),
-        (d * d).sum(),
-        rel.sum(),
-        xd.abs().amax() if xd.numel() else torch.zeros((), dtype=torch.float64),
-    ])
+    rel = torch.where(xv != 0, d.abs() / torch.where(xv != 0, xd.abs(), 1.0), 0.0)
+    sums = torch.stack([x2.sum(-1), (x2 * x2).sum(-1), (d * d).sum(-1), rel.sum(-1)])
+    amax = xv.abs().amax(-1).amax().to(torch.float64)
+    return torch.cat([counts.sum((1, 2)), sums.sum((1, 2)), amax.reshape(1)])
 
 
 def fake_quantize(

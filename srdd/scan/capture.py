@@ -34,6 +34,7 @@ class SiteCapture:
         self.formats = formats
         self.sites = sites
         self.valid: torch.Tensor | None = None  # bool [batch * seq]
+        self.all_valid = False  # no padding in this batch: skip the row gather (a copy)
         self._cache: dict[int, tuple[torch.Tensor, list[QuantStats]]] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         for index, layer in enumerate(layers):
@@ -46,7 +47,7 @@ class SiteCapture:
 
     def _rows(self, t: torch.Tensor) -> torch.Tensor:
         rows = t.reshape(-1, t.shape[-1])
-        if self.valid is not None and rows.shape[0] == self.valid.shape[0]:
+        if self.valid is not None and rows.shape[0] == self.valid.shape[0] and not self.all_valid:
             rows = rows[self.valid]
         return rows.detach()
 

@@ -43,6 +43,7 @@ class PropagatedCapture:
         self.stats = stats
         self.key = key
         self.valid: torch.Tensor | None = None
+        self.all_valid = False
         self._reference: dict[int, torch.Tensor] = {}
         self._handles = [layer.register_forward_hook(self._keep(i)) for i, layer in enumerate(reference)]
         self._handles += [layer.register_forward_hook(self._compare(i)) for i, layer in enumerate(quantized)]

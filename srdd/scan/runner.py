@@ -87,6 +87,7 @@ def _run(model: nn.Module, ids: list[list[int]], cfg: ScanConfig, pad_id: int, c
     steps = list(batches(ids, cfg.batch_size, pad_id))
     for input_ids, mask in tqdm(steps, desc="scanning", unit="batch", disable=not progress):
         capture.valid = mask.reshape(-1).bool().to(device)
+        capture.all_valid = bool(capture.valid.all())
         with torch.no_grad():
             model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
             if extra_model is not None:
