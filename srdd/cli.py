@@ -18,6 +18,7 @@ from srdd.errors import SrddError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "srdd.scan.cli",
+    "calibrate.cli",
 )
 
 

@@ -1,0 +1,96 @@
+"""Fake-quant kernel throughput against memory copies, measured in one process.
+
+    python benchmarks/bench_fakequant.py                      # 4096x4096, fp32 and bf16, CPU
+    python benchmarks/bench_fakequant.py --formats mxfp4,nvfp4 --device cuda
+
+For each format and dtype: GB/s of the allocating round trip (bytes read +
+written), and the ratios allocating / x.clone(), out= / y.copy_(x) and
+statistics pass / y.copy_(x) (higher is better; 1.0 = as fast as the copy).
+Also torchao's MX/NVFP4 round trip when torchao is importable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from srdd.formats import fake_quantize, list_formats, quant_stats, set_backend
+
+
+def timed(fn, repeat: int, sync) -> float:
+    for _ in range(2):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def torchao_round_trip(x: torch.Tensor, repeat: int, sync) -> dict[str, float]:
+    try:
+        from torchao.prototype.mx_formats.mx_tensor import MXTensor
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
+        return {"unavailable": str(exc)[:80]}
+    out = {}
+    try:
+        out["mxfp4"] = timed(lambda: MXTensor.to_mx(x, torch.float4_e2m1fn_x2, 32).to_dtype(x.dtype), repeat, sync)
+    except Exception as exc:  # noqa: BLE001
+        out["mxfp4_error"] = str(exc)[:80]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=4096, help="tensor is size x size (default 4096)")
+    p.add_argument("--formats", default="mxfp4,nvfp4", help=f"comma list from: {','.join(list_formats())}")
+    p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    args = p.parse_args()
+
+    set_backend("compiled")
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    results = []
+    print(f"device {args.device}, threads {torch.get_num_threads()}, {args.size}x{args.size}")
+    for dtype_name in args.dtypes.split(","):
+        dtype = getattr(torch, dtype_name)
+        x = torch.randn(args.size, args.size, device=args.device).to(dtype)
+        y = torch.empty_like(x)
+        nbytes = x.numel() * x.element_size()
+        t_clone = timed(lambda: x.clone(), args.repeat, sync)
+        t_copy = timed(lambda: y.copy_(x), args.repeat, sync)
+        print(f"\n{dtype_name}: clone {t_clone * 1e3:.2f} ms, copy_ {t_copy * 1e3:.2f} ms "
+              f"({2 * nbytes / t_copy / 1e9:.1f} GB/s)")
+        print(f"{'format':<12} {'GB/s':>7} {'alloc/clone':>12} {'out/copy':>9} {'stats/copy':>11}")
+        for fmt in args.formats.split(","):
+            t0 = time.perf_counter()
+            fake_quantize(x, fmt), fake_quantize(x, fmt, out=y), quant_stats(x, fmt)
+            first = time.perf_counter() - t0
+            t_alloc = timed(lambda: fake_quantize(x, fmt), args.repeat, sync)
+            t_out = timed(lambda: fake_quantize(x, fmt, out=y), args.repeat, sync)
+            t_stats = timed(lambda: quant_stats(x, fmt), args.repeat, sync)
+            row = {"format": fmt, "dtype": dtype_name, "gbps": 2 * nbytes / t_alloc / 1e9,
+                   "alloc_over_clone": t_clone / t_alloc, "out_over_copy": t_copy / t_out,
+                   "stats_over_copy": t_copy / t_stats, "first_call_s": first,
+                   "ms": {"alloc": t_alloc * 1e3, "out": t_out * 1e3, "stats": t_stats * 1e3}}
+            results.append(row)
+            print(f"{fmt:<12} {row['gbps']:7.2f} {row['alloc_over_clone']:12.2f} {row['out_over_copy']:9.2f} "
+                  f"{row['stats_over_copy']:11.2f}   (first calls incl. compile {first:.1f} s)")
+        ao = torchao_round_trip(x, args.repeat, sync)
+        print(f"torchao: {ao}" if "unavailable" not in ao else f"torchao: not importable ({ao['unavailable']})")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
