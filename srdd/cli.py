@@ -19,6 +19,7 @@ from srdd.errors import SrddError
 COMMAND_MODULES: tuple[str, ...] = (
     "srdd.scan.cli",
     "calibrate.cli",
+    "rin_train.cli",
 )
 
 

@@ -21,8 +21,10 @@ FormatSpec = tuple[str, str, dict]  # (key in the report, format name, options)
 
 
 def linear_children(layer: nn.Module) -> dict[str, nn.Linear]:
-    """Quantizable linears inside one decoder layer, by name relative to the layer."""
-    return {name: m for name, m in layer.named_modules() if isinstance(m, nn.Linear)}
+    """Quantizable linears inside one decoder layer, by name relative to the layer
+    (LoRA adapters excluded: they stay full precision)."""
+    return {name: m for name, m in layer.named_modules()
+            if isinstance(m, nn.Linear) and ".lora_" not in f".{name}"}
 
 
 class SiteCapture:

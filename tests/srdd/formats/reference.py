@@ -168,6 +168,76 @@ def fp8_per_tensor(x: np.ndarray) -> np.ndarray:
                     dtype=f32).reshape(xf.shape)
 
 
+def saturation(x: np.ndarray, fmt: str, **options) -> np.ndarray:
+    """Elements whose scaled magnitude exceeds the largest element (INT4: whose rounded
+    level is clipped to [-8, 7]), each scale derived from the recipe, not from srdd."""
+    xf = x.astype(f32)
+    out = np.zeros(xf.reshape(-1, xf.shape[-1]).shape, dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if fmt in MX_ELEMENT:
+            elem = MX_ELEMENT[fmt]
+            for r, s, blk in _blocks(xf, 32):
+                if not np.all(np.isfinite(blk)):
+                    continue
+                e = mx_scale_exponent(float(np.max(np.abs(blk))), elem, options.get("scale_mode", "floor"))
+                for i, v in enumerate(blk):
+                    out[r, s + i] = abs(Fraction(v)) / Fraction(2) ** e > Fraction(MAXV[elem])
+        elif fmt == "nvfp4":
+            pts = f32(np.max(np.abs(xf))) / f32(2688.0) if options.get("per_tensor_scale", True) else f32(1.0)
+            for r, s, blk in _blocks(xf, 16):
+                blk = blk.astype(f32)
+                if pts == 0 or not np.isfinite(pts) or not np.all(np.isfinite(blk)):
+                    continue
+                amax_b = f32(np.max(np.abs(blk)))
+                s8 = _e4m3(np.clip((amax_b / f32(6.0)) / pts, f32(2.0**-6), f32(448.0)).astype(f32))
+                rr = (f32(1.0) / pts) / s8
+                out[r, s:s + len(blk)] = np.abs(blk * rr) > f32(6.0)
+        elif fmt == "int4":
+            for r, s, blk in _blocks(xf, options.get("group_size", 32)):
+                blk = blk.astype(f32)
+                scale = f32(np.max(np.abs(blk))) / f32(7.5)
+                if scale == 0 or not np.isfinite(scale):
+                    continue
+                lv = np.round(blk / scale)
+                out[r, s:s + len(blk)] = (lv > 7) | (lv < -8)
+        elif fmt == "fp8_e4m3":
+            s = f32(np.max(np.abs(xf))) / f32(448.0)
+            if s != 0 and np.isfinite(s):
+                out = np.abs(xf.reshape(out.shape) / s) > f32(448.0)
+        elif fmt not in ("bf16", "none"):
+            raise KeyError(fmt)
+    return out.reshape(x.shape)
+
+
+MX_ELEMENT = {"mxfp4": "e2m1", "mxfp6_e2m3": "e2m3", "mxfp6_e3m2": "e3m2",
+              "mxfp8_e4m3": "e4m3", "mxfp8_e5m2": "e5m2"}
+
+
+def fake_quantize(x: np.ndarray, fmt: str, **options) -> np.ndarray:
+    """Dispatch by format name and options, as srdd.formats.fake_quantize (fp32 in, fp32 out)."""
+    if fmt in MX_ELEMENT:
+        return mx(x, MX_ELEMENT[fmt], options.get("scale_mode", "floor"))
+    if fmt == "nvfp4":
+        return nvfp4(x, options.get("per_tensor_scale", True))
+    if fmt == "int4":
+        return int4(x, options.get("group_size", 32))
+    if fmt == "fp8_e4m3":
+        return fp8_per_tensor(x)
+    if fmt == "bf16":
+        return round_to_bf16(x)
+    if fmt == "none":
+        return x.astype(f32)
+    raise KeyError(fmt)
+
+
+def round_to_bf16(x: np.ndarray) -> np.ndarray:
+    """fp32 -> bfloat16 -> fp32 with round-to-nearest-even on the bit pattern (NaN stays NaN)."""
+    b = x.astype(f32).view(np.uint32).astype(np.uint64)
+    r = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) << 16
+    y = r.astype(np.uint32).view(f32)
+    return np.where(np.isnan(x), f32(np.nan), y).astype(f32)
+
+
 def metrics(x: np.ndarray, q: np.ndarray, saturated: np.ndarray) -> dict:
     """DESIGN.md §3 in float64 over finite elements."""
     x = x.astype(np.float64).ravel()

@@ -1,0 +1,233 @@
+"""Noise injection on RMSNorm and/or linear weights, restore-then-perturb, never accumulating.
+
+Every targeted weight keeps an fp32 master copy of its clean value. `perturb`
+first writes the clean weights back, then adds fresh N(0, sigma^2) noise drawn
+in fp32 (sigma = schedule x layer multiplier x, in relative mode, the clean
+tensor's RMS), and reads back the noise actually present after the write into
+the parameter's dtype: bf16 rounds small noise away near 1.0, and the logged
+per-layer "achieved" sigma shows it instead of hiding it (DESIGN.md lessons 1-3).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from srdd.errors import SrddError
+from srdd.models import decoder_layers
+from rin_train.schedule import Schedule, SigmaSchedule
+
+TARGET_KINDS = ("rmsnorm", "linear")
+MAX_RELATIVE_SIGMA = 1.0
+MAX_ABSOLUTE_SIGMA_OVER_RMS = 0.5
+
+
+class SigmaMode(str, enum.Enum):
+    RELATIVE = "relative"
+    """sigma is a fraction of each tensor's RMS: 0.05 means 5 % of the weight scale."""
+    ABSOLUTE = "absolute"
+    """sigma is in weight units, as QeRL's AQN on RMSNorm weights (~1.0 in scale)."""
+
+
+@dataclass(frozen=True)
+class ZoneOverride:
+    name: str
+    layers: list[int]
+    sigma_start: float
+    sigma_end: float
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    enabled: bool = True
+    targets: list[str] = field(default_factory=lambda: ["linear"])
+    schedule: str = "exponential"
+    sigma_start: float = 0.05
+    sigma_end: float = 0.0005
+    num_stages: int = 10
+    warmup_stage: bool = False
+    sigma_mode: str = "relative"
+    target_layers: list[int] | None = None
+    exclude_patterns: list[str] = field(default_factory=list)
+    layer_multipliers: dict[int, float] | None = None
+    multipliers_file: str | None = None
+    zone_overrides: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.targets) - set(TARGET_KINDS))
+        if bad or not self.targets:
+            raise SrddError(f"noise.targets: unknown {bad}; choose from {list(TARGET_KINDS)}")
+        try:
+            object.__setattr__(self, "sigma_mode", SigmaMode(self.sigma_mode))
+        except ValueError:
+            raise SrddError(f"noise.sigma_mode must be 'relative' or 'absolute', got {self.sigma_mode!r}") from None
+        self.schedule_for(None)  # validates sigma values, stages and decay direction
+        if self.sigma_mode is SigmaMode.RELATIVE and self.sigma_start > MAX_RELATIVE_SIGMA:
+            raise SrddError(f"noise.sigma_start {self.sigma_start} relative to the weight RMS would bury the "
+                            f"weights (max {MAX_RELATIVE_SIGMA})")
+        for pattern in self.exclude_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise SrddError(f"noise.exclude_patterns: bad regex {pattern!r}: {exc}") from None
+        if self.layer_multipliers is not None and self.multipliers_file is not None:
+            raise SrddError("noise: give layer_multipliers or multipliers_file, not both")
+        if self.multipliers_file is not None:
+            object.__setattr__(self, "layer_multipliers", load_multipliers(Path(self.multipliers_file)))
+        if self.layer_multipliers is not None:
+            object.__setattr__(self, "layer_multipliers", _check_multipliers(self.layer_multipliers))
+        zones = []
+        for i, z in enumerate(self.zone_overrides):
+            if isinstance(z, ZoneOverride):
+                zones.append(z)
+                continue
+            if not isinstance(z, dict) or set(z) != {"name", "layers", "sigma_start", "sigma_end"}:
+                raise SrddError(f"noise.zone_overrides[{i}]: needs exactly name, layers, sigma_start, sigma_end")
+            zones.append(ZoneOverride(**z))
+        object.__setattr__(self, "zone_overrides", zones)
+        for z in zones:
+            self.schedule_for(z)
+
+    def schedule_for(self, zone: ZoneOverride | None) -> SigmaSchedule:
+        start, end = (zone.sigma_start, zone.sigma_end) if zone else (self.sigma_start, self.sigma_end)
+        return SigmaSchedule(Schedule(self.schedule) if self.schedule in [s.value for s in Schedule] else self.schedule,
+                             start, end, self.num_stages, self.warmup_stage)
+
+    def to_dict(self) -> dict:
+        return {"enabled": self.enabled, "targets": list(self.targets), "schedule": self.schedule,
+                "sigma_start": self.sigma_start, "sigma_end": self.sigma_end, "num_stages": self.num_stages,
+                "warmup_stage": self.warmup_stage, "sigma_mode": self.sigma_mode.value,
+                "target_layers": self.target_layers, "exclude_patterns": list(self.exclude_patterns),
+                "layer_multipliers": self.layer_multipliers, "multipliers_file": self.multipliers_file,
+                "zone_overrides": [vars(z) for z in self.zone_overrides]}
+
+
+def _check_multipliers(raw) -> dict[int, float]:
+    if not isinstance(raw, dict):
+        raise SrddError("noise.layer_multipliers must be a mapping {layer: multiplier}")
+    out = {}
+    for k, v in raw.items():
+        try:
+            layer = int(k)
+        except (TypeError, ValueError):
+            raise SrddError(f"noise.layer_multipliers: layer {k!r} is not an integer") from None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise SrddError(f"noise.layer_multipliers[{layer}] must be a finite number >= 0, got {v!r}")
+        out[layer] = float(v)
+    return out
+
+
+def load_multipliers(path: Path) -> dict[int, float]:
+    if not path.is_file():
+        raise SrddError(f"noise.multipliers_file {path} does not exist")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SrddError(f"noise.multipliers_file {path} is not valid YAML: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("schema") != "srdd.noise/v1":
+        raise SrddError(f"noise.multipliers_file {path} is not a srdd.noise/v1 file (make one with srdd calibrate)")
+    return _check_multipliers(doc.get("layer_multipliers"))
+
+
+@dataclass
+class Target:
+    name: str
+    layer: int
+    kind: str
+    param: nn.Parameter
+    clean: torch.Tensor  # fp32 master copy
+    rms: float
+
+
+def _is_rmsnorm(module: nn.Module) -> bool:
+    return "rmsnorm" in type(module).__name__.lower() and isinstance(getattr(module, "weight", None), torch.Tensor)
+
+
+def _is_linear(name: str, module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) and not re.search(r"(^|\.)lora_[AB](\.|$)", name)
+
+
+class NoiseInjector:
+    def __init__(self, model: nn.Module, cfg: NoiseConfig, *, seed: int = 0) -> None:
+        self.cfg = cfg
+        self.seed = seed
+        layers = decoder_layers(model)
+        self.num_layers = len(layers)
+        wanted = set(range(self.num_layers)) if cfg.target_layers is None else set(cfg.target_layers)
+        referenced = set(wanted) | set(cfg.layer_multipliers or {}) | {l for z in cfg.zone_overrides for l in z.layers}
+        missing = sorted(l for l in referenced if not 0 <= l < self.num_layers)
+        if missing:
+            raise SrddError(f"noise settings name layers {missing}, but the model has layers 0..{self.num_layers - 1}")
+        excludes = [re.compile(p) for p in cfg.exclude_patterns]
+        self.targets: list[Target] = []
+        for index, layer in enumerate(layers):
+            if index not in wanted:
+                continue
+            for name, module in layer.named_modules():
+                full = f"layers.{index}.{name}"
+                kind = ("rmsnorm" if _is_rmsnorm(module) else "linear" if _is_linear(name, module) else None)
+                if kind not in cfg.targets or any(p.search(full) for p in excludes):
+                    continue
+                clean = module.weight.detach().to(torch.float32).clone()
+                rms = float(clean.pow(2).mean().sqrt())
+                self.targets.append(Target(full, index, kind, module.weight, clean, rms))
+        if not self.targets:
+            raise SrddError(f"noise targets {cfg.targets} match no weight in the selected layers")
+        self.schedules = {i: cfg.schedule_for(None) for i in range(self.num_layers)}
+        for z in cfg.zone_overrides:
+            for layer in z.layers:
+                self.schedules[layer] = cfg.schedule_for(z)
+        self._check_absolute_sigma()
+        self.perturbed = False
+
+    def _check_absolute_sigma(self) -> None:
+        if self.cfg.sigma_mode is not SigmaMode.ABSOLUTE:
+            return
+        for t in self.targets:
+            top = max(s.sigma_start for s in self.schedules.values()) * self.multiplier(t.layer)
+            if t.kind == "linear" and top > MAX_ABSOLUTE_SIGMA_OVER_RMS * t.rms:
+                raise SrddError(f"absolute sigma {top:g} on {t.name} (RMS {t.rms:.3g}) would destroy the weight; "
+                                f"use sigma_mode: relative or sigma <= {MAX_ABSOLUTE_SIGMA_OVER_RMS} x RMS")
+
+    def multiplier(self, layer: int) -> float:
+        return (self.cfg.layer_multipliers or {}).get(layer, 1.0)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for t in self.targets:
+                t.param.copy_(t.clean)
+        self.perturbed = False
+
+    def perturb(self, step: int, total_steps: int) -> dict:
+        """Restore, then add this step's noise; returns the scheduled and achieved sigmas."""
+        self.restore()
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        achieved: dict[int, list[float]] = {}
+        with torch.no_grad():
+            for t in self.targets:
+                sigma = self.schedules[t.layer].sigma_at(step, total_steps) * self.multiplier(t.layer)
+                scale = t.rms if self.cfg.sigma_mode is SigmaMode.RELATIVE else 1.0
+                noise = torch.randn(t.clean.shape, generator=generator, dtype=torch.float32) * (sigma * scale)
+                t.param.copy_(t.clean + noise.to(t.clean.device))
+                delta = t.param.detach().to(torch.float32) - t.clean
+                achieved.setdefault(t.layer, []).append(float(delta.std()) / scale if delta.numel() > 1 else 0.0)
+        self.perturbed = True
+        return {"sigma": self.schedules[0].sigma_at(step, total_steps) if self.num_layers else None,
+                "sigma_layers": {str(k): sum(v) / len(v) for k, v in sorted(achieved.items())}}
+
+    @contextmanager
+    def applied(self, step: int, total_steps: int) -> Iterator[dict]:
+        record = self.perturb(step, total_steps)
+        try:
+            yield record
+        finally:
+            self.restore()
