@@ -52,7 +52,7 @@ def embedded_gguf() -> Path:
 
 def _gguf_cache_dir(gguf: Path) -> Path:
     stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"v2:{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     return cache_root() / "models" / f"{gguf.stem}-{key}"
 
 
@@ -68,8 +68,12 @@ def convert_gguf(gguf: Path) -> Path:
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        # A fresh model built from the config drops GGUF-specific loading state before saving.
-        fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        # A fresh model built from a clean config drops the GGUF loading state (its
+        # quantization_config would make the saved model untrainable and non-standard).
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         fresh.load_state_dict(loaded.state_dict())
         fresh.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -55,3 +55,35 @@ def edge_matrix(seed: int = 0) -> torch.Tensor:
     inf[2] = float("-inf")
     rows.append(inf)
     return torch.stack(rows)
+
+
+def extreme_rows() -> torch.Tensor:
+    """Rows of 32 whose block max sits at, or one ulp either side of, 2^k, 6*2^k and 1.75*2^k
+    for binades at the ends of the fp32 range (subnormal, E8M0 clamp, near FLT_MAX)."""
+    g = torch.Generator().manual_seed(99)
+    rows = []
+    cases = [(1.0, k) for k in (-149, -140, -127, -126, -125, -124, 60, 125, 127)]
+    cases += [(6.0, k) for k in (-147, -128, -127, -126, -125, 124, 125)]
+    cases += [(1.75, k) for k in (-148, -127, -126, 126)]
+    for base, k in cases:
+        v = torch.tensor(base * 2.0**k, dtype=torch.float32)
+        for nb in (torch.nextafter(v, torch.tensor(0.0)), v, torch.nextafter(v, torch.tensor(float("inf")))):
+            if not torch.isfinite(nb) or nb == 0:
+                continue
+            r = (torch.rand(32, generator=g) * 2 - 1) * nb
+            r[::5] = r[::5] * 2.0**-20  # small elements far below the block max
+            r[11] = nb
+            r[12] = -nb * 0.75
+            rows.append(r)
+    flt_max = torch.tensor(3.4028234663852886e38)
+    rows.append(torch.full((32,), -3.0e38).index_fill_(0, torch.tensor([3]), flt_max))
+    return torch.stack(rows).to(torch.float32)
+
+
+def random_matrix(seed: int = 0) -> torch.Tensor:
+    """Random rows at varied scales, Student-t heavy tails and planted outliers."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(12, 96, generator=g) * torch.exp2(torch.randint(-20, 20, (12, 1), generator=g).float())
+    t = torch.randn(12, 96, generator=g) / torch.rand(12, 96, generator=g).clamp_min(1e-6) ** 0.7 * 0.02
+    t[torch.rand(12, 96, generator=g) < 0.02] *= 1000.0
+    return torch.cat([x, t]).to(torch.float32)

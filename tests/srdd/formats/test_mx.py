@@ -5,7 +5,7 @@ import torch
 from srdd.formats import fake_quantize, quant_stats
 
 from . import reference as ref
-from .conftest import bits, edge_matrix
+from .conftest import bits, edge_matrix, extreme_rows, random_matrix
 
 MX_ELEMENTS = {"mxfp4": "e2m1", "mxfp6_e2m3": "e2m3", "mxfp6_e3m2": "e3m2",
                "mxfp8_e4m3": "e4m3", "mxfp8_e5m2": "e5m2"}
@@ -91,3 +91,63 @@ def test_shape_dtype_and_out_are_respected():
     assert r is out and torch.equal(out, fake_quantize(x, "mxfp4"))
     nc = torch.empty(64, 6).t().reshape(6, 64)[:, :64]
     assert fake_quantize(x.reshape(6, 64), "mxfp4", out=nc) is nc
+
+
+@pytest.mark.parametrize("mode", ["floor", "rceil"])
+@pytest.mark.parametrize("fmt", list(MX_ELEMENTS))
+def test_mx_bit_exact_on_extreme_binades_and_random(fmt, mode):
+    for x in (extreme_rows(), random_matrix(1)):
+        got = fake_quantize(x, fmt, scale_mode=mode)
+        want = ref.mx(x.numpy(), MX_ELEMENTS[fmt], mode)
+        np.testing.assert_array_equal(bits(got), bits(torch.from_numpy(want)))
+
+
+TIES = [0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0]
+TIES_TO = [0.0, 1.0, 1.0, 2.0, 2.0, 4.0, 4.0]
+
+
+@pytest.mark.parametrize("mode", ["floor", "rceil"])
+@pytest.mark.parametrize("k", [-127, -120, -3, 0, 5, 100, 125])
+def test_mxfp4_ties_at_every_scale(k, mode):
+    # Block max 6 * 2^k gives X = 2^k under both modes (floor: 2 + k - 2; rceil: ceil(log2 2^k)).
+    x = torch.zeros(32)
+    x[0] = 6.0 * 2.0**k
+    x[1:8] = torch.tensor(TIES) * 2.0**k
+    x[8:15] = -x[1:8]
+    x[15] = -0.0
+    q = fake_quantize(x, "mxfp4", scale_mode=mode)
+    assert q[0].item() == 6.0 * 2.0**k
+    assert q[1:8].tolist() == [t * 2.0**k for t in TIES_TO]
+    assert q[8:15].tolist() == [-t * 2.0**k for t in TIES_TO]
+    assert torch.signbit(q[8]) and torch.signbit(q[15]) and q[15] == 0
+    assert (q[16:] == 0).all() and not torch.signbit(q[16:]).any()
+
+
+def test_mxfp4_rceil_scale_hand_values():
+    # rceil: e = ceil(log2(amax / 6)); amax = 6 * 2^k exactly keeps X = 2^k, one ulp more doubles it.
+    x = torch.zeros(32)
+    x[0] = 6.0
+    x[1] = 1.5
+    assert fake_quantize(x, "mxfp4", scale_mode="rceil")[:2].tolist() == [6.0, 1.5]  # X = 1
+    x[0] = torch.nextafter(torch.tensor(6.0), torch.tensor(7.0)).item()
+    # X = 2: 1.5 / 2 = 0.75 is a tie -> 1 -> 2; the block max 3.0000002 -> 3 -> 6.
+    assert fake_quantize(x, "mxfp4", scale_mode="rceil")[:2].tolist() == [6.0, 2.0]
+    # floor keeps X = 1 (floor(log2 6.0000005) - 2 = 0) and saturates the max to 6.
+    assert fake_quantize(x, "mxfp4")[:2].tolist() == [6.0, 1.5]
+    assert quant_stats(x, "mxfp4").saturated == 1
+    assert quant_stats(x, "mxfp4", scale_mode="rceil").saturated == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("mode", ["floor", "rceil"])
+@pytest.mark.parametrize("fmt", list(MX_ELEMENTS))
+def test_low_precision_inputs_bit_exact_every_mx_format(fmt, mode, dtype):
+    x = torch.cat([edge_matrix(), random_matrix(2).reshape(-1, 32)])
+    if dtype is torch.float16:
+        x = x * 1e-3
+        x[(x.abs() > 6e4) & x.isfinite()] = 6e4
+    x = x.to(dtype)
+    got = fake_quantize(x, fmt, scale_mode=mode)
+    assert got.dtype == dtype
+    want = torch.from_numpy(ref.mx(x.float().numpy(), MX_ELEMENTS[fmt], mode)).to(dtype)
+    np.testing.assert_array_equal(bits(got), bits(want))
