@@ -28,7 +28,7 @@ def register(sub) -> None:
     p.add_argument("--preset", choices=["smoke", "demo"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set grpo.steps=10 (repeatable)")
-    p.add_argument("--name", help="run name (default: config file stem or preset)")
+    p.add_argument("--name", help="run name (default: the --out directory name, e.g. E13j-variable-s0)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--engine", choices=["trl"], default=None,
                    help="trl (single machine); the verl engine is not available in this version")
@@ -51,7 +51,7 @@ def run(args) -> int:
         if args.out.exists():
             raise SrddError(f"run directory {args.out} already exists; runs are never overwritten")
         cfg = load_run_config(args.config, preset=preset(args.preset), sets=args.set,
-                              name=args.name or (None if args.config else args.preset))
+                              name=args.name or args.out.name)
         if cfg.engine != "trl":
             raise SrddError("only the trl engine is available in this version")
     result = run_training(cfg, args.out, resume=args.resume)

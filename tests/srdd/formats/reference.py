@@ -37,6 +37,9 @@ GRIDS = {
     "e4m3": element_grid(3, -6, 448.0),
     "e5m2": element_grid(2, -14, 57344.0),
 }
+# DESIGN.md §2, by hand: the E2M1 ties and where ties-to-even sends them.
+E2M1_TIES = [0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0]
+E2M1_TIES_TO = [0.0, 1.0, 1.0, 2.0, 2.0, 4.0, 4.0]
 EMAX = {"e2m1": 2, "e2m3": 2, "e3m2": 4, "e4m3": 8, "e5m2": 15}
 MAXV = {k: g[-1][0] for k, g in GRIDS.items()}
 
@@ -246,10 +249,13 @@ def metrics(x: np.ndarray, q: np.ndarray, saturated: np.ndarray) -> dict:
     x, q, sat = x[ok], q[ok], saturated.ravel()[ok]
     nz = x != 0
     err = q - x
+    n = len(x)
+    e2 = float(np.sum(err**2))
     return {
         "relative_error": float(np.mean(np.abs(err[nz]) / np.abs(x[nz]))) if nz.any() else 0.0,
         "deadzone_ratio": float(np.mean(q[nz] == 0)) if nz.any() else 0.0,
-        "sqnr_db": float(10 * np.log10(np.sum(x**2) / np.sum(err**2))),
-        "saturation_ratio": float(np.mean(sat)),
-        "mse": float(np.mean(err**2)),
+        # inf stands for "no error at all": srdd reports its finite cap and flags it
+        "sqnr_db": float(10 * np.log10(np.sum(x**2) / e2)) if e2 > 0 else float("inf"),
+        "saturation_ratio": float(np.mean(sat)) if n else 0.0,
+        "mse": e2 / n if n else 0.0,
     }

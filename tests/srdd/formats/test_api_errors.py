@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from srdd.formats import fake_quantize, get_format, list_formats, quant_stats
+from srdd.formats import fake_quantize, fake_quantize_ste, get_format, list_formats, quant_stats, set_backend
 
 
 def test_every_documented_format_is_registered():
@@ -53,3 +53,45 @@ def test_mismatched_out():
 def test_empty_tensor_round_trips():
     assert fake_quantize(torch.empty(0, 32), "mxfp4").shape == (0, 32)
     assert quant_stats(torch.empty(0, 32), "mxfp4").numel == 0
+
+
+def test_options_on_formats_without_options_and_bad_values():
+    with pytest.raises(ValueError, match="no option.*scale_mode.*valid options: none"):
+        fake_quantize(torch.ones(32), "fp8_e4m3", scale_mode="floor")
+    with pytest.raises(ValueError, match="no option.*valid options: scale_mode"):
+        fake_quantize(torch.ones(32), "mxfp4", per_tensor_scale=True)
+    with pytest.raises(ValueError, match="group_size must be >= 1"):
+        fake_quantize(torch.ones(32), "int4", group_size=0)
+    with pytest.raises(TypeError, match="scale_mode.*must be str"):
+        fake_quantize(torch.ones(32), "mxfp4", scale_mode=1)
+    with pytest.raises(TypeError, match="format name must be a str"):
+        fake_quantize(torch.ones(32), None)
+
+
+@pytest.mark.parametrize("entry", [quant_stats, fake_quantize_ste])
+def test_every_entry_point_checks_its_input(entry):
+    with pytest.raises(ValueError, match="at least 1 dimension"):
+        entry(torch.tensor(1.0), "mxfp4")
+    with pytest.raises(TypeError, match="float32, bfloat16 and float16"):
+        entry(torch.ones(32, dtype=torch.int64), "nvfp4")
+    with pytest.raises(ValueError, match="unknown format 'fp4'.*known formats: mxfp4"):
+        entry(torch.ones(32), "fp4")
+    with pytest.raises(ValueError, match="valid options"):
+        entry(torch.ones(32), "int4", group=16)
+
+
+def test_out_must_be_a_tensor_and_backend_name_is_checked():
+    with pytest.raises(TypeError, match="out must be a torch.Tensor"):
+        fake_quantize(torch.ones(32), "mxfp4", out=[0.0] * 32)
+    with pytest.raises(ValueError, match="unknown fake-quant backend.*auto"):
+        set_backend("fast")
+
+
+def test_one_dim_and_many_dim_inputs_block_along_the_last_dim():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 4, 48, generator=g)
+    for fmt in ("mxfp4", "nvfp4", "int4", "fp8_e4m3"):
+        q = fake_quantize(x, fmt)
+        assert q.shape == x.shape and q.dtype == x.dtype
+        assert torch.equal(q, fake_quantize(x.reshape(-1, 48), fmt).reshape(x.shape))
+    assert torch.equal(fake_quantize(x[0, 0, 0], "mxfp4"), fake_quantize(x[0, 0, :1], "mxfp4")[0])

@@ -102,8 +102,7 @@ def test_mx_bit_exact_on_extreme_binades_and_random(fmt, mode):
         np.testing.assert_array_equal(bits(got), bits(torch.from_numpy(want)))
 
 
-TIES = [0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0]
-TIES_TO = [0.0, 1.0, 1.0, 2.0, 2.0, 4.0, 4.0]
+TIES, TIES_TO = ref.E2M1_TIES, ref.E2M1_TIES_TO
 
 
 @pytest.mark.parametrize("mode", ["floor", "rceil"])

@@ -136,7 +136,10 @@ def test_every_mx_output_is_grid_times_a_power_of_two_scale(x, fmt, mode):
         e = ref.mx_scale_exponent(amax, elem, mode)
         assert -127 <= e <= 127
         scale = 2.0**e
-        assert {abs(float(v)) / scale for v in bq} <= MX_GRIDS[fmt], (amax, e)
+        # rceil can round a block max within 1.75*2^127 of FLT_MAX up to 2^128: Inf in fp32, by recipe
+        finite = [v for v in bq if math.isfinite(float(v))]
+        assert len(finite) == len(bq) or (mode == "rceil" and amax >= 1.75 * 2.0**127)
+        assert {abs(float(v)) / scale for v in finite} <= MX_GRIDS[fmt], (amax, e)
 
 
 @settings(max_examples=60, deadline=None)

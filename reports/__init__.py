@@ -1,0 +1,1 @@
+"""`srdd correlate`: does the scan predict what noise does? Correlations, verdicts, plots, reports."""

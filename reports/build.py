@@ -1,0 +1,108 @@
+"""Assemble report.json from the runs: results, diffs, correlations, verdicts."""
+
+from __future__ import annotations
+
+import statistics
+
+from reports.runs import Group, RunRecord, config_diff, flatten, group_runs
+from reports.stats import correlation
+from reports.verdicts import HYPOTHESES, verdict
+from srdd import __version__
+
+
+def _one_line(config: dict) -> str:
+    n, q = config.get("noise", {}), config.get("quant", {})
+    if not n.get("enabled", True):
+        noise = "no noise"
+    else:
+        noise = (f"{n.get('schedule')} σ {n.get('sigma_start')}→{n.get('sigma_end')}/{n.get('num_stages')} "
+                 f"on {','.join(n.get('targets', []))}")
+        if n.get("target_layers"):
+            noise += f" layers {min(n['target_layers'])}-{max(n['target_layers'])}"
+        if n.get("layer_multipliers"):
+            noise += " ×per-layer"
+        if n.get("zone_overrides"):
+            noise += " +zone σ"
+    return f"{q.get('format')}/{q.get('mode')}, {noise}"
+
+
+def _pick(groups: list[Group], name: str | None) -> Group | None:
+    if name is None:
+        hits = [g for g in groups if "baseline" in g.name.lower()]
+        return hits[0] if len(hits) == 1 else None
+    hits = [g for g in groups if g.name == name or any(r.name == name for r in g.runs)]
+    return hits[0] if hits else None
+
+
+def build_report(runs: list[RunRecord], *, metric: str, baseline: str | None, target: str | None,
+                 seed: int = 0) -> dict:
+    valid = [r for r in runs if r.valid]
+    groups = group_runs(valid)
+    base = _pick(groups, baseline)
+    target_acc = None
+    if target is not None:
+        try:
+            target_acc = float(target)
+        except ValueError:
+            tg = _pick(groups, target)
+            target_acc = tg.mean if tg else None
+    results = []
+    for g in groups:
+        steps = sorted({s for r in g.runs for s, _ in r.trajectory})
+        traj = {str(s): statistics.fmean(a for r in g.runs for st, a in r.trajectory if st == s) for s in steps}
+        entry = {"group": g.name, "runs": [r.name for r in g.runs], "n": g.n, "config": _one_line(g.config),
+                 "step0": traj.get("0"), "trajectory": traj, "final_mean": g.mean, "final_std": g.std,
+                 "best": max(a for r in g.runs for _, a in r.trajectory)}
+        if base is not None:
+            entry["delta_vs_baseline"] = g.mean - base.mean
+            if target_acc is not None and target_acc != base.mean:
+                entry["gap_closed"] = (g.mean - base.mean) / (target_acc - base.mean)
+        results.append(entry)
+    diffs = {r.name: {k: list(v) for k, v in config_diff(base.config, r.config).items()}
+             for r in valid} if base is not None else {}
+    correlations = []
+    for r in valid:
+        correlations.append(correlation(r.pre, r.delta, scope="across_layers", run=r.name,
+                                        xname=f"pre.{metric}", yname=f"delta.{metric}", seed=seed))
+        if r.applied_sigma:
+            layers = sorted(k for k in r.applied_sigma if k < len(r.delta))
+            correlations.append(correlation([r.applied_sigma[k] for k in layers], [r.delta[k] for k in layers],
+                                            scope="across_layers", run=r.name, xname="multiplier",
+                                            yname=f"delta.{metric}", seed=seed))
+    finals = [r.final_accuracy for r in valid]
+    correlations.append(correlation([statistics.fmean(r.delta) for r in valid], finals, scope="across_runs",
+                                    xname=f"mean_delta.{metric}", yname="final_accuracy", seed=seed))
+    for key, values in _numeric_features(valid).items():
+        correlations.append(correlation(values, finals, scope="across_runs", xname=f"config.{key}",
+                                        yname="final_accuracy", seed=seed))
+    return {
+        "schema": "srdd.report/v1", "tool_version": __version__, "metric": metric,
+        "baseline": base.name if base else None, "target_accuracy": target_acc,
+        "runs": [{"name": r.name, "path": str(r.path), "group": r.group, "final_accuracy": r.final_accuracy,
+                  "eval_quant": r.eval_quant} for r in valid],
+        "invalid_runs": [{"name": r.name, "path": str(r.path), "reason": r.reason} for r in runs if not r.valid],
+        "results": results, "config_diff": diffs, "correlations": correlations,
+        "verdicts": [verdict(h, groups, base) for h in HYPOTHESES],
+        "bootstrap_seed": seed,
+    }
+
+
+def _numeric_features(runs: list[RunRecord]) -> dict[str, list[float]]:
+    """Config keys that vary across runs and read as numbers: sigma level, stages, targeted, variable, ..."""
+    rows = []
+    for r in runs:
+        flat = flatten(r.config)
+        n = r.config.get("noise", {})
+        flat["noise.targeted"] = n.get("target_layers") is not None
+        flat["noise.variable"] = bool(n.get("layer_multipliers") or n.get("multipliers_file"))
+        flat["noise.decay"] = n.get("schedule") != "constant"
+        flat["noise.rmsnorm_target"] = "rmsnorm" in (n.get("targets") or [])
+        rows.append(flat)
+    out = {}
+    for key in sorted(set().union(*rows)):
+        if key in ("seed",):
+            continue
+        values = [row.get(key) for row in rows]
+        if all(isinstance(v, (int, float)) and v is not None for v in values) and len(set(values)) > 1:
+            out[key] = [float(v) for v in values]
+    return out

@@ -1,0 +1,69 @@
+"""report.md (terminal-friendly tables) and a self-contained report.html (figures inlined)."""
+
+from __future__ import annotations
+
+import base64
+import html
+
+from srdd.scan.render import table
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.2f}%"
+
+
+def _num(v, fmt: str = "{:.3f}") -> str:
+    return "—" if v is None else fmt.format(v)
+
+
+def sections(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) for every table; both renderers use the same content."""
+    res = [[r["group"], str(r["n"]), r["config"], _pct(r["step0"]), _pct(r["final_mean"]),
+            "±" + _pct(r["final_std"]) if r["n"] > 1 else "(1 seed)", _pct(r["best"]),
+            _pct(r.get("delta_vs_baseline")), _num(r.get("gap_closed"), "{:.0%}")] for r in report["results"]]
+    out = [("Results", ["group", "n", "config", "step 0", "final", "std", "best", "Δ vs baseline", "gap closed"], res)]
+    out.append(("Verdicts", ["hypothesis", "question", "verdict", "reason"],
+                [[v["hypothesis"], v["question"], v["verdict"], v["reason"]] for v in report["verdicts"]]))
+    corr = [[c["scope"], c.get("run", ""), c["x"], c["y"], str(c["n"]), _num(c["pearson_r"]), _num(c["pearson_p"], "{:.3g}"),
+             _num(c["spearman_rho"]), _num(c["spearman_p"], "{:.3g}"),
+             "—" if c["ci95"] is None else f"[{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]", c.get("note") or ""]
+            for c in report["correlations"]]
+    out.append(("Correlations", ["scope", "run", "x", "y", "n", "pearson r", "p", "spearman ρ", "p", "95% CI",
+                                 "note"], corr))
+    diff = [[run, key, str(a), str(b)] for run, keys in report["config_diff"].items() for key, (a, b) in keys.items()]
+    out.append((f"Config differences vs baseline ({report['baseline']})", ["run", "key", "baseline", "run"], diff))
+    out.append(("Runs left out", ["run", "reason"], [[r["name"], r["reason"]] for r in report["invalid_runs"]]))
+    return out
+
+
+def markdown(report: dict, figures: dict[str, bytes]) -> str:
+    lines = [f"# srdd correlate report — metric {report['metric']}", "",
+             f"Baseline: {report['baseline']}; target accuracy: {_pct(report['target_accuracy'])}; "
+             f"bootstrap seed {report['bootstrap_seed']}.", ""]
+    for title, header, rows in sections(report):
+        lines += [f"## {title}", "", "```", table(header, rows) if rows else "(none)", "```", ""]
+    lines += ["## Figures", ""] + [f"![{name}](figures/{name})" for name in figures]
+    return "\n".join(lines) + "\n"
+
+
+def html_page(report: dict, figures: dict[str, bytes]) -> str:
+    def tbl(header, rows):
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body or '<tr><td>(none)</td></tr>'}</tbody></table>"
+
+    parts = [f"<h1>srdd correlate report — metric {html.escape(report['metric'])}</h1>",
+             f"<p>Baseline: {html.escape(str(report['baseline']))}; target accuracy "
+             f"{_pct(report['target_accuracy'])}; bootstrap seed {report['bootstrap_seed']}.</p>"]
+    for title, header, rows in sections(report):
+        parts += [f"<h2>{html.escape(title)}</h2>", tbl(header, rows)]
+    parts.append("<h2>Figures</h2>")
+    for name, png in figures.items():
+        parts.append(f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+                     f"<figcaption>{html.escape(name)}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;font-size:13px;margin-bottom:1em}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#eef}"
+             "img{max-width:100%}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>srdd report</title><style>{style}</style>" \
+           f"</head><body>{''.join(parts)}</body></html>\n"

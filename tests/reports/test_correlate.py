@@ -1,0 +1,130 @@
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from reports.build import build_report
+from reports.runs import load_runs
+from reports.stats import correlation
+
+from .conftest import write_run
+
+
+def srdd(*args):
+    return subprocess.run(["srdd", *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_correlations_equal_scipy_and_bootstrap_is_reproducible():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=20), rng.normal(size=20)
+    c = correlation(list(x), list(y + x), scope="across_runs", xname="a", yname="b", seed=7)
+    assert c["pearson_r"] == pytest.approx(sps.pearsonr(x, y + x).statistic, abs=1e-12)
+    assert c["pearson_p"] == pytest.approx(sps.pearsonr(x, y + x).pvalue, rel=1e-9)
+    assert c["spearman_rho"] == pytest.approx(sps.spearmanr(x, y + x).statistic, abs=1e-12)
+    assert c["spearman_p"] == pytest.approx(sps.spearmanr(x, y + x).pvalue, rel=1e-9)
+    again = correlation(list(x), list(y + x), scope="across_runs", xname="a", yname="b", seed=7)
+    assert c["ci95"] == again["ci95"] and c["ci95"][0] < c["pearson_r"] < c["ci95"][1]
+    assert correlation([1, 2], [3, 4], scope="across_runs", xname="a", yname="b")["note"].startswith("not enough runs")
+    assert correlation([1, 2, 3], [1, 1, 1], scope="across_layers", run="r", xname="a", yname="b")["pearson_r"] is None
+
+
+def test_report_content(study):
+    runs = load_runs(study, "relative_error")
+    report = build_report(runs, metric="relative_error", baseline=None, target="0.62")
+    assert report["baseline"] == "E13i-baseline"
+    assert [r["name"] for r in report["invalid_runs"]] == ["broken"]
+    groups = {r["group"]: r for r in report["results"]}
+    assert groups["E13j-variable"]["n"] == 3
+    assert groups["E13j-variable"]["final_mean"] == pytest.approx(np.mean([0.60, 0.604, 0.608]))
+    base = np.mean([0.56, 0.565, 0.57])
+    assert groups["E13j-variable"]["gap_closed"] == pytest.approx((0.604 - base) / (0.62 - base))
+    assert "noise.layer_multipliers" in report["config_diff"]["E13j-variable-s0"]
+    keys = {"scope", "x", "y", "pearson_r", "pearson_p", "spearman_rho", "spearman_p", "n", "ci95"}
+    for c in report["correlations"]:
+        assert keys <= set(c)
+    layer = next(c for c in report["correlations"] if c.get("run") == "E13j-variable-s0" and c["x"] == "multiplier")
+    run = next(r for r in runs if r.name == "E13j-variable-s0")
+    sigmas = [run.applied_sigma[i] for i in range(6)]
+    assert layer["pearson_r"] == pytest.approx(sps.pearsonr(sigmas, run.delta).statistic)
+    across = next(c for c in report["correlations"] if c["x"] == "mean_delta.relative_error")
+    valid = [r for r in runs if r.valid]
+    assert across["n"] == 12
+    assert across["spearman_rho"] == pytest.approx(
+        sps.spearmanr([np.mean(r.delta) for r in valid], [r.final_accuracy for r in valid]).statistic)
+    verdicts = {v["hypothesis"]: v for v in report["verdicts"]}
+    assert verdicts["H3"]["verdict"] == "supported"           # variable beats baseline beyond the spread
+    assert verdicts["H1"]["verdict"] == "inconclusive"        # baseline vs targeted: inside the spread
+    assert "inside the seed spread" in verdicts["H1"]["reason"]
+    assert verdicts["H4"]["verdict"] == "inconclusive" and "confound" in verdicts["H4"]["reason"]
+    assert verdicts["H2"]["verdict"] == "not tested"
+
+
+def test_single_seed_differences_are_inconclusive(tmp_path):
+    write_run(tmp_path, "E13i-baseline", seed=0, acc=[0.4, 0.5])
+    write_run(tmp_path, "E13j-variable", seed=0, acc=[0.4, 0.9], noise={"layer_multipliers": {0: 2.0}})
+    report = build_report(load_runs(tmp_path, "relative_error"), metric="relative_error", baseline=None, target=None)
+    h3 = next(v for v in report["verdicts"] if v["hypothesis"] == "H3")
+    assert h3["verdict"] == "inconclusive" and "single seed" in h3["reason"]
+
+
+def test_cli_writes_every_output(study, tmp_path):
+    out = tmp_path / "report"
+    r = srdd("correlate", study, "-o", out, "--target", "0.62")
+    assert r.returncode == 0, r.stderr
+    assert "left out broken" in r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdicts"][2]["verdict"] == "supported"
+    assert {p.name for p in (out / "figures").iterdir()} == {"layer_profiles.png", "trajectories.png",
+                                                             "delta_vs_accuracy.png"}
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "http" not in page.split("<body>")[1]
+    assert "## Verdicts" in (out / "report.md").read_text()
+    again = srdd("correlate", study, "-o", out)
+    assert again.returncode != 0 and "already exists" in again.stderr
+
+
+def _expect_failure(runs, out, message):
+    r = srdd("correlate", runs, "-o", out)
+    assert r.returncode != 0 and message in r.stderr, r.stderr
+    assert not out.exists()
+    assert not list(out.parent.glob(f".{out.name}.*"))
+
+
+def test_empty_single_mixed_and_corrupt(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _expect_failure(empty, tmp_path / "o1", "holds no run directories")
+    single = tmp_path / "single"
+    write_run(single, "a", seed=0, acc=[0.4, 0.5])
+    _expect_failure(single, tmp_path / "o2", "a comparison needs at least 2")
+    mixed = tmp_path / "mixed"
+    write_run(mixed, "a", seed=0, acc=[0.4, 0.5])
+    write_run(mixed, "b", seed=0, acc=[0.4, 0.5], model="other")
+    _expect_failure(mixed, tmp_path / "o3", "different models")
+    quant = tmp_path / "quant"
+    write_run(quant, "a", seed=0, acc=[0.4, 0.5])
+    write_run(quant, "b", seed=0, acc=[0.4, 0.5], quant="bf16/none")
+    _expect_failure(quant, tmp_path / "o4", "different quant modes")
+    corrupt = tmp_path / "corrupt"
+    write_run(corrupt, "a", seed=0, acc=[0.4, 0.5])
+    bad = write_run(corrupt, "b", seed=1, acc=[0.4, 0.5])
+    with open(bad / "metrics.jsonl", "a") as fh:
+        fh.write("{not json\n")
+    _expect_failure(corrupt, tmp_path / "o5", "metrics.jsonl line 3 is corrupt")
+
+
+@pytest.mark.slow
+def test_report_from_smoke_runs(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for seed in (0, 1):
+        for name, extra in (("E13i-baseline", []), ("E13j-variable", ["--set", "noise.layer_multipliers={0: 2.0, 1: 1.0, 2: 0.5}"])):
+            r = srdd("train", "--preset", "smoke", "--out", runs / f"{name}-s{seed}", "--set", f"seed={seed}", *extra)
+            assert r.returncode == 0, r.stderr[-2000:]
+    r = srdd("correlate", runs, "-o", tmp_path / "report")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["baseline"] == "E13i-baseline" and len(report["runs"]) == 4
+    assert {g["group"] for g in report["results"]} == {"E13i-baseline", "E13j-variable"}
