@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "srdd.scan.cli",
     "calibrate.cli",
     "rin_train.cli",
+    "rin_train.ingest_cli",
     "reports.cli",
 )
 

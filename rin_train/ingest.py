@@ -1,0 +1,114 @@
+"""Turn a verl run's logs (console or JSONL file logger) into a srdd run directory.
+
+Console lines look like `step:10 - critic/score/mean:0.41 - val-core/openai/gsm8k/acc/mean@1:0.56 - ...`;
+the file logger writes `{"step": N, "data": {...}}`. A restarted verl job logs
+some steps again: the later record of a step wins, as it is the one the
+resumed run continued from. The quant mode cannot be read from the logs and
+must be given: an accuracy without its precision is not reported.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from srdd.errors import SrddError
+from srdd.jsonio import read_json
+from rin_train.rundir import RunDir
+
+VAL_KEYS = ("val-core/openai/gsm8k/acc/mean@1", "val-core/openai/gsm8k/reward/mean@1")
+SCORE_KEY = "critic/score/mean"
+SIGMA_KEY = "noise/sigma"
+_CONSOLE = re.compile(r"step:(\d+)\s+-\s+(.*)")
+
+
+def _value(raw: str):
+    try:
+        return float(raw)
+    except ValueError:
+        return raw.strip()
+
+
+def parse_console(text: str) -> dict[int, dict]:
+    steps: dict[int, dict] = {}
+    for line in text.splitlines():
+        m = _CONSOLE.search(line)
+        if not m:
+            continue
+        data = {}
+        for part in m.group(2).split(" - "):
+            key, sep, raw = part.partition(":")
+            if sep:
+                data[key.strip()] = _value(raw)
+        steps[int(m.group(1))] = data
+    return steps
+
+
+def parse_jsonl(text: str, source: Path) -> dict[int, dict]:
+    steps: dict[int, dict] = {}
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            steps[int(rec["step"])] = dict(rec["data"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise SrddError(f"{source}:{i}: not a verl file-logger line ({exc})") from None
+    return steps
+
+
+def parse_log(path: Path) -> dict[int, dict]:
+    if not path.is_file():
+        raise SrddError(f"log {path} does not exist")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    steps = parse_jsonl(text, path) if first.lstrip().startswith("{") else parse_console(text)
+    if not steps:
+        raise SrddError(f"{path}: no verl step lines found (expected 'step:N - key:value' or JSONL)")
+    return steps
+
+
+def _accuracy(data: dict) -> float | None:
+    for key in VAL_KEYS:
+        if isinstance(data.get(key), float):
+            return data[key]
+    return None
+
+
+def ingest(log: Path, out: Path, *, quant: str, name: str | None = None, config: Path | None = None,
+           seed: int = 0, scan_before: Path | None = None, scan_after: Path | None = None) -> RunDir:
+    if not re.fullmatch(r"[a-z0-9_]+/[a-z0-9_]+", quant):
+        raise SrddError(f"--quant must look like 'mxfp4/w4a4', got {quant!r}")
+    steps = parse_log(log)
+    run_config = {"engine": "verl", "source_log": str(log), "quant": dict(zip(("format", "mode"), quant.split("/")))}
+    if config is not None:
+        import yaml
+
+        if not config.is_file():
+            raise SrddError(f"--config {config} does not exist")
+        loaded = yaml.safe_load(config.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise SrddError(f"--config {config}: expected a mapping")
+        run_config.update({k: v for k, v in loaded.items() if k != "quant"})
+    noise = run_config.get("noise")
+    if not isinstance(noise, dict) or not isinstance(noise.get("enabled"), bool):
+        raise SrddError("the noise settings of the verl run are unknown: give --config with a "
+                        "noise: {enabled: ..., ...} section (e.g. the E13 suite file the run used)")
+    scans = {which: read_json(p, what=f"scan_{which}") for which, p in (("before", scan_before),
+                                                                         ("after", scan_after)) if p}
+    run = RunDir.create(out, name=name or out.name, config=run_config, seed=seed)
+    for step in sorted(steps):
+        data = steps[step]
+        acc = _accuracy(data)
+        run.append_metrics({"step": step, "sigma": data.get(SIGMA_KEY), "sigma_layers": None,
+                            "reward_mean": data.get(SCORE_KEY), "accuracy": acc,
+                            "eval_quant": quant if acc is not None else None})
+    for which, doc in scans.items():
+        run.write_scan(which, doc)
+    final = max(steps)
+    if _accuracy(steps[final]) is None:
+        run.finish("invalid", f"the final step {final} has no validation accuracy in the log")
+    else:
+        run.finish("complete")
+    return run

@@ -1,0 +1,42 @@
+"""`srdd ingest verl LOG -o runs/NAME --quant mxfp4/w4a4`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EPILOG = """examples:
+  srdd ingest verl train.log -o runs/E13j-variable-s0 --quant mxfp4/w4a4 --config study/E13j-variable.yaml
+  srdd ingest verl metrics.jsonl -o runs/E13i-baseline-s1 --quant mxfp4/w4a4 --config study/E13i-baseline.yaml \\
+      --scan-before scan_base.json --scan-after scan_trained.json
+
+Reads verl's console log (step:N - key:value - ...) or its JSONL file logger. Accuracy comes from
+val-core/openai/gsm8k/acc/mean@1 (or the older .../reward/mean@1), reward from critic/score/mean.
+The run is `complete` only when the last logged step carries a validation accuracy."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ingest", help="turn a verl run's logs into a srdd run directory",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("engine", choices=["verl"])
+    p.add_argument("log", type=Path)
+    p.add_argument("-o", "--out", type=Path, required=True)
+    p.add_argument("--quant", required=True, help="precision the validation ran under, e.g. mxfp4/w4a4")
+    p.add_argument("--name")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", type=Path, required=True,
+                   help="YAML with the run's settings (must hold its noise section), e.g. the E13 suite file")
+    p.add_argument("--scan-before", type=Path)
+    p.add_argument("--scan-after", type=Path)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from rin_train.ingest import ingest
+
+    result = ingest(args.log, args.out, quant=args.quant, name=args.name, config=args.config, seed=args.seed,
+                    scan_before=args.scan_before, scan_after=args.scan_after)
+    info = result.info()
+    print(f"{args.out}: {len(result.logged_steps())} steps, status {info['status']}"
+          + (f" ({info['reason']})" if info["reason"] else ""))
+    return 0 if info["status"] == "complete" else 1
