@@ -153,3 +153,14 @@ def test_offload_peak_memory_is_flat_in_depth(tmp_path):
         peaks[layers] = int(r.stdout.split()[-1]) / 1024  # MiB
     layer_mib = (4 * 512 * 512 + 3 * 512 * 2048) * 4 / 2**20  # ~16 MiB per layer in fp32
     assert peaks[8] - peaks[2] < 2 * layer_mib, peaks  # six extra layers would add ~100 MiB
+
+
+@pytest.mark.slow
+def test_readme_main_job_on_smollm2(tmp_path):
+    r = srdd("scan", "--fmt", "mxfp4", "--model", "smollm2", "--out", tmp_path / "scan.json", "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads((tmp_path / "scan.json").read_text())
+    assert doc["model"]["name"] == "SmolLM2-135M-Instruct" and doc["model"]["num_layers"] == 30
+    mean_rel = doc["summary"]["relative_error"]["mean"]
+    assert 0.2 < mean_rel < 0.5  # the published MXFP4 scans sit at 28-43 %
+    assert "Worst layers" in r.stdout
