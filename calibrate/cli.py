@@ -1,159 +1,324 @@
-"""`srdd calibrate SCAN -o multipliers.yaml [--suite DIR]`."""
+"""`srdd calibrate SCAN -o multipliers.yaml [--explain] [--suite DIR]`.
+
+Everything the user typed and everything in the scan is validated, and every
+file's text is built, before the first file is written; a failure while
+writing removes the files this call created.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import statistics
+from decimal import Decimal
 from pathlib import Path
 
 import yaml
 
-from calibrate.multipliers import Mode, clip, compute, damage, explain
+from calibrate.multipliers import Mode, Tiers, basis_description, compute, damage, parse_clip, statistics_of
+from calibrate.noise_file import TARGET_KINDS, band_threshold, build_document, find_zones, high_error_band
 from calibrate.scan_input import METRICS, read_scan
-from calibrate.suite import Sigmas, experiments, plan_markdown, verl_overrides, with_multipliers_file
+from calibrate.suite import (DICT_STYLES, Sigmas, check_accuracies, experiments, plan_markdown, rin_train_config,
+                             suite_document, verl_overrides)
 from srdd.errors import SrddError
 from srdd.jsonio import dumps_json, ensure_writable, sha256_file, write_text_atomic
 from srdd.metrics import get_metric
-from srdd.scan.render import table
-from srdd.zones import depth_zones, high_error_bands
 
-SCHEMA = "srdd.noise/v1"
-EPILOG = """examples:
-  srdd calibrate scan.json -o multipliers.yaml                 # published: round(err_i / mean, 2)
+SUITE_FIXED_FILES = ("plan.md", "suite.json")
+
+EPILOG = """modes (v_i = the layer's value, see below; every result is rounded to 2 decimals, halves away
+from zero, on the exact decimal value -- the published spreadsheet's ROUND):
+  proportional  m_i = round(v_i / mean(v), 2)                    the published choice (default)
+  inverse       m_i = 2 - round(v_i / mean(v), 2)
+  ceiling       m_i = round((2 - p_i) / max_j(2 - p_j), 2)      p = proportional; largest is 1
+  tiers         by z_i = (v_i - mean) / std: default z >= 0.5 -> 1.5, z >= -0.5 -> 1.2, else 1.0 (--tiers)
+  targeted      1.0 inside the high-error band, 0.0 elsewhere
+v_i: relative_error and deadzone_ratio as they are; for sqnr_db (higher is better) v_i = 10^(-SQNR_i/20),
+the relative RMS error, so a layer 3 dB below another gets 1.41x its multiplier under proportional.
+The high-error band: contiguous runs (>= 2 layers) with v_i > mean + K*std (K = --band-std, default 0.5;
+the published 1.5B scan gives layers 10-19). Depth zones: first/early_mid/middle/late_mid/last at
+4/28, 10/28, 20/28, 26/28 of depth.
+
+SCAN is a srdd.scan/v1 file (metrics under layers[i].block_output) or a scan written by the published
+verl-fork scanner ({config, report: {per_layer: [...]}, recommendations, timestamp}); the layout found is
+printed. Missing or duplicated layers, NaN and wrong schemas are errors that name the field.
+
+--suite DIR writes, per experiment, a rin_train config (<name>.yaml) and the same noise settings as verl
+overrides (<name>.overrides, one per line), plus plan.md and suite.json: E13i-baseline, E13i-targeted,
+E13i-high, E13i-low, E13j-variable, E13m-rmsnorm, E13l-conservative, E13k-constant (priority order).
+
+examples:
+  srdd calibrate scan.json -o multipliers.yaml                          # published: round(err_i/mean, 2)
+  srdd calibrate scan.json -o m.yaml --explain                          # the formula for every layer
   srdd calibrate scan.json -o m.yaml --metric sqnr_db --mode inverse --clip 0.5,1.5
-  srdd calibrate scan.json -o m.yaml --explain
+  srdd calibrate scan.json -o m.yaml --mode tiers --tiers 1.0:1.5,0:1.2,1.0
   srdd calibrate scan.json -o m.yaml --suite study/ --baseline-acc 0.5641 --target-acc 0.6088
-
-Modes: proportional m_i = round(v_i/mean(v), 2); inverse 2 - m_i; ceiling (2 - m_i)/max(2 - m);
-tiers fixed values by band of v_i/mean; targeted 1.0 in the high-error zone, 0 elsewhere.
-For sqnr_db, v_i is the noise/signal power 10^(-SQNR_i/10), so lower SQNR means a larger m_i.
-SCAN may be a srdd.scan/v1 file or a scan from the published verl-fork scanner."""
+  srdd calibrate scan.json -o m.yaml --suite study/ --sigma 0.04,0.0004 --sigma-high 0.1,0.002"""
 
 
-def _floats(text: str, n: int | None, flag: str) -> tuple[float, ...]:
+def _pair(text: str | None, flag: str) -> tuple[float, float] | None:
+    if text is None:
+        return None
     try:
-        vals = tuple(float(v) for v in text.split(","))
+        a, b = (float(t) for t in text.split(","))
     except ValueError:
-        raise SrddError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
-    if n is not None and len(vals) != n:
-        raise SrddError(f"{flag}: expected {n} numbers, got {len(vals)}")
-    return vals
+        raise SrddError(f"{flag}: expected START,END (two numbers), got {text!r}") from None
+    return a, b
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def register(sub) -> None:
-    p = sub.add_parser("calibrate", help="turn a scan into per-layer noise multipliers (+ experiment suite)",
-                       description="Compute per-layer noise multipliers and zones from a scan.",
+    p = sub.add_parser("calibrate", help="turn a scan into per-layer noise multipliers, zones and an experiment suite",
+                       description="Compute per-layer noise multipliers and zones from a scan (srdd.noise/v1 "
+                                   "YAML for rin_train's noise.multipliers_file), optionally with the E13 "
+                                   "experiment suite.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scan", type=Path)
-    p.add_argument("-o", "--out", type=Path, required=True, help="multipliers YAML (srdd.noise/v1)")
-    p.add_argument("--metric", choices=METRICS, default="relative_error")
+    p.add_argument("scan", type=Path, help="srdd.scan/v1 JSON or a published verl-fork scan JSON")
+    p.add_argument("-o", "--out", type=Path, required=True, help="multipliers YAML to write (srdd.noise/v1)")
+    p.add_argument("--metric", choices=METRICS, default="relative_error",
+                   help="per-layer value the multipliers follow (default relative_error, the published choice)")
     p.add_argument("--mode", choices=[m.value for m in Mode], default="proportional")
-    p.add_argument("--clip", help="LO,HI bounds applied after the mode")
-    p.add_argument("--tier-cuts", default="1.1,1.0", help="tiers: bands of v_i/mean (descending)")
-    p.add_argument("--tier-values", default="1.5,1.2,1.0", help="tiers: multiplier per band")
-    p.add_argument("--targets", default="linear", help="noise targets for training: linear,rmsnorm")
+    p.add_argument("--clip", metavar="LO,HI", help="bound every multiplier to [LO, HI] after the mode")
+    p.add_argument("--tiers", metavar="SPEC", default="0.5:1.5,-0.5:1.2,1.0",
+                   help="tiers mode: 'Z1:M1,Z2:M2,...,REST' -- z_i >= Z1 gets M1, ... (default %(default)s)")
+    p.add_argument("--band-std", type=float, default=0.5, metavar="K",
+                   help="high-error band: v_i > mean + K*std (default %(default)s)")
+    p.add_argument("--targets", default="linear", help="noise targets for training: linear,rmsnorm (default linear)")
     p.add_argument("--exclude", default="", help="comma list of module-name regexes never perturbed")
-    p.add_argument("--explain", action="store_true", help="print why each layer got its multiplier")
-    p.add_argument("--suite", type=Path, help="also write the E13 experiment suite into this directory")
-    p.add_argument("--baseline-acc", type=float)
-    p.add_argument("--target-acc", type=float)
-    p.add_argument("--sigma", default="0.05,0.0005", help="baseline sigma start,end")
-    p.add_argument("--sigma-high", default="0.08,0.001")
-    p.add_argument("--sigma-low", default="0.03,0.0003")
-    p.add_argument("--sigma-constant", type=float, default=0.03)
-    p.add_argument("--sigma-conservative", default="0.05,0.005")
-    p.add_argument("--stages", type=int, default=10)
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--explain", action="store_true", help="print the formula, with the numbers, for every layer")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    g = p.add_argument_group("experiment suite")
+    g.add_argument("--suite", type=Path, metavar="DIR", help="write the experiment suite into DIR")
+    g.add_argument("--format", dest="fmt", help="quant.format of the suite's configs (default: the scan's format)")
+    g.add_argument("--baseline-acc", type=float, help="accuracy of the quantized run without noise (fraction)")
+    g.add_argument("--target-acc", type=float, help="accuracy to reach, e.g. a better format's run (fraction)")
+    g.add_argument("--sigma", metavar="START,END", help="baseline sigma (default 0.05,0.0005); also recorded "
+                                                        "in the multipliers YAML when given")
+    g.add_argument("--stages", type=int, help="baseline stages (default 10); recorded in the YAML when given")
+    g.add_argument("--sigma-high", metavar="START,END", default="0.08,0.001", help="E13i-high band sigma (default %(default)s)")
+    g.add_argument("--sigma-low", metavar="START,END", default="0.03,0.0003", help="E13i-low band sigma (default %(default)s)")
+    g.add_argument("--sigma-constant", type=float, default=0.03, help="E13k-constant sigma (default %(default)s)")
+    g.add_argument("--sigma-conservative", metavar="START,END", default="0.05,0.005", help="E13l-conservative sigma (default %(default)s)")
+    g.add_argument("--conservative-stages", type=int, default=5, help="E13l stages (default 5)")
+    g.add_argument("--inline-multipliers", action="store_true",
+                   help="E13j-variable.yaml holds layer_multipliers inline instead of multipliers_file: <-o path>")
+    g.add_argument("--verl-multipliers", choices=["inline", "path"], default="inline",
+                   help="verl overrides: layer_multipliers as a Hydra dict (default) or the YAML's path")
+    g.add_argument("--verl-dicts", choices=list(DICT_STYLES), default="replace",
+                   help="replace (default): '~key' then '+key={...}', for a verl config declaring "
+                        "layer_multipliers: {} (the published fork); assign: 'key={...}', for one declaring null")
     p.set_defaults(func=run)
 
 
-def _zones(table_values: dict[str, list[float]], metric: str) -> list[dict]:
-    n = len(table_values[metric])
-    badness = [get_metric(metric).badness(v) for v in table_values[metric]]
-    zones = [(z.name, "depth", z.layers) for z in depth_zones(n)]
-    zones += [(z.name, "data", z.layers) for z in high_error_bands(badness)]
-    return [{"name": name, "kind": kind, "layers": list(layers),
-             **{m: statistics.fmean(table_values[m][i] for i in layers) for m in METRICS}}
-            for name, kind, layers in zones]
+def _table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = ()) -> str:
+    """Columns right-aligned except those in `left`."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block-style mappings; lists of scalars on one line ([10, 11, 12])."""
+
+
+def _represent_list(dumper, data):
+    flow = all(not isinstance(x, (dict, list, tuple)) for x in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def _dump_yaml(doc: dict) -> str:
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120, allow_unicode=True)
+
+
+def _suite_paths(suite: Path, names: list[str]) -> list[Path]:
+    return [suite / f"{n}{ext}" for n in names for ext in (".yaml", ".overrides")] + \
+        [suite / f for f in SUITE_FIXED_FILES]
+
+
+def _check_suite_dir(suite: Path, paths: list[Path], force: bool) -> None:
+    if suite.exists() and not suite.is_dir():
+        raise SrddError(f"--suite {suite} exists and is not a directory")
+    if not suite.exists() and not suite.parent.is_dir():
+        raise SrddError(f"--suite {suite}: parent directory {suite.parent} does not exist")
+    clash = [p.name for p in paths if p.exists()]
+    if clash and not force:
+        raise SrddError(f"--suite {suite} already holds {', '.join(clash)}; pass --force to overwrite")
+
+
+def _validate_in_rin_train(configs: dict[str, dict], multipliers: dict[int, float]) -> bool:
+    """Load every config through rin_train (multipliers inlined); False when rin_train is not importable."""
+    try:
+        from rin_train.run_config import load_run_config
+    except ImportError:
+        return False
+    for name, cfg in configs.items():
+        noise = dict(cfg["noise"])
+        if noise.get("multipliers_file") is not None:
+            noise["multipliers_file"] = None
+            noise["layer_multipliers"] = dict(multipliers)
+        try:
+            load_run_config({**cfg, "noise": noise})
+        except SrddError as exc:
+            raise SrddError(f"suite config {name}.yaml would not load in rin_train: {exc}") from None
+    return True
 
 
 def run(args) -> int:
-    suite_files = []
-    if args.suite is not None:
-        if args.suite.exists() and any(args.suite.iterdir()) and not args.force:
-            raise SrddError(f"suite directory {args.suite} is not empty; pass --force to overwrite")
-    ensure_writable(args.out, force=args.force)
-    sigmas = Sigmas(_floats(args.sigma, 2, "--sigma"), _floats(args.sigma_high, 2, "--sigma-high"),
-                    _floats(args.sigma_low, 2, "--sigma-low"), args.sigma_constant,
-                    _floats(args.sigma_conservative, 2, "--sigma-conservative"), args.stages)
+    # 1. everything the user typed
+    clip = parse_clip(args.clip) if args.clip else None
+    tiers = Tiers.parse(args.tiers)
+    if not args.band_std >= 0:
+        raise SrddError(f"--band-std must be >= 0, got {args.band_std}")
+    targets = _csv(args.targets)
+    if not targets or set(targets) - set(TARGET_KINDS):
+        raise SrddError(f"--targets: choose from {', '.join(TARGET_KINDS)}, got {args.targets!r}")
+    exclude = [e for e in args.exclude.split(",") if e]
+    baseline = _pair(args.sigma, "--sigma")
+    defaults = Sigmas()
+    stages = defaults.stages if args.stages is None else args.stages
+    sigmas = Sigmas(baseline=baseline or defaults.baseline, stages=stages,
+                    high=_pair(args.sigma_high, "--sigma-high"), low=_pair(args.sigma_low, "--sigma-low"),
+                    constant=args.sigma_constant, conservative=_pair(args.sigma_conservative, "--sigma-conservative"),
+                    conservative_stages=args.conservative_stages)
+    check_accuracies(args.baseline_acc, args.target_acc)
+    if args.suite is not None and not args.suite.exists() and args.out.resolve().parent == args.suite.resolve():
+        _check_suite_dir(args.suite, [], args.force)  # -o inside the suite directory this call creates
+    else:
+        ensure_writable(args.out, force=args.force)
+
+    # 2. the scan
     scan = read_scan(args.scan)
+    scan_sha = sha256_file(args.scan)
+    mode, metric = Mode(args.mode), get_metric(args.metric)
     print(f"read {args.scan}: {scan.layout} layout, {scan.num_layers} layers, model {scan.model}, "
-          f"format {scan.fmt}" + (f" ({scan.note})" if scan.note else ""))
-    mode, raw = Mode(args.mode), scan.values[args.metric]
+          f"format {scan.fmt}, site {scan.site}")
+    for note in scan.notes:
+        print(f"  note: {note}")
+    raw = scan.values[args.metric]
     v = damage(args.metric, raw)
-    zones = _zones(scan.values, args.metric)
-    band = next((z["layers"] for z in zones if z["name"] == "high_error"), [])
+    st = statistics_of(v)
+    zones = find_zones(v, st, args.band_std)
+    band = high_error_band(zones)
     if mode is Mode.TARGETED and not band:
-        raise SrddError("targeted mode needs a high-error zone, and this scan has none")
-    mult = compute(mode, v, band=tuple(band), tier_cuts=_floats(args.tier_cuts, None, "--tier-cuts"),
-                   tier_values=_floats(args.tier_values, None, "--tier-values"))
-    clip_range = _floats(args.clip, 2, "--clip") if args.clip else None
-    if clip_range:
-        mult = clip(mult, *clip_range)
-    layer_multipliers = {i: m for i, m in enumerate(mult)}
-    doc = {
-        "schema": SCHEMA,
-        "source": {"path": str(args.scan), "sha256": sha256_file(args.scan), "layout": scan.layout,
-                   "model": scan.model, "format": scan.fmt},
-        "metric": args.metric, "mode": mode.value,
-        "clip": list(clip_range) if clip_range else None,
-        "num_layers": scan.num_layers,
-        "layer_multipliers": layer_multipliers,
-        "zones": zones,
-        "target_modules": [t.strip() for t in args.targets.split(",") if t.strip()],
-        "exclude_patterns": [e for e in args.exclude.split(",") if e],
-        "sigma": {"schedule": "exponential", "sigma_start": sigmas.baseline[0], "sigma_end": sigmas.baseline[1],
-                  "num_stages": sigmas.stages},
-    }
-    metric = get_metric(args.metric)
-    rows = [[str(i), metric.format(raw[i]), f"{m:.2f}",
-             next((z["name"] for z in zones if z["kind"] == "depth" and i in z["layers"]), "")
-             + (" *" if i in band else "")] for i, m in enumerate(mult)]
-    print(table(["layer", args.metric, "multiplier", "zone (* high-error)"], rows))
-    print()
-    print(table(["zone", "kind", "layers", *METRICS],
-                [[z["name"], z["kind"], f"{z['layers'][0]}-{z['layers'][-1]}",
-                  *[get_metric(m).format(z[m]) for m in METRICS]] for z in zones]))
-    if args.explain:
-        print("\nwhy:")
-        print("\n".join(explain(mode, args.metric, raw, v, mult, tuple(band))))
-        if clip_range:
-            print(f"(then clipped to [{clip_range[0]}, {clip_range[1]}])")
+        raise SrddError(f"targeted mode needs a high-error band and this scan has none with --band-std "
+                        f"{args.band_std}; lower it")
+    mults = compute(mode, v, band=band, tiers=tiers, clip=clip)
+    layer_multipliers = {m.layer: float(m.multiplier) for m in mults}
+    sigma_block = None
+    if args.sigma is not None or args.stages is not None:
+        sigma_block = {"schedule": "exponential", "sigma_start": sigmas.baseline[0],
+                       "sigma_end": sigmas.baseline[1], "num_stages": sigmas.stages}
+    doc = build_document(scan_path=args.scan, scan_sha256=scan_sha, scan=scan, metric=args.metric, mode=mode,
+                         clip=clip, tiers=tiers, band_std=args.band_std, st=st, mults=mults, zones=zones,
+                         targets=targets, exclude=exclude, sigma=sigma_block)
+    noise_text = _dump_yaml(doc)
+
+    # 3. the suite, built in memory and validated before anything is written
+    files: list[tuple[Path, str]] = [(args.out, noise_text)]
+    validated = None
     if args.suite is not None:
-        suite_files = write_suite(args, sigmas, band, layer_multipliers, scan.fmt)
-    write_text_atomic(args.out, yaml.safe_dump(doc, sort_keys=False), force=args.force)
-    print(f"\nwrote {args.out}" + (f" and {len(suite_files)} suite files in {args.suite}" if suite_files else ""))
+        fmt = _suite_format(args.fmt, scan.fmt)
+        exps = experiments(sigmas, band, layer_multipliers, targets=targets, exclude=exclude)
+        suite_paths = _suite_paths(args.suite, [e.name for e in exps])
+        _check_suite_dir(args.suite, suite_paths, args.force)
+        mult_path = str(args.out.resolve())
+        configs = {e.name: rin_train_config(e, fmt, None if args.inline_multipliers else mult_path) for e in exps}
+        validated = _validate_in_rin_train(configs, layer_multipliers)
+        for e in exps:
+            files.append((args.suite / f"{e.name}.yaml", _dump_yaml(configs[e.name])))
+            lines = verl_overrides(e, mult_path if args.verl_multipliers == "path" else None, args.verl_dicts)
+            files.append((args.suite / f"{e.name}.overrides", "\n".join(lines) + "\n"))
+        band_zone = next(z for z in doc["zones"] if z["kind"] == "data" and z["name"] == "high_error")
+        band_summary = (f"mean {args.metric} {metric.format(band_zone[args.metric])} vs "
+                        f"{metric.format(statistics.fmean(raw))} over all layers")
+        files.append((args.suite / "plan.md", plan_markdown(
+            exps, band=band, band_summary=band_summary, source=str(args.scan), metric=args.metric, mode=mode.value,
+            multipliers_file=mult_path, baseline=args.baseline_acc, target=args.target_acc, fmt=fmt,
+            suite_dir=str(args.suite), dict_style=args.verl_dicts)))
+        files.append((args.suite / "suite.json", dumps_json(suite_document(
+            exps, created=doc["created"], source={"path": doc["source"]["path"], "sha256": scan_sha},
+            multipliers={"path": mult_path, "sha256": hashlib.sha256(noise_text.encode()).hexdigest()},
+            band=band, baseline=args.baseline_acc, target=args.target_acc, fmt=fmt))))
+
+    # 4. the screen
+    _print_tables(scan, args.metric, v, mults, doc["zones"], band, st, args.band_std, mode)
+    if args.explain:
+        print(f"\nwhy ({mode.value}; {basis_description(args.metric)}; mean {st.mean.normalize():f}, "
+              f"std {_short(st.std)}):")
+        for m in mults:
+            print(f"  layer {m.layer:>3}: {args.metric} {metric.format(raw[m.layer])}; {m.why}")
+
+    # 5. the files
+    _write_all(files, force=args.force)
+    print(f"\nwrote {args.out}")
+    if args.suite is not None:
+        print(f"wrote {len(files) - 1} suite files in {args.suite}"
+              + ("" if validated else " (rin_train not importable: configs not load-checked)"))
     return 0
 
 
-def write_suite(args, sigmas: Sigmas, band: list[int], multipliers: dict[int, float], fmt: str) -> list[Path]:
-    args.suite.mkdir(parents=True, exist_ok=True)
-    mult_path = str(args.out.resolve())
-    fmt = fmt if fmt not in ("?", "") else "mxfp4"
-    exps = experiments(sigmas, band, multipliers)
-    written = []
-    for exp in exps:
-        cfg_exp = with_multipliers_file(exp, mult_path) if exp.noise.get("layer_multipliers") else exp
-        config = {"name": exp.name, "quant": {"format": fmt, "mode": "w4a4"}, "noise": cfg_exp.noise}
-        written.append(write_text_atomic(args.suite / f"{exp.name}.yaml", yaml.safe_dump(config, sort_keys=False),
-                                         force=True))
-        overrides = "\n".join(verl_overrides(exp, fmt, mult_path)) + "\n"
-        written.append(write_text_atomic(args.suite / f"{exp.name}.overrides", overrides, force=True))
-    plan = plan_markdown(exps, band, args.baseline_acc, args.target_acc)
-    written.append(write_text_atomic(args.suite / "plan.md", plan, force=True))
-    suite = {"schema": "srdd.suite/v1", "high_error_zone": band, "baseline_acc": args.baseline_acc,
-             "target_acc": args.target_acc,
-             "experiments": [{"name": e.name, "priority": e.priority, "hypothesis": e.hypothesis,
-                              "expected": e.expected} for e in exps]}
-    written.append(write_text_atomic(args.suite / "suite.json", dumps_json(suite), force=True))
-    return written
+def _short(x: Decimal) -> str:
+    return f"{float(x):.6g}"
+
+
+def _suite_format(requested: str | None, scanned: str) -> str:
+    from srdd.formats import list_formats
+
+    known = list_formats()
+    fmt = requested or scanned
+    if fmt not in known:
+        hint = "" if requested else f" (the scan's format {scanned!r} is not a srdd format; pass --format)"
+        raise SrddError(f"--format {fmt!r} is not a srdd format{hint}; choose from {', '.join(known)}")
+    return fmt
+
+
+def _print_tables(scan, metric_name: str, v, mults, zones: list[dict], band, st, band_std: float,
+                  mode: Mode) -> None:
+    metric = get_metric(metric_name)
+    depth = {i: z["name"] for z in zones if z["kind"] == "depth" for i in z["layers"]}
+    transformed = metric.higher_is_better
+    header = ["layer", *[m for m in METRICS], *(["v_i"] if transformed else []), "multiplier", "zone"]
+    rows = []
+    for m in mults:
+        i = m.layer
+        rows.append([str(i), *[get_metric(k).format(scan.values[k][i]) for k in METRICS],
+                     *([_short(m.value)] if transformed else []), f"{m.multiplier:.2f}",
+                     depth.get(i, "") + (" *" if i in band else "")])
+    print(f"\n{mode.value} multipliers from {metric_name} (* = high-error band, v_i > mean + {band_std} std = "
+          f"{_short(band_threshold(st, band_std))})")
+    print(_table(header, rows, left=(len(header) - 1,)))
+    zone_rows = [[z["name"], z["kind"], f"{z['layers'][0]}-{z['layers'][-1]}",
+                  *[get_metric(k).format(z[k]) for k in METRICS], f"{z['multiplier_mean']:.2f}"] for z in zones]
+    print("\nzones")
+    print(_table(["zone", "kind", "layers", *METRICS, "mean mult."], zone_rows, left=(0, 1)))
+
+
+def _write_all(files: list[tuple[Path, str]], *, force: bool) -> None:
+    created: list[Path] = []
+    made_dirs: list[Path] = []
+    try:
+        for path, text in files:
+            if not path.parent.exists():
+                path.parent.mkdir()
+                made_dirs.append(path.parent)
+            existed = path.exists()
+            write_text_atomic(path, text, force=force)
+            if not existed:
+                created.append(path)
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        for d in reversed(made_dirs):
+            d.rmdir()
+        raise
+

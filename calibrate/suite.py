@@ -1,124 +1,343 @@
-"""The systematic study as runnable files: rin_train configs, verl overrides, plan.md, suite.json.
+"""The systematic noise study as runnable files.
 
-Every sigma below is a default the user overrides from the command line. The
-verl overrides use Hydra's grammar (dicts as {0:0.83,1:0.9}, lists as [a,b]),
-so a dict value can never be mangled by shell quoting into a silent default.
+For every experiment: `<name>.yaml`, a partial rin_train run config
+(.notes/TRAIN_CONFIG.md: name, quant, noise), and `<name>.overrides`, the same
+noise settings as verl command-line overrides, one per line, in Hydra's
+override grammar (dicts as {0:0.83,1:0.89}, lists as [10,11], null) -- so a
+dict can never be mangled into a string or a silent default. No override adds
+a key the verl config lacks (no `++`, and `+` only right after `~` deletes the
+same key): a key the verl side does not know fails loudly instead of being
+ignored.
+Plus `plan.md` (priority order, hypotheses, expected ranges, success
+thresholds) and `suite.json` (the same, machine-readable, for `srdd correlate`).
+
+Every sigma is a default from the published plan that the user overrides from
+the command line.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
 
 from srdd.errors import SrddError
+
+VERL_PREFIX = "trainer.noise_injection"
+SUITE_SCHEMA = "srdd.suite/v1"
+MAX_RELATIVE_SIGMA = 1.0  # rin_train refuses sigma above the weight RMS (DESIGN.md lesson 4)
 
 
 @dataclass(frozen=True)
 class Sigmas:
     baseline: tuple[float, float] = (0.05, 0.0005)
+    stages: int = 10
     high: tuple[float, float] = (0.08, 0.001)
     low: tuple[float, float] = (0.03, 0.0003)
     constant: float = 0.03
     conservative: tuple[float, float] = (0.05, 0.005)
-    stages: int = 10
     conservative_stages: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("baseline", "high", "low", "conservative"):
+        for name, flag in (("baseline", "--sigma"), ("high", "--sigma-high"), ("low", "--sigma-low"),
+                           ("conservative", "--sigma-conservative")):
             start, end = getattr(self, name)
-            if not 0 < end <= start:
-                raise SrddError(f"sigma {name}: need 0 < end <= start, got {start} -> {end}")
-        if self.constant <= 0 or self.stages < 1 or self.conservative_stages < 1:
-            raise SrddError("sigma constant must be > 0 and stage counts >= 1")
+            if not 0 < end <= start <= MAX_RELATIVE_SIGMA:
+                raise SrddError(f"{flag}: need 0 < end <= start <= {MAX_RELATIVE_SIGMA} (sigma relative to the "
+                                f"weight RMS), got {start},{end}")
+        if not 0 < self.constant <= MAX_RELATIVE_SIGMA:
+            raise SrddError(f"--sigma-constant: need 0 < sigma <= {MAX_RELATIVE_SIGMA}, got {self.constant}")
+        if self.stages < 1 or self.conservative_stages < 1:
+            raise SrddError("--stages and --conservative-stages must be >= 1")
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    key: str
+    question: str
+    treatment: str
+    control: str
+    differs_in: tuple[str, ...]  # the only config keys the two runs may differ in
+
+
+HYPOTHESES = (
+    Hypothesis("H1", "global noise beats noise targeted at the high-error zone", "E13i-baseline", "E13i-targeted",
+               ("noise.target_layers",)),
+    Hypothesis("H2", "higher sigma in the high-error zone beats lower sigma there", "E13i-high", "E13i-low",
+               ("noise.zone_overrides",)),
+    Hypothesis("H3", "scan-proportional per-layer sigma (variable) beats one sigma for all layers (constant)",
+               "E13j-variable", "E13i-baseline", ("noise.layer_multipliers", "noise.multipliers_file")),
+    Hypothesis("H4", "a decaying schedule beats constant sigma", "E13i-baseline", "E13k-constant",
+               ("noise.schedule", "noise.sigma_start", "noise.sigma_end", "noise.num_stages")),
+    Hypothesis("H4b", "the published fast decay beats a conservative decay", "E13i-baseline", "E13l-conservative",
+               ("noise.sigma_start", "noise.sigma_end", "noise.num_stages")),
+    Hypothesis("H5", "noise on RMSNorm weights (QeRL AQN) beats noise on linear weights", "E13m-rmsnorm",
+               "E13i-baseline", ("noise.targets",)),
+)
 
 
 @dataclass(frozen=True)
 class Experiment:
     name: str
     priority: int
-    hypothesis: str
+    tests: tuple[str, ...]
+    change: str                      # what differs from E13i-baseline
     expected: str
+    expected_gap: tuple[float, float]  # prior, as fractions of (target - baseline), from the published plan
     noise: dict = field(default_factory=dict)
 
 
-def experiments(s: Sigmas, band: list[int], multipliers: dict[int, float]) -> list[Experiment]:
-    base = {"enabled": True, "schedule": "exponential", "sigma_start": s.baseline[0], "sigma_end": s.baseline[1],
-            "num_stages": s.stages, "targets": ["linear"], "target_layers": None, "layer_multipliers": None,
-            "zone_overrides": []}
+def experiments(s: Sigmas, band: tuple[int, ...], multipliers: dict[int, float], *, targets: list[str],
+                exclude: list[str]) -> list[Experiment]:
+    if not band:
+        raise SrddError("--suite needs a high-error band (E13i-targeted/high/low perturb it) and this scan has "
+                        "none at the current --band-std; lower --band-std")
+    layers = list(band)
+    base = {"enabled": True, "targets": list(targets), "schedule": "exponential",
+            "sigma_start": s.baseline[0], "sigma_end": s.baseline[1], "num_stages": s.stages,
+            "warmup_stage": False, "sigma_mode": "relative", "target_layers": None,
+            "exclude_patterns": list(exclude), "layer_multipliers": None, "zone_overrides": []}
 
     def zone(start: float, end: float) -> list[dict]:
-        return [{"name": "high_error", "layers": band, "sigma_start": start, "sigma_end": end}]
+        return [{"name": "high_error", "layers": layers, "sigma_start": start, "sigma_end": end}]
 
+    span = f"{layers[0]}-{layers[-1]}"
     return [
-        Experiment("E13i-baseline", 1, "reference: global decaying noise on every layer",
-                   "the published baseline accuracy", dict(base)),
-        Experiment("E13j-variable", 2, "H3: scan-proportional per-layer sigma beats uniform sigma",
-                   "above baseline if the scan predicts sensitivity", {**base, "layer_multipliers": multipliers}),
-        Experiment("E13i-targeted", 3, "H1: noise only in the high-error zone beats global noise",
-                   "near baseline; below it if other layers need noise", {**base, "target_layers": band}),
-        Experiment("E13i-high", 4, "H2: more noise in the high-error zone helps",
-                   "above E13i-low if H2 holds", {**base, "zone_overrides": zone(*s.high)}),
-        Experiment("E13i-low", 5, "H2 (control): less noise in the high-error zone",
-                   "below E13i-high if H2 holds", {**base, "zone_overrides": zone(*s.low)}),
-        Experiment("E13k-constant", 6, "H4: a decaying schedule beats constant sigma",
-                   "below baseline if decay matters", {**base, "schedule": "constant", "sigma_start": s.constant,
-                                                       "sigma_end": s.constant, "num_stages": 1}),
-        Experiment("E13l-conservative", 7, "H4: a gentler decay (fewer, larger late sigmas)",
-                   "close to baseline", {**base, "sigma_start": s.conservative[0], "sigma_end": s.conservative[1],
-                                         "num_stages": s.conservative_stages}),
-        Experiment("E13m-rmsnorm", 8, "H5: noise on RMSNorm weights (QeRL AQN) vs on linear weights",
-                   "comparable to baseline", {**base, "targets": ["rmsnorm"]}),
+        Experiment("E13i-baseline", 1, ("H1", "H3", "H4", "H5"),
+                   f"reference: sigma {s.baseline[0]}->{s.baseline[1]} over {s.stages} stages on every layer",
+                   "improves on the no-noise run", (0.36, 0.80), dict(base)),
+        Experiment("E13i-targeted", 2, ("H1",), f"noise only on the high-error band {span}",
+                   "near E13i-baseline; below it if the other layers need noise too", (0.13, 0.58),
+                   {**base, "target_layers": layers}),
+        Experiment("E13i-high", 3, ("H2",), f"band {span}: sigma {s.high[0]}->{s.high[1]}, others baseline",
+                   "above E13i-low if high-error layers need more noise (escape)", (0.36, 0.80),
+                   {**base, "zone_overrides": zone(*s.high)}),
+        Experiment("E13i-low", 4, ("H2",), f"band {span}: sigma {s.low[0]}->{s.low[1]}, others baseline",
+                   "above E13i-high if quantization error is already enough noise there", (0.36, 0.80),
+                   {**base, "zone_overrides": zone(*s.low)}),
+        Experiment("E13j-variable", 5, ("H3",), "per-layer multipliers from the scan (layer_multipliers)",
+                   "above E13i-baseline if the scan predicts where noise helps", (0.58, 1.03),
+                   {**base, "layer_multipliers": dict(multipliers)}),
+        Experiment("E13m-rmsnorm", 6, ("H5",), "noise on RMSNorm weights instead of linear weights",
+                   "comparable to E13i-baseline; below it if W4A4 needs noise where it quantizes", (0.13, 0.58),
+                   {**base, "targets": ["rmsnorm"]}),
+        Experiment("E13l-conservative", 7, ("H4b",),
+                   f"sigma {s.conservative[0]}->{s.conservative[1]} over {s.conservative_stages} stages",
+                   "close to E13i-baseline; above it if W4A4 needs sustained noise", (0.13, 0.58),
+                   {**base, "sigma_start": s.conservative[0], "sigma_end": s.conservative[1],
+                    "num_stages": s.conservative_stages}),
+        Experiment("E13k-constant", 8, ("H4",), f"constant sigma {s.constant} throughout",
+                   "below E13i-baseline if decay matters", (-0.54, 0.13),
+                   {**base, "schedule": "constant", "sigma_start": s.constant, "sigma_end": s.constant,
+                    "num_stages": 1}),
     ]
 
 
+# --- Hydra override grammar -----------------------------------------------------------------------
+
+_UNQUOTED = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./\-]*$")
+_RESERVED = {"true", "false", "null", "nan", "inf"}
+
+
 def hydra_value(value) -> str:
-    """A value in Hydra's override grammar."""
+    """A value in Hydra's override grammar (parsed back by OverridesParser to the same Python value)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (float, Decimal)):
+        x = float(value)
+        if x != x or x in (float("inf"), float("-inf")):
+            raise SrddError(f"non-finite value {value!r} in a verl override")
+        return repr(x)
+    if isinstance(value, str):
+        if _UNQUOTED.match(value) and value.lower() not in _RESERVED:
+            return value
+        # Hydra: a backslash is literal unless it precedes a quote (escaped or closing); double those only
+        body = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+        body = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, body)
+        return "'" + body + "'"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(f"{hydra_key(k)}:{hydra_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(hydra_value(v) for v in value) + "]"
-    return str(value)
+    raise SrddError(f"cannot write {value!r} as a verl override")
 
 
-def verl_overrides(exp: Experiment, fmt: str, multipliers_path: str) -> list[str]:
-    noise = exp.noise
-    prefix = "trainer.noise_injection"
-    lines = [f"{prefix}.enabled={hydra_value(noise['enabled'])}",
-             f"{prefix}.sigma_start={noise['sigma_start']}",
-             f"{prefix}.sigma_end={noise['sigma_end']}",
-             f"{prefix}.num_stages={noise['num_stages']}",
-             f"{prefix}.schedule={noise['schedule']}",
-             f"{prefix}.target_modules={hydra_value(noise['targets'])}",
-             f"{prefix}.target_layers={hydra_value(noise['target_layers'])}",
-             f"{prefix}.exclude_patterns=[]",
-             f"{prefix}.layer_multipliers={hydra_value(noise['layer_multipliers'])}",
-             f"{prefix}.zone_overrides={hydra_value(noise['zone_overrides'])}",
-             f"{prefix}.multipliers_file={multipliers_path}",
-             f"+trainer.quantization.format={fmt}"]
+def hydra_key(key) -> str:
+    if isinstance(key, bool) or not isinstance(key, (int, str)):
+        raise SrddError(f"dict key {key!r} cannot be written as a verl override")
+    if isinstance(key, str) and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+        raise SrddError(f"dict key {key!r} cannot be written as a verl override")
+    return str(key)
+
+
+DICT_STYLES = ("replace", "assign")
+
+
+def verl_overrides(exp: Experiment, multipliers_path: str | None, dict_style: str = "replace") -> list[str]:
+    """The experiment's noise section as trainer.noise_injection.* overrides.
+
+    `target_modules` carries rin_train's target kinds (linear | rmsnorm).
+    `use_variable_sigma` is set for the published fork, whose injector ignores
+    layer_multipliers unless it is true. With `multipliers_path`, layer_multipliers
+    is the path of the srdd.noise/v1 YAML instead of an inline dict.
+
+    Hydra merges a dict override into a dict already in the config: in struct
+    mode `key={0:0.83}` over `layer_multipliers: {}` fails ("Key '0' is not in
+    struct"), and `++key=` would keep stale entries. `dict_style="replace"`
+    (for a verl config that declares `layer_multipliers: {}`, as the published
+    fork does) deletes the node and adds the new value (`~key` then `+key=...`);
+    `"assign"` (for a config that declares it `null`) writes `key=...`. Both
+    fail loudly when the verl config lacks the key.
+    """
+    if dict_style not in DICT_STYLES:
+        raise SrddError(f"verl dict style must be one of {DICT_STYLES}, got {dict_style!r}")
+    n = exp.noise
+    mults = n["layer_multipliers"]
+    if mults is not None and multipliers_path is not None:
+        mults = multipliers_path
+    pairs = [("enabled", n["enabled"]), ("sigma_start", n["sigma_start"]), ("sigma_end", n["sigma_end"]),
+             ("num_stages", n["num_stages"]), ("schedule", n["schedule"]), ("warmup_stage", n["warmup_stage"]),
+             ("sigma_mode", n["sigma_mode"]), ("target_modules", n["targets"]),
+             ("target_layers", n["target_layers"]), ("exclude_patterns", n["exclude_patterns"]),
+             ("use_variable_sigma", n["layer_multipliers"] is not None), ("layer_multipliers", mults),
+             ("zone_overrides", n["zone_overrides"])]
+    lines = []
+    for key, value in pairs:
+        if key == "layer_multipliers" and value is not None and dict_style == "replace":
+            lines += [f"~{VERL_PREFIX}.{key}", f"+{VERL_PREFIX}.{key}={hydra_value(value)}"]
+        else:
+            lines.append(f"{VERL_PREFIX}.{key}={hydra_value(value)}")
     return lines
 
 
-def with_multipliers_file(exp: Experiment, path: str) -> Experiment:
-    """The rin_train config of E13j can point at the YAML instead of inlining the multipliers."""
-    noise = {**exp.noise, "layer_multipliers": None, "multipliers_file": path}
-    return replace(exp, noise=noise)
+def rin_train_config(exp: Experiment, fmt: str, multipliers_file: str | None) -> dict:
+    """A partial rin_train run config; with `multipliers_file`, E13j points at the YAML instead of inlining."""
+    noise = dict(exp.noise)
+    if noise["layer_multipliers"] is not None and multipliers_file is not None:
+        noise["layer_multipliers"] = None
+        noise["multipliers_file"] = multipliers_file
+    return {"name": exp.name, "quant": {"format": fmt, "mode": "w4a4"}, "noise": noise}
 
 
-def plan_markdown(exps: list[Experiment], band: list[int], baseline_acc: float | None,
-                  target_acc: float | None) -> str:
+# --- accuracy thresholds ----------------------------------------------------------------------------
+
+GAP_LEVELS = (("marginal", 0.25), ("success", 0.5), ("strong", 0.75), ("closes the gap", 1.0))
+
+
+def check_accuracies(baseline: float | None, target: float | None) -> None:
+    for flag, value in (("--baseline-acc", baseline), ("--target-acc", target)):
+        if value is not None and not 0 <= value <= 1:
+            raise SrddError(f"{flag}: accuracies are fractions 0..1, got {value} (write 0.5641, not 56.41)")
+    if baseline is not None and target is not None and target <= baseline:
+        raise SrddError(f"--target-acc {target} must be above --baseline-acc {baseline}")
+
+
+def thresholds(baseline: float | None, target: float | None) -> dict:
+    out: dict = {"baseline_acc": baseline, "target_acc": target, "gap": None, "levels": None,
+                 "rule": "a difference counts only beyond the seed spread (>= 2 seeds per side)"}
+    if baseline is not None and target is not None:
+        gap = target - baseline
+        out["gap"] = round(gap, 6)
+        out["levels"] = {name: round(baseline + f * gap, 6) for name, f in GAP_LEVELS}
+    return out
+
+
+def expected_accuracy(exp: Experiment, baseline: float | None, target: float | None) -> list[float] | None:
+    if baseline is None or target is None:
+        return None
+    gap = target - baseline
+    return [round(baseline + f * gap, 4) for f in exp.expected_gap]
+
+
+# --- plan.md and suite.json ------------------------------------------------------------------------
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def plan_markdown(exps: list[Experiment], *, band: tuple[int, ...], band_summary: str, source: str,
+                  metric: str, mode: str, multipliers_file: str, baseline: float | None,
+                  target: float | None, fmt: str, suite_dir: str, dict_style: str) -> str:
+    dict_note = ("as a mapping (`layer_multipliers: {}`, as the published fork does): `~key` then `+key={...}` "
+                 "replaces it whole; for a config that declares it `null`, rerun with --verl-dicts assign"
+                 if dict_style == "replace" else
+                 "`null` (`key={...}` assigns it); for a config that declares it `{}`, rerun with "
+                 "--verl-dicts replace")
+    th = thresholds(baseline, target)
     lines = ["# Noise-injection study plan", "",
-             f"High-error zone (from the scan): layers {band[0]}-{band[-1]}." if band else "No high-error zone found.",
-             "", "Run each experiment with at least 3 seeds: single-seed differences are not findings.", ""]
-    if baseline_acc is not None and target_acc is not None:
-        gap = target_acc - baseline_acc
-        lines += [f"Baseline accuracy {baseline_acc:.4f}, target {target_acc:.4f} (gap {gap:.4f}). "
-                  f"Success: closes >= 50 % of the gap (accuracy >= {baseline_acc + gap / 2:.4f}) "
-                  "with the difference outside the seed spread.", ""]
-    elif baseline_acc is not None:
-        lines += [f"Baseline accuracy {baseline_acc:.4f}. Success: beats it by more than the seed spread.", ""]
-    lines += ["| priority | experiment | hypothesis | expected |", "|---|---|---|---|"]
-    lines += [f"| {e.priority} | {e.name} | {e.hypothesis} | {e.expected} |" for e in sorted(exps, key=lambda e: e.priority)]
-    return "\n".join(lines) + "\n"
+             f"Scan: `{source}`. Multipliers: `{multipliers_file}` ({metric}, {mode}). Format: {fmt} W4A4.",
+             f"High-error band: layers {band[0]}-{band[-1]} ({band_summary}).", "",
+             "## Accuracy references", ""]
+    if th["levels"]:
+        lv = th["levels"]
+        lines += [f"- baseline (quantized run without noise): {_pct(baseline)}; target: {_pct(target)}; "
+                  f"gap {100 * th['gap']:.2f} points.",
+                  f"- success thresholds (share of the gap closed): marginal >= {_pct(lv['marginal'])} (25 %), "
+                  f"success >= {_pct(lv['success'])} (50 %), strong >= {_pct(lv['strong'])} (75 %), "
+                  f"closes the gap >= {_pct(lv['closes the gap'])}."]
+    elif baseline is not None:
+        lines += [f"- baseline (quantized run without noise): {_pct(baseline)}. Success: beat it by more than the "
+                  "seed spread. (Give --target-acc for gap-based thresholds.)"]
+    elif target is not None:
+        lines += [f"- target: {_pct(target)}. Success: reach it within the seed spread. (Give --baseline-acc for "
+                  "gap-based thresholds.)"]
+    else:
+        lines += ["- none given (--baseline-acc / --target-acc); success = beating E13i-baseline by more than "
+                  "the seed spread."]
+    lines += ["- every difference counts only beyond the seed spread: run each experiment with >= 2 seeds "
+              "(3 recommended); `srdd correlate` says 'inconclusive' otherwise.", "",
+              "## Experiments, in priority order", "",
+              "| # | experiment | tests | change vs E13i-baseline | expected | expected accuracy |",
+              "|---|---|---|---|---|---|"]
+    for e in sorted(exps, key=lambda e: e.priority):
+        acc = expected_accuracy(e, baseline, target)
+        lo, hi = e.expected_gap
+        acc_s = f"{_pct(acc[0])} - {_pct(acc[1])}" if acc else f"{lo:+.2f} to {hi:+.2f} of the gap"
+        lines.append(f"| {e.priority} | {e.name} | {', '.join(e.tests)} | {e.change} | {e.expected} | {acc_s} |")
+    lines += ["", "Expected ranges are priors taken from the published plan (as shares of the baseline-target gap), "
+              "not predictions of this tool.", "", "## Hypotheses", "",
+              "| key | question | treatment | control | the runs may differ only in |", "|---|---|---|---|---|"]
+    lines += [f"| {h.key} | {h.question} | {h.treatment} | {h.control} | {', '.join(h.differs_in)} |"
+              for h in HYPOTHESES]
+    lines += ["", "A hypothesis is supported when treatment - control exceeds the combined seed spread, refuted when "
+              "control - treatment does, inconclusive otherwise.", "", "## Running", "",
+              "rin_train (one file per experiment; add `--set seed=N` per seed):", "", "```bash"]
+    lines += [f"srdd train {suite_dir}/{e.name}.yaml --out runs/{e.name}-s0 --set seed=0"
+              for e in sorted(exps, key=lambda e: e.priority)]
+    lines += ["```", "", "verl (one override per line in `<name>.overrides`; keep each line one argument):", "",
+              "```bash", f"mapfile -t NOISE < {suite_dir}/E13j-variable.overrides",
+              "python3 -m verl.trainer.main_ppo <your data/model/quantization overrides> \"${NOISE[@]}\"", "```", "",
+              "Notes for the verl side:", "",
+              "- `target_modules` holds rin_train's target kinds (linear | rmsnorm); `sigma_mode: relative` means "
+              "sigma is a fraction of each weight's RMS. The verl side must read them that way.",
+              "- `use_variable_sigma` is set for the published fork, which ignores `layer_multipliers` without it.",
+              f"- `layer_multipliers` is written for a verl config that declares it {dict_note}.",
+              "- No override adds a key the verl config lacks, so a missing key stops the run instead of being "
+              "silently dropped (the published study lost runs that way).",
+              "- The published fork's schedule gives sigma = 0 for num_stages = 1: run E13k-constant only where "
+              "`schedule: constant` is implemented.", ""]
+    return "\n".join(lines)
+
+
+def suite_document(exps: list[Experiment], *, created: str, source: dict, multipliers: dict, band: tuple[int, ...],
+                   baseline: float | None, target: float | None, fmt: str) -> dict:
+    return {
+        "schema": SUITE_SCHEMA,
+        "created": created,
+        "source": source,
+        "multipliers": multipliers,
+        "quant": {"format": fmt, "mode": "w4a4"},
+        "high_error_zone": list(band),
+        "thresholds": thresholds(baseline, target),
+        "hypotheses": [{"key": h.key, "question": h.question, "treatment": h.treatment, "control": h.control,
+                        "differs_in": list(h.differs_in)} for h in HYPOTHESES],
+        "experiments": [{"name": e.name, "priority": e.priority, "tests": list(e.tests), "change": e.change,
+                         "config": f"{e.name}.yaml", "verl_overrides": f"{e.name}.overrides",
+                         "expected": e.expected, "expected_gap_fraction": list(e.expected_gap),
+                         "expected_accuracy": expected_accuracy(e, baseline, target), "noise": e.noise}
+                        for e in sorted(exps, key=lambda e: e.priority)],
+    }

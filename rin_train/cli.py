@@ -1,4 +1,9 @@
-"""`srdd train`: one quantized GRPO run with noise injection into a run directory."""
+"""`srdd train`: one quantized GRPO run with noise injection, into a run directory.
+
+Engines: `trl` runs here (rin_train.train); `verl` is delegated to
+`rin_train.engine_verl`, imported only when asked for, which must expose
+`main(cfg: RunConfig, args: argparse.Namespace) -> int` (args carries out, launch, ...).
+"""
 
 from __future__ import annotations
 
@@ -8,58 +13,91 @@ from pathlib import Path
 from srdd.errors import SrddError
 
 EPILOG = """examples:
-  srdd train --preset smoke --out runs/smoke                     # tiny random model, seconds
-  srdd train --preset demo --out runs/demo                       # SmolLM2, ~10 min on a laptop CPU
-  srdd train study/E13j-variable.yaml --out runs/E13j-s0 --set seed=0 --set model=smollm2
-  srdd train runs/E13j-s0 --resume --out runs/E13j-s0            # continue a killed run
+  srdd train --preset smoke --out runs/smoke                # tiny random model, seconds
+  srdd train --preset demo --out runs/demo                  # SmolLM2-135M, a few dozen steps, minutes
+  srdd train study/E13j-variable.yaml --out runs/E13j-variable-s0 --set seed=0
+  srdd train study/E13i-baseline.yaml --out runs/b-s1 --set seed=1 --set grpo.steps=29
+  srdd train --resume --out runs/E13j-variable-s0           # continue a killed or failed run
+  srdd train study/E13j-variable.yaml --out runs/v --engine verl [--launch]
 
-The run directory holds run.json (resolved config, versions, status), metrics.jsonl (one line per step:
-sigma scheduled and achieved per layer, reward, accuracy with the quant mode it was measured under),
-scan_before.json and scan_after.json. It is never overwritten; a run is `complete` only when its final
-step was validated."""
+Precedence: defaults < --preset < CONFIG < --set. A partial CONFIG is filled with defaults; an
+unknown key, a bad value, noise settings for layers the model lacks, or an existing --out is an
+error before anything is trained.
+
+The run directory holds run.json (resolved config, versions, seed, status), metrics.jsonl (one
+line per step: sigma scheduled and achieved per layer, reward, zero-variance groups, accuracy with
+the quant mode it was measured under), scan_before.json and scan_after.json. It is never
+overwritten; a run is `complete` only when its final step was validated. Exit codes: 0 complete,
+1 failed/invalid, 2 bad input, 3 stalled (watchdog)."""
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="quantized GRPO with scan-guided noise (TRL, single machine)",
-                       description="Train a LoRA policy with GRPO under W4A4 fake quantization and noise injection.",
+    p = sub.add_parser("train", help="quantized GRPO with scan-guided noise (TRL here, or verl)",
+                       description="Train a LoRA policy with GRPO under 4-bit fake quantization and noise "
+                                   "injection; write a run directory.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", nargs="?", help="run config YAML (partial configs are filled with defaults)")
-    p.add_argument("--out", type=Path, required=True, help="run directory to create (runs/NAME)")
-    p.add_argument("--preset", choices=["smoke", "demo"])
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set grpo.steps=10 (repeatable)")
-    p.add_argument("--name", help="run name (default: the --out directory name, e.g. E13j-variable-s0)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--engine", choices=["trl"], default=None,
-                   help="trl (single machine); the verl engine is not available in this version")
+    p.add_argument("config", nargs="?", type=Path, help="run config YAML (partial configs are filled with defaults)")
+    p.add_argument("--out", type=Path, required=True, help="run directory to create (runs/NAME); never overwritten")
+    p.add_argument("--preset", choices=["smoke", "demo"], help="smoke: tiny random model, seconds; "
+                                                               "demo: SmolLM2-135M, a few dozen steps")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key with a YAML value, e.g. --set grpo.steps=10 "
+                        "--set 'noise.targets=[rmsnorm]' (repeatable)")
+    p.add_argument("--name", help="run name (default: the --out directory name)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (its recorded config) from its last checkpoint")
+    p.add_argument("--engine", choices=["trl", "verl"], default=None,
+                   help="trl: GRPO on this machine (default); verl: write the verl command for this config")
+    p.add_argument("--launch", action="store_true", help="verl engine: also run the command it writes")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def resolve_config(args):
     from rin_train.presets import preset
-    from rin_train.run_config import load_run_config
-    from rin_train.train import run_training
+    from rin_train.run_config import config_for_resume, load_run_config
 
     if args.resume:
-        from srdd.jsonio import read_json
+        if args.config is not None or args.preset or args.sets or args.name:
+            raise SrddError("--resume continues a run with the config recorded in its run.json; "
+                            "do not give CONFIG, --preset, --set or --name with it")
+        from rin_train.rundir import RunDir
 
-        info = read_json(args.out / "run.json", what="run.json")
-        cfg = load_run_config(info["config"])
-    else:
-        if args.config is None and args.preset is None:
-            raise SrddError("give a config file or --preset smoke|demo")
-        if args.out.exists():
-            raise SrddError(f"run directory {args.out} already exists; runs are never overwritten")
-        cfg = load_run_config(args.config, preset=preset(args.preset), sets=args.set,
-                              name=args.name or args.out.name)
-        if cfg.engine != "trl":
-            raise SrddError("only the trl engine is available in this version")
-    result = run_training(cfg, args.out, resume=args.resume)
+        return config_for_resume(RunDir.open(args.out).config)
+    if args.config is None and args.preset is None:
+        raise SrddError("give a config file or --preset smoke|demo")
+    sets = list(args.sets) + ([f"engine={args.engine}"] if args.engine else [])
+    return load_run_config(args.config, sets, preset=preset(args.preset), name=args.name or args.out.name)
+
+
+def run(args) -> int:
+    if not args.resume and args.out.exists():
+        raise SrddError(f"run directory {args.out} already exists; runs are never overwritten "
+                        "(choose another --out, or pass --resume to continue that run)")
+    cfg = resolve_config(args)
+    if cfg.engine == "verl":
+        import importlib
+        import importlib.util
+
+        if importlib.util.find_spec("rin_train.engine_verl") is None:
+            raise SrddError("the verl engine (rin_train.engine_verl) is not part of this installation")
+        engine_verl = importlib.import_module("rin_train.engine_verl")
+        return int(engine_verl.main(cfg, args) or 0)
+    if args.launch:
+        raise SrddError("--launch is for --engine verl")
+    from rin_train.train import Terminated, run_training
+
+    try:
+        result = run_training(cfg, args.out, resume=args.resume)
+    except Terminated as exc:
+        print(f"srdd train: {exc}; run {args.out} marked failed (continue it with --resume)")
+        return 1
     info = result.info()
-    records = [r for r in result.logged_steps() if r.get("accuracy") is not None]
-    for r in records:
-        print(f"step {r['step']:>4}: accuracy {100 * r['accuracy']:.1f}% (flexible "
-              f"{100 * r['accuracy_flexible']:.1f}%) under {r['eval_quant']}")
-    print(f"run {info['name']}: {info['status']}" + (f" ({info['reason']})" if info["reason"] else "")
+    evals = [r for r in result.logged_steps() if r.get("accuracy") is not None]
+    if evals:
+        print("accuracy by step (strict, flexible; greedy, no noise):")
+        for r in evals:
+            print(f"  step {r['step']:>4}: {100 * r['accuracy']:5.1f}%  {100 * r['accuracy_flexible']:5.1f}%  "
+                  f"under {r['eval_quant']}")
+    print(f"run {info['name']}: {info['status']}" + (f" ({info['reason']})" if info.get("reason") else "")
           + f" -> {args.out}")
     return 0 if info["status"] == "complete" else 1

@@ -1,158 +1,250 @@
-"""Single-machine GRPO with TRL, driven by our callbacks for noise, evaluation and logging.
+"""Single-machine GRPO with TRL (1.16), driven by our callbacks for noise, validation and logging.
 
-TRL generates and trains with the same model on CPU, so rollout-only noise
-wraps the generation call (perturb -> generate -> restore); the policy-gradient
-forward/backward and every validation see clean weights. Validation runs
-greedy, noise-free, under the training quantization, at step 0, every
-`eval.every` steps and always at the final step; each accuracy records the
-quant mode it was measured under.
+Without vLLM, TRL generates and trains with the same model, so rollout-only
+noise wraps the generation call: `NoisyGRPOTrainer._generate_single_turn`
+perturbs (restore-then-perturb from the fp32 master copy), generates, and
+restores before returning. The old/ref log-probs, the policy-gradient
+forward/backward and every validation therefore see clean weights (DESIGN.md
+§7; a callback at step begin would also perturb the loss).
+
+`RunLogger` appends one metrics.jsonl line per optimizer step:
+    step, sigma (scheduled), sigma_layers (achieved std per layer, read back),
+    reward_mean/reward_std (the training reward: strict, plus task.format_score for a well-formed
+    wrong answer), rollout_accuracy/rollout_accuracy_flexible (of the noisy sampled rollouts),
+    zero_variance_groups/groups (lesson 9), loss, completion_mean_length,
+    accuracy/accuracy_flexible/eval_samples/eval_quant (null unless validated),
+    step_s, wall_s.
+Validation is greedy, noise-free, under the training quantization, at step 0,
+every `eval.every` steps and always at the final step. On --resume a step that
+is already logged is neither re-logged nor re-validated.
 """
 
 from __future__ import annotations
 
 import time
-
-from datasets import Dataset
-from transformers import TrainerCallback
-from trl import GRPOConfig, GRPOTrainer
+from pathlib import Path
 
 from rin_train.evaluate import evaluate
-from rin_train.noise import NoiseInjector
-from rin_train.rewards import strict_reward
+from rin_train.rewards import completion_text, flexible_reward, strict_reward, training_reward
 from rin_train.rundir import RunDir
 from rin_train.run_config import RunConfig
 from rin_train.tasks import Example
 from rin_train.watchdog import Watchdog
 
+try:  # the module imports without TRL (run dirs, configs and tests of them stay importable)
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+except ImportError as _exc:  # pragma: no cover - trl is a hard dependency in pyproject
+    raise ImportError(f"rin_train's TRL engine needs trl>=1.16 ({_exc})") from _exc
+
 
 class NoisyGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose rollouts (and only its rollouts) see the noisy weights."""
+    """GRPOTrainer whose rollouts, and only its rollouts, see the noisy weights."""
 
-    def __init__(self, *args, injector: NoiseInjector | None, total_steps: int, **kwargs) -> None:
+    def __init__(self, *args, injector=None, total_steps: int, **kwargs) -> None:
         self.injector = injector
         self.total_steps = total_steps
         self.last_noise: dict = {"sigma": None, "sigma_layers": None}
         super().__init__(*args, **kwargs)
 
     def _generate_single_turn(self, *args, **kwargs):
-        if self.injector is None:
+        if self.injector is None or not self.model.training:
             return super()._generate_single_turn(*args, **kwargs)
         with self.injector.applied(self.state.global_step, self.total_steps) as record:
-            self.last_noise = record
+            self.last_noise = {"sigma": record.get("sigma"), "sigma_layers": record.get("sigma_layers")}
             return super()._generate_single_turn(*args, **kwargs)
 
 
-class GroupStats:
-    """Reward function wrapper that counts zero-variance groups (all completions equally rewarded)."""
+class RewardTracker:
+    """The strict-answer reward TRL trains on; also scores flexibly and counts zero-variance groups.
 
-    def __init__(self, num_generations: int) -> None:
+    TRL lays completions out group by group (num_generations consecutive
+    completions per prompt), so a group is a contiguous slice.
+    """
+
+    def __init__(self, num_generations: int, format_score: float = 0.0) -> None:
         self.num_generations = num_generations
-        self.zero_variance_groups = 0
-        self.groups = 0
+        self.format_score = format_score
         self.__name__ = "strict_answer"
+        self.reset()
+
+    def reset(self) -> None:
+        self.groups = 0
+        self.zero_variance_groups = 0
+        self.strict: list[float] = []
+        self.flexible: list[float] = []
 
     def __call__(self, prompts, completions, answer, **kwargs) -> list[float]:
-        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        rewards = [strict_reward(t, a) for t, a in zip(texts, answer)]
+        texts = [completion_text(c) for c in completions]
+        rewards = [training_reward(t, a, self.format_score) for t, a in zip(texts, answer)]
+        self.strict += [strict_reward(t, a) for t, a in zip(texts, answer)]
+        self.flexible += [flexible_reward(t, a) for t, a in zip(texts, answer)]
         for start in range(0, len(rewards), self.num_generations):
             group = rewards[start:start + self.num_generations]
             self.groups += 1
-            self.zero_variance_groups += int(len(set(group)) == 1)
+            self.zero_variance_groups += int(max(group) == min(group))
         return rewards
 
-    def take(self) -> tuple[int, int]:
-        out = (self.zero_variance_groups, self.groups)
-        self.zero_variance_groups = self.groups = 0
+    def take(self) -> dict:
+        mean = (lambda xs: sum(xs) / len(xs) if xs else None)
+        out = {"zero_variance_groups": self.zero_variance_groups, "groups": self.groups,
+               "rollout_accuracy": mean(self.strict), "rollout_accuracy_flexible": mean(self.flexible)}
+        self.reset()
         return out
 
 
 class RunLogger(TrainerCallback):
-    """Appends one metrics.jsonl line per step; evaluates at step 0, every N steps and at the end."""
+    """Validation at step 0 / every N / final step, one metrics line per step, watchdog beats."""
 
-    def __init__(self, run: RunDir, cfg: RunConfig, tokenizer, test: list[Example], quant_label: str,
-                 group_stats: GroupStats, watchdog: Watchdog | None, already_logged: set[int]) -> None:
+    def __init__(self, run: RunDir, cfg: RunConfig, tokenizer, test: list[Example], rewards: RewardTracker,
+                 *, injector=None, watchdog: Watchdog | None = None) -> None:
         self.run, self.cfg, self.tokenizer, self.test = run, cfg, tokenizer, test
-        self.quant_label, self.group_stats, self.watchdog = quant_label, group_stats, watchdog
-        self.logged = already_logged
+        self.rewards, self.injector, self.watchdog = rewards, injector, watchdog
+        records = run.logged_steps()
+        self.logged = {r["step"] for r in records}
+        self.validated = {r["step"] for r in records if r.get("accuracy") is not None}
         self.trainer: NoisyGRPOTrainer | None = None
         self.pending_eval: dict | None = None
         self.t0 = time.monotonic()
-        self.final_validated = False
+        self.step_t0 = self.t0
+        self.zero_variance_streak = 0
+        self.stop_reason: str | None = None
 
-    def _evaluate(self, model, step: int) -> dict:
-        result = evaluate(model, self.tokenizer, self.test, max_new_tokens=self.cfg.eval.max_new_tokens)
-        if step == self.cfg.grpo.steps:
-            self.final_validated = True
-        return {**result, "eval_quant": self.quant_label}
+    def _beat(self, what: str) -> None:
+        if self.watchdog is not None:
+            self.watchdog.beat(what)
 
+    def should_validate(self, step: int) -> bool:
+        return step == 0 or step % self.cfg.eval.every == 0 or step == self.cfg.grpo.steps
+
+    def validate(self, model, step: int) -> dict:
+        if self.injector is not None and getattr(self.injector, "perturbed", False):
+            raise RuntimeError("validation would see noisy weights; the injector did not restore them")
+        self._beat(f"validation at step {step}")
+        result = evaluate(model, self.tokenizer, self.test, max_new_tokens=self.cfg.eval.max_new_tokens,
+                          quant_label=self.cfg.quant_label, batch_size=self.cfg.eval.batch_size,
+                          heartbeat=lambda: self._beat(f"validation at step {step}"))
+        print(f"validation step {step}: accuracy {100 * result['accuracy']:.1f}% (flexible "
+              f"{100 * result['accuracy_flexible']:.1f}%) on {result['eval_samples']} problems under "
+              f"{result['eval_quant']}, greedy, no noise", flush=True)
+        self._beat(f"validation at step {step} done")
+        return result
+
+    # --- callbacks -----------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.watchdog is not None:  # armed once training starts: loading models is not a step
+            self.watchdog.start()
         if 0 not in self.logged:
             record = {"step": 0, "sigma": None, "sigma_layers": None, "reward_mean": None,
-                      **self._evaluate(model, 0), "wall_s": 0.0}
+                      **self.validate(model, 0), "wall_s": round(time.monotonic() - self.t0, 3)}
             self.run.append_metrics(record)
             self.logged.add(0)
+            self.validated.add(0)
+        self.step_t0 = time.monotonic()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step_t0 = time.monotonic()
+        self._beat(f"step {state.global_step + 1}")
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if self.watchdog:
-            self.watchdog.beat()
         step = state.global_step
-        if step % self.cfg.eval.every == 0 or step == self.cfg.grpo.steps:
-            self.pending_eval = self._evaluate(model, step)
+        self._beat(f"step {step} done")
+        if self.should_validate(step) and step not in self.validated:
+            self.pending_eval = self.validate(model, step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         step = state.global_step
-        if step in self.logged or logs is None or "train_runtime" in logs:
+        if logs is None or "train_runtime" in logs or step == 0:
             return
-        zero, groups = self.group_stats.take()
-        noise = self.trainer.last_noise if self.trainer else {}
+        stats = self.rewards.take()
+        if step in self.logged:  # replayed after --resume: the first record stands
+            self.pending_eval = None
+            return
+        noise = self.trainer.last_noise if self.trainer is not None else {}
         record = {"step": step, "sigma": noise.get("sigma"), "sigma_layers": noise.get("sigma_layers"),
-                  "reward_mean": logs.get("reward"), "reward_std": logs.get("reward_std"),
-                  "loss": logs.get("loss"), "zero_variance_groups": zero, "groups": groups,
-                  "accuracy": None, "accuracy_flexible": None, "eval_quant": None,
+                  "reward_mean": logs.get("reward"), "reward_std": logs.get("reward_std"), **stats,
+                  "loss": logs.get("loss"), "completion_mean_length": logs.get("completions/mean_length"),
+                  "accuracy": None, "accuracy_flexible": None, "eval_samples": None, "eval_quant": None,
+                  "step_s": round(time.monotonic() - self.step_t0, 3),
                   "wall_s": round(time.monotonic() - self.t0, 3)}
         if self.pending_eval is not None:
             record.update(self.pending_eval)
+            self.validated.add(step)
             self.pending_eval = None
-        if zero and zero == groups:
-            print(f"step {step}: all {groups} reward groups have zero variance (no learning signal); continuing")
-        self.run.append_metrics({k: v for k, v in record.items()})
+        self.run.append_metrics(record)
         self.logged.add(step)
+        self._zero_variance(step, stats, control)
+        sigma = "off" if record["sigma"] is None else f"{record['sigma']:.3g}"
+        reward = "n/a" if record["reward_mean"] is None else f"{record['reward_mean']:.3f}"
+        dead = (f" - no learning signal: every group has zero reward variance ({self.zero_variance_streak} "
+                "step(s) in a row)" if self.zero_variance_streak else "")
+        print(f"step {step}/{self.cfg.grpo.steps}: sigma {sigma}, reward {reward}, zero-variance groups "
+              f"{stats['zero_variance_groups']}/{stats['groups']}, {record['step_s']:.1f} s{dead}", flush=True)
+        if self.stop_reason:
+            print(self.stop_reason, flush=True)
+
+    def _zero_variance(self, step: int, stats: dict, control) -> None:
+        """Lesson 9: a step in which every group has one reward carries no signal; say so, maybe stop."""
+        if not stats["groups"] or stats["zero_variance_groups"] < stats["groups"]:
+            self.zero_variance_streak = 0
+            return
+        self.zero_variance_streak += 1
+        limit = self.cfg.grpo.stop_after_zero_variance_steps
+        if limit is not None and self.zero_variance_streak >= limit:
+            self.stop_reason = (f"stopped at step {step}: {self.zero_variance_streak} consecutive steps in which "
+                                "every reward group had zero variance (no learning signal; "
+                                "grpo.stop_after_zero_variance_steps)")
+            control.should_training_stop = True
 
 
-def build_dataset(tokenizer, examples: list[Example]) -> Dataset:
+def build_dataset(examples: list[Example]):
+    from datasets import Dataset
+
     return Dataset.from_list([{"prompt": e.messages(), "answer": e.answer} for e in examples])
 
 
-def train_grpo(model, tokenizer, cfg: RunConfig, run: RunDir, train: list[Example], test: list[Example],
-               injector: NoiseInjector | None, quant_label: str, *, resume: bool,
-               watchdog: Watchdog | None) -> bool:
-    """Runs GRPO; returns whether the final-step validation ran."""
+def grpo_args(cfg: RunConfig, output_dir: Path) -> GRPOConfig:
     g = cfg.grpo
-    args = GRPOConfig(
-        output_dir=str(run.path / "checkpoints"), max_steps=g.steps, per_device_train_batch_size=g.batch_size,
-        num_generations=g.num_generations, max_completion_length=g.max_completion_length,
-        learning_rate=g.learning_rate, temperature=g.temperature, beta=g.beta, logging_steps=1,
-        save_steps=g.save_every, save_strategy="steps", use_cpu=True, bf16=False, fp16=False,
-        gradient_checkpointing=False, report_to=[], seed=cfg.seed, disable_tqdm=False,
-        save_only_model=False,
+    # Checkpointing activations is on by default in TRL and 2-4x slower on CPU (DESIGN.md §7);
+    # transformers 5 renamed the flag, and the old name warns.
+    renamed = "activation_checkpointing" in GRPOConfig.__dataclass_fields__
+    no_ckpt = {"activation_checkpointing": False} if renamed else {"gradient_checkpointing": False}
+    return GRPOConfig(
+        output_dir=str(output_dir), max_steps=g.steps, per_device_train_batch_size=g.batch_size,
+        gradient_accumulation_steps=1, num_generations=g.num_generations,
+        max_completion_length=g.max_completion_length, learning_rate=g.learning_rate,
+        temperature=g.temperature, beta=g.beta, logging_steps=1, save_strategy="steps", save_steps=g.save_every,
+        save_only_model=False, save_total_limit=2, use_cpu=True, bf16=False, fp16=False,
+        **no_ckpt, report_to=[], seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=True,
+        dataloader_num_workers=0,
     )
-    group_stats = GroupStats(g.num_generations)
-    logged = {int(r["step"]) for r in run.logged_steps()}
-    logger = RunLogger(run, cfg, tokenizer, test, quant_label, group_stats, watchdog, logged)
-    trainer = NoisyGRPOTrainer(model=model, reward_funcs=[group_stats], args=args,
-                               train_dataset=build_dataset(tokenizer, train), processing_class=tokenizer,
-                               callbacks=[logger], injector=injector, total_steps=g.steps)
+
+
+def latest_checkpoint(run: RunDir) -> str | None:
+    """The newest complete TRL checkpoint (trainer_state.json is written last)."""
+    done = [p for p in run.checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
+            and p.name.split("-")[-1].isdigit()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
+def train_grpo(model, tokenizer, cfg: RunConfig, run: RunDir, train: list[Example], test: list[Example], *,
+               injector=None, resume: bool = False, watchdog: Watchdog | None = None) -> RunLogger:
+    """Run GRPO to cfg.grpo.steps (or an early stop); returns the logger (stop_reason, validated steps)."""
+    from transformers import PrinterCallback, ProgressCallback
+
+    rewards = RewardTracker(cfg.grpo.num_generations, cfg.task.format_score)
+    logger = RunLogger(run, cfg, tokenizer, test, rewards, injector=injector, watchdog=watchdog)
+    trainer = NoisyGRPOTrainer(model=model, reward_funcs=[rewards], args=grpo_args(cfg, run.checkpoints),
+                               train_dataset=build_dataset(train), processing_class=tokenizer,
+                               callbacks=[logger], injector=injector, total_steps=cfg.grpo.steps)
+    for noisy in (PrinterCallback, ProgressCallback):  # our one line per step replaces them
+        trainer.remove_callback(noisy)
     logger.trainer = trainer
-    checkpoint = _latest_checkpoint(run) if resume else None
+    checkpoint = latest_checkpoint(run) if resume else None
+    if resume:
+        print(f"resuming from {checkpoint}" if checkpoint else "no checkpoint yet: restarting training from step 0 "
+              "(steps already logged are kept and not logged again)", flush=True)
     trainer.train(resume_from_checkpoint=checkpoint)
-    if cfg.grpo.steps in logged:
-        logger.final_validated = logger.final_validated or any(
-            r.get("step") == cfg.grpo.steps and r.get("accuracy") is not None for r in run.logged_steps())
-    return logger.final_validated
-
-
-def _latest_checkpoint(run: RunDir) -> str | None:
-    ckpts = sorted((run.path / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return str(ckpts[-1]) if ckpts else None
-
-
+    if injector is not None:
+        injector.restore()
+    return logger

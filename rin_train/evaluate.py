@@ -1,22 +1,35 @@
-"""Validation: greedy, no noise, under the training quantization, strict and flexible accuracy."""
+"""Validation: greedy, noise-free, under the training quantization; strict and flexible accuracy.
+
+The caller guarantees the model is the quantized policy with clean weights
+(`engine_trl` asserts no noise is applied); the result carries the precision
+label it was measured under, so no accuracy ever exists without its quant mode
+(DESIGN.md lesson 5).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
 from rin_train.rewards import flexible_reward, strict_reward
-from rin_train.tasks import Example
+from rin_train.tasks import Example, prompt_text
 
 
-def prompt_text(tokenizer, example: Example) -> str:
-    return tokenizer.apply_chat_template(example.messages(), tokenize=False, add_generation_prompt=True)
+def evaluate(model, tokenizer, examples: list[Example], *, max_new_tokens: int, quant_label: str,
+             batch_size: int = 16, heartbeat: Callable[[], None] | None = None) -> dict:
+    """{'accuracy' (strict), 'accuracy_flexible', 'eval_samples', 'eval_quant'} over `examples`."""
+    from transformers import GenerationConfig
 
-
-def evaluate(model, tokenizer, examples: list[Example], *, max_new_tokens: int, batch_size: int = 16) -> dict:
+    if not examples:
+        raise ValueError("validation needs at least one example")
     was_training = model.training
     model.eval()
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
+    eos = tokenizer.eos_token_id
+    gen = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                           eos_token_id=eos, temperature=None, top_p=None, top_k=None)
     strict = flexible = 0.0
     try:
         for start in range(0, len(examples), batch_size):
@@ -24,12 +37,14 @@ def evaluate(model, tokenizer, examples: list[Example], *, max_new_tokens: int, 
             enc = tokenizer([prompt_text(tokenizer, e) for e in chunk], return_tensors="pt", padding=True,
                             add_special_tokens=False)
             with torch.no_grad():
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id)
+                out = model.generate(**enc, generation_config=gen)
             texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
             strict += sum(strict_reward(t, e.answer) for t, e in zip(texts, chunk))
             flexible += sum(flexible_reward(t, e.answer) for t, e in zip(texts, chunk))
+            if heartbeat is not None:
+                heartbeat()
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
-    return {"accuracy": strict / len(examples), "accuracy_flexible": flexible / len(examples)}
+    n = len(examples)
+    return {"accuracy": strict / n, "accuracy_flexible": flexible / n, "eval_samples": n, "eval_quant": quant_label}

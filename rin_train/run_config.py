@@ -1,54 +1,147 @@
-"""The resolved run configuration: YAML (possibly partial) + presets + --set overrides.
+"""The resolved run configuration: YAML (possibly partial) + preset + `--set` overrides.
 
-Unknown keys anywhere are errors that list the valid keys; every section is a
-dataclass validated at construction, so a bad config fails before a model is
-loaded (the published study lost runs to silently dropped keys).
+Contract: .notes/TRAIN_CONFIG.md. A config file may be partial: every missing
+key takes its default; an unknown key anywhere is an error that names it and
+lists the valid keys; every value is type-checked; cross-section rules are
+checked here, before a model is loaded (the published study lost runs to
+silently dropped keys and to settings that only failed hours in).
+
+Sections: `task` (TaskConfig), `quant` (QuantConfig, rin_train.config),
+`lora` (LoraConfig), `grpo` (GrpoConfig), `eval` (EvalConfig), `noise`
+(NoiseConfig, rin_train.config), `scan` (ScanConfig). Layer-dependent checks
+(multipliers or target layers the model lacks) need the model's depth and run in
+`check_against_model`, still before the run directory is created.
+
+Precedence: defaults < preset < config file < --set.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+import dataclasses
+import enum
+import types
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rin_train.config_base import from_dict
-from rin_train.noise import NoiseConfig
 from srdd.errors import SrddError
-from srdd.qlinear import DEFAULT_EXCLUDE, LinearQuantConfig
 
+ENGINES = ("trl", "verl")
+TASKS = ("arithmetic", "gsm8k")
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+# --- generic section handling ----------------------------------------------------------------------
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    """A small runtime check for the annotations used in the sections below."""
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin is list:
+        (item,) = typing.get_args(annotation) or (Any,)
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def section_from_dict(cls: type, data: Any, where: str):
+    """Build dataclass `cls` from a (partial) mapping: unknown keys and wrong types are errors."""
+    if data is None:
+        data = {}
+    if dataclasses.is_dataclass(data):
+        return data
+    if not isinstance(data, dict):
+        raise SrddError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(map(str, data)) - set(names))
+    if unknown:
+        raise SrddError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(names)}")
+    values = {}
+    for name, value in data.items():
+        if not _type_ok(value, hints[name]):
+            raise SrddError(f"{where}.{name}: expected {_type_name(hints[name])}, got {value!r}")
+        values[name] = float(value) if hints[name] is float and isinstance(value, int) else value
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise SrddError(f"{where}: {exc}") from None
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def section_to_dict(section: Any) -> Any:
+    """Plain YAML/JSON data of a section (enums by value, tuples as lists)."""
+    if hasattr(section, "to_dict"):
+        return section.to_dict()
+    if dataclasses.is_dataclass(section):
+        return {f.name: section_to_dict(getattr(section, f.name)) for f in fields(section)}
+    if isinstance(section, enum.Enum):
+        return section.value
+    if isinstance(section, dict):
+        return {k: section_to_dict(v) for k, v in section.items()}
+    if isinstance(section, (list, tuple)):
+        return [section_to_dict(v) for v in section]
+    return section
+
+
+# --- our sections ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class TaskConfig:
+    """What the policy learns: the built-in word problems, or GSM8K files the user supplies."""
+
     name: str = "arithmetic"
     train_file: str | None = None
+    """gsm8k: verl parquet (prompt chat list + reward_model.ground_truth) or JSONL (question, answer '#### n')."""
     test_file: str | None = None
-    train_size: int = 512
-    test_size: int = 64
+    train_size: int | None = 512
+    """Problems used for training (null: every problem of a gsm8k file)."""
+    test_size: int | None = 64
+    format_score: float = 0.0
+    """Training reward for a well-formed but wrong '#### n' answer (verl's gsm8k `format_score`);
+    a correct answer earns 1.0. 0.0: strict correctness only. Validation accuracy never uses it."""
 
     def __post_init__(self) -> None:
-        if self.name not in ("arithmetic", "gsm8k"):
-            raise SrddError(f"task.name must be 'arithmetic' or 'gsm8k', got {self.name!r}")
-        if self.name == "gsm8k" and not (self.train_file and self.test_file):
-            raise SrddError("task gsm8k needs task.train_file and task.test_file (verl parquet or JSONL)")
-        if self.train_size < 1 or self.test_size < 1:
-            raise SrddError("task.train_size and task.test_size must be >= 1")
-
-
-@dataclass(frozen=True)
-class QuantSection:
-    format: str = "mxfp4"
-    mode: str = "w4a4"
-    options: dict = field(default_factory=dict)
-    exclude: list[str] = field(default_factory=lambda: list(DEFAULT_EXCLUDE))
-
-    def linear_config(self) -> LinearQuantConfig:
-        return LinearQuantConfig(self.format, self.mode, dict(self.options), tuple(self.exclude))
-
-    def __post_init__(self) -> None:
-        self.linear_config()
+        if not 0.0 <= self.format_score < 1.0:
+            raise SrddError(f"task.format_score must be in [0, 1), got {self.format_score}")
+        if self.name not in TASKS:
+            raise SrddError(f"task.name must be one of {list(TASKS)}, got {self.name!r}")
+        if self.name == "gsm8k":
+            if not (self.train_file and self.test_file):
+                raise SrddError("task gsm8k needs task.train_file and task.test_file (verl parquet or JSONL)")
+            for key in ("train_file", "test_file"):
+                path = Path(getattr(self, key))
+                if not path.is_file():
+                    raise SrddError(f"task.{key} {path} does not exist")
+        elif self.train_file or self.test_file:
+            raise SrddError("task.train_file/test_file are for task.name gsm8k; the arithmetic task is built in")
+        for key in ("train_size", "test_size"):
+            value = getattr(self, key)
+            if value is None and self.name == "arithmetic":
+                raise SrddError(f"task.{key} must be a number for the built-in arithmetic task")
+            if value is not None and value < 1:
+                raise SrddError(f"task.{key} must be >= 1, got {value}")
 
 
 @dataclass(frozen=True)
@@ -56,58 +149,152 @@ class LoraConfig:
     r: int = 32
     alpha: int = 64
     dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                                "gate_proj", "up_proj", "down_proj"])
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
 
     def __post_init__(self) -> None:
-        if self.r < 1:
-            raise SrddError(f"lora.r must be >= 1, got {self.r}")
+        if self.r < 1 or self.alpha < 1:
+            raise SrddError(f"lora.r and lora.alpha must be >= 1, got r={self.r} alpha={self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise SrddError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            raise SrddError("lora.target_modules must name at least one module")
 
 
 @dataclass(frozen=True)
 class GrpoConfig:
     steps: int = 58
+    """Optimizer steps; the final one is always validated."""
     num_generations: int = 8
+    """Completions per prompt (one GRPO group)."""
     batch_size: int = 8
+    """Completions per step (batch_size / num_generations prompts)."""
+    max_prompt_length: int = 256
+    """Prompts longer than this (in tokens) are dropped from the task, with a count printed."""
     max_completion_length: int = 256
-    learning_rate: float = 1e-5
+    learning_rate: float = 1.0e-5
     temperature: float = 1.0
     beta: float = 0.0
+    """KL coefficient (0: no reference model)."""
     save_every: int = 10
+    """Checkpoint every N steps (what --resume continues from)."""
     stall_timeout_s: float = 1800.0
+    """Watchdog: a step (or validation) running longer than this ends the run as failed."""
+    stop_after_zero_variance_steps: int | None = None
+    """Lesson 9: after this many consecutive steps in which every reward group had zero variance
+    (no learning signal) the run stops as failed, with that reason. null: log and continue."""
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise SrddError(f"grpo.steps must be >= 1, got {self.steps}")
+        for key in ("steps", "max_prompt_length", "max_completion_length", "save_every"):
+            if getattr(self, key) < 1:
+                raise SrddError(f"grpo.{key} must be >= 1, got {getattr(self, key)}")
         if self.num_generations < 2:
             raise SrddError("grpo.num_generations must be >= 2 (GRPO compares completions within a group)")
-        if self.batch_size % self.num_generations:
+        if self.batch_size < self.num_generations or self.batch_size % self.num_generations:
             raise SrddError(f"grpo.batch_size {self.batch_size} must be a multiple of num_generations "
                             f"{self.num_generations}")
+        if not self.learning_rate > 0:
+            raise SrddError(f"grpo.learning_rate must be > 0, got {self.learning_rate}")
+        if not self.temperature > 0:
+            raise SrddError(f"grpo.temperature must be > 0, got {self.temperature}")
+        if self.beta < 0:
+            raise SrddError(f"grpo.beta must be >= 0, got {self.beta}")
+        if not self.stall_timeout_s > 0:
+            raise SrddError(f"grpo.stall_timeout_s must be > 0, got {self.stall_timeout_s}")
+        if self.stop_after_zero_variance_steps is not None and self.stop_after_zero_variance_steps < 1:
+            raise SrddError("grpo.stop_after_zero_variance_steps must be >= 1 or null")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     every: int = 10
+    """Validate at step 0, every N steps, and always at the final step."""
     samples: int = 64
     max_new_tokens: int = 256
+    batch_size: int = 16
 
     def __post_init__(self) -> None:
-        if self.every < 1 or self.samples < 1 or self.max_new_tokens < 1:
-            raise SrddError("eval.every, eval.samples and eval.max_new_tokens must be >= 1")
+        for key in ("every", "samples", "max_new_tokens", "batch_size"):
+            if getattr(self, key) < 1:
+                raise SrddError(f"eval.{key} must be >= 1, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
-class ScanSection:
+class ScanConfig:
+    """The rescans of the policy before and after training (srdd.scan/v1, the training format)."""
+
     before: bool = True
     after: bool = True
     samples: int = 8
     max_tokens: int = 128
 
+    def __post_init__(self) -> None:
+        if self.samples < 1 or self.max_tokens < 2:
+            raise SrddError("scan.samples must be >= 1 and scan.max_tokens >= 2")
 
-SECTIONS = {"task": TaskConfig, "quant": QuantSection, "lora": LoraConfig, "grpo": GrpoConfig,
-            "eval": EvalConfig, "noise": NoiseConfig, "scan": ScanSection}
-TOP_LEVEL = {"name", "seed", "model", "engine", *SECTIONS}
+
+# --- the core helper's sections (rin_train.config) ------------------------------------------------
+
+def _quant_cls():
+    try:
+        from rin_train.config import QuantConfig
+    except ImportError:  # transitional: before rin_train.config exists
+        return _LegacyQuant
+    return QuantConfig
+
+
+def _noise_cls():
+    try:
+        from rin_train.config import NoiseConfig
+    except ImportError:  # transitional: before rin_train.config exists
+        from rin_train.noise import NoiseConfig
+    return NoiseConfig
+
+
+@dataclass(frozen=True)
+class _LegacyQuant:
+    format: str = "mxfp4"
+    mode: str = "w4a4"
+    options: dict = field(default_factory=dict)
+    exclude: list[str] = field(default_factory=lambda: ["lm_head", "embed_tokens"])
+
+    def __post_init__(self) -> None:
+        from srdd.qlinear import LinearQuantConfig
+
+        LinearQuantConfig(self.format, self.mode, dict(self.options), tuple(self.exclude))
+
+
+def _build(cls, data: Any, where: str):
+    """Core sections bring their own `from_dict` (unknown keys, validation); ours use section_from_dict."""
+    if data is None:
+        data = {}
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise SrddError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    if hasattr(cls, "from_dict"):
+        try:
+            return cls.from_dict(data)
+        except SrddError as exc:
+            msg = str(exc)
+            raise SrddError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+        except (TypeError, ValueError) as exc:
+            raise SrddError(f"{where}: {exc}") from None
+    return section_from_dict(cls, data, where)
+
+
+OUR_SECTIONS: dict[str, type] = {"task": TaskConfig, "lora": LoraConfig, "grpo": GrpoConfig, "eval": EvalConfig,
+                                 "scan": ScanConfig}
+SECTION_ORDER = ("task", "quant", "lora", "grpo", "eval", "noise", "scan")
+SCALARS = ("name", "seed", "model", "engine")
+TOP_LEVEL = (*SCALARS, *SECTION_ORDER)
+
+
+def _section_cls(name: str) -> type:
+    if name == "quant":
+        return _quant_cls()
+    if name == "noise":
+        return _noise_cls()
+    return OUR_SECTIONS[name]
 
 
 @dataclass(frozen=True)
@@ -117,65 +304,164 @@ class RunConfig:
     model: str
     engine: str
     task: TaskConfig
-    quant: QuantSection
+    quant: Any
     lora: LoraConfig
     grpo: GrpoConfig
     eval: EvalConfig
-    noise: NoiseConfig
-    scan: ScanSection
+    noise: Any
+    scan: ScanConfig
+
+    @property
+    def quant_label(self) -> str:
+        """How every accuracy of this run records its precision, e.g. 'mxfp4/w4a4'."""
+        mode = self.quant.mode
+        return f"{self.quant.format}/{getattr(mode, 'value', mode)}"
 
     def to_dict(self) -> dict:
-        d = {k: (asdict(v) if k not in ("noise",) and hasattr(v, "__dataclass_fields__") else v)
-             for k, v in vars(self).items()}
-        d["noise"] = self.noise.to_dict()
-        return d
+        """The resolved config as plain data (what run.json stores; load_run_config reads it back)."""
+        out = {k: getattr(self, k) for k in SCALARS}
+        out.update({k: section_to_dict(getattr(self, k)) for k in SECTION_ORDER})
+        return out
 
 
-def _apply_set(data: dict, assignment: str) -> None:
+# --- loading ---------------------------------------------------------------------------------------
+
+def parse_set(assignment: str) -> tuple[list[str], Any]:
+    """'grpo.steps=10' -> (['grpo', 'steps'], 10); values are YAML ('[rmsnorm]', '{0: 2.0}', 'null')."""
     if "=" not in assignment:
-        raise SrddError(f"--set expects key=value, got {assignment!r}")
+        raise SrddError(f"--set expects KEY=VALUE, got {assignment!r}")
     key, raw = assignment.split("=", 1)
-    value = yaml.safe_load(raw)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise SrddError(f"--set: bad key {key!r}")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise SrddError(f"--set {key}: value {raw!r} is not valid YAML: {exc}") from None
+    return parts, value
+
+
+def apply_set(data: dict, assignment: str) -> None:
+    parts, value = parse_set(assignment)
+    if len(parts) > 1 and parts[0] in SCALARS:
+        raise SrddError(f"--set {'.'.join(parts)}: {parts[0]} is not a section")
     node = data
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise SrddError(f"--set {key}: {part} is not a section")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise SrddError(f"--set {'.'.join(parts)}: {'.'.join(parts[:depth + 1])} is not a section")
+        node = child
     node[parts[-1]] = value
 
 
-def load_run_config(source: str | Path | dict | None, *, preset: dict | None = None,
-                    sets: list[str] = (), name: str | None = None) -> RunConfig:
-    data: dict[str, Any] = copy.deepcopy(preset or {})
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise SrddError(f"config {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise SrddError(f"config {path} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise SrddError(f"config {path}: expected a mapping at the top level")
-        data = _merge(data, loaded)
-        data.setdefault("name", path.stem)
-    elif isinstance(source, dict):
-        data = _merge(data, source)
-    for assignment in sets:
-        _apply_set(data, assignment)
-    unknown = sorted(set(data) - TOP_LEVEL)
-    if unknown:
-        raise SrddError(f"config: unknown key(s) {unknown}; valid keys: {', '.join(sorted(TOP_LEVEL))}")
-    if data.get("engine", "trl") not in ("trl", "verl"):
-        raise SrddError(f"engine must be 'trl' or 'verl', got {data.get('engine')!r}")
-    sections = {k: from_dict(cls, data.get(k), k) for k, cls in SECTIONS.items()}
-    return RunConfig(name=str(name or data.get("name") or "run"), seed=int(data.get("seed", 0)),
-                     model=str(data.get("model", "smollm2")), engine=data.get("engine", "trl"), **sections)
-
-
-def _merge(base: dict, over: dict) -> dict:
+def merge(base: dict, over: dict) -> dict:
+    """Deep merge of config mappings; mappings that are values (layer_multipliers, options) are replaced whole."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "layer_multipliers" else v
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("layer_multipliers", "options"):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
     return out
+
+
+def read_config_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise SrddError(f"config {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SrddError(f"config {path} is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise SrddError(f"config {path}: expected a mapping at the top level, got {type(loaded).__name__}")
+    return loaded
+
+
+def load_run_config(source: str | Path | dict | None = None, overrides: list[str] | tuple[str, ...] = (), *,
+                    preset: dict | None = None, name: str | None = None, sets: list[str] | None = None) -> RunConfig:
+    """Resolve a run config: defaults < `preset` < `source` (YAML path or mapping) < `overrides` (KEY=VALUE).
+
+    `name` (e.g. from --name or the --out directory) wins over the file's `name`; without either the
+    file stem is used. Every error is a SrddError naming the key.
+    """
+    data: dict[str, Any] = copy.deepcopy(preset or {})
+    stem = None
+    if isinstance(source, (str, Path)):
+        data = merge(data, read_config_file(source))
+        stem = Path(source).stem
+    elif isinstance(source, dict):
+        data = merge(data, copy.deepcopy(source))
+    elif source is not None:
+        raise SrddError(f"config: expected a path or a mapping, got {type(source).__name__}")
+    for assignment in [*overrides, *(sets or [])]:
+        apply_set(data, assignment)
+    return resolve(data, name=name, stem=stem)
+
+
+def resolve(data: dict, *, name: str | None = None, stem: str | None = None) -> RunConfig:
+    unknown = sorted(set(map(str, data)) - set(TOP_LEVEL))
+    if unknown:
+        raise SrddError(f"config: unknown key(s) {unknown}; valid keys: {', '.join(TOP_LEVEL)}")
+    engine = data.get("engine", "trl")
+    if engine not in ENGINES:
+        raise SrddError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
+    seed = data.get("seed", 0)
+    if not _type_ok(seed, int) or seed < 0:
+        raise SrddError(f"seed must be an integer >= 0, got {seed!r}")
+    model = data.get("model", "smollm2")
+    if not isinstance(model, str) or not model:
+        raise SrddError(f"model must be a string (smollm2 | tiny | HF dir | .gguf file), got {model!r}")
+    run_name = name or data.get("name") or stem or "run"
+    if not isinstance(run_name, str):
+        raise SrddError(f"name must be a string, got {run_name!r}")
+    sections = {k: _build(_section_cls(k), data.get(k), k) for k in SECTION_ORDER}
+    cfg = RunConfig(name=run_name, seed=seed, model=model, engine=engine, **sections)
+    check_cross_sections(cfg)
+    return cfg
+
+
+def check_cross_sections(cfg: RunConfig) -> None:
+    """Rules that span sections: each one is something a run would otherwise discover too late."""
+    g, e, t, n = cfg.grpo, cfg.eval, cfg.task, cfg.noise
+    if t.test_size is not None and e.samples > t.test_size:
+        raise SrddError(f"eval.samples {e.samples} > task.test_size {t.test_size}: validation would silently "
+                        "use fewer problems; lower eval.samples or raise task.test_size")
+    prompts_per_step = g.batch_size // g.num_generations
+    if t.train_size is not None and t.train_size < prompts_per_step:
+        raise SrddError(f"task.train_size {t.train_size} < {prompts_per_step} prompts per step")
+    if getattr(n, "enabled", False) and getattr(n, "num_stages", 1) > g.steps:
+        raise SrddError(f"noise.num_stages {n.num_stages} > grpo.steps {g.steps}: some stages would never run; "
+                        "num_stages must mean what it says")
+
+
+def check_against_model(cfg: RunConfig, num_layers: int) -> None:
+    """Layer indices in the noise settings must exist in the model (checked before any training)."""
+    n = cfg.noise
+    if not getattr(n, "enabled", False):
+        return
+    referenced = set(getattr(n, "target_layers", None) or [])
+    referenced |= {int(k) for k in (getattr(n, "layer_multipliers", None) or {})}
+    for zone in getattr(n, "zone_overrides", None) or []:
+        referenced |= set(zone["layers"] if isinstance(zone, dict) else zone.layers)
+    missing = sorted(layer for layer in referenced if not 0 <= layer < num_layers)
+    if missing:
+        raise SrddError(f"noise settings name layers {missing}, but model {cfg.model!r} has {num_layers} decoder "
+                        f"layers (0..{num_layers - 1}); multipliers/zones must come from a scan of this model")
+
+
+def config_for_resume(recorded: dict) -> RunConfig:
+    """The config a run.json recorded, resolved again for --resume.
+
+    The recorded config holds the multipliers actually used; when it also names the
+    multipliers file they came from, the recorded values win (the file may have moved).
+    """
+    data = copy.deepcopy(recorded)
+    noise = data.get("noise") or {}
+    if noise.get("layer_multipliers") is not None and noise.get("multipliers_file") is not None:
+        noise["multipliers_file"] = None
+    return resolve(data)

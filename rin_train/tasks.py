@@ -1,4 +1,14 @@
-"""Train/test problems: the built-in deterministic set or GSM8K files the user supplies."""
+"""Train/test problems: the built-in deterministic word problems, or GSM8K files the user supplies.
+
+- `arithmetic`: `srdd.mathdata.generate_problems` (GSM8K-like templates, integer
+  answers, train/test disjoint by construction). The train set depends on the
+  run's seed; the test set never does, so every run is validated on the same problems.
+- `gsm8k`: verl's parquet layout (column `prompt` = chat list, column
+  `reward_model` = {"ground_truth": ...}; the prompt is used exactly as verl
+  would use it) or JSONL with `question` and `answer` (GSM8K's "... #### 72").
+
+Every prompt asks for the final answer after "####" (verl's GSM8K instruction).
+"""
 
 from __future__ import annotations
 
@@ -9,57 +19,118 @@ from pathlib import Path
 
 from srdd.errors import SrddError
 from srdd.mathdata import generate_problems
-from rin_train.run_config import TaskConfig
 
 INSTRUCTION = 'Let\'s think step by step and output the final answer after "####".'
 
 
 @dataclass(frozen=True)
 class Example:
-    question: str
+    prompt: tuple[tuple[str, str], ...]
+    """Chat messages as (role, content) pairs (hashable; see `messages`)."""
     answer: str
 
+    @classmethod
+    def from_question(cls, question: str, answer: str | int) -> Example:
+        return cls(((("user", f"{question.strip()} {INSTRUCTION}"),)), str(answer))
+
     def messages(self) -> list[dict]:
-        return [{"role": "user", "content": f"{self.question} {INSTRUCTION}"}]
+        return [{"role": role, "content": content} for role, content in self.prompt]
+
+    @property
+    def question(self) -> str:
+        return self.prompt[-1][1]
 
 
-def _gsm8k_answer(text: str) -> str:
-    match = re.search(r"####\s*(-?[\d,\.]+)", str(text))
+def gsm8k_answer(text: str) -> str:
+    """The number after '####' in a GSM8K answer ('... #### 1,200' -> '1200'); the text itself otherwise."""
+    match = re.search(r"####\s*(-?[\d,]*\.?\d+)", str(text))
     return (match.group(1) if match else str(text)).replace(",", "").strip()
 
 
-def _read_file(path: Path) -> list[Example]:
-    if not path.is_file():
-        raise SrddError(f"task file {path} does not exist")
-    if path.suffix == ".parquet":
-        import pandas as pd
+def _chat(prompt, where: str) -> tuple[tuple[str, str], ...]:
+    if isinstance(prompt, str):
+        return (("user", prompt),)
+    try:
+        messages = tuple((str(m["role"]), str(m["content"])) for m in list(prompt))
+    except (KeyError, TypeError) as exc:
+        raise SrddError(f"{where}: prompt must be a string or a list of {{role, content}} messages ({exc})") from None
+    if not messages:
+        raise SrddError(f"{where}: empty prompt")
+    return messages
 
+
+def _read_parquet(path: Path) -> list[Example]:
+    import pandas as pd
+
+    try:
         frame = pd.read_parquet(path)
-        if "prompt" not in frame.columns or "reward_model" not in frame.columns:
-            raise SrddError(f"{path}: expected verl's GSM8K layout (columns prompt, reward_model)")
-        out = []
-        for prompt, reward in zip(frame["prompt"], frame["reward_model"]):
-            content = prompt if isinstance(prompt, str) else list(prompt)[-1]["content"]
-            out.append(Example(content.replace(INSTRUCTION, "").strip(), str(reward["ground_truth"])))
-        return out
+    except Exception as exc:  # pyarrow raises many kinds
+        raise SrddError(f"{path}: cannot read parquet ({exc})") from None
+    if "prompt" not in frame.columns or "reward_model" not in frame.columns:
+        raise SrddError(f"{path}: expected verl's layout (columns 'prompt' and 'reward_model'), "
+                        f"got columns {list(frame.columns)}")
     out = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, (prompt, reward) in enumerate(zip(frame["prompt"], frame["reward_model"])):
+        where = f"{path} row {i}"
+        try:
+            truth = reward["ground_truth"]
+        except (KeyError, TypeError, IndexError):
+            raise SrddError(f"{where}: reward_model has no ground_truth") from None
+        out.append(Example(_chat(prompt, where), gsm8k_answer(str(truth))))
+    return out
+
+
+def _read_jsonl(path: Path) -> list[Example]:
+    out = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-            out.append(Example(rec["question"], _gsm8k_answer(rec["answer"])))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise SrddError(f"{path}:{i}: expected JSON with 'question' and 'answer' ({exc})") from None
+            out.append(Example.from_question(rec["question"], gsm8k_answer(rec["answer"])))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise SrddError(f"{path}:{i}: expected a JSON object with 'question' and 'answer' ({exc})") from None
     return out
 
 
-def load_task(cfg: TaskConfig, seed: int) -> tuple[list[Example], list[Example]]:
+def read_task_file(path: Path) -> list[Example]:
+    path = Path(path)
+    if not path.is_file():
+        raise SrddError(f"task file {path} does not exist")
+    examples = _read_parquet(path) if path.suffix == ".parquet" else _read_jsonl(path)
+    if not examples:
+        raise SrddError(f"task file {path} holds no examples")
+    return examples
+
+
+def load_task(cfg, seed: int) -> tuple[list[Example], list[Example]]:
+    """(train, test) for a TaskConfig."""
     if cfg.name == "arithmetic":
-        train = [Example(p.question, str(p.answer)) for p in generate_problems(cfg.train_size, seed=seed)]
-        test = [Example(p.question, str(p.answer)) for p in generate_problems(cfg.test_size, seed=0, split="test")]
+        train = [Example.from_question(p.question, p.answer)
+                 for p in generate_problems(cfg.train_size, seed=seed, split="train")]
+        test = [Example.from_question(p.question, p.answer)
+                for p in generate_problems(cfg.test_size, seed=0, split="test")]
         return train, test
-    train, test = _read_file(Path(cfg.train_file)), _read_file(Path(cfg.test_file))
-    if not train or not test:
-        raise SrddError("task files hold no examples")
-    return train[: cfg.train_size], test[: cfg.test_size]
+    if cfg.name == "gsm8k":
+        train, test = read_task_file(Path(cfg.train_file)), read_task_file(Path(cfg.test_file))
+        return train[: cfg.train_size], test[: cfg.test_size]
+    raise SrddError(f"unknown task {cfg.name!r}")
+
+
+def drop_long_prompts(examples: list[Example], tokenizer, max_tokens: int, what: str) -> list[Example]:
+    """Prompts over `max_tokens` tokens (chat template applied) are dropped, with a count printed."""
+    kept = [e for e in examples if len(prompt_ids(tokenizer, e)) <= max_tokens]
+    if len(kept) < len(examples):
+        print(f"{what}: dropped {len(examples) - len(kept)} of {len(examples)} prompts longer than "
+              f"grpo.max_prompt_length={max_tokens} tokens")
+    if not kept:
+        raise SrddError(f"{what}: every prompt is longer than grpo.max_prompt_length={max_tokens} tokens")
+    return kept
+
+
+def prompt_text(tokenizer, example: Example) -> str:
+    return tokenizer.apply_chat_template(example.messages(), tokenize=False, add_generation_prompt=True)
+
+
+def prompt_ids(tokenizer, example: Example) -> list[int]:
+    return tokenizer(prompt_text(tokenizer, example), add_special_tokens=False)["input_ids"]

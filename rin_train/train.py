@@ -1,81 +1,244 @@
-"""One training run end to end: run dir -> scan before -> GRPO -> final validation -> scan after."""
+"""One training run end to end.
+
+    preflight (config vs model, task files, --out free)   <- every config error lands here, no run dir yet
+    load policy: base model + LoRA + fake quantization (list of quantized modules printed)
+    noise injector (validated against the model)
+    RunDir.create / open_for_resume
+    scan_before (policy under the training format)
+    GRPO (engine_trl) with validation at step 0, every N and at the final step; watchdog
+    scan_after (trained policy, LoRA applied)
+    status: complete only when the final step was validated (lesson 6);
+            failed (exception, SIGTERM, watchdog, zero-variance stop) with the reason;
+            invalid when training ended without the final validation.
+
+A process killed outright (SIGKILL, power loss) leaves status "running" with
+no live lock holder (`RunDir.is_live()` is false): never complete, and
+`srdd train --resume --out DIR` continues it.
+"""
 
 from __future__ import annotations
 
+import json
+import signal
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from rin_train.engine_trl import train_grpo
-from rin_train.noise import NoiseInjector
 from rin_train.rundir import RunDir
-from rin_train.run_config import RunConfig
-from rin_train.tasks import load_task
-from rin_train.watchdog import Watchdog
-from srdd.models import decoder_layers, load_causal_lm, model_info, resolve_model
-from srdd.qlinear import quantization_disabled, quantize_linears
-from srdd.scan.runner import ScanConfig, scan_model
+from rin_train.run_config import RunConfig, check_against_model
+from rin_train.tasks import drop_long_prompts, load_task
+from srdd.errors import SrddError
+
+
+class Terminated(Exception):
+    """SIGTERM (or SIGHUP) reached the training process."""
+
+
+# --- the core helper's API, in one place --------------------------------------------------------------
+
+def quantize_policy(model, quant_cfg):
+    """Fake-quantize every targeted linear in place; returns (names of quantized modules, label)."""
+    try:
+        from rin_train.quantize_model import quantize_model
+    except ImportError:  # transitional: before rin_train.quantize_model exists
+        from srdd.qlinear import LinearQuantConfig, quantize_linears
+
+        lq = LinearQuantConfig(quant_cfg.format, quant_cfg.mode, dict(quant_cfg.options), tuple(quant_cfg.exclude))
+        return list(quantize_linears(model, lq))
+    report = quantize_model(model, quant_cfg)
+    names = getattr(report, "quantized", None) or getattr(report, "modules", None) or getattr(report, "names", None)
+    return list(names) if names is not None else report
+
+
+def quantization_off(model):
+    try:
+        from rin_train.quantize_model import quantization_disabled
+    except ImportError:  # transitional
+        from srdd.qlinear import quantization_disabled
+    return quantization_disabled(model)
+
+
+def noise_injector(model, noise_cfg, seed: int):
+    if not noise_cfg.enabled:
+        return None
+    from rin_train.noise import NoiseInjector
+
+    return NoiseInjector(model, noise_cfg, seed=seed)
+
+
+# --- steps -----------------------------------------------------------------------------------------
+
+def model_num_layers(spec: str) -> int:
+    """Decoder depth from the model's config.json, without loading weights."""
+    if spec == "tiny":
+        from srdd.tiny import build_tiny_llama
+        import inspect
+
+        return inspect.signature(build_tiny_llama).parameters["layers"].default
+    from srdd.models import resolve_model
+
+    path = resolve_model(spec)
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SrddError(f"cannot read {path / 'config.json'}: {exc}") from None
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    raise SrddError(f"{path / 'config.json'} does not say how many decoder layers the model has")
+
+
+def preflight(cfg: RunConfig, out: Path, *, resume: bool) -> None:
+    """Everything that can be checked before a model is loaded or a run directory made."""
+    if cfg.engine != "trl":
+        raise SrddError(f"engine {cfg.engine!r}: this process runs the trl engine (use srdd train --engine verl)")
+    if not resume and out.exists():
+        raise SrddError(f"run directory {out} already exists; runs are never overwritten "
+                        "(choose another --out, or pass --resume to continue that run)")
+    check_against_model(cfg, model_num_layers(cfg.model))
+    load_task(cfg.task, cfg.seed)  # task files readable, sizes satisfiable
 
 
 def load_policy(cfg: RunConfig, workdir: Path):
-    """Base model + LoRA (peft) + fake quantization of every targeted linear (adapters stay fp32)."""
+    """Base model (fp32) + LoRA (peft) + fake quantization of every targeted linear (adapters full precision)."""
     from peft import LoraConfig, get_peft_model
+
+    from srdd.models import load_causal_lm, model_info, resolve_model
 
     spec = cfg.model
     if spec == "tiny":
         from srdd.tiny import build_tiny_llama
 
-        spec = str(build_tiny_llama(workdir / "tiny-model", seed=cfg.seed))
-    model, tokenizer = load_causal_lm(spec, dtype=torch.float32)
-    info = model_info(model, cfg.model, resolve_model(spec))
+        path = build_tiny_llama(workdir / "tiny", seed=cfg.seed)
+        model, tokenizer = load_causal_lm(str(path), dtype=torch.float32)
+        info = model_info(model, "tiny", path)
+    else:
+        model, tokenizer = load_causal_lm(spec, dtype=torch.float32)
+        info = model_info(model, spec, resolve_model(spec))
+    if tokenizer.chat_template is None:
+        raise SrddError(f"model {spec!r} has no chat template; GRPO prompts are chat messages")
+    torch.manual_seed(cfg.seed)  # LoRA A initialisation
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
-    names = quantize_linears(model, cfg.quant.linear_config())
-    print(f"quantized {len(names)} linear modules under {cfg.quant.linear_config().label} "
-          f"(lm_head/embed_tokens excluded, LoRA adapters full precision):")
-    for name in names:
-        print(f"  {name}")
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as exc:
+        raise SrddError(f"lora.target_modules {cfg.lora.target_modules}: {exc}") from None
+    names = quantize_policy(model, cfg.quant)
+    if isinstance(names, list):
+        print(f"quantized {len(names)} linear modules under {cfg.quant_label} (excluded: "
+              f"{', '.join(cfg.quant.exclude) or 'none'}; LoRA adapters stay full precision):")
+        for name in names:
+            print(f"  {name}")
+    else:
+        print(names)
     return model, tokenizer, info
 
 
+@contextmanager
+def _lora_merged(model):
+    """LoRA deltas merged into the base weights, so weight statistics see W + BA too; unmerged after."""
+    merge = getattr(model, "merge_adapter", None)
+    if merge is None:
+        yield
+        return
+    merge()
+    try:
+        yield
+    finally:
+        model.unmerge_adapter()
+
+
 def rescan(model, tokenizer, cfg: RunConfig, info: dict) -> dict:
-    """The policy's own activations (LoRA applied, no fake quant in the forward) scanned under the format."""
+    """Scan the policy (LoRA applied, merged) under the training format.
+
+    The scanner quantizes the policy's own full-precision tensors on the side, so
+    fake quantization in the forward is switched off while it runs; noise is never
+    on here (the injector restores after every rollout).
+    """
+    from srdd.scan import ScanConfig, scan_model
+
     scan_cfg = ScanConfig(formats=(cfg.quant.format,), format_options=dict(cfg.quant.options),
-                          samples=cfg.scan.samples, max_tokens=cfg.scan.max_tokens, seed=cfg.seed)
-    with quantization_disabled(model):
+                          samples=cfg.scan.samples, max_tokens=cfg.scan.max_tokens, seed=cfg.seed,
+                          sites=("block_output", "linear_input", "weight"))
+    with quantization_off(model), _lora_merged(model), torch.no_grad():
         return scan_model(model, tokenizer, scan_cfg, model_info=info, progress=False)[0]
 
 
-def run_training(cfg: RunConfig, out: Path, *, resume: bool = False) -> RunDir:
-    run = RunDir.open_for_resume(out) if resume else RunDir.create(out, name=cfg.name, config=cfg.to_dict(),
-                                                                  seed=cfg.seed)
-    torch.manual_seed(cfg.seed)
-    watchdog = None
+def final_validated(run: RunDir, steps: int) -> bool:
+    return any(r["step"] == steps and r.get("accuracy") is not None and r.get("eval_quant")
+               for r in run.logged_steps())
+
+
+@contextmanager
+def _terminate_on_signals():
+    def handler(signum, frame):
+        raise Terminated(f"terminated by {signal.Signals(signum).name}")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            model, tokenizer, info = load_policy(cfg, Path(tmp))
-            train, test = load_task(cfg.task, cfg.seed)
-            test = test[: cfg.eval.samples]
-            injector = NoiseInjector(model, cfg.noise, seed=cfg.seed) if cfg.noise.enabled else None
-            if cfg.scan.before and not (run.path / "scan_before.json").exists():
-                run.write_scan("before", rescan(model, tokenizer, cfg, info))
-            watchdog = Watchdog(cfg.grpo.stall_timeout_s, lambda idle: run.finish(
-                "failed", f"watchdog: no training step finished for {idle:.0f} s")).start()
-            label = cfg.quant.linear_config().label
-            validated = train_grpo(model, tokenizer, cfg, run, train, test, injector, label,
-                                   resume=resume, watchdog=watchdog)
-            watchdog.stop()
-            if cfg.scan.after:
-                run.write_scan("after", rescan(model, tokenizer, cfg, info))
-        if validated:
-            run.finish("complete")
-        else:
-            run.finish("invalid", "the final step was not validated")
-    except BaseException as exc:
-        if watchdog:
-            watchdog.stop()
-        run.finish("failed", f"{type(exc).__name__}: {exc}")
-        raise
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def run_training(cfg: RunConfig, out: Path, *, resume: bool = False) -> RunDir:
+    """Train one run into `out`; returns its RunDir (read `info()['status']`)."""
+    from rin_train.engine_trl import train_grpo
+    from rin_train.watchdog import Watchdog
+
+    out = Path(out)
+    t0 = time.monotonic()
+    preflight(cfg, out, resume=resume)
+    torch.manual_seed(cfg.seed)
+    with tempfile.TemporaryDirectory(prefix="rin-train-") as tmp:
+        model, tokenizer, info = load_policy(cfg, Path(tmp))
+        train, test = load_task(cfg.task, cfg.seed)
+        train = drop_long_prompts(train, tokenizer, cfg.grpo.max_prompt_length, "train set")
+        test = test[: cfg.eval.samples]
+        injector = noise_injector(model, cfg.noise, cfg.seed)  # validates layers/targets against the model
+        run = RunDir.open_for_resume(out) if resume else RunDir.create(out, name=cfg.name, config=cfg.to_dict(),
+                                                                      seed=cfg.seed)
+        print(f"run {cfg.name} -> {out} ({'resumed' if resume else 'new'}); accuracies measured under "
+              f"{cfg.quant_label}", flush=True)
+        watchdog = Watchdog(cfg.grpo.stall_timeout_s, lambda idle, what: run.finish(
+            "failed", f"watchdog: no progress for {idle:.0f} s during {what} "
+                      f"(grpo.stall_timeout_s={cfg.grpo.stall_timeout_s:g})"))
+        try:
+            with _terminate_on_signals():
+                if cfg.scan.before and not run.scan_path("before").exists():
+                    run.write_scan("before", rescan(model, tokenizer, cfg, info))
+                try:  # armed by the engine when training begins
+                    logger = train_grpo(model, tokenizer, cfg, run, train, test, injector=injector, resume=resume,
+                                        watchdog=watchdog)
+                finally:
+                    watchdog.stop()
+                if logger.stop_reason is not None:
+                    run.finish("failed", logger.stop_reason)
+                    return run
+                validated = final_validated(run, cfg.grpo.steps)
+                if validated and cfg.scan.after and not run.scan_path("after").exists():
+                    run.write_scan("after", rescan(model, tokenizer, cfg, info))
+        except BaseException as exc:
+            if isinstance(exc, Terminated):
+                reason = str(exc)
+            elif isinstance(exc, KeyboardInterrupt):
+                reason = "interrupted (Ctrl-C)"
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
+            run.finish("failed", reason)
+            raise
+        finally:
+            if injector is not None:
+                injector.restore()
+    if validated:
+        run.finish("complete")
+    else:
+        run.finish("invalid", f"training ended without validating the final step ({cfg.grpo.steps}); "
+                              "its accuracy is not a final result")
+    print(f"run {cfg.name}: {run.status} in {time.monotonic() - t0:.0f} s", flush=True)
     return run

@@ -44,8 +44,9 @@ def depth_zones(num_layers: int) -> list[Zone]:
     return zones
 
 
-def high_error_bands(badness: Sequence[float], *, min_length: int = 2) -> list[Zone]:
-    """Maximal contiguous runs of layers whose badness exceeds the mean.
+def high_error_bands(badness: Sequence[float], *, min_length: int = 2,
+                     threshold: float | None = None) -> list[Zone]:
+    """Maximal contiguous runs of layers whose badness exceeds `threshold` (default: the mean).
 
     `badness` grows with damage (use `Metric.badness`). Bands are ordered by
     total excess over the mean, largest first, and named `high_error`,
@@ -55,10 +56,11 @@ def high_error_bands(badness: Sequence[float], *, min_length: int = 2) -> list[Z
     if not values:
         return []
     mean = sum(values) / len(values)
+    cut = mean if threshold is None else threshold
     runs: list[tuple[float, tuple[int, ...]]] = []
     current: list[int] = []
     for i, v in enumerate(values + [-math.inf]):
-        if v > mean:
+        if v > cut:
             current.append(i)
             continue
         if len(current) >= min_length:

@@ -1,86 +1,107 @@
 import json
 import subprocess
+import sys
 
 import pytest
 import yaml
 
-from .conftest import srdd_doc
+from .conftest import HIGH_ERROR_BAND, PUBLISHED_MULTIPLIERS, srdd_doc
 
 
 def srdd(*args):
-    return subprocess.run(["srdd", *map(str, args)], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "srdd", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
 
 
-@pytest.mark.parametrize("scan_fixture", ["published_scan", "srdd_scan"])
-def test_both_layouts_give_the_same_multipliers(scan_fixture, request, tmp_path):
+@pytest.mark.parametrize("scan_fixture,layout", [("published_scan", "verl-fork"), ("srdd_scan", "srdd.scan/v1")])
+def test_both_layouts_give_the_published_multipliers(scan_fixture, layout, request, tmp_path):
     scan = request.getfixturevalue(scan_fixture)
     out = tmp_path / "m.yaml"
     r = srdd("calibrate", scan, "-o", out)
     assert r.returncode == 0, r.stderr
+    assert f"{layout} layout, 28 layers" in r.stdout
     doc = yaml.safe_load(out.read_text())
-    assert doc["schema"] == "srdd.noise/v1" and doc["metric"] == "relative_error"
-    assert sorted(doc["layer_multipliers"]) == list(range(28))
-    assert (doc["layer_multipliers"][0], doc["layer_multipliers"][15], doc["layer_multipliers"][27]) == (0.83, 1.17, 0.88)
-    assert len(doc["source"]["sha256"]) == 64
-    band = next(z for z in doc["zones"] if z["name"] == "high_error")
-    assert band["layers"] == list(range(10, 20))
-    assert {z["name"] for z in doc["zones"]} >= {"first", "early_mid", "middle", "late_mid", "last"}
-    if scan_fixture == "published_scan":
-        assert "verl-fork" in r.stdout
+    assert doc["schema"] == "srdd.noise/v1" and doc["metric"] == "relative_error" and doc["mode"] == "proportional"
+    assert doc["layer_multipliers"] == PUBLISHED_MULTIPLIERS
+    assert doc["source"]["layout"] == layout and doc["source"]["path"] == str(scan.resolve())
+    import hashlib
+
+    assert doc["source"]["sha256"] == hashlib.sha256(scan.read_bytes()).hexdigest()
+    zones = {z["name"]: z for z in doc["zones"]}
+    assert list(zones) == ["first", "early_mid", "middle", "late_mid", "last", "high_error"]
+    assert zones["high_error"]["kind"] == "data" and zones["high_error"]["layers"] == HIGH_ERROR_BAND
+    assert zones["first"]["relative_error"] == pytest.approx(0.3246)  # published: 32.5 %
+    assert zones["last"]["deadzone_ratio"] == pytest.approx(0.171)  # published: 17.1 %
+    assert {"relative_error", "deadzone_ratio", "sqnr_db", "multiplier_mean"} <= set(zones["middle"])
+    assert doc["target_modules"] == ["linear"] and doc["exclude_patterns"] == [] and "sigma" not in doc
+    # the screen: per-layer table with zone and metric, and the zone table
+    assert "\n   15          42.65%          28.71%  17.20 dB        1.17  middle *\n" in r.stdout
+    assert "\nhigh_error  data    10-19          40.51%          26.66%  17.19 dB        1.11\n" in r.stdout
 
 
-def test_explain_and_clip(srdd_scan, tmp_path):
-    r = srdd("calibrate", srdd_scan, "-o", tmp_path / "m.yaml", "--explain", "--clip", "0.9,1.1")
+def test_multipliers_file_loads_in_rin_train(srdd_scan, tmp_path):
+    noise = pytest.importorskip("rin_train.noise")
+    out = tmp_path / "m.yaml"
+    assert srdd("calibrate", srdd_scan, "-o", out, "--mode", "ceiling").returncode == 0
+    assert noise.load_multipliers(out) == {i: float(v) for i, v in
+                                           yaml.safe_load(out.read_text())["layer_multipliers"].items()}
+
+
+def test_explain_prints_the_formula_with_the_numbers(srdd_scan, tmp_path):
+    r = srdd("calibrate", srdd_scan, "-o", tmp_path / "m.yaml", "--explain")
     assert r.returncode == 0, r.stderr
-    assert "layer 15: relative_error = 0.42588; / mean 0.364 = 1.1700 -> proportional -> 1.1" in r.stdout
-    values = yaml.safe_load((tmp_path / "m.yaml").read_text())["layer_multipliers"].values()
-    assert min(values) == 0.9 and max(values) == 1.1
+    assert "layer   3: relative_error 33.67%; round(0.3367 / 0.364, 2) = round(0.925, 2) = 0.93" in r.stdout
+    assert "layer  15: relative_error 42.65%; round(0.4265 / 0.364, 2) = round(1.1717033, 2) = 1.17" in r.stdout
+    r = srdd("calibrate", srdd_scan, "-o", tmp_path / "c.yaml", "--explain", "--mode", "ceiling", "--clip", "0.7,1")
+    assert "layer  15: relative_error 42.65%; p = round(0.4265 / 0.364, 2) = round(1.1717033, 2) = 1.17; " \
+           "round((2 - 1.17) / 1.21, 2) = round(0.68595041, 2) = 0.69  [1.21 = max_j(2 - p_j)]; " \
+           "clipped to [0.7, 1] -> 0.7" in r.stdout
+    r = srdd("calibrate", srdd_scan, "-o", tmp_path / "s.yaml", "--explain", "--metric", "sqnr_db")
+    assert "v_i = 10^(-sqnr_db_i/20)" in r.stdout and "v_i" in r.stdout.splitlines()[3]
 
 
-def _write(tmp_path, doc, raw=None):
-    path = tmp_path / "bad.json"
-    path.write_text(raw if raw is not None else json.dumps(doc))
-    return path
+def test_modes_and_metrics_from_the_command_line(srdd_scan, tmp_path):
+    for mode in ("inverse", "tiers", "targeted"):
+        out = tmp_path / f"{mode}.yaml"
+        r = srdd("calibrate", srdd_scan, "-o", out, "--mode", mode, "--metric", "deadzone_ratio")
+        assert r.returncode == 0, r.stderr
+        doc = yaml.safe_load(out.read_text())
+        assert doc["mode"] == mode and doc["metric"] == "deadzone_ratio" and len(doc["layer_multipliers"]) == 28
+    out = tmp_path / "targeted_rel.yaml"
+    assert srdd("calibrate", srdd_scan, "-o", out, "--mode", "targeted").returncode == 0
+    targeted = yaml.safe_load(out.read_text())["layer_multipliers"]
+    assert [i for i, m in targeted.items() if m == 1.0] == HIGH_ERROR_BAND
+    tiers = yaml.safe_load((tmp_path / "tiers.yaml").read_text())
+    assert tiers["tiers"] == {"cuts_z": [0.5, -0.5], "values": [1.5, 1.2, 1.0]}
 
 
-@pytest.mark.parametrize("mutate,message", [
-    (lambda d: d["layers"].pop(5), "missing layers [5]"),
-    (lambda d: d["layers"][3].update(layer=4), "duplicated layer ids [4]"),
-    (lambda d: d.update(schema="other/v9"), "schema: 'other/v9' is not supported"),
-    (lambda d: d["layers"][2]["block_output"].pop("relative_error"), "layers[2].block_output.relative_error: missing"),
-    (lambda d: d["layers"][2]["block_output"].update(sqnr_db="x"), "layers[2].block_output.sqnr_db: expected a number"),
-])
-def test_malformed_scans_name_the_field(tmp_path, mutate, message):
+def test_bad_input_exits_2_and_writes_nothing(tmp_path):
     doc = srdd_doc()
-    mutate(doc)
-    r = srdd("calibrate", _write(tmp_path, doc), "-o", tmp_path / "m.yaml")
-    assert r.returncode != 0 and message in r.stderr, r.stderr
-    assert not (tmp_path / "m.yaml").exists()
+    doc["layers"][7]["block_output"]["deadzone_ratio"] = float("nan")
+    scan = tmp_path / "bad.json"
+    scan.write_text(json.dumps(doc))
+    out, study = tmp_path / "m.yaml", tmp_path / "study"
+    r = srdd("calibrate", scan, "-o", out, "--suite", study)
+    assert r.returncode == 2
+    assert "srdd calibrate: error: layers[7].block_output.deadzone_ratio: value is nan" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists() and not study.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json"]  # no temp files either
 
 
-def test_nan_is_refused(tmp_path):
-    raw = json.dumps(srdd_doc()).replace("\"relative_error\": 0.345", "\"relative_error\": NaN", 1)
-    r = srdd("calibrate", _write(tmp_path, None, raw), "-o", tmp_path / "m.yaml")
-    assert r.returncode != 0 and "NaN" in r.stderr
+def test_existing_output_needs_force(srdd_scan, tmp_path):
+    out = tmp_path / "m.yaml"
+    out.write_text("keep me")
+    r = srdd("calibrate", srdd_scan, "-o", out)
+    assert r.returncode == 2 and "already exists; pass --force" in r.stderr
+    assert out.read_text() == "keep me"
+    assert srdd("calibrate", srdd_scan, "-o", out, "--force").returncode == 0
+    assert yaml.safe_load(out.read_text())["schema"] == "srdd.noise/v1"
 
 
-def test_suite_files_and_hydra_overrides(srdd_scan, tmp_path):
-    suite = tmp_path / "suite"
-    r = srdd("calibrate", srdd_scan, "-o", tmp_path / "m.yaml", "--suite", suite, "--baseline-acc", "0.5641",
-             "--target-acc", "0.6088", "--sigma-high", "0.1,0.002")
-    assert r.returncode == 0, r.stderr
-    names = {"E13i-baseline", "E13i-targeted", "E13i-high", "E13i-low", "E13j-variable", "E13k-constant",
-             "E13l-conservative", "E13m-rmsnorm"}
-    assert {p.stem for p in suite.glob("*.yaml")} == names
-    high = yaml.safe_load((suite / "E13i-high.yaml").read_text())
-    assert high["noise"]["zone_overrides"][0]["sigma_start"] == 0.1
-    assert high["noise"]["zone_overrides"][0]["layers"] == list(range(10, 20))
-    assert yaml.safe_load((suite / "E13j-variable.yaml").read_text())["noise"]["multipliers_file"].endswith("m.yaml")
-    assert "0.586" in (suite / "plan.md").read_text()  # half the gap closed
-    parser = pytest.importorskip("hydra.core.override_parser.overrides_parser").OverridesParser.create()
-    parsed = {o.key_or_group: o.value() for o in
-              parser.parse_overrides((suite / "E13j-variable.overrides").read_text().split())}
-    assert parsed["trainer.noise_injection.layer_multipliers"][15] == 1.17
-    assert parsed["trainer.noise_injection.target_modules"] == ["linear"]
-    r = srdd("calibrate", srdd_scan, "-o", tmp_path / "m2.yaml", "--suite", suite)
-    assert r.returncode != 0 and "not empty" in r.stderr
+def test_help_documents_the_choices():
+    r = srdd("calibrate", "--help")
+    assert r.returncode == 0
+    for text in ("10^(-SQNR_i/20)", "halves away", "--tiers", "--band-std", "verl-fork", "E13k-constant",
+                 "--verl-dicts"):
+        assert text in r.stdout

@@ -1,0 +1,97 @@
+"""The TRL engine: rollout-only noise, clean validation, zero-variance groups, per-step records."""
+
+import pytest
+import torch
+
+import rin_train.engine_trl as engine
+from rin_train.engine_trl import RewardTracker
+from rin_train.presets import preset
+from rin_train.run_config import load_run_config
+from rin_train.train import run_training
+from srdd.models import decoder_layers
+
+
+def _smoke(*sets):
+    return load_run_config(None, list(sets), preset=preset("smoke"))
+
+
+def test_reward_tracker_counts_zero_variance_groups():
+    tracker = RewardTracker(num_generations=2, format_score=0.1)
+    completions = [[{"role": "assistant", "content": c}] for c in ("#### 3", "#### 3", "4", "#### 4", "x", "y")]
+    rewards = tracker(prompts=None, completions=completions, answer=["3", "3", "4", "4", "5", "5"])
+    assert rewards == [1.0, 1.0, 0.0, 1.0, 0.0, 0.0]
+    stats = tracker.take()
+    assert stats["groups"] == 3 and stats["zero_variance_groups"] == 2  # (1,1) and (0,0); (0,1) has signal
+    assert stats["rollout_accuracy"] == pytest.approx(3 / 6) and stats["rollout_accuracy_flexible"] == pytest.approx(4 / 6)
+    assert tracker.take()["groups"] == 0  # per step
+
+
+def test_noise_is_on_for_rollouts_only_and_validation_sees_clean_weights(tmp_path, monkeypatch):
+    seen = {"generate": [], "loss": [], "validate": []}
+
+    def norm_is_clean(model):  # the tiny model's RMSNorm weights are exactly 1.0 when clean
+        return bool(torch.all(decoder_layers(model)[0].input_layernorm.weight == 1.0))
+
+    generate, loss, evaluate = (engine.GRPOTrainer._generate_single_turn, engine.GRPOTrainer.compute_loss,
+                                engine.evaluate)
+
+    def spy_generate(self, *a, **k):
+        seen["generate"].append(norm_is_clean(self.model))
+        return generate(self, *a, **k)
+
+    def spy_loss(self, model, *a, **k):
+        seen["loss"].append(norm_is_clean(model))
+        return loss(self, model, *a, **k)
+
+    def spy_evaluate(model, *a, **k):
+        seen["validate"].append(norm_is_clean(model))
+        return evaluate(model, *a, **k)
+
+    monkeypatch.setattr(engine.GRPOTrainer, "_generate_single_turn", spy_generate)
+    monkeypatch.setattr(engine.GRPOTrainer, "compute_loss", spy_loss)
+    monkeypatch.setattr(engine, "evaluate", spy_evaluate)
+    run = run_training(_smoke("noise.targets=[rmsnorm]"), tmp_path / "run")
+    assert run.status == "complete"
+    assert seen["generate"] == [False] * 3  # perturbed during every rollout...
+    assert seen["loss"] and all(seen["loss"])  # ...and clean in the policy-gradient forward/backward
+    assert seen["validate"] == [True] * 3  # steps 0, 2, 3
+
+
+def test_every_step_is_recorded_with_sigma_and_zero_variance_counts(tmp_path):
+    run = run_training(_smoke("noise.layer_multipliers={0: 2.0, 1: 0.0}"), tmp_path / "run")
+    records = run.logged_steps()
+    assert [r["step"] for r in records] == [0, 1, 2, 3]
+    assert [r["step"] for r in records if r["accuracy"] is not None] == [0, 2, 3]
+    assert {r["eval_quant"] for r in records if r["accuracy"] is not None} == {"mxfp4/w4a4"}
+    assert all(r["eval_quant"] is None for r in records if r["accuracy"] is None)
+    for r in records[1:]:
+        assert r["sigma_layers"]["0"] / r["sigma"] == pytest.approx(2.0, rel=0.05)  # lesson 1, read back
+        assert r["sigma_layers"]["1"] == 0.0
+        assert r["groups"] == 2 and 0 <= r["zero_variance_groups"] <= 2
+        assert r["step_s"] > 0 and r["wall_s"] > 0
+    assert [r["sigma"] for r in records[1:]] == pytest.approx([0.05, 0.05 * 0.2 ** 0.5, 0.01])
+
+
+def test_zero_variance_steps_can_stop_the_run_with_a_reason(tmp_path):
+    # the random tiny model never answers correctly: every group has zero variance
+    run = run_training(_smoke("grpo.stop_after_zero_variance_steps=2"), tmp_path / "run")
+    info = run.info()
+    assert info["status"] == "failed" and "2 consecutive steps" in info["reason"]
+    assert [r["step"] for r in run.logged_steps()] == [0, 1, 2]
+
+
+def test_scan_after_is_a_scan_of_the_trained_policy(tmp_path, monkeypatch):
+    import json
+    import zlib
+
+    # an arbitrary but varied reward, so the random tiny model gets gradients and its LoRA moves
+    monkeypatch.setattr(engine, "training_reward", lambda text, answer, fmt=0.0: float(zlib.crc32(text.encode()) % 2))
+    run = run_training(_smoke(), tmp_path / "run")
+    records = run.logged_steps()
+    assert any(r["zero_variance_groups"] < r["groups"] for r in records[1:])
+    before = json.loads((tmp_path / "run" / "scan_before.json").read_text())
+    after = json.loads((tmp_path / "run" / "scan_after.json").read_text())
+    assert before["layers"][0]["block_output"] != after["layers"][0]["block_output"]
+    # the LoRA delta is merged for the rescan: the weight statistics see W + BA
+    key = "self_attn.q_proj.base_layer"
+    assert before["layers"][0]["weights"][key] != after["layers"][0]["weights"][key]

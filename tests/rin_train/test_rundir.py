@@ -1,0 +1,103 @@
+"""Run directories: created once, append-only metrics, atomic status, resumable, lock-protected."""
+
+import json
+
+import pytest
+
+from rin_train.rundir import SCHEMA, RunDir
+from srdd.errors import SrddError
+
+CONFIG = {"quant": {"format": "mxfp4", "mode": "w4a4"}, "noise": {"enabled": True, "sigma_start": 0.05}}
+
+
+def _create(path, **kw):
+    return RunDir.create(path, name="r", config=CONFIG, seed=kw.get("seed", 3))
+
+
+def test_create_writes_run_json_per_design(tmp_path):
+    run = _create(tmp_path / "runs" / "r")
+    info = json.loads((tmp_path / "runs" / "r" / "run.json").read_text())
+    assert info["schema"] == SCHEMA and info["status"] == "running" and info["reason"] is None
+    assert info["config"]["seed"] == 3 and info["config"]["quant"] == {"format": "mxfp4", "mode": "w4a4"}
+    assert info["config"]["noise"]["enabled"] is True
+    assert {"python", "torch", "transformers", "trl", "peft", "srdd"} <= set(info["versions"])
+    assert info["started"] and info["finished"] is None
+    assert (run.path / "metrics.jsonl").read_text() == ""
+
+
+@pytest.mark.parametrize("existing", ["dir", "empty_dir", "file"])
+def test_an_existing_path_is_never_overwritten(tmp_path, existing):
+    path = tmp_path / "r"
+    if existing == "file":
+        path.write_text("precious")
+    else:
+        path.mkdir()
+        if existing == "dir":
+            (path / "metrics.jsonl").write_text('{"step": 0}\n')
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(SrddError, match="never overwritten"):
+        _create(path)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_config_must_say_quant_and_noise(tmp_path):
+    with pytest.raises(ValueError, match="noise"):
+        RunDir.create(tmp_path / "a", name="a", config={"quant": {"format": "mxfp4", "mode": "w4a4"}}, seed=0)
+    with pytest.raises(ValueError, match="quant"):
+        RunDir.create(tmp_path / "b", name="b", config={"noise": {"enabled": False}}, seed=0)
+
+
+def test_metrics_are_appended_never_rewritten(tmp_path):
+    run = _create(tmp_path / "r")
+    run.append_metrics({"step": 0, "accuracy": 0.5, "eval_quant": "mxfp4/w4a4"})
+    first = (run.path / "metrics.jsonl").read_bytes()
+    run.append_metrics({"step": 1, "sigma": 0.05, "sigma_layers": {"0": 0.05}})
+    assert (run.path / "metrics.jsonl").read_bytes().startswith(first)
+    assert [r["step"] for r in run.logged_steps()] == [0, 1]
+    with pytest.raises(ValueError, match="non-finite"):
+        run.append_metrics({"step": 2, "loss": float("nan")})
+    with pytest.raises(ValueError):
+        run.append_metrics({"accuracy": 0.1})
+    assert [r["step"] for r in run.logged_steps()] == [0, 1]
+
+
+def test_a_corrupt_metrics_line_is_named(tmp_path):
+    run = _create(tmp_path / "r")
+    run.append_metrics({"step": 0})
+    with open(run.metrics_path, "a") as fh:
+        fh.write('{"step": 1, "sig\n')
+    with pytest.raises(SrddError, match=r"metrics.jsonl:2: corrupt"):
+        run.logged_steps()
+
+
+def test_finish_scans_and_resume(tmp_path):
+    run = _create(tmp_path / "r")
+    run.write_scan("before", {"schema": "srdd.scan/v1"})
+    assert json.loads((run.path / "scan_before.json").read_text())["schema"] == "srdd.scan/v1"
+    with pytest.raises(SrddError, match="never overwritten"):
+        run.write_scan("before", {"schema": "srdd.scan/v1"})
+    with pytest.raises(ValueError):
+        run.write_scan("middle", {})
+    with pytest.raises(SrddError, match="in use"):  # the creator still holds the run
+        RunDir.open_for_resume(run.path)
+    run.finish("failed", "simulated")
+    info = run.info()
+    assert info["status"] == "failed" and info["reason"] == "simulated" and info["finished"]
+    with pytest.raises(ValueError):
+        run.finish("running")
+    run.release()
+    assert not RunDir.open(run.path).is_live()
+    again = RunDir.open_for_resume(run.path)
+    info = again.info()
+    assert info["status"] == "running" and info["finished"] is None
+    assert info["resumed"][0]["previous_reason"] == "simulated" and info["config"]["seed"] == 3
+    assert again.is_live()
+    again.finish("complete")
+    again.release()
+    with pytest.raises(SrddError, match="already complete"):
+        RunDir.open_for_resume(run.path)
+
+
+def test_open_refuses_a_non_run(tmp_path):
+    with pytest.raises(SrddError, match="not a run directory"):
+        RunDir.open(tmp_path)
