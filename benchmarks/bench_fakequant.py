@@ -1,12 +1,14 @@
 """Fake-quant kernel throughput against memory copies, measured in one process.
 
     python benchmarks/bench_fakequant.py                      # 4096x4096, fp32 and bf16, CPU
+    python benchmarks/bench_fakequant.py --backends auto,compiled,eager
     python benchmarks/bench_fakequant.py --formats mxfp4,nvfp4 --device cuda
 
-For each format and dtype: GB/s of the allocating round trip (bytes read +
-written), and the ratios allocating / x.clone(), out= / y.copy_(x) and
+For each format, dtype and backend: GB/s of the allocating round trip (bytes
+read + written), and the ratios allocating / x.clone(), out= / y.copy_(x) and
 statistics pass / y.copy_(x) (higher is better; 1.0 = as fast as the copy).
-Also torchao's MX/NVFP4 round trip when torchao is importable.
+`auto` is what callers get: the C kernel for MXFP4/NVFP4 on the CPU, Inductor
+elsewhere. Also torchao's MX round trip when torchao is importable.
 """
 
 from __future__ import annotations
@@ -54,10 +56,10 @@ def main() -> None:
     p.add_argument("--dtypes", default="float32,bfloat16")
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--backends", default="auto", help="comma list from: auto,native,compiled,eager")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args()
 
-    set_backend("compiled")
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     results = []
     print(f"device {args.device}, threads {torch.get_num_threads()}, {args.size}x{args.size}")
@@ -70,21 +72,24 @@ def main() -> None:
         t_copy = timed(lambda: y.copy_(x), args.repeat, sync)
         print(f"\n{dtype_name}: clone {t_clone * 1e3:.2f} ms, copy_ {t_copy * 1e3:.2f} ms "
               f"({2 * nbytes / t_copy / 1e9:.1f} GB/s)")
-        print(f"{'format':<12} {'GB/s':>7} {'alloc/clone':>12} {'out/copy':>9} {'stats/copy':>11}")
+        print(f"{'format':<12} {'backend':<9} {'GB/s':>7} {'alloc/clone':>12} {'out/copy':>9} {'stats/copy':>11}")
         for fmt in args.formats.split(","):
-            t0 = time.perf_counter()
-            fake_quantize(x, fmt), fake_quantize(x, fmt, out=y), quant_stats(x, fmt)
-            first = time.perf_counter() - t0
-            t_alloc = timed(lambda: fake_quantize(x, fmt), args.repeat, sync)
-            t_out = timed(lambda: fake_quantize(x, fmt, out=y), args.repeat, sync)
-            t_stats = timed(lambda: quant_stats(x, fmt), args.repeat, sync)
-            row = {"format": fmt, "dtype": dtype_name, "gbps": 2 * nbytes / t_alloc / 1e9,
-                   "alloc_over_clone": t_clone / t_alloc, "out_over_copy": t_copy / t_out,
-                   "stats_over_copy": t_copy / t_stats, "first_call_s": first,
-                   "ms": {"alloc": t_alloc * 1e3, "out": t_out * 1e3, "stats": t_stats * 1e3}}
-            results.append(row)
-            print(f"{fmt:<12} {row['gbps']:7.2f} {row['alloc_over_clone']:12.2f} {row['out_over_copy']:9.2f} "
-                  f"{row['stats_over_copy']:11.2f}   (first calls incl. compile {first:.1f} s)")
+            for backend in args.backends.split(","):
+                set_backend(backend)
+                t0 = time.perf_counter()
+                fake_quantize(x, fmt), fake_quantize(x, fmt, out=y), quant_stats(x, fmt)
+                first = time.perf_counter() - t0
+                t_alloc = timed(lambda: fake_quantize(x, fmt), args.repeat, sync)
+                t_out = timed(lambda: fake_quantize(x, fmt, out=y), args.repeat, sync)
+                t_stats = timed(lambda: quant_stats(x, fmt), args.repeat, sync)
+                row = {"format": fmt, "dtype": dtype_name, "backend": backend, "gbps": 2 * nbytes / t_alloc / 1e9,
+                       "alloc_over_clone": t_clone / t_alloc, "out_over_copy": t_copy / t_out,
+                       "stats_over_copy": t_copy / t_stats, "first_call_s": first,
+                       "ms": {"alloc": t_alloc * 1e3, "out": t_out * 1e3, "stats": t_stats * 1e3}}
+                results.append(row)
+                print(f"{fmt:<12} {backend:<9} {row['gbps']:7.2f} {row['alloc_over_clone']:12.2f} "
+                      f"{row['out_over_copy']:9.2f} {row['stats_over_copy']:11.2f}   "
+                      f"(first calls incl. build/compile {first:.1f} s)")
         ao = torchao_round_trip(x, args.repeat, sync)
         print(f"torchao: {ao}" if "unavailable" not in ao else f"torchao: not importable ({ao['unavailable']})")
     if args.json:

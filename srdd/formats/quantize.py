@@ -3,7 +3,8 @@
 Shapes are normalised here (last dim blocked, zero-padded to a whole block,
 computed in fp32, cast back with round-to-nearest-even) so the family kernels
 only ever see fp32 blocks. The same traced functions run eagerly or through
-`srdd.formats.backend`'s compiled cache; both give identical bits.
+`srdd.formats.backend`'s compiled cache, and MXFP4/NVFP4 on the CPU through the
+C kernel of `srdd.formats.native`; all give identical bits.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from srdd.formats import backend, kernels
+from srdd.formats import backend, kernels, native
 from srdd.formats.registry import get_format
 from srdd.formats.specs import (
     Family,
@@ -160,14 +161,21 @@ def fake_quantize(
     with torch.no_grad():
         if x.numel() == 0:
             return out if out is not None else x.clone()
-        xk = _kernel_view(x, spec)
-        if out is None:
-            return backend.run(round_trip, spec, xk).view(x.shape)
-        if out.is_contiguous():
-            backend.run(round_trip_into, spec, xk, out.view(xk.shape))
-        else:
-            out.copy_(backend.run(round_trip, spec, xk).view(x.shape))
-        return out
+        return _fake_quantize(x, spec, out)
+
+
+def _fake_quantize(x: torch.Tensor, spec: QuantFormatConfig, out: torch.Tensor | None = None) -> torch.Tensor:
+    lib = backend.native_kernel(x, spec)
+    if lib is not None:
+        return native.round_trip(lib, x, spec, out)
+    xk = _kernel_view(x, spec)
+    if out is None:
+        return backend.run(round_trip, spec, xk).view(x.shape)
+    if out.is_contiguous():
+        backend.run(round_trip_into, spec, xk, out.view(xk.shape))
+    else:
+        out.copy_(backend.run(round_trip, spec, xk).view(x.shape))
+    return out
 
 
 def quant_stats(x: torch.Tensor, fmt: str, **options: Any) -> QuantStats:
@@ -176,6 +184,9 @@ def quant_stats(x: torch.Tensor, fmt: str, **options: Any) -> QuantStats:
     spec = get_format(fmt, **options)
     if x.numel() == 0:
         return QuantStats.empty()
+    lib = backend.native_kernel(x, spec)
+    if lib is not None:
+        return QuantStats.from_vector(x.numel(), native.stats(lib, x.detach(), spec))
     with torch.no_grad():
         vec = backend.run(stats_vector, spec, _kernel_view(x, spec))
     return QuantStats.from_vector(x.numel(), vec.tolist())
@@ -185,7 +196,7 @@ class _STE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, spec: QuantFormatConfig) -> torch.Tensor:  # type: ignore[override]
         with torch.no_grad():
-            return backend.run(round_trip, spec, _kernel_view(x, spec)).view(x.shape)
+            return _fake_quantize(x, spec)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]

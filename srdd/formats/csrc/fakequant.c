@@ -1,0 +1,488 @@
+/*
+ * Fused MXFP4 / NVFP4 fake quantization and quantization statistics for CPUs.
+ *
+ * Why hand-written: Inductor cannot fuse a per-block reduction (the block
+ * amax) with a tensor-wide reduction (the statistics) without recomputing the
+ * quantization per output and reducing every 32-element block horizontally,
+ * which measured 0.07 of a memory copy. Here each group of 16 blocks is read
+ * once: the 16 block maxima come out of one transpose-reduction, the 16 scales
+ * are computed in one vector, and the statistics stay in vector accumulators
+ * until the end of a thread's share.
+ *
+ * The numerics are those of srdd/formats/kernels.py and elements.py, operation
+ * for operation in fp32 (same divisions, same round-half-even, same clamps),
+ * so results are bit-identical to the eager PyTorch path; the statistics sum
+ * in float64 like stats_vector() (only the order of additions differs). The
+ * AVX-512 path handles whole groups of 16 blocks; the scalar path handles the
+ * rest and is the whole kernel on CPUs without AVX-512 (or with SRDD_NO_SIMD).
+ *
+ * Built on first use by srdd/formats/native.py (cc -O3 -march=native -fopenmp
+ * -ffp-contract=off); OpenMP resolves to the libgomp PyTorch already loaded.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__) && \
+    !defined(SRDD_NO_SIMD)
+#include <immintrin.h>
+#define SRDD_AVX512 1
+#else
+#define SRDD_AVX512 0
+#endif
+
+#define SRDD_API __attribute__((visibility("default")))
+#define INLINE static inline __attribute__((always_inline))
+
+/* Keep in sync with native.py. */
+enum { FMT_MXFP4_FLOOR = 0, FMT_MXFP4_RCEIL = 1, FMT_NVFP4 = 2, FMT_NVFP4_ONE_LEVEL = 3 };
+enum { DT_F32 = 0, DT_BF16 = 1 };
+/* Order of the statistics vector (srdd/formats/stats.py SUM_FIELDS). */
+enum { S_NONZERO, S_DEADZONE, S_SATURATED, S_NONFINITE, S_X2, S_X4, S_ERR2, S_REL, S_AMAX, NSTATS };
+#define MAX_THREADS 256
+#define GROUP 16 /* blocks per vector group: one scale per lane */
+
+const int srdd_native_simd = SRDD_AVX512;
+SRDD_API int srdd_simd(void) { return srdd_native_simd; }
+
+/* ------------------------------------------------------------------ scalar numerics */
+
+INLINE uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+INLINE float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+INLINE float load1(const void *x, int64_t i, int dtype) {
+    if (dtype == DT_F32) return ((const float *)x)[i];
+    return u2f((uint32_t)((const uint16_t *)x)[i] << 16);
+}
+
+/* fp32 -> bf16 round-to-nearest-even, NaN -> 0x7FC0 (c10::BFloat16's conversion). */
+INLINE uint16_t bf16_bits(float f) {
+    uint32_t u = f2u(f);
+    if (f != f) return 0x7FC0;
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* What fake_quantize returns for y, seen as fp32: the value in the caller's dtype. */
+INLINE float in_dtype(float y, int dtype) {
+    return dtype == DT_F32 ? y : u2f((uint32_t)bf16_bits(y) << 16);
+}
+
+INLINE void store1(void *y, int64_t i, float v, int dtype) {
+    if (dtype == DT_F32) ((float *)y)[i] = v;
+    else ((uint16_t *)y)[i] = bf16_bits(v);
+}
+
+/* elements._round_e2m1: quantum by binade, round half to even, clamp to +-6 (NaN stays NaN). */
+INLINE float e2m1(float v) {
+    float a = fabsf(v);
+    float inv_quantum = a < 2.0f ? 2.0f : (a < 4.0f ? 1.0f : 0.5f);
+    float quantum = a < 2.0f ? 0.5f : (a < 4.0f ? 1.0f : 2.0f);
+    float r = rintf(v * inv_quantum) * quantum;
+    r = r < -6.0f ? -6.0f : r;
+    return r > 6.0f ? 6.0f : r;
+}
+
+typedef struct { float mul; float scale; } block_scale; /* v = x * mul; y = e2m1(v) * scale */
+
+/* kernels.mx_block_scales for E2M1 (emax 2, max 6): E8M0 scale from the exponent bits of amax. */
+INLINE block_scale mx_scale(uint32_t amax_bits, int rceil) {
+    float amax = u2f(amax_bits);
+    float p2 = u2f(amax_bits & 0x7f800000u);
+    float scale = p2 * 0.25f;
+    if (rceil && amax > p2 * 1.5f) scale = scale * 2.0f;
+    if (scale < 0x1p-127f) scale = 0x1p-127f;
+    block_scale s = {1.0f / scale, scale};
+    if (amax_bits >= 0x7f800000u) s.scale = NAN;
+    return s;
+}
+
+typedef struct { float pts, inv_pts; int pts_bad; } nv_tensor; /* per-tensor part of NVFP4 */
+
+/* kernels.nvfp4_blocks: E4M3 block scale under the fp32 tensor scale pts. */
+INLINE block_scale nv_scale(uint32_t amax_bits, nv_tensor t) {
+    float s = (u2f(amax_bits) / 6.0f) / t.pts;
+    s = s < 0x1p-6f ? 0x1p-6f : s;
+    s = s > 448.0f ? 448.0f : s;
+    float p2 = u2f(f2u(s) & 0x7f800000u);
+    float s8 = rintf(s * (8.0f / p2)) * (p2 * 0.125f);
+    block_scale b = {t.inv_pts / s8, t.pts * s8};
+    if (t.pts == 0.0f) b.mul = b.scale = 0.0f;
+    if (amax_bits >= 0x7f800000u || t.pts_bad) b.scale = NAN;
+    return b;
+}
+
+INLINE block_scale scale_for(uint32_t amax_bits, int fmt, nv_tensor t) {
+    return fmt >= FMT_NVFP4 ? nv_scale(amax_bits, t) : mx_scale(amax_bits, fmt == FMT_MXFP4_RCEIL);
+}
+
+INLINE uint32_t amax_bits_scalar(const void *x, int64_t start, int64_t n, int dtype) {
+    uint32_t m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u = f2u(load1(x, start + i, dtype)) & 0x7fffffffu;
+        m = u > m ? u : m; /* NaN bit patterns sort above Inf, so they win like torch.amax's NaN */
+    }
+    return m;
+}
+
+typedef struct { int64_t nonzero, deadzone, saturated, nonfinite; double x2, x4, err2, rel; uint32_t amax; } acc_t;
+
+INLINE void stats1(acc_t *a, float xv, float v, float y, int dtype) {
+    float q = in_dtype(y, dtype);
+    if (!isfinite(q)) { a->nonfinite++; return; }
+    double xd = xv, d = (double)q - xd, x2 = xd * xd;
+    if (xv != 0.0f) {
+        a->nonzero++;
+        a->deadzone += q == 0.0f;
+        a->rel += fabs(d) / fabs(xd);
+    }
+    a->saturated += fabsf(v) > 6.0f;
+    a->x2 += x2;
+    a->x4 += x2 * x2;
+    a->err2 += d * d;
+    uint32_t u = f2u(xv) & 0x7fffffffu;
+    a->amax = u > a->amax ? u : a->amax;
+}
+
+/* Blocks [b0, b1) one at a time: the tail of the SIMD path, or all of it without SIMD. */
+INLINE void blocks_scalar(const void *x, void *y, acc_t *acc, int64_t b0, int64_t b1, int block, int fmt,
+                          int dtype, nv_tensor t) {
+    for (int64_t b = b0; b < b1; b++) {
+        int64_t off = b * block;
+        block_scale s = scale_for(amax_bits_scalar(x, off, block, dtype), fmt, t);
+        for (int i = 0; i < block; i++) {
+            float xv = load1(x, off + i, dtype), v = xv * s.mul, q = e2m1(v) * s.scale;
+            if (y) store1(y, off + i, q, dtype);
+            else stats1(acc, xv, v, q, dtype);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ AVX-512 numerics */
+#if SRDD_AVX512
+
+INLINE __m512 load16(const void *x, int64_t i, int dtype) {
+    if (dtype == DT_F32) return _mm512_loadu_ps((const float *)x + i);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)x + i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+INLINE __m256i bf16_bits16(__m512 y) {
+    __m512i u = _mm512_castps_si512(y);
+    __m512i bias = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)),
+                                    _mm512_set1_epi32(0x7FFF));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
+    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
+    return _mm512_cvtepi32_epi16(r);
+}
+
+INLINE __m512 in_dtype16(__m512 y, int dtype) {
+    if (dtype == DT_F32) return y;
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bf16_bits16(y)), 16));
+}
+
+INLINE void store16(void *y, int64_t i, __m512 v, int dtype) {
+    if (dtype == DT_F32) _mm512_storeu_ps((float *)y + i, v);
+    else _mm256_storeu_si256((__m256i *)((uint16_t *)y + i), bf16_bits16(v));
+}
+
+INLINE __m512i abs_bits16(__m512 v) {
+    return _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff));
+}
+
+/* MAXPS/MINPS return their second operand when either is NaN: constants go first so NaN survives. */
+INLINE __m512 e2m1_16(__m512 v) {
+    __m512 a = _mm512_abs_ps(v);
+    __mmask16 lt2 = _mm512_cmp_ps_mask(a, _mm512_set1_ps(2.0f), _CMP_LT_OQ);
+    __mmask16 lt4 = _mm512_cmp_ps_mask(a, _mm512_set1_ps(4.0f), _CMP_LT_OQ);
+    __m512 inv_quantum = _mm512_mask_mov_ps(
+        _mm512_mask_mov_ps(_mm512_set1_ps(0.5f), lt4, _mm512_set1_ps(1.0f)), lt2, _mm512_set1_ps(2.0f));
+    __m512 quantum = _mm512_mask_mov_ps(
+        _mm512_mask_mov_ps(_mm512_set1_ps(2.0f), lt4, _mm512_set1_ps(1.0f)), lt2, _mm512_set1_ps(0.5f));
+    __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(v, inv_quantum), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm512_mul_ps(r, quantum);
+    r = _mm512_max_ps(_mm512_set1_ps(-6.0f), r);
+    return _mm512_min_ps(_mm512_set1_ps(6.0f), r);
+}
+
+/* Lane j of the result is the max over the 16 lanes of p[j] (unsigned, on |x| bit patterns):
+ * a butterfly over 256-, 128-, 64- and 32-bit halves, 15 max operations for 16 blocks. */
+INLINE __m512i transpose_max16(const __m512i p[16]) {
+    __m512i w[8], u[4], t[2];
+    for (int i = 0; i < 8; i++) {
+        __m512i a = p[2 * i], b = p[2 * i + 1];
+        w[i] = _mm512_max_epu32(_mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                                _mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512i a = w[2 * i], b = w[2 * i + 1];
+        u[i] = _mm512_max_epu32(_mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                                _mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+    }
+    for (int i = 0; i < 2; i++) {
+        __m512i a = u[2 * i], b = u[2 * i + 1];
+        t[i] = _mm512_max_epu32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+    }
+    __m512 c = _mm512_castsi512_ps(t[0]), d = _mm512_castsi512_ps(t[1]);
+    __m512i m = _mm512_max_epu32(_mm512_castps_si512(_mm512_shuffle_ps(c, d, _MM_SHUFFLE(2, 0, 2, 0))),
+                                 _mm512_castps_si512(_mm512_shuffle_ps(c, d, _MM_SHUFFLE(3, 1, 3, 1))));
+    /* The butterfly leaves block j in lane perm[j]; gather it back into order. */
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_epi32(order, m);
+}
+
+/* The 16 block scales of a group, lane j for block j: mx_scale / nv_scale in vector form. */
+INLINE void group_scales(__m512i amax_bits, int fmt, nv_tensor t, float *mul, float *scale) {
+    __m512 amax = _mm512_castsi512_ps(amax_bits);
+    __mmask16 bad = _mm512_cmpge_epu32_mask(amax_bits, _mm512_set1_epi32(0x7f800000));
+    __m512 m, s;
+    if (fmt >= FMT_NVFP4) {
+        __m512 v = _mm512_div_ps(_mm512_div_ps(amax, _mm512_set1_ps(6.0f)), _mm512_set1_ps(t.pts));
+        v = _mm512_max_ps(_mm512_set1_ps(0x1p-6f), v);
+        v = _mm512_min_ps(_mm512_set1_ps(448.0f), v);
+        __m512 p2 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7f800000)));
+        __m512 s8 = _mm512_mul_ps(
+            _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_div_ps(_mm512_set1_ps(8.0f), p2)),
+                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+            _mm512_mul_ps(p2, _mm512_set1_ps(0.125f)));
+        m = _mm512_div_ps(_mm512_set1_ps(t.inv_pts), s8);
+        s = _mm512_mul_ps(_mm512_set1_ps(t.pts), s8);
+        if (t.pts == 0.0f) m = s = _mm512_setzero_ps();
+        if (t.pts_bad) bad = 0xFFFF;
+    } else {
+        __m512 p2 = _mm512_castsi512_ps(_mm512_and_si512(amax_bits, _mm512_set1_epi32(0x7f800000)));
+        s = _mm512_mul_ps(p2, _mm512_set1_ps(0.25f));
+        if (fmt == FMT_MXFP4_RCEIL) {
+            __mmask16 up = _mm512_cmp_ps_mask(amax, _mm512_mul_ps(p2, _mm512_set1_ps(1.5f)), _CMP_GT_OQ);
+            s = _mm512_mask_mul_ps(s, up, s, _mm512_set1_ps(2.0f));
+        }
+        s = _mm512_max_ps(_mm512_set1_ps(0x1p-127f), s);
+        m = _mm512_div_ps(_mm512_set1_ps(1.0f), s);
+    }
+    _mm512_storeu_ps(mul, m);
+    _mm512_storeu_ps(scale, _mm512_mask_mov_ps(s, bad, _mm512_set1_ps(NAN)));
+}
+
+/* Block amaxima of group g (16 blocks of `block` = 16 or 32 elements) as a vector of bit patterns. */
+INLINE __m512i group_amax(const void *x, int64_t off, int block, int dtype) {
+    __m512i p[GROUP];
+    for (int j = 0; j < GROUP; j++) {
+        __m512i a = abs_bits16(load16(x, off + (int64_t)j * block, dtype));
+        if (block == 32) a = _mm512_max_epu32(a, abs_bits16(load16(x, off + (int64_t)j * block + 16, dtype)));
+        p[j] = a;
+    }
+    return transpose_max16(p);
+}
+
+typedef struct {
+    __m512i nonzero, deadzone, saturated, nonfinite, amax; /* int32 lane counts, flushed per group */
+    __m512d x2[2], x4[2], err2[2], rel[2];
+} vacc_t;
+
+INLINE void vstats16(vacc_t *a, __m512 xv, __m512 v, __m512 y, int dtype) {
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512i one = _mm512_set1_epi32(1);
+    __m512 q = in_dtype16(y, dtype);
+    __mmask16 valid = _mm512_cmp_ps_mask(_mm512_sub_ps(q, q), zero, _CMP_EQ_OQ);
+    __m512 xm = _mm512_maskz_mov_ps(valid, xv), qm = _mm512_maskz_mov_ps(valid, q);
+    __mmask16 nz = _mm512_cmp_ps_mask(xm, zero, _CMP_NEQ_UQ);
+    __mmask16 dz = _mm512_mask_cmp_ps_mask(nz, qm, zero, _CMP_EQ_OQ);
+    __mmask16 sat = _mm512_mask_cmp_ps_mask(valid, _mm512_abs_ps(v), _mm512_set1_ps(6.0f), _CMP_GT_OQ);
+    a->nonzero = _mm512_mask_add_epi32(a->nonzero, nz, a->nonzero, one);
+    a->deadzone = _mm512_mask_add_epi32(a->deadzone, dz, a->deadzone, one);
+    a->saturated = _mm512_mask_add_epi32(a->saturated, sat, a->saturated, one);
+    a->nonfinite = _mm512_mask_add_epi32(a->nonfinite, (__mmask16)~valid, a->nonfinite, one);
+    a->amax = _mm512_max_epu32(a->amax, abs_bits16(xm));
+    for (int h = 0; h < 2; h++) {
+        __m512d xd = _mm512_cvtps_pd(h ? _mm512_extractf32x8_ps(xm, 1) : _mm512_castps512_ps256(xm));
+        __m512d qd = _mm512_cvtps_pd(h ? _mm512_extractf32x8_ps(qm, 1) : _mm512_castps512_ps256(qm));
+        __m512d d = _mm512_sub_pd(qd, xd), x2 = _mm512_mul_pd(xd, xd);
+        __mmask8 nzh = (__mmask8)(h ? nz >> 8 : nz);
+        a->x2[h] = _mm512_add_pd(a->x2[h], x2);
+        a->x4[h] = _mm512_fmadd_pd(x2, x2, a->x4[h]);
+        a->err2[h] = _mm512_fmadd_pd(d, d, a->err2[h]);
+        a->rel[h] = _mm512_add_pd(a->rel[h], _mm512_maskz_div_pd(nzh, _mm512_abs_pd(d), _mm512_abs_pd(xd)));
+    }
+}
+
+INLINE void flush_counts(vacc_t *v, acc_t *a) {
+    a->nonzero += _mm512_reduce_add_epi32(v->nonzero);
+    a->deadzone += _mm512_reduce_add_epi32(v->deadzone);
+    a->saturated += _mm512_reduce_add_epi32(v->saturated);
+    a->nonfinite += _mm512_reduce_add_epi32(v->nonfinite);
+    v->nonzero = v->deadzone = v->saturated = v->nonfinite = _mm512_setzero_si512();
+}
+
+INLINE void flush_all(vacc_t *v, acc_t *a) {
+    flush_counts(v, a);
+    uint32_t m = (uint32_t)_mm512_reduce_max_epu32(v->amax);
+    a->amax = m > a->amax ? m : a->amax;
+    a->x2 += _mm512_reduce_add_pd(_mm512_add_pd(v->x2[0], v->x2[1]));
+    a->x4 += _mm512_reduce_add_pd(_mm512_add_pd(v->x4[0], v->x4[1]));
+    a->err2 += _mm512_reduce_add_pd(_mm512_add_pd(v->err2[0], v->err2[1]));
+    a->rel += _mm512_reduce_add_pd(_mm512_add_pd(v->rel[0], v->rel[1]));
+}
+
+/* One group of 16 blocks: round trip into y, or statistics into v. */
+INLINE void group_simd(const void *x, void *y, vacc_t *v, int64_t g, int block, int fmt, int dtype,
+                       nv_tensor t) {
+    float mul[GROUP], scale[GROUP];
+    int64_t off = g * GROUP * block;
+    group_scales(group_amax(x, off, block, dtype), fmt, t, mul, scale);
+    for (int j = 0; j < GROUP; j++) {
+        __m512 m = _mm512_set1_ps(mul[j]), s = _mm512_set1_ps(scale[j]);
+        for (int h = 0; h < block; h += 16) {
+            int64_t i = off + (int64_t)j * block + h;
+            __m512 xv = load16(x, i, dtype), vv = _mm512_mul_ps(xv, m), q = _mm512_mul_ps(e2m1_16(vv), s);
+            if (y) store16(y, i, q, dtype);
+            else vstats16(v, xv, vv, q, dtype);
+        }
+    }
+}
+#endif /* SRDD_AVX512 */
+
+/* ------------------------------------------------------------------ drivers */
+
+INLINE int threads_for(int nthreads) {
+    if (nthreads < 1) return 1;
+    return nthreads > MAX_THREADS ? MAX_THREADS : nthreads;
+}
+
+/* Max |x| bit pattern over n elements (NaN patterns above Inf), for NVFP4's tensor scale. */
+static uint32_t tensor_amax_bits(const void *x, int64_t n, int dtype, int nthreads) {
+    uint32_t m = 0;
+#if SRDD_AVX512
+    int64_t nv = n / 16;
+#pragma omp parallel for num_threads(nthreads) schedule(static) reduction(max : m)
+    for (int64_t c = 0; c < (nv + 1023) / 1024; c++) {
+        __m512i acc = _mm512_setzero_si512();
+        int64_t end = (c + 1) * 1024 < nv ? (c + 1) * 1024 : nv;
+        for (int64_t i = c * 1024; i < end; i++) acc = _mm512_max_epu32(acc, abs_bits16(load16(x, i * 16, dtype)));
+        uint32_t r = (uint32_t)_mm512_reduce_max_epu32(acc);
+        m = r > m ? r : m;
+    }
+    uint32_t tail = amax_bits_scalar(x, nv * 16, n - nv * 16, dtype);
+#else
+    uint32_t tail = amax_bits_scalar(x, 0, n, dtype);
+#endif
+    return tail > m ? tail : m;
+}
+
+static nv_tensor tensor_part(const void *x, int64_t n, int fmt, int dtype, int nthreads) {
+    nv_tensor t = {1.0f, 1.0f, 0};
+    if (fmt == FMT_NVFP4) {
+        t.pts = u2f(tensor_amax_bits(x, n, dtype, nthreads)) / 2688.0f;
+        t.pts_bad = !isfinite(t.pts);
+        t.inv_pts = 1.0f / t.pts;
+    }
+    return t;
+}
+
+INLINE int block_of(int fmt) { return fmt >= FMT_NVFP4 ? 16 : 32; }
+
+INLINE int valid_args(int64_t nblocks, int fmt, int dtype) {
+    return nblocks >= 0 && fmt >= FMT_MXFP4_FLOOR && fmt <= FMT_NVFP4_ONE_LEVEL && (dtype == DT_F32 || dtype == DT_BF16);
+}
+
+/* y = fake_quantize(x) for `nblocks` contiguous blocks. Returns 0, or -1 for bad arguments. */
+SRDD_API int srdd_round_trip(const void *x, void *y, int64_t nblocks, int fmt, int dtype, int nthreads) {
+    if (!valid_args(nblocks, fmt, dtype) || !y) return -1;
+    nthreads = threads_for(nthreads);
+    int block = block_of(fmt);
+    nv_tensor t = tensor_part(x, nblocks * block, fmt, dtype, nthreads);
+    int64_t done = 0;
+#if SRDD_AVX512
+    int64_t ngroups = nblocks / GROUP;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t g = 0; g < ngroups; g++) {
+        switch (fmt * 2 + dtype) { /* constant arguments let the compiler specialise each case */
+        case FMT_MXFP4_FLOOR * 2 + DT_F32: group_simd(x, y, 0, g, 32, FMT_MXFP4_FLOOR, DT_F32, t); break;
+        case FMT_MXFP4_FLOOR * 2 + DT_BF16: group_simd(x, y, 0, g, 32, FMT_MXFP4_FLOOR, DT_BF16, t); break;
+        case FMT_MXFP4_RCEIL * 2 + DT_F32: group_simd(x, y, 0, g, 32, FMT_MXFP4_RCEIL, DT_F32, t); break;
+        case FMT_MXFP4_RCEIL * 2 + DT_BF16: group_simd(x, y, 0, g, 32, FMT_MXFP4_RCEIL, DT_BF16, t); break;
+        case FMT_NVFP4 * 2 + DT_F32: group_simd(x, y, 0, g, 16, FMT_NVFP4, DT_F32, t); break;
+        case FMT_NVFP4 * 2 + DT_BF16: group_simd(x, y, 0, g, 16, FMT_NVFP4, DT_BF16, t); break;
+        case FMT_NVFP4_ONE_LEVEL * 2 + DT_F32: group_simd(x, y, 0, g, 16, FMT_NVFP4_ONE_LEVEL, DT_F32, t); break;
+        default: group_simd(x, y, 0, g, 16, FMT_NVFP4_ONE_LEVEL, DT_BF16, t); break;
+        }
+    }
+    done = ngroups * GROUP;
+#endif
+    blocks_scalar(x, y, 0, done, nblocks, block, fmt, dtype, t);
+    return 0;
+}
+
+#if SRDD_AVX512
+/* A thread's share of groups [g0, g1) into its scalar accumulator. */
+INLINE void stats_groups(const void *x, acc_t *a, int64_t g0, int64_t g1, int block, int fmt, int dtype,
+                         nv_tensor t) {
+    vacc_t v;
+    memset(&v, 0, sizeof v);
+    for (int64_t g = g0; g < g1; g++) {
+        group_simd(x, 0, &v, g, block, fmt, dtype, t);
+        if (((g - g0) & 0xFFFF) == 0xFFFF) flush_counts(&v, a); /* int32 lanes never overflow */
+    }
+    flush_all(&v, a);
+}
+#endif
+
+/* out[NSTATS] = the stats_vector() sums for `nblocks` contiguous blocks. Returns 0, or -1 for bad arguments. */
+SRDD_API int srdd_stats(const void *x, int64_t nblocks, int fmt, int dtype, int nthreads, double *out) {
+    if (!valid_args(nblocks, fmt, dtype) || !out) return -1;
+    nthreads = threads_for(nthreads);
+    int block = block_of(fmt);
+    nv_tensor t = tensor_part(x, nblocks * block, fmt, dtype, nthreads);
+    acc_t part[MAX_THREADS + 1];
+    memset(part, 0, sizeof part);
+    int64_t done = 0;
+#if SRDD_AVX512
+    int64_t ngroups = nblocks / GROUP;
+#pragma omp parallel num_threads(nthreads)
+    {
+        int tid = 0, nt = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        int64_t g0 = ngroups * tid / nt, g1 = ngroups * (tid + 1) / nt;
+        acc_t *a = &part[tid];
+        switch (fmt * 2 + dtype) {
+        case FMT_MXFP4_FLOOR * 2 + DT_F32: stats_groups(x, a, g0, g1, 32, FMT_MXFP4_FLOOR, DT_F32, t); break;
+        case FMT_MXFP4_FLOOR * 2 + DT_BF16: stats_groups(x, a, g0, g1, 32, FMT_MXFP4_FLOOR, DT_BF16, t); break;
+        case FMT_MXFP4_RCEIL * 2 + DT_F32: stats_groups(x, a, g0, g1, 32, FMT_MXFP4_RCEIL, DT_F32, t); break;
+        case FMT_MXFP4_RCEIL * 2 + DT_BF16: stats_groups(x, a, g0, g1, 32, FMT_MXFP4_RCEIL, DT_BF16, t); break;
+        case FMT_NVFP4 * 2 + DT_F32: stats_groups(x, a, g0, g1, 16, FMT_NVFP4, DT_F32, t); break;
+        case FMT_NVFP4 * 2 + DT_BF16: stats_groups(x, a, g0, g1, 16, FMT_NVFP4, DT_BF16, t); break;
+        case FMT_NVFP4_ONE_LEVEL * 2 + DT_F32: stats_groups(x, a, g0, g1, 16, FMT_NVFP4_ONE_LEVEL, DT_F32, t); break;
+        default: stats_groups(x, a, g0, g1, 16, FMT_NVFP4_ONE_LEVEL, DT_BF16, t); break;
+        }
+    }
+    done = ngroups * GROUP;
+#endif
+    blocks_scalar(x, 0, &part[MAX_THREADS], done, nblocks, block, fmt, dtype, t);
+    acc_t total;
+    memset(&total, 0, sizeof total);
+    for (int i = 0; i <= MAX_THREADS; i++) { /* fixed order: the same thread count gives the same sums */
+        total.nonzero += part[i].nonzero;
+        total.deadzone += part[i].deadzone;
+        total.saturated += part[i].saturated;
+        total.nonfinite += part[i].nonfinite;
+        total.x2 += part[i].x2;
+        total.x4 += part[i].x4;
+        total.err2 += part[i].err2;
+        total.rel += part[i].rel;
+        total.amax = part[i].amax > total.amax ? part[i].amax : total.amax;
+    }
+    out[S_NONZERO] = (double)total.nonzero;
+    out[S_DEADZONE] = (double)total.deadzone;
+    out[S_SATURATED] = (double)total.saturated;
+    out[S_NONFINITE] = (double)total.nonfinite;
+    out[S_X2] = total.x2;
+    out[S_X4] = total.x4;
+    out[S_ERR2] = total.err2;
+    out[S_REL] = total.rel;
+    out[S_AMAX] = (double)u2f(total.amax);
+    return 0;
+}

@@ -1,0 +1,128 @@
+"""The C kernels of `csrc/fakequant.c`: MXFP4 and NVFP4 on the CPU, built on first use.
+
+Inductor fuses the round trip well but not the statistics pass (a per-block
+amax feeding a tensor-wide reduction), so on the CPU the two formats the
+study uses run through one hand-written kernel instead; it is bit-identical
+to the eager path and tested against it. The source is compiled once per
+machine with the system C compiler (`$CC`, default `cc`) into the srdd cache,
+keyed by source, flags and compiler, and loaded with ctypes, which releases
+the GIL during the call. Without a compiler, for other formats, fp16 inputs,
+GPU tensors or a last dim that is not a whole number of blocks, callers keep
+the PyTorch path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from srdd.cache import cache_root
+from srdd.formats.specs import MXFormat, NVFP4Format, QuantFormatConfig, ScaleMode
+from srdd.formats.stats import SUM_FIELDS
+
+SOURCE = Path(__file__).with_name("csrc") / "fakequant.c"
+CFLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-std=gnu11",
+          "-fPIC", "-shared", "-fvisibility=hidden")
+VARIANTS = {"simd": (), "portable": ("-DSRDD_NO_SIMD",)}
+"""`portable` is the scalar path alone: what CPUs without AVX-512 run (tests build both)."""
+PARALLEL_MIN_NUMEL = 1 << 16
+"""Below this many elements one thread is faster than waking the OpenMP team."""
+
+_DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+
+
+def format_code(spec: QuantFormatConfig) -> int | None:
+    """The kernel's code for `spec` (keep in sync with the enum in fakequant.c), None if it has none."""
+    if isinstance(spec, MXFormat) and spec.name == "mxfp4":
+        return 1 if spec.scale_mode is ScaleMode.RCEIL else 0
+    if isinstance(spec, NVFP4Format):
+        return 2 if spec.per_tensor_scale else 3
+    return None
+
+
+def _compiler() -> str:
+    return os.environ.get("CC", "cc")
+
+
+def _build(variant: str) -> Path:
+    flags = CFLAGS + VARIANTS[variant]
+    version = subprocess.run([_compiler(), "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256(SOURCE.read_bytes() + repr(flags).encode() + version.encode()).hexdigest()[:16]
+    target = cache_root() / "kernels" / f"fakequant-{variant}-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([_compiler(), *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.strip()[-2000:])
+        os.replace(tmp, target)  # atomic: a concurrent build of the same key writes the same bytes
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+@functools.cache
+def library(variant: str = "simd") -> ctypes.CDLL | None:
+    """The loaded kernel library, or None (with one warning) when it cannot be built here."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown native kernel variant {variant!r}; choose one of {list(VARIANTS)}")
+    try:
+        lib = ctypes.CDLL(str(_build(variant)))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        warnings.warn(f"srdd's C fake-quant kernel could not be built ({exc}); MXFP4/NVFP4 on the CPU use the "
+                      "PyTorch path instead (same results, slower). Set CC to a working C compiler to fix this.",
+                      RuntimeWarning, stacklevel=2)
+        return None
+    i64, cint, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
+    lib.srdd_round_trip.argtypes = (ptr, ptr, i64, cint, cint, cint)
+    lib.srdd_stats.argtypes = (ptr, i64, cint, cint, cint, ctypes.POINTER(ctypes.c_double))
+    lib.srdd_round_trip.restype = lib.srdd_stats.restype = lib.srdd_simd.restype = cint
+    return lib
+
+
+def applies(x: torch.Tensor, spec: QuantFormatConfig) -> bool:
+    """Whether the kernel computes `spec` for `x` (the library itself is checked by `library()`)."""
+    return (x.device.type == "cpu" and x.dtype in _DTYPES and format_code(spec) is not None
+            and x.shape[-1] % spec.block_size == 0)
+
+
+def _threads(x: torch.Tensor) -> int:
+    return torch.get_num_threads() if x.numel() >= PARALLEL_MIN_NUMEL else 1
+
+
+def round_trip(lib: ctypes.CDLL, x: torch.Tensor, spec: QuantFormatConfig,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+    """fake_quantize(x) into `out` (or a new tensor); `applies(x, spec)` must hold."""
+    x = x.contiguous()
+    target = out if out is not None and out.is_contiguous() else torch.empty_like(x)
+    rc = lib.srdd_round_trip(x.data_ptr(), target.data_ptr(), x.numel() // spec.block_size, format_code(spec),
+                             _DTYPES[x.dtype], _threads(x))
+    if rc != 0:
+        raise RuntimeError(f"srdd_round_trip rejected its arguments (code {rc})")
+    if out is not None and target is not out:
+        out.copy_(target)
+        return out
+    return target
+
+
+def stats(lib: ctypes.CDLL, x: torch.Tensor, spec: QuantFormatConfig) -> list[float]:
+    """The stats_vector() sums of `x` in SUM_FIELDS order; `applies(x, spec)` must hold."""
+    x = x.contiguous()
+    result = (ctypes.c_double * len(SUM_FIELDS))()
+    rc = lib.srdd_stats(x.data_ptr(), x.numel() // spec.block_size, format_code(spec), _DTYPES[x.dtype],
+                        _threads(x), result)
+    if rc != 0:
+        raise RuntimeError(f"srdd_stats rejected its arguments (code {rc})")
+    return list(result)

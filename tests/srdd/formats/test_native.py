@@ -1,0 +1,157 @@
+"""The C kernel (srdd.formats.native) must give the eager path's bits exactly.
+
+The eager path is proven bit-exact against the independent reference in the
+other modules; here both builds of the C kernel -- the AVX-512 one this machine
+runs and the portable scalar one other CPUs run -- are compared with it on
+every edge row, in fp32 and bf16, for both MXFP4 scale modes and both NVFP4
+variants, with block counts that exercise the 16-block groups and the tail.
+"""
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from srdd.formats import backend, fake_quantize, fake_quantize_ste, native, quant_stats, set_backend
+from srdd.formats.registry import get_format
+
+from .conftest import bits, edge_matrix, extreme_rows, random_matrix
+
+CASES = [("mxfp4", {}), ("mxfp4", {"scale_mode": "rceil"}), ("nvfp4", {}), ("nvfp4", {"per_tensor_scale": False})]
+TWO_LEVEL = ("nvfp4", {})
+
+
+@pytest.fixture(params=list(native.VARIANTS))
+def variant(request, monkeypatch):
+    """Route the native backend to one build of the kernel."""
+    lib = native.library(request.param)
+    assert lib is not None, "a C compiler is part of this project's test environment"
+    assert lib.srdd_simd() == (request.param == "simd")
+    monkeypatch.setattr(native, "library", lambda: lib)
+    return request.param
+
+
+def _inputs(fmt: str, options: dict) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    edges = torch.cat([edge_matrix(), extreme_rows()])
+    if (fmt, options) == TWO_LEVEL:
+        edges = edges[torch.isfinite(edges).all(1)]  # one NaN/Inf poisons the whole tensor: tested below
+    scaled = torch.randn(300, 256, generator=g) * torch.exp2(torch.randint(-8, 8, (300, 1), generator=g).float())
+    grouped = torch.cat([edges.repeat(20, 1), torch.randn(37, 32, generator=g)])  # 16-block groups + a tail
+    wide = grouped[: grouped.shape[0] // 3 * 3].reshape(-1, 96)  # blocks of a row straddle the groups
+    return [edges, random_matrix()[:, :64], scaled, grouped, wide]
+
+
+def _to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    big = torch.finfo(dtype).max / 2  # keep bf16 tensor scales finite (FLT_MAX rounds to inf)
+    return torch.where(x.abs() > big, x.sign() * big, x).to(dtype) if dtype is torch.bfloat16 else x
+
+
+def _both(fn, *args, **kwargs):
+    set_backend("eager")
+    eager = fn(*args, **kwargs)
+    set_backend("native")
+    return eager, fn(*args, **kwargs)
+
+
+def _assert_same_stats(eager, got) -> None:
+    for key, value in eager.to_dict().items():
+        if isinstance(value, int):
+            assert getattr(got, key) == value, key
+        else:
+            assert math.isclose(getattr(got, key), value, rel_tol=1e-12, abs_tol=0.0), (key, getattr(got, key), value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("fmt,options", CASES)
+def test_round_trip_and_stats_match_eager(variant, fmt, options, dtype):
+    for x in _inputs(fmt, options):
+        x = _to(x, dtype)
+        eager, got = _both(fake_quantize, x, fmt, **options)
+        assert got.dtype == dtype and got.shape == x.shape
+        assert (bits(eager) == bits(got)).all()
+        out = torch.full_like(x, 7.0)
+        assert fake_quantize(x, fmt, out=out, **options) is out
+        assert (bits(out) == bits(eager)).all()
+        _assert_same_stats(*_both(quant_stats, x, fmt, **options))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_non_finite_value_poisons_two_level_nvfp4(variant, dtype):
+    x = torch.randn(64, 64).to(dtype)
+    x[7, 9] = float("inf")
+    eager, got = _both(fake_quantize, x, "nvfp4")
+    assert torch.isnan(eager).all() and torch.isnan(got).all()
+    s = quant_stats(x, "nvfp4")
+    assert s.nonfinite == x.numel() and s.sum_x2 == 0.0
+
+
+def test_non_contiguous_input_and_out():
+    x = torch.randn(64, 128)[:, ::2]  # last dim 64, stride 2
+    out = torch.empty(64, 128)[:, ::2]
+    eager, got = _both(fake_quantize, x, "mxfp4")
+    assert (bits(got) == bits(eager)).all()
+    fake_quantize(x, "mxfp4", out=out)
+    assert (bits(out) == bits(eager)).all()
+
+
+def test_thread_count_does_not_change_the_bits():
+    x = torch.randn(512, 1024)  # above the one-thread threshold
+    set_backend("native")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, s1 = fake_quantize(x, "nvfp4"), quant_stats(x, "nvfp4")
+        torch.set_num_threads(max(2, threads))
+        many, s2 = fake_quantize(x, "nvfp4"), quant_stats(x, "nvfp4")
+    finally:
+        torch.set_num_threads(threads)
+    assert (bits(one) == bits(many)).all()
+    _assert_same_stats(s1, s2)
+
+
+def test_routing():
+    set_backend("auto")
+    mx = get_format("mxfp4")
+    assert backend.native_kernel(torch.randn(4, 64), mx) is not None
+    assert backend.native_kernel(torch.randn(4, 64, dtype=torch.float16), mx) is None  # fp16: PyTorch path
+    assert backend.native_kernel(torch.randn(4, 48), mx) is None  # 48 is not a whole number of blocks
+    assert backend.native_kernel(torch.randn(4, 64), get_format("int4")) is None
+    for mode in ("eager", "compiled"):
+        set_backend(mode)
+        assert backend.native_kernel(torch.randn(4, 64), mx) is None
+
+
+def test_ste_forward_uses_the_kernel_and_passes_gradients():
+    set_backend("native")
+    x = torch.randn(8, 64, requires_grad=True)
+    y = fake_quantize_ste(x, "mxfp4")
+    assert (bits(y) == bits(fake_quantize(x.detach(), "mxfp4"))).all()
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_without_a_compiler_the_pytorch_path_takes_over(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("SRDD_CACHE", str(tmp_path))
+    native.library.cache_clear()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert native.library() is None
+        assert any("could not be built" in str(w.message) for w in caught)
+        set_backend("auto")
+        x = torch.randn(4, 64)
+        assert backend.native_kernel(x, get_format("mxfp4")) is None
+        set_backend("eager")
+        want = fake_quantize(x, "mxfp4")
+        set_backend("auto")
+        assert (bits(fake_quantize(x, "mxfp4")) == bits(want)).all()
+    finally:
+        native.library.cache_clear()
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ValueError, match="unknown native kernel variant"):
+        native.library("avx9000")
