@@ -3,8 +3,8 @@
 Hooks only read tensors (no weight swapping). Inputs shared by several
 linears (q/k/v read one normed tensor, gate/up another) are measured once per
 layer and the result reused, keyed by tensor identity; the cache is cleared at
-every decoder layer so no activation outlives its layer. Padding rows are
-dropped with the attention mask before any statistic is taken.
+every decoder layer so no activation outlives its layer. Padding rows never
+reach a statistic: the kernel reads only the valid runs of rows (`ValidRows`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from torch import nn
 
 from srdd.formats import QuantStats, quant_stats
 from srdd.scan.accumulate import ScanStats
+from srdd.scan.rows import ValidRows
 
 FormatSpec = tuple[str, str, dict]  # (key in the report, format name, options)
 
@@ -28,15 +29,14 @@ def linear_children(layer: nn.Module) -> dict[str, nn.Linear]:
 
 
 class SiteCapture:
-    """Registers hooks on the decoder layers of a model; `valid` selects the non-pad rows."""
+    """Registers hooks on the decoder layers of a model; `rows` selects the non-pad rows of each batch."""
 
     def __init__(self, layers: nn.ModuleList, stats: ScanStats, formats: list[FormatSpec],
                  sites: set[str]) -> None:
         self.stats = stats
         self.formats = formats
         self.sites = sites
-        self.valid: torch.Tensor | None = None  # bool [batch * seq]
-        self.all_valid = False  # no padding in this batch: skip the row gather (a copy)
+        self.rows: ValidRows | None = None
         self._cache: dict[int, tuple[torch.Tensor, list[QuantStats]]] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         for index, layer in enumerate(layers):
@@ -47,18 +47,13 @@ class SiteCapture:
                 for name, linear in linear_children(layer).items():
                     self._handles.append(linear.register_forward_pre_hook(self._linear_hook(index, name)))
 
-    def _rows(self, t: torch.Tensor) -> torch.Tensor:
-        rows = t.reshape(-1, t.shape[-1])
-        if self.valid is not None and rows.shape[0] == self.valid.shape[0] and not self.all_valid:
-            rows = rows[self.valid]
-        return rows.detach()
-
     def _measure(self, t: torch.Tensor) -> list[QuantStats]:
         hit = self._cache.get(id(t))
         if hit is not None and hit[0] is t:
             return hit[1]
-        rows = self._rows(t)
-        result = [quant_stats(rows, name, **options) for _, name, options in self.formats]
+        parts = self.rows.views(t) if self.rows is not None else [t.detach().reshape(-1, t.shape[-1])]
+        result = [sum((quant_stats(p, name, **options) for p in parts), QuantStats.empty())
+                  for _, name, options in self.formats]
         self._cache[id(t)] = (t, result)
         return result
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from srdd.formats import QuantStats
 from srdd.scan.accumulate import ScanStats
+from srdd.scan.rows import ValidRows
 
 
 def pair_stats(x: torch.Tensor, q: torch.Tensor) -> QuantStats:
@@ -42,16 +43,14 @@ class PropagatedCapture:
                  key: str) -> None:
         self.stats = stats
         self.key = key
-        self.valid: torch.Tensor | None = None
-        self.all_valid = False
+        self.rows: ValidRows | None = None
         self._reference: dict[int, torch.Tensor] = {}
         self._handles = [layer.register_forward_hook(self._keep(i)) for i, layer in enumerate(reference)]
         self._handles += [layer.register_forward_hook(self._compare(i)) for i, layer in enumerate(quantized)]
 
     def _rows(self, output) -> torch.Tensor:
         hidden = output[0] if isinstance(output, (tuple, list)) else output
-        rows = hidden.detach().reshape(-1, hidden.shape[-1])
-        return rows[self.valid] if self.valid is not None else rows
+        return self.rows.gather(hidden) if self.rows is not None else hidden.detach().reshape(-1, hidden.shape[-1])
 
     def _keep(self, index: int):
         def hook(module, args, output) -> None:

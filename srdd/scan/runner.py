@@ -19,6 +19,7 @@ from srdd.scan.accumulate import SITES, ScanStats
 from srdd.scan.capture import FormatSpec, SiteCapture, measure_weights
 from srdd.scan.propagated import PropagatedCapture
 from srdd.scan.report import build_report
+from srdd.scan.rows import ValidRows
 
 
 class ScanMode(str, enum.Enum):
@@ -86,8 +87,7 @@ def _run(model: nn.Module, ids: list[list[int]], cfg: ScanConfig, pad_id: int, c
     device = next(model.parameters()).device
     steps = list(batches(ids, cfg.batch_size, pad_id))
     for input_ids, mask in tqdm(steps, desc="scanning", unit="batch", disable=not progress):
-        capture.valid = mask.reshape(-1).bool().to(device)
-        capture.all_valid = bool(capture.valid.all())
+        capture.rows = ValidRows.from_mask(mask)
         with torch.no_grad():
             model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
             if extra_model is not None:
