@@ -44,6 +44,7 @@ enum { DT_F32 = 0, DT_BF16 = 1 };
 enum { S_NONZERO, S_DEADZONE, S_SATURATED, S_NONFINITE, S_X2, S_X4, S_ERR2, S_REL, S_AMAX, NSTATS };
 #define MAX_THREADS 256
 #define GROUP 16 /* blocks per vector group: one scale per lane */
+#define STREAM_MIN_BYTES (32LL << 20) /* outputs at least this large bypass the cache (larger than most LLCs) */
 
 const int srdd_native_simd = SRDD_AVX512;
 SRDD_API int srdd_simd(void) { return srdd_native_simd; }
@@ -183,9 +184,16 @@ INLINE __m512 in_dtype16(__m512 y, int dtype) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bf16_bits16(y)), 16));
 }
 
-INLINE void store16(void *y, int64_t i, __m512 v, int dtype) {
-    if (dtype == DT_F32) _mm512_storeu_ps((float *)y + i, v);
-    else _mm256_storeu_si256((__m256i *)((uint16_t *)y + i), bf16_bits16(v));
+/* `stream`: non-temporal stores (y 64-byte aligned) for outputs too large to stay in cache anyway. */
+INLINE void store16(void *y, int64_t i, __m512 v, int dtype, int stream) {
+    if (dtype == DT_F32) {
+        if (stream) _mm512_stream_ps((float *)y + i, v);
+        else _mm512_storeu_ps((float *)y + i, v);
+    } else if (stream) {
+        _mm256_stream_si256((__m256i *)((uint16_t *)y + i), bf16_bits16(v));
+    } else {
+        _mm256_storeu_si256((__m256i *)((uint16_t *)y + i), bf16_bits16(v));
+    }
 }
 
 INLINE __m512i abs_bits16(__m512 v) {
@@ -327,7 +335,7 @@ INLINE void flush_all(vacc_t *v, acc_t *a) {
 
 /* One group of 16 blocks: round trip into y, or statistics into v. */
 INLINE void group_simd(const void *x, void *y, vacc_t *v, int64_t g, int block, int fmt, int dtype,
-                       nv_tensor t) {
+                       nv_tensor t, int stream) {
     float mul[GROUP], scale[GROUP];
     int64_t off = g * GROUP * block;
     group_scales(group_amax(x, off, block, dtype), fmt, t, mul, scale);
@@ -336,7 +344,7 @@ INLINE void group_simd(const void *x, void *y, vacc_t *v, int64_t g, int block, 
         for (int h = 0; h < block; h += 16) {
             int64_t i = off + (int64_t)j * block + h;
             __m512 xv = load16(x, i, dtype), vv = _mm512_mul_ps(xv, m), q = _mm512_mul_ps(e2m1_16(vv), s);
-            if (y) store16(y, i, q, dtype);
+            if (y) store16(y, i, q, dtype, stream);
             else vstats16(v, xv, vv, q, dtype);
         }
     }
@@ -395,18 +403,23 @@ SRDD_API int srdd_round_trip(const void *x, void *y, int64_t nblocks, int fmt, i
     int64_t done = 0;
 #if SRDD_AVX512
     int64_t ngroups = nblocks / GROUP;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t g = 0; g < ngroups; g++) {
-        switch (fmt * 2 + dtype) { /* constant arguments let the compiler specialise each case */
-        case FMT_MXFP4_FLOOR * 2 + DT_F32: group_simd(x, y, 0, g, 32, FMT_MXFP4_FLOOR, DT_F32, t); break;
-        case FMT_MXFP4_FLOOR * 2 + DT_BF16: group_simd(x, y, 0, g, 32, FMT_MXFP4_FLOOR, DT_BF16, t); break;
-        case FMT_MXFP4_RCEIL * 2 + DT_F32: group_simd(x, y, 0, g, 32, FMT_MXFP4_RCEIL, DT_F32, t); break;
-        case FMT_MXFP4_RCEIL * 2 + DT_BF16: group_simd(x, y, 0, g, 32, FMT_MXFP4_RCEIL, DT_BF16, t); break;
-        case FMT_NVFP4 * 2 + DT_F32: group_simd(x, y, 0, g, 16, FMT_NVFP4, DT_F32, t); break;
-        case FMT_NVFP4 * 2 + DT_BF16: group_simd(x, y, 0, g, 16, FMT_NVFP4, DT_BF16, t); break;
-        case FMT_NVFP4_ONE_LEVEL * 2 + DT_F32: group_simd(x, y, 0, g, 16, FMT_NVFP4_ONE_LEVEL, DT_F32, t); break;
-        default: group_simd(x, y, 0, g, 16, FMT_NVFP4_ONE_LEVEL, DT_BF16, t); break;
+    int stream = nblocks * block * (dtype == DT_F32 ? 4 : 2) >= STREAM_MIN_BYTES && ((uintptr_t)y & 63) == 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+#pragma omp for schedule(static) nowait
+        for (int64_t g = 0; g < ngroups; g++) {
+            switch (fmt * 2 + dtype) { /* constant arguments let the compiler specialise each case */
+            case FMT_MXFP4_FLOOR * 2 + DT_F32: group_simd(x, y, 0, g, 32, FMT_MXFP4_FLOOR, DT_F32, t, stream); break;
+            case FMT_MXFP4_FLOOR * 2 + DT_BF16: group_simd(x, y, 0, g, 32, FMT_MXFP4_FLOOR, DT_BF16, t, stream); break;
+            case FMT_MXFP4_RCEIL * 2 + DT_F32: group_simd(x, y, 0, g, 32, FMT_MXFP4_RCEIL, DT_F32, t, stream); break;
+            case FMT_MXFP4_RCEIL * 2 + DT_BF16: group_simd(x, y, 0, g, 32, FMT_MXFP4_RCEIL, DT_BF16, t, stream); break;
+            case FMT_NVFP4 * 2 + DT_F32: group_simd(x, y, 0, g, 16, FMT_NVFP4, DT_F32, t, stream); break;
+            case FMT_NVFP4 * 2 + DT_BF16: group_simd(x, y, 0, g, 16, FMT_NVFP4, DT_BF16, t, stream); break;
+            case FMT_NVFP4_ONE_LEVEL * 2 + DT_F32: group_simd(x, y, 0, g, 16, FMT_NVFP4_ONE_LEVEL, DT_F32, t, stream); break;
+            default: group_simd(x, y, 0, g, 16, FMT_NVFP4_ONE_LEVEL, DT_BF16, t, stream); break;
+            }
         }
+        if (stream) _mm_sfence(); /* each thread orders its streamed stores before the join */
     }
     done = ngroups * GROUP;
 #endif
@@ -421,7 +434,7 @@ INLINE void stats_groups(const void *x, acc_t *a, int64_t g0, int64_t g1, int bl
     vacc_t v;
     memset(&v, 0, sizeof v);
     for (int64_t g = g0; g < g1; g++) {
-        group_simd(x, 0, &v, g, block, fmt, dtype, t);
+        group_simd(x, 0, &v, g, block, fmt, dtype, t, 0);
         if (((g - g0) & 0xFFFF) == 0xFFFF) flush_counts(&v, a); /* int32 lanes never overflow */
     }
     flush_all(&v, a);

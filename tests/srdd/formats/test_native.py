@@ -155,3 +155,15 @@ def test_without_a_compiler_the_pytorch_path_takes_over(monkeypatch, tmp_path):
 def test_unknown_variant_is_refused():
     with pytest.raises(ValueError, match="unknown native kernel variant"):
         native.library("avx9000")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_outputs_larger_than_the_cache_are_streamed_with_the_same_bits(dtype):
+    g = torch.Generator().manual_seed(8)
+    x = (torch.randn(4096, 4096, generator=g) * 3).to(dtype)  # 32 MiB in bf16, 64 MiB in fp32: streamed stores
+    eager, got = _both(fake_quantize, x, "mxfp4")
+    assert (bits(eager) == bits(got)).all()
+    out = torch.empty_like(x)
+    fake_quantize(x, "nvfp4", out=out)
+    set_backend("eager")
+    assert (bits(out) == bits(fake_quantize(x, "nvfp4"))).all()
