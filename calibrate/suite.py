@@ -1,8 +1,12 @@
 """The systematic noise study as runnable files.
 
-For every experiment: `<name>.yaml`, a partial rin_train run config
-(.notes/TRAIN_CONFIG.md: name, quant, noise), and `<name>.overrides`, the same
-noise settings as verl command-line overrides, one per line, in Hydra's
+For every experiment: `<name>.yaml`, a partial rin_train run config (only
+`name`, `quant` and `noise`; `srdd train` fills every other key with its default,
+see rin_train.run_config, and refuses unknown keys) -- what both rin_train engines
+read, `srdd train <name>.yaml --engine verl` included (upstream verl gets the noise
+through rin_train's verl plugin settings, not its Hydra config) -- and
+`<name>.overrides`, the same noise settings as command-line overrides for the
+published verl fork's `trainer.noise_injection` config, one per line, in Hydra's
 override grammar (dicts as {0:0.83,1:0.89}, lists as [10,11], null) -- so a
 dict can never be mangled into a string or a silent default. No override adds
 a key the verl config lacks (no `++`, and `+` only right after `~` deletes the
@@ -308,7 +312,14 @@ def plan_markdown(exps: list[Experiment], *, band: tuple[int, ...], band_summary
               "rin_train (one file per experiment; add `--set seed=N` per seed):", "", "```bash"]
     lines += [f"srdd train {suite_dir}/{e.name}.yaml --out runs/{e.name}-s0 --set seed=0"
               for e in sorted(exps, key=lambda e: e.priority)]
-    lines += ["```", "", "verl (one override per line in `<name>.overrides`; keep each line one argument):", "",
+    lines += ["```", "", "upstream verl (0.9.1; rin_train's verl plugin applies the same yaml's quantization and "
+              "noise inside verl's actor and vLLM rollout; `--launch` runs it, without it the command is written "
+              "to `runs/<name>/verl_command.sh`):", "", "```bash"]
+    lines += [f"srdd train {suite_dir}/{e.name}.yaml --engine verl --out runs/{e.name}-verl-s0 --set seed=0"
+              for e in sorted(exps, key=lambda e: e.priority)]
+    lines += ["```", "", "the published verl fork (its `trainer.noise_injection` config; upstream verl has no such key "
+              "and refuses these overrides): one override per line in `<name>.overrides`; keep each line one "
+              "argument:", "",
               "```bash", f"mapfile -t NOISE < {suite_dir}/E13j-variable.overrides",
               "python3 -m verl.trainer.main_ppo <your data/model/quantization overrides> \"${NOISE[@]}\"", "```", "",
               "Notes for the verl side:", "",

@@ -153,7 +153,12 @@ def _is_rmsnorm(module: nn.Module) -> bool:
 
 
 def _is_linear(name: str, module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) and not re.search(r"(^|\.)lora_[AB](\.|$)", name)
+    """torch's nn.Linear (HF, PEFT's base_layer) or vLLM's LinearBase (its own 2-D `weight` parameter applied
+    through a `quant_method`: the rollout copy under verl; vLLM's LoRA wrappers only forward to it); never a
+    LoRA adapter."""
+    own = module._parameters.get("weight")
+    vllm_linear = hasattr(module, "quant_method") and own is not None and own.ndim == 2
+    return (isinstance(module, nn.Linear) or vllm_linear) and not re.search(r"(^|\.)lora_[AB](\.|$)", name)
 
 
 class NoiseInjector:

@@ -1,0 +1,197 @@
+"""`srdd train --engine verl`: the same run config as verl 0.9.1 runs it, at scale.
+
+    srdd train CONFIG --engine verl --out runs/NAME            prepare: write the run directory and print the command
+    srdd train CONFIG --engine verl --out runs/NAME --launch   prepare, then run it here
+    srdd train --resume --launch --out runs/NAME               run (again) what runs/NAME prepared
+
+Preparing checks everything it can before anything is written (bad input is
+a SrddError, exit 2, no directory): the model must be local (a HF directory, a
+.gguf file, `smollm2` or `tiny`, which is built into the run directory); the
+config must be one verl can run as written (no LoRA dropout, validation with
+the training response length, no zero-variance stop, quant.exclude patterns the
+vLLM rollout can mirror); with --launch, verl and vLLM must be installed. It
+then writes:
+
+    run.json, metrics.jsonl        srdd.run/v1; config = the resolved config, as the TRL engine writes it
+    verl_command.sh                the exact command (rin_train.verl_command); extra arguments are Hydra overrides
+    verl/plugin_settings.json      quantization + noise for rin_train.verl_plugin inside verl's workers
+    data/train.parquet, test.parquet   the run's problems in verl's GSM8K layout (rin_train.verl_data)
+    model/                         the tiny model, for model: tiny
+
+A prepared run that was not launched has status "invalid" with the reason
+"prepared, not run ...": the schema has no "prepared" state, "running" would
+claim a live process and "failed" a failure; "invalid" says what matters to
+every reader (`srdd correlate` included): it holds no result. The exit code is 0.
+With --launch, rin_train.verl_launch runs the command and sets the final status
+(complete only when the final step was validated); exit codes as for the TRL engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rin_train.run_config import RunConfig, check_against_model
+from rin_train.rundir import RunDir, now_iso
+from rin_train.tasks import Example
+from rin_train.verl_command import VerlPaths, script
+from rin_train.verl_data import DATA_SOURCES, select_problems, write_task_files
+from rin_train.verl_hooks import check_rollout_exclusions
+from rin_train.verl_launch import MetricsCollector, run_verl
+from rin_train.verl_settings import PluginSettings
+from srdd import __version__
+from srdd.errors import SrddError
+
+PREPARED_REASON = ("prepared, not run (srdd train --engine verl without --launch): run `{script}` on a GPU node and "
+                   "ingest its log, or `srdd train --resume --launch --out {out}` to run it and fill this directory")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything checked and computed before the run directory exists."""
+
+    model_dir: Path | None
+    """The local HF directory; None for model: tiny (built into the run directory)."""
+    train: list[Example]
+    test: list[Example]
+    n_gpus: int
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() or 1
+
+
+def check_launchable() -> None:
+    for module, why in (("verl", "verl==0.9.1 (pip install 'srdd[verl]', ideally in its own environment)"),
+                        ("vllm", "vLLM, verl's rollout engine (GPU)")):
+        if importlib.util.find_spec(module) is None:
+            raise SrddError(f"--launch needs {why}, and `{module}` is not importable here; without --launch the run "
+                            "directory and verl_command.sh are written for a machine that has it")
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Settings verl cannot honour as written are refused, not silently changed."""
+    if cfg.eval.max_new_tokens != cfg.grpo.max_completion_length:
+        raise SrddError(f"verl validates with the training response length (data.max_response_length); set "
+                        f"eval.max_new_tokens ({cfg.eval.max_new_tokens}) equal to grpo.max_completion_length "
+                        f"({cfg.grpo.max_completion_length})")
+    if cfg.lora.dropout:
+        raise SrddError(f"verl's FSDP engine builds LoRA without dropout; set lora.dropout to 0 (got {cfg.lora.dropout})")
+    if cfg.grpo.stop_after_zero_variance_steps is not None:
+        raise SrddError("grpo.stop_after_zero_variance_steps cannot be enforced inside verl (its trainer exposes no "
+                        "per-group rewards to stop on); set it to null for the verl engine")
+
+
+def _tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise SrddError(f"cannot load a tokenizer from {model_dir}: {exc}") from None
+    if tokenizer.chat_template is None:
+        raise SrddError(f"model {model_dir} has no chat template; GRPO prompts are chat messages")
+    return tokenizer
+
+
+def plan(cfg: RunConfig, tiny_dir: Path) -> Plan:
+    """Check the config against verl, the model and the task; `tiny_dir` receives the tiny model if asked for."""
+    from rin_train.train import model_num_layers
+    from srdd.models import resolve_model
+    from srdd.tiny import build_tiny_llama
+
+    check_config(cfg)
+    if cfg.model == "tiny":
+        model_dir, tokenizer_dir = None, build_tiny_llama(tiny_dir, seed=cfg.seed)
+    else:
+        model_dir = tokenizer_dir = resolve_model(cfg.model).resolve()  # local files only; a hub id is refused
+    num_layers = model_num_layers(cfg.model)
+    check_against_model(cfg, num_layers)
+    check_rollout_exclusions(cfg.quant.linear_config(), num_layers)
+    train, test = select_problems(cfg, _tokenizer(tokenizer_dir))
+    return Plan(model_dir, train, test, _gpus())
+
+
+def prepare(cfg: RunConfig, out: Path) -> RunDir:
+    """Check, then write the run directory (status running until the caller finishes it)."""
+    with tempfile.TemporaryDirectory(prefix="srdd-verl-") as tmp:
+        p = plan(cfg, Path(tmp) / "model")
+        run = RunDir.create(out, name=cfg.name, config=cfg.to_dict(), seed=cfg.seed)
+        try:
+            root = run.path.resolve()
+            model_dir = p.model_dir
+            if model_dir is None:
+                model_dir = Path(shutil.copytree(Path(tmp) / "model", root / "model"))
+            files = write_task_files(p.train, p.test, DATA_SOURCES[cfg.task.name], root / "data")
+            paths = VerlPaths(model=model_dir, data=files, settings=root / "verl" / "plugin_settings.json",
+                              file_logger=root / "verl" / "metrics.jsonl", checkpoints=root / "checkpoints")
+            paths.settings.parent.mkdir()
+            PluginSettings.from_run_config(cfg, root / "verl" / "noise").write(paths.settings)
+            header = (f"verl run {cfg.name}: srdd train --engine verl (srdd {__version__}, {now_iso()}), "
+                      f"quantization {cfg.quant_label}, noise {'on' if cfg.noise.enabled else 'off'}")
+            command = root / "verl_command.sh"
+            command.write_text(script(cfg, paths, root, n_gpus=p.n_gpus, header=header))
+            command.chmod(0o755)
+        except BaseException as exc:
+            run.finish("failed", f"preparing the verl run failed: {type(exc).__name__}: {exc}")
+            raise
+    print(f"verl run {cfg.name} prepared in {out}: {files.train_rows} training and {files.test_rows} validation "
+          f"problems, quantization {cfg.quant_label} (rin_train.verl_plugin in verl's actor and vLLM workers), "
+          f"noise {'on the rollout copy' if cfg.noise.enabled else 'off'}")
+    if cfg.scan.before or cfg.scan.after:
+        print("note: verl runs get no scan_before/scan_after here; scan the base and the merged checkpoint with "
+              "srdd scan and add them with srdd ingest verl --scan-before/--scan-after")
+    print(command.read_text(), end="")
+    return run
+
+
+def _prepared_command(root: Path) -> Path:
+    command = root / "verl_command.sh"
+    if not command.is_file():
+        raise SrddError(f"{command} does not exist; {root} was not prepared by srdd train --engine verl")
+    return command
+
+
+def launch(cfg: RunConfig, run: RunDir) -> int:
+    """Run the prepared verl_command.sh, filling metrics.jsonl as verl logs steps; returns the exit code."""
+    import pandas as pd
+
+    root = run.path.resolve()
+    command = _prepared_command(root)
+    eval_samples = len(pd.read_parquet(root / "data" / "test.parquet"))
+    collector = MetricsCollector(run, verl_log=root / "verl" / "metrics.jsonl",
+                                 noise_dir=root / "verl" / "noise" if cfg.noise.enabled else None,
+                                 data_source=DATA_SOURCES[cfg.task.name], quant_label=cfg.quant_label,
+                                 eval_samples=eval_samples)
+    print(f"launching {command}", flush=True)
+    code = run_verl(["bash", str(command)], run, collector, env={**os.environ, "PYTHON": sys.executable},
+                    final_step=cfg.grpo.steps, stall_timeout_s=cfg.grpo.stall_timeout_s)
+    info = run.info()
+    print(f"run {cfg.name}: {info['status']}" + (f" ({info['reason']})" if info.get("reason") else "") + f" -> {root}")
+    return code
+
+
+def main(cfg: RunConfig, args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.resume:
+        if not args.launch:
+            raise SrddError("--resume with the verl engine runs the prepared command again: add --launch (verl itself "
+                            "continues from the checkpoints in the run directory)")
+        check_launchable()
+        _prepared_command(out)
+        return launch(cfg, RunDir.open_for_resume(out))
+    if args.launch:
+        check_launchable()
+    run = prepare(cfg, out)
+    if not args.launch:
+        run.finish("invalid", PREPARED_REASON.format(script=out / "verl_command.sh", out=out))
+        return 0
+    return launch(cfg, run)

@@ -1,0 +1,465 @@
+"""The verl plugin's pieces on CPU, without verl: what it installs on the actor and on the rollout copy,
+the trainer-side noise bookkeeping, the import hook, the settings file and the reward function.
+
+The tests marked `verl` run only where verl 0.9.1 is importable (e.g. a separate venv): they check our
+patch targets against verl's real code and run verl's own `_build_lora_module` through the patch.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rin_train.noise import NoiseInjector
+from rin_train.post_import import when_imported
+from rin_train.presets import preset
+from rin_train.rewards import flexible_reward, strict_reward, training_reward
+from rin_train.run_config import load_run_config
+from rin_train.verl_hooks import (LinearFakeQuant, RolloutNoise, TrainerNoise, install_on_actor, install_on_rollout,
+                                  invalidate_rollout_quant)
+from rin_train.verl_launch import read_noise_logs
+from rin_train.verl_reward import compute_score
+from rin_train.verl_settings import SETTINGS_ENV, PluginSettings
+from srdd.errors import SrddError
+from srdd.formats import fake_quantize
+from srdd.models import decoder_layers, load_causal_lm
+from srdd.qlinear import QuantLinear, quantization_disabled
+
+HAS_VERL = importlib.util.find_spec("verl") is not None
+verl_only = pytest.mark.skipif(not HAS_VERL, reason="verl is not installed here")
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _settings(tmp_path, *sets: str) -> PluginSettings:
+    cfg = load_run_config(preset=preset("smoke"), name="t", sets=["engine=verl", *sets])
+    return PluginSettings.from_run_config(cfg, tmp_path / "noise")
+
+
+def _peft_actor(model_dir):
+    """The actor as verl's FSDPEngine._build_lora_module leaves it: AutoModelForCausalLM + get_peft_model."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    model = load_causal_lm(str(model_dir))[0]
+    return get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8,
+                                            target_modules=LORA_TARGETS, bias="none"))
+
+
+# --- actor ---------------------------------------------------------------------------------------------
+
+def test_actor_every_targeted_linear_quantized_exactly_once(tiny_model_dir, tmp_path, capsys):
+    actor = _peft_actor(tiny_model_dir)
+    names = install_on_actor(actor, _settings(tmp_path))
+    quantized = {n for n, m in actor.named_modules() if isinstance(m, QuantLinear)}
+    assert set(names) == quantized and len(names) == 3 * 7  # 3 layers x (q, k, v, o, gate, up, down)
+    assert all(n.endswith(".base_layer") for n in names)  # PEFT's base layer, not the LoRA wrapper
+    assert not any("lora_" in n or "lm_head" in n or "embed_tokens" in n for n in quantized)
+    assert "actor: quantized 21 linear modules under mxfp4/w4a4" in capsys.readouterr().out
+    with pytest.raises(SrddError, match="exactly once"):
+        install_on_actor(actor, _settings(tmp_path))
+
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    logits = actor(input_ids=ids).logits
+    with quantization_disabled(actor):
+        clean = actor(input_ids=ids).logits
+    assert not torch.allclose(logits, clean)  # W4A4 changes the forward
+    actor(input_ids=ids)
+    counts = {m.weight_quantizations for _, m in actor.named_modules() if isinstance(m, QuantLinear)}
+    assert counts == {1}  # frozen base weights: quantized once, cached over later forwards
+    logits.float().pow(2).mean().backward()  # STE: gradients reach the full-precision LoRA adapters
+    lora_b = [p for n, p in actor.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_b)
+
+
+# --- rollout noise -------------------------------------------------------------------------------------
+
+def _relative_delta_std(weight: torch.Tensor, clean: torch.Tensor) -> float:
+    return float((weight.detach().float() - clean).std() / clean.pow(2).mean().sqrt())
+
+
+def test_rollout_noise_lands_on_the_rollout_copy_only_with_its_layer_multipliers(tiny_model_dir, tmp_path):
+    settings = _settings(tmp_path, "noise.targets=[rmsnorm, linear]", "noise.schedule=constant",
+                         "noise.sigma_start=0.05", "noise.sigma_end=0.05", "noise.num_stages=1",
+                         "noise.layer_multipliers={0: 0.0, 1: 1.0, 2: 3.0}")
+    actor = _peft_actor(tiny_model_dir)
+    install_on_actor(actor, settings)
+    rollout = load_causal_lm(str(tiny_model_dir))[0]  # vLLM's copy: separate weights, synced from the actor
+    actor_before = {k: v.clone() for k, v in actor.state_dict().items()}
+    clean = {k: v.clone() for k, v in rollout.state_dict().items()}
+
+    noise = RolloutNoise(settings, rank=0)
+    noise.after_sync(rollout)
+    record = noise.apply(1)
+    layers = decoder_layers(rollout)
+    for layer, multiplier in ((0, 0.0), (1, 1.0), (2, 3.0)):
+        prefix = f"model.layers.{layer}."
+        down = _relative_delta_std(layers[layer].mlp.down_proj.weight, clean[prefix + "mlp.down_proj.weight"])
+        norm = _relative_delta_std(layers[layer].input_layernorm.weight, clean[prefix + "input_layernorm.weight"])
+        assert down == pytest.approx(0.05 * multiplier, rel=0.05, abs=1e-12)  # read back from the module
+        assert norm == pytest.approx(0.05 * multiplier, rel=0.3, abs=1e-12)  # 64 values: loose
+        assert record["sigma_layers"][str(layer)] == pytest.approx(0.05 * multiplier, rel=0.05, abs=1e-12)
+    assert record["sigma"] == 0.05 and record["version"] == 1
+    assert all(torch.equal(v, actor_before[k]) for k, v in actor.state_dict().items())  # actor stays clean
+
+    noisy = {k: v.clone() for k, v in rollout.state_dict().items()}
+    noise.apply(1)  # re-applied after a validation: restore, then the same noise again
+    assert all(torch.equal(v, noisy[k]) for k, v in rollout.state_dict().items())
+    noise.apply(2)  # a new version: fresh noise on the clean weights, never accumulated
+    w = layers[2].mlp.down_proj.weight
+    assert not torch.equal(w, noisy["model.layers.2.mlp.down_proj.weight"])
+    assert _relative_delta_std(w, clean["model.layers.2.mlp.down_proj.weight"]) == pytest.approx(0.15, rel=0.05)
+    noise.apply(None)  # validation: clean
+    assert all(torch.equal(v, clean[k]) for k, v in rollout.state_dict().items())
+
+    logged = read_noise_logs(tmp_path / "noise")
+    assert sorted(logged) == [1, 2] and logged[1]["sigma_layers"]["2"] == pytest.approx(0.15, rel=0.05)
+    lines = [json.loads(line) for f in (tmp_path / "noise").glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert [rec["version"] for rec in lines] == [1, 1, 2] and {rec["rank"] for rec in lines} == {0}
+
+
+def test_a_weight_sync_leaves_the_rollout_clean_and_refreshes_the_masters(tiny_model_dir, tmp_path):
+    settings = _settings(tmp_path, "noise.targets=[rmsnorm]")
+    rollout = load_causal_lm(str(tiny_model_dir))[0]
+    noise = RolloutNoise(settings, rank=1)
+    with pytest.raises(RuntimeError, match="before the first weight sync"):
+        noise.apply(0)
+    noise.after_sync(rollout)
+    clean = {k: v.clone() for k, v in rollout.state_dict().items()}
+    noise.apply(0)
+    noise.before_sync()  # what the update_weights_from_ipc patch does before verl loads
+    assert all(torch.equal(v, clean[k]) for k, v in rollout.state_dict().items())
+    with torch.no_grad():  # verl's load writes the new actor weights through .data, as vLLM's loaders do
+        for p in rollout.parameters():
+            p.data.copy_(p.data + 0.01)
+    synced = {k: v.clone() for k, v in rollout.state_dict().items()}
+    noise.after_sync(rollout)
+    noise.apply(1)
+    noise.apply(None)
+    assert all(torch.equal(v, synced[k]) for k, v in rollout.state_dict().items())  # the new weights, not the old
+
+
+def test_trainer_noise_follows_syncs_and_stays_off_during_validation():
+    state = TrainerNoise()
+    assert state.synced(0) == 0  # on_init_end: weights version 0 -> the rollouts of step 1
+    assert state.validation_begins() is None  # val_before_train on clean weights
+    assert state.synced(None) is None  # re-sync inside validation (colocated reward): still clean
+    assert state.validation_ends() == 0
+    assert state.synced(1) == 1 and state.target() == 1
+
+
+# --- rollout quantization (vLLM layout) --------------------------------------------------------------
+
+class UnquantizedLinearMethod:
+    """Stand-in with vLLM's interface (vllm/model_executor/layers/linear.py): apply(layer, x, bias) is the GEMM."""
+
+    def apply(self, layer, x, bias=None):
+        return F.linear(x, layer.weight, bias)
+
+
+class VllmLinear(nn.Module):
+    """Stand-in for vLLM's LinearBase: an [out, in] weight applied through `quant_method.apply`."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_out, n_in) * 0.05, requires_grad=False)
+        self.quant_method = UnquantizedLinearMethod()
+
+    def forward(self, x):
+        return self.quant_method.apply(self, x, None)
+
+
+class VllmLinearWithLoRA(nn.Module):
+    """Stand-in for vLLM's LoRA wrapper (vllm/lora/layers/base.py BaseLayerWithLoRA): holds the linear as
+    base_layer, forwards public attribute misses (quant_method, weight) to it, and computes the base output
+    through base_layer.quant_method.apply (LoRA's own contribution, added by punica kernels, is left out here)."""
+
+    def __init__(self, base_layer: VllmLinear) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name.startswith("_"):
+                raise
+            return getattr(self._modules["base_layer"], name)
+
+    def forward(self, x):
+        return self.base_layer.quant_method.apply(self.base_layer, x, None)
+
+
+class VllmRMSNorm(nn.Module):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n), requires_grad=False)
+
+
+def _vllm_layer(hidden: int = 64) -> nn.Module:
+    layer = nn.Module()
+    layer.input_layernorm = VllmRMSNorm(hidden)
+    layer.self_attn = nn.Module()
+    layer.self_attn.qkv_proj, layer.self_attn.o_proj = VllmLinear(hidden, 3 * hidden), VllmLinear(hidden, hidden)
+    layer.mlp = nn.Module()
+    layer.mlp.gate_up_proj, layer.mlp.down_proj = VllmLinear(hidden, 4 * hidden), VllmLinear(2 * hidden, hidden)
+    return layer
+
+
+def _vllm_model() -> nn.Module:
+    """vLLM's LlamaForCausalLM layout: fused qkv/gate_up, packed_modules_mapping, lm_head outside the layers."""
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.model = nn.Module()
+    model.model.layers = nn.ModuleList([_vllm_layer() for _ in range(3)])
+    attn, mlp = model.model.layers[1].self_attn, model.model.layers[1].mlp  # vLLM wraps LoRA targets
+    attn.qkv_proj, mlp.down_proj = VllmLinearWithLoRA(attn.qkv_proj), VllmLinearWithLoRA(mlp.down_proj)
+    model.lm_head = VllmLinear(64, 100)
+    model.packed_modules_mapping = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
+    return model
+
+
+def test_rollout_linears_compute_quantized_activations_times_quantized_weights(tmp_path):
+    model = _vllm_model()
+    names = install_on_rollout(model, _settings(tmp_path))
+    assert names == [f"model.layers.{i}.{m}" for i in range(3)
+                     for m in ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")]
+    qkv = model.model.layers[0].self_attn.qkv_proj
+    x = torch.randn(5, 64)
+    expected = F.linear(fake_quantize(x, "mxfp4"), fake_quantize(qkv.weight.detach(), "mxfp4"))
+    assert torch.equal(qkv(x), expected)
+    wrapped = model.model.layers[1].self_attn.qkv_proj  # through the LoRA wrapper: the base layer, quantized
+    assert torch.equal(wrapped(x), F.linear(fake_quantize(x, "mxfp4"), fake_quantize(wrapped.weight.detach(), "mxfp4")))
+    assert torch.equal(model.lm_head(x), F.linear(x, model.lm_head.weight))  # excluded by default
+    qkv(x)
+    assert qkv.srdd_quant.weight_quantizations == 1  # cached
+    with torch.no_grad():
+        qkv.weight.data.copy_(qkv.weight.data * 2)  # a weight sync: vLLM writes through .data (no version bump)
+    invalidate_rollout_quant(model)
+    assert torch.equal(qkv(x), F.linear(fake_quantize(x, "mxfp4"), fake_quantize(qkv.weight.detach(), "mxfp4")))
+    with pytest.raises(SrddError, match="exactly once"):
+        install_on_rollout(model, _settings(tmp_path))
+
+
+def test_rollout_exclusions_respect_vllm_fused_modules(tmp_path):
+    with pytest.raises(SrddError, match="fuses them into model.layers.0.self_attn.qkv_proj"):
+        install_on_rollout(_vllm_model(), _settings(tmp_path, "quant.exclude=[lm_head, q_proj]"))
+    names = install_on_rollout(_vllm_model(), _settings(tmp_path, "quant.exclude=[lm_head, 'q_proj|k_proj|v_proj']"))
+    assert not any("qkv_proj" in n for n in names) and len(names) == 9
+    model = _vllm_model()
+    model.model.layers[0].mlp.down_proj.quant_method = type("Fp8LinearMethod", (), {})()
+    with pytest.raises(SrddError, match="Fp8LinearMethod"):
+        install_on_rollout(model, _settings(tmp_path))
+    model = _vllm_model()  # vLLM's lm_head is a ParallelLMHead computed through an embedding method
+    model.lm_head.quant_method = type("UnquantizedEmbeddingMethod", (), {})()
+    with pytest.raises(SrddError, match="keep it in quant.exclude"):
+        install_on_rollout(model, _settings(tmp_path, "quant.exclude=[embed_tokens]"))
+
+
+def test_linear_noise_reaches_vllm_linear_layers(tmp_path):
+    model = _vllm_model()
+    cfg = _settings(tmp_path, "noise.targets=[linear]").noise_config()
+    injector = NoiseInjector(model, cfg, seed=0)
+    names = [t.name for t in injector.targets]
+    assert {n.rsplit(".", 1)[-1] for n in names} == {"qkv_proj", "o_proj", "gate_up_proj", "down_proj", "base_layer"}
+    assert len(names) == 12 and len({id(t.param) for t in injector.targets}) == 12  # each weight once, LoRA-wrapped
+    assert "layers.1.self_attn.qkv_proj.base_layer" in names  # ones included; lm_head is outside the layers
+
+
+def test_linear_fake_quant_modes(tmp_path):
+    layer = VllmLinear(64, 32)
+    x = torch.randn(3, 64)
+    w4a16 = LinearFakeQuant(_settings(tmp_path, "quant.mode=w4a16").linear_quant())
+    assert torch.equal(w4a16(layer, x), F.linear(x, fake_quantize(layer.weight.detach(), "mxfp4")))
+    a4 = LinearFakeQuant(_settings(tmp_path, "quant.mode=a4").linear_quant())
+    assert torch.equal(a4(layer, x), F.linear(fake_quantize(x, "mxfp4"), layer.weight))
+
+
+# --- settings, import hook, plugin loading ---------------------------------------------------------
+
+def test_settings_round_trip_through_the_file(tmp_path):
+    cfg = load_run_config(preset=preset("smoke"), name="t",
+                          sets=["noise.layer_multipliers={0: 0.5, 2: 1.5}", "quant.format=nvfp4"])
+    settings = PluginSettings.from_run_config(cfg, tmp_path / "noise")
+    settings.write(tmp_path / "s.json")
+    back = PluginSettings.read(tmp_path / "s.json")
+    assert back == settings
+    assert back.noise_config().to_dict() == cfg.noise.to_dict()
+    assert back.linear_quant().label == cfg.quant_label == "nvfp4/w4a4"
+    (tmp_path / "bad.json").write_text(json.dumps({**json.loads((tmp_path / "s.json").read_text()),
+                                                   "noise_log_dir": "relative/dir"}))
+    with pytest.raises(SrddError, match="must be absolute"):
+        PluginSettings.read(tmp_path / "bad.json")
+    with pytest.raises(SrddError, match="does not exist"):
+        PluginSettings.read(tmp_path / "missing.json")
+
+
+def test_post_import_patch_runs_when_the_module_is_imported(tmp_path, monkeypatch):
+    pkg = tmp_path / "srdd_fake_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "late.py").write_text("class Engine:\n    def build(self):\n        return 'verl'\n")
+    (pkg / "early.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen = []
+    try:
+        early = importlib.import_module("srdd_fake_pkg.early")
+        when_imported("srdd_fake_pkg.early", lambda m: seen.append(("early", m.VALUE)))
+        assert seen == [("early", 1)]  # already imported: patched at once
+
+        def patch(module):
+            original = module.Engine.build
+            module.Engine.build = lambda self: original(self) + "+srdd"
+
+        when_imported("srdd_fake_pkg.late", patch)
+        late = importlib.import_module("srdd_fake_pkg.late")
+        assert late.Engine().build() == "verl+srdd"
+        assert early.VALUE == 1
+    finally:
+        for name in ("srdd_fake_pkg", "srdd_fake_pkg.early", "srdd_fake_pkg.late"):
+            sys.modules.pop(name, None)
+
+
+def _python(code: str, **env) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k not in (SETTINGS_ENV, "VERL_USE_EXTERNAL_MODULES")}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env={**environ, **env}, timeout=300)
+
+
+def test_plugin_refuses_to_load_without_its_settings():
+    r = _python("import rin_train.verl_plugin")
+    assert r.returncode != 0 and f"${SETTINGS_ENV} is not set" in r.stderr
+
+
+@pytest.mark.parametrize("noise, targets", [("true", 4), ("false", 2)])
+def test_plugin_registers_its_verl_patches(tmp_path, noise, targets):
+    _settings(tmp_path, f"noise.enabled={noise}").write(tmp_path / "s.json")
+    r = _python("""
+        import rin_train.verl_plugin as plugin
+        from rin_train.post_import import registered
+        print(sorted(registered()))
+        print(sorted(n for n in registered() if n.startswith("verl.")) == sorted(list(plugin.TARGETS.values())[:%d]))
+    """ % targets, **{SETTINGS_ENV: str(tmp_path / "s.json")})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.splitlines()[-1] == "True"
+
+
+# --- reward ----------------------------------------------------------------------------------------
+
+COMPLETIONS = ["so 3 + 4 = 7 #### 7", "#### 7.00", "#### $7", "I think 7", "#### 8 but really 7", "####7",
+               "#### 1,000", "nothing", "#### 6 #### 7", "#### -3", "", "7 #### seven"]
+
+
+@pytest.mark.parametrize("completion", COMPLETIONS)
+@pytest.mark.parametrize("answer", ["7", "1000", "-3"])
+@pytest.mark.parametrize("format_score", [0.0, 0.1])
+def test_reward_matches_the_trl_engine(completion, answer, format_score):
+    got = compute_score("srdd/arithmetic", completion, answer, {"split": "train", "index": 0},
+                        format_score=format_score)
+    assert got == {"score": training_reward(completion, answer, format_score),
+                   "acc": strict_reward(completion, answer), "acc_flexible": flexible_reward(completion, answer)}
+
+
+# --- against verl's real code (only where verl is installed) -------------------------------------------
+
+@verl_only
+def test_patch_targets_exist_in_verl():
+    from verl.checkpoint_engine import base
+    from verl.trainer.ppo.v1 import trainer_base, trainer_sync
+    from verl.workers.engine.fsdp import transformer_impl
+
+    assert callable(transformer_impl.FSDPEngine._build_lora_module)
+    assert callable(base.CheckpointEngineManager.update_weights.__wrapped__) and callable(base.auto_await)
+    assert all(callable(getattr(trainer_base.PPOTrainer, n)) for n in ("on_validate_begin", "on_validate_end", "init"))
+    assert "on_validate_begin" not in vars(trainer_sync.PPOTrainerSync)  # the sync trainer inherits our hooks
+    # vLLM is GPU-only (its package __init__ imports vllm): read the worker extension's source instead
+    root = Path(importlib.util.find_spec("verl").submodule_search_locations[0])
+    tree = ast.parse((root / "workers" / "rollout" / "vllm_rollout" / "utils.py").read_text())
+    ext = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "vLLMColocateWorkerExtension")
+    methods = {n.name: n for n in ext.body if isinstance(n, ast.FunctionDef)}
+    assert {"update_weights_from_ipc", "update_verl_delta_weights"} <= set(methods)
+    assert "model_runner.model" in ast.unparse(methods["update_weights_from_ipc"])
+
+
+@verl_only
+def test_verl_build_lora_module_quantizes_through_the_plugin(tiny_model_dir, tmp_path):
+    """verl imports the plugin itself (VERL_USE_EXTERNAL_MODULES) and its real _build_lora_module runs on CPU."""
+    _settings(tmp_path).write(tmp_path / "s.json")
+    r = _python(f"""
+        from types import SimpleNamespace
+        from verl.workers.engine.fsdp.transformer_impl import FSDPEngine
+        from srdd.models import load_causal_lm
+        from srdd.qlinear import QuantLinear
+
+        engine = FSDPEngine.__new__(FSDPEngine)
+        engine.model_config = SimpleNamespace(model_type="language_model", lora_rank=4, lora_alpha=8,
+                                              target_modules={LORA_TARGETS!r}, target_parameters=None,
+                                              exclude_modules=None, lora_adapter_path=None, use_shm=False)
+        model = engine._build_lora_module(load_causal_lm({str(tiny_model_dir)!r})[0])
+        print(type(model).__name__, sum(isinstance(m, QuantLinear) for m in model.modules()))
+    """, VERL_USE_EXTERNAL_MODULES="rin_train.verl_plugin", **{SETTINGS_ENV: str(tmp_path / "s.json")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.splitlines()[-1] == "PeftModelForCausalLM 21"
+    assert "actor: quantized 21 linear modules" in r.stdout
+
+
+@verl_only
+def test_verl_trainer_pushes_noise_after_syncs_and_clears_it_for_validation(tmp_path):
+    """verl's real CheckpointEngineManager.update_weights and PPOTrainer hooks, patched, against Ray actors that
+    record the collective_rpc calls a vLLM server would forward to its workers."""
+    _settings(tmp_path).write(tmp_path / "s.json")
+    r = _python("""
+        import ray
+        from types import SimpleNamespace
+        from verl.checkpoint_engine.base import CheckpointEngineManager
+        from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+        from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+        @ray.remote
+        class Server:  # records what vLLMHttpServer.collective_rpc would run on its workers
+            def __init__(self):
+                self.calls = []
+            def collective_rpc(self, method, timeout=None, args=(), kwargs=None):
+                self.calls.append((method, kwargs))
+            def seen(self):
+                return self.calls
+
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+        servers = [Server.remote(), Server.remote()]
+        manager = CheckpointEngineManager.__new__(CheckpointEngineManager)
+        manager.backend = "naive"
+        manager.actor_wg = SimpleNamespace(update_weights=lambda global_steps, mode: [ray.put(None)])
+        manager.replicas = [SimpleNamespace(servers=servers[:1]), SimpleNamespace(servers=servers[1:])]
+        trainer = PPOTrainerSync.__new__(PPOTrainerSync)
+        trainer.checkpoint_manager = manager
+
+        manager.update_weights(0)        # on_init_end
+        trainer.on_validate_begin()      # val_before_train
+        manager.update_weights()         # a re-sync inside validation
+        trainer.on_validate_end()
+        manager.update_weights(1)        # on_step_end of step 1
+        print([v["version"] for _, v in ray.get(servers[0].seen.remote())])
+        print(ray.get(servers[0].seen.remote()) == ray.get(servers[1].seen.remote()))
+
+        class Overriding(PPOTrainerSync):
+            def on_validate_begin(self):
+                pass
+        try:
+            Overriding.__new__(Overriding).init()
+        except RuntimeError as exc:
+            print("refused:", exc)
+    """, VERL_USE_EXTERNAL_MODULES="rin_train.verl_plugin", **{SETTINGS_ENV: str(tmp_path / "s.json")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    assert lines[-3] == "[0, None, None, 0, 1]" and lines[-2] == "True"
+    assert lines[-1].startswith("refused: srdd verl plugin: Overriding overrides ['on_validate_begin']")
