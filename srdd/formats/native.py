@@ -86,7 +86,7 @@ def library(variant: str = "simd") -> ctypes.CDLL | None:
                       RuntimeWarning, stacklevel=2)
         return None
     i64, cint, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
-    lib.srdd_round_trip.argtypes = (ptr, ptr, i64, cint, cint, cint)
+    lib.srdd_round_trip.argtypes = (ptr, ptr, i64, cint, cint, cint, cint)
     lib.srdd_stats.argtypes = (ptr, i64, cint, cint, cint, ctypes.POINTER(ctypes.c_double))
     lib.srdd_round_trip.restype = lib.srdd_stats.restype = lib.srdd_simd.restype = cint
     return lib
@@ -108,7 +108,7 @@ def round_trip(lib: ctypes.CDLL, x: torch.Tensor, spec: QuantFormatConfig,
     x = x.contiguous()
     target = out if out is not None and out.is_contiguous() else torch.empty_like(x)
     rc = lib.srdd_round_trip(x.data_ptr(), target.data_ptr(), x.numel() // spec.block_size, format_code(spec),
-                             _DTYPES[x.dtype], _threads(x))
+                             _DTYPES[x.dtype], _threads(x), target is out)
     if rc != 0:
         raise RuntimeError(f"srdd_round_trip rejected its arguments (code {rc})")
     if out is not None and target is not out:
