@@ -1,14 +1,17 @@
 """The resolved run configuration: YAML (possibly partial) + preset + `--set` overrides.
 
-Contract: .notes/TRAIN_CONFIG.md. A config file may be partial: every missing
-key takes its default; an unknown key anywhere is an error that names it and
-lists the valid keys; every value is type-checked; cross-section rules are
+The contract is the dataclasses below (each field documents itself) and the
+`config` block of run.json (DESIGN.md §4), which is `RunConfig.to_dict()` and
+reads back through `config_for_resume`. A config file may be partial: every
+missing key takes its default; an unknown key anywhere is an error that names it
+and lists the valid keys; every value is type-checked; cross-section rules are
 checked here, before a model is loaded (the published study lost runs to
 silently dropped keys and to settings that only failed hours in).
 
-Sections: `task` (TaskConfig), `quant` (QuantConfig, rin_train.config),
+Top level: `name`, `seed`, `model` (smollm2 | tiny | HF dir | .gguf), `engine`
+(trl | verl) and the sections `task` (TaskConfig), `quant` (QuantConfig),
 `lora` (LoraConfig), `grpo` (GrpoConfig), `eval` (EvalConfig), `noise`
-(NoiseConfig, rin_train.config), `scan` (ScanConfig). Layer-dependent checks
+(rin_train.noise.NoiseConfig), `scan` (ScanConfig). Layer-dependent checks
 (multipliers or target layers the model lacks) need the model's depth and run in
 `check_against_model`, still before the run directory is created.
 
@@ -28,7 +31,11 @@ from typing import Any
 
 import yaml
 
+from rin_train.noise import NoiseConfig
+from rin_train.tasks import INSTRUCTION
 from srdd.errors import SrddError
+from srdd.mathdata import DIFFICULTIES
+from srdd.qlinear import DEFAULT_EXCLUDE, LinearQuantConfig
 
 ENGINES = ("trl", "verl")
 TASKS = ("arithmetic", "gsm8k")
@@ -121,6 +128,12 @@ class TaskConfig:
     format_score: float = 0.0
     """Training reward for a well-formed but wrong '#### n' answer (verl's gsm8k `format_score`);
     a correct answer earns 1.0. 0.0: strict correctness only. Validation accuracy never uses it."""
+    difficulty: str = "multi_step"
+    """arithmetic only: `multi_step` (two or three operations, GSM8K-like) or `one_step` (one +, - or x
+    on small numbers: what a ~100M-parameter model can solve at all; srdd.mathdata)."""
+    instruction: str = INSTRUCTION
+    """arithmetic only: the text after every question. It must ask for '####', which the strict
+    reward and accuracy grade. Default: verl's GSM8K instruction (a gsm8k file always uses it)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.format_score < 1.0:
@@ -134,8 +147,16 @@ class TaskConfig:
                 path = Path(getattr(self, key))
                 if not path.is_file():
                     raise SrddError(f"task.{key} {path} does not exist")
+            if self.difficulty != "multi_step" or self.instruction != INSTRUCTION:
+                raise SrddError("task.difficulty and task.instruction are for the built-in arithmetic task; "
+                                "a gsm8k file brings its own problems and verl's instruction")
         elif self.train_file or self.test_file:
             raise SrddError("task.train_file/test_file are for task.name gsm8k; the arithmetic task is built in")
+        if self.difficulty not in DIFFICULTIES:
+            raise SrddError(f"task.difficulty must be one of {list(DIFFICULTIES)}, got {self.difficulty!r}")
+        if "####" not in self.instruction:
+            raise SrddError(f"task.instruction must ask for the answer after '####' (what the strict reward "
+                            f"grades), got {self.instruction!r}")
         for key in ("train_size", "test_size"):
             value = getattr(self, key)
             if value is None and self.name == "arithmetic":
@@ -232,69 +253,28 @@ class ScanConfig:
             raise SrddError("scan.samples must be >= 1 and scan.max_tokens >= 2")
 
 
-# --- the core helper's sections (rin_train.config) ------------------------------------------------
-
-def _quant_cls():
-    try:
-        from rin_train.config import QuantConfig
-    except ImportError:  # transitional: before rin_train.config exists
-        return _LegacyQuant
-    return QuantConfig
-
-
-def _noise_cls():
-    try:
-        from rin_train.config import NoiseConfig
-    except ImportError:  # transitional: before rin_train.config exists
-        from rin_train.noise import NoiseConfig
-    return NoiseConfig
-
-
 @dataclass(frozen=True)
-class _LegacyQuant:
+class QuantConfig:
+    """The policy's fake quantization (srdd.qlinear): format, W4A4/W4A16/A4 mode, format options,
+    regexes of linears left unquantized (lm_head and embed_tokens by default, DESIGN.md lesson 7)."""
+
     format: str = "mxfp4"
     mode: str = "w4a4"
     options: dict = field(default_factory=dict)
-    exclude: list[str] = field(default_factory=lambda: ["lm_head", "embed_tokens"])
+    exclude: list[str] = field(default_factory=lambda: list(DEFAULT_EXCLUDE))
 
     def __post_init__(self) -> None:
-        from srdd.qlinear import LinearQuantConfig
+        self.linear_config()  # validates format, options, mode and the exclude regexes
 
-        LinearQuantConfig(self.format, self.mode, dict(self.options), tuple(self.exclude))
-
-
-def _build(cls, data: Any, where: str):
-    """Core sections bring their own `from_dict` (unknown keys, validation); ours use section_from_dict."""
-    if data is None:
-        data = {}
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise SrddError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
-    if hasattr(cls, "from_dict"):
-        try:
-            return cls.from_dict(data)
-        except SrddError as exc:
-            msg = str(exc)
-            raise SrddError(msg if msg.startswith(where) else f"{where}: {msg}") from None
-        except (TypeError, ValueError) as exc:
-            raise SrddError(f"{where}: {exc}") from None
-    return section_from_dict(cls, data, where)
+    def linear_config(self) -> LinearQuantConfig:
+        return LinearQuantConfig(self.format, self.mode, dict(self.options), tuple(self.exclude))
 
 
-OUR_SECTIONS: dict[str, type] = {"task": TaskConfig, "lora": LoraConfig, "grpo": GrpoConfig, "eval": EvalConfig,
-                                 "scan": ScanConfig}
+SECTIONS: dict[str, type] = {"task": TaskConfig, "quant": QuantConfig, "lora": LoraConfig, "grpo": GrpoConfig,
+                             "eval": EvalConfig, "noise": NoiseConfig, "scan": ScanConfig}
 SECTION_ORDER = ("task", "quant", "lora", "grpo", "eval", "noise", "scan")
 SCALARS = ("name", "seed", "model", "engine")
 TOP_LEVEL = (*SCALARS, *SECTION_ORDER)
-
-
-def _section_cls(name: str) -> type:
-    if name == "quant":
-        return _quant_cls()
-    if name == "noise":
-        return _noise_cls()
-    return OUR_SECTIONS[name]
 
 
 @dataclass(frozen=True)
@@ -304,18 +284,17 @@ class RunConfig:
     model: str
     engine: str
     task: TaskConfig
-    quant: Any
+    quant: QuantConfig
     lora: LoraConfig
     grpo: GrpoConfig
     eval: EvalConfig
-    noise: Any
+    noise: NoiseConfig
     scan: ScanConfig
 
     @property
     def quant_label(self) -> str:
         """How every accuracy of this run records its precision, e.g. 'mxfp4/w4a4'."""
-        mode = self.quant.mode
-        return f"{self.quant.format}/{getattr(mode, 'value', mode)}"
+        return self.quant.linear_config().label
 
     def to_dict(self) -> dict:
         """The resolved config as plain data (what run.json stores; load_run_config reads it back)."""
@@ -419,7 +398,7 @@ def resolve(data: dict, *, name: str | None = None, stem: str | None = None) -> 
     run_name = name or data.get("name") or stem or "run"
     if not isinstance(run_name, str):
         raise SrddError(f"name must be a string, got {run_name!r}")
-    sections = {k: _build(_section_cls(k), data.get(k), k) for k in SECTION_ORDER}
+    sections = {k: section_from_dict(SECTIONS[k], data.get(k), k) for k in SECTION_ORDER}
     cfg = RunConfig(name=run_name, seed=seed, model=model, engine=engine, **sections)
     check_cross_sections(cfg)
     return cfg
@@ -434,7 +413,7 @@ def check_cross_sections(cfg: RunConfig) -> None:
     prompts_per_step = g.batch_size // g.num_generations
     if t.train_size is not None and t.train_size < prompts_per_step:
         raise SrddError(f"task.train_size {t.train_size} < {prompts_per_step} prompts per step")
-    if getattr(n, "enabled", False) and getattr(n, "num_stages", 1) > g.steps:
+    if n.enabled and n.num_stages > g.steps:
         raise SrddError(f"noise.num_stages {n.num_stages} > grpo.steps {g.steps}: some stages would never run; "
                         "num_stages must mean what it says")
 
@@ -442,12 +421,12 @@ def check_cross_sections(cfg: RunConfig) -> None:
 def check_against_model(cfg: RunConfig, num_layers: int) -> None:
     """Layer indices in the noise settings must exist in the model (checked before any training)."""
     n = cfg.noise
-    if not getattr(n, "enabled", False):
+    if not n.enabled:
         return
-    referenced = set(getattr(n, "target_layers", None) or [])
-    referenced |= {int(k) for k in (getattr(n, "layer_multipliers", None) or {})}
-    for zone in getattr(n, "zone_overrides", None) or []:
-        referenced |= set(zone["layers"] if isinstance(zone, dict) else zone.layers)
+    referenced = set(n.target_layers or [])
+    referenced |= set(n.layer_multipliers or {})
+    for zone in n.zone_overrides:
+        referenced |= set(zone.layers)
     missing = sorted(layer for layer in referenced if not 0 <= layer < num_layers)
     if missing:
         raise SrddError(f"noise settings name layers {missing}, but model {cfg.model!r} has {num_layers} decoder "

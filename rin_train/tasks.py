@@ -1,13 +1,15 @@
 """Train/test problems: the built-in deterministic word problems, or GSM8K files the user supplies.
 
 - `arithmetic`: `srdd.mathdata.generate_problems` (GSM8K-like templates, integer
-  answers, train/test disjoint by construction). The train set depends on the
-  run's seed; the test set never does, so every run is validated on the same problems.
+  answers, train/test disjoint by construction) at `task.difficulty` (`multi_step`
+  or `one_step`), each question followed by `task.instruction`. The train set depends
+  on the run's seed; the test set never does, so every run is validated on the same problems.
 - `gsm8k`: verl's parquet layout (column `prompt` = chat list, column
   `reward_model` = {"ground_truth": ...}; the prompt is used exactly as verl
   would use it) or JSONL with `question` and `answer` (GSM8K's "... #### 72").
 
-Every prompt asks for the final answer after "####" (verl's GSM8K instruction).
+Every prompt asks for the final answer after "####": verl's GSM8K instruction by
+default (the only one for gsm8k files, so prompts match what verl trains on).
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ class Example:
     answer: str
 
     @classmethod
-    def from_question(cls, question: str, answer: str | int) -> Example:
-        return cls(((("user", f"{question.strip()} {INSTRUCTION}"),)), str(answer))
+    def from_question(cls, question: str, answer: str | int, instruction: str = INSTRUCTION) -> Example:
+        return cls(((("user", f"{question.strip()} {instruction}"),)), str(answer))
 
     def messages(self) -> list[dict]:
         return [{"role": role, "content": content} for role, content in self.prompt]
@@ -106,10 +108,10 @@ def read_task_file(path: Path) -> list[Example]:
 def load_task(cfg, seed: int) -> tuple[list[Example], list[Example]]:
     """(train, test) for a TaskConfig."""
     if cfg.name == "arithmetic":
-        train = [Example.from_question(p.question, p.answer)
-                 for p in generate_problems(cfg.train_size, seed=seed, split="train")]
-        test = [Example.from_question(p.question, p.answer)
-                for p in generate_problems(cfg.test_size, seed=0, split="test")]
+        train = [Example.from_question(p.question, p.answer, cfg.instruction)
+                 for p in generate_problems(cfg.train_size, seed=seed, split="train", difficulty=cfg.difficulty)]
+        test = [Example.from_question(p.question, p.answer, cfg.instruction)
+                for p in generate_problems(cfg.test_size, seed=0, split="test", difficulty=cfg.difficulty)]
         return train, test
     if cfg.name == "gsm8k":
         train, test = read_task_file(Path(cfg.train_file)), read_task_file(Path(cfg.test_file))

@@ -27,59 +27,24 @@ from pathlib import Path
 
 import torch
 
+from rin_train.noise import NoiseInjector
 from rin_train.rundir import RunDir
 from rin_train.run_config import RunConfig, check_against_model
 from rin_train.tasks import drop_long_prompts, load_task
 from srdd.errors import SrddError
+from srdd.models import load_causal_lm, model_info, resolve_model
+from srdd.qlinear import quantization_disabled, quantize_linears
+from srdd.tiny import TINY_LAYERS, build_tiny_llama
 
 
 class Terminated(Exception):
     """SIGTERM (or SIGHUP) reached the training process."""
 
 
-# --- the core helper's API, in one place --------------------------------------------------------------
-
-def quantize_policy(model, quant_cfg):
-    """Fake-quantize every targeted linear in place; returns (names of quantized modules, label)."""
-    try:
-        from rin_train.quantize_model import quantize_model
-    except ImportError:  # transitional: before rin_train.quantize_model exists
-        from srdd.qlinear import LinearQuantConfig, quantize_linears
-
-        lq = LinearQuantConfig(quant_cfg.format, quant_cfg.mode, dict(quant_cfg.options), tuple(quant_cfg.exclude))
-        return list(quantize_linears(model, lq))
-    report = quantize_model(model, quant_cfg)
-    names = getattr(report, "quantized", None) or getattr(report, "modules", None) or getattr(report, "names", None)
-    return list(names) if names is not None else report
-
-
-def quantization_off(model):
-    try:
-        from rin_train.quantize_model import quantization_disabled
-    except ImportError:  # transitional
-        from srdd.qlinear import quantization_disabled
-    return quantization_disabled(model)
-
-
-def noise_injector(model, noise_cfg, seed: int):
-    if not noise_cfg.enabled:
-        return None
-    from rin_train.noise import NoiseInjector
-
-    return NoiseInjector(model, noise_cfg, seed=seed)
-
-
-# --- steps -----------------------------------------------------------------------------------------
-
 def model_num_layers(spec: str) -> int:
     """Decoder depth from the model's config.json, without loading weights."""
     if spec == "tiny":
-        from srdd.tiny import build_tiny_llama
-        import inspect
-
-        return inspect.signature(build_tiny_llama).parameters["layers"].default
-    from srdd.models import resolve_model
-
+        return TINY_LAYERS
     path = resolve_model(spec)
     try:
         config = json.loads((path / "config.json").read_text())
@@ -106,12 +71,8 @@ def load_policy(cfg: RunConfig, workdir: Path):
     """Base model (fp32) + LoRA (peft) + fake quantization of every targeted linear (adapters full precision)."""
     from peft import LoraConfig, get_peft_model
 
-    from srdd.models import load_causal_lm, model_info, resolve_model
-
     spec = cfg.model
     if spec == "tiny":
-        from srdd.tiny import build_tiny_llama
-
         path = build_tiny_llama(workdir / "tiny", seed=cfg.seed)
         model, tokenizer = load_causal_lm(str(path), dtype=torch.float32)
         info = model_info(model, "tiny", path)
@@ -127,14 +88,11 @@ def load_policy(cfg: RunConfig, workdir: Path):
         model = get_peft_model(model, lora)
     except ValueError as exc:
         raise SrddError(f"lora.target_modules {cfg.lora.target_modules}: {exc}") from None
-    names = quantize_policy(model, cfg.quant)
-    if isinstance(names, list):
-        print(f"quantized {len(names)} linear modules under {cfg.quant_label} (excluded: "
-              f"{', '.join(cfg.quant.exclude) or 'none'}; LoRA adapters stay full precision):")
-        for name in names:
-            print(f"  {name}")
-    else:
-        print(names)
+    names = quantize_linears(model, cfg.quant.linear_config())
+    print(f"quantized {len(names)} linear modules under {cfg.quant_label} (excluded: "
+          f"{', '.join(cfg.quant.exclude) or 'none'}; LoRA adapters stay full precision):")
+    for name in names:
+        print(f"  {name}")
     return model, tokenizer, info
 
 
@@ -164,7 +122,7 @@ def rescan(model, tokenizer, cfg: RunConfig, info: dict) -> dict:
     scan_cfg = ScanConfig(formats=(cfg.quant.format,), format_options=dict(cfg.quant.options),
                           samples=cfg.scan.samples, max_tokens=cfg.scan.max_tokens, seed=cfg.seed,
                           sites=("block_output", "linear_input", "weight"))
-    with quantization_off(model), _lora_merged(model), torch.no_grad():
+    with quantization_disabled(model), _lora_merged(model), torch.no_grad():
         return scan_model(model, tokenizer, scan_cfg, model_info=info, progress=False)[0]
 
 
@@ -200,7 +158,8 @@ def run_training(cfg: RunConfig, out: Path, *, resume: bool = False) -> RunDir:
         train, test = load_task(cfg.task, cfg.seed)
         train = drop_long_prompts(train, tokenizer, cfg.grpo.max_prompt_length, "train set")
         test = test[: cfg.eval.samples]
-        injector = noise_injector(model, cfg.noise, cfg.seed)  # validates layers/targets against the model
+        # validates layers/targets against the model
+        injector = NoiseInjector(model, cfg.noise, seed=cfg.seed) if cfg.noise.enabled else None
         run = RunDir.open_for_resume(out) if resume else RunDir.create(out, name=cfg.name, config=cfg.to_dict(),
                                                                       seed=cfg.seed)
         print(f"run {cfg.name} -> {out} ({'resumed' if resume else 'new'}); accuracies measured under "

@@ -4,6 +4,12 @@ Used as the scanner's default calibration set and as rin_train's built-in
 task, so that neither needs a data download. Problems come from templates
 filled by a seeded RNG; each question is assigned to train or test by its hash and
 duplicates are skipped, so no question appears in both splits.
+
+Two difficulties: `multi_step` (the default and the scanner's set: two or three
+operations, GSM8K-like) and `one_step` (a single +, - or x on numbers up to 30).
+The second exists because a model as small as SmolLM2-135M solves almost none of
+the multi-step problems even at full precision, which leaves an RL demo no reward
+to learn from.
 """
 
 from __future__ import annotations
@@ -76,23 +82,54 @@ TEMPLATES: tuple[Callable[[random.Random], Problem], ...] = (
 )
 
 
+def _add(r: random.Random) -> Problem:
+    n, item = r.choice(NAMES), r.choice(ITEMS)
+    a, b = r.randint(2, 20), r.randint(2, 20)
+    return Problem(f"{n} has {a} {item} and gets {b} more. How many {item} does {n} have now?", a + b)
+
+
+def _take_away(r: random.Random) -> Problem:
+    n, item = r.choice(NAMES), r.choice(ITEMS)
+    a = r.randint(5, 30)
+    b = r.randint(1, a - 1)
+    return Problem(f"{n} has {a} {item} and gives {b} away. How many {item} does {n} have left?", a - b)
+
+
+def _groups(r: random.Random) -> Problem:
+    n, item = r.choice(NAMES), r.choice(ITEMS)
+    boxes, per = r.randint(2, 9), r.randint(2, 9)
+    return Problem(f"{n} has {boxes} boxes with {per} {item} in each box. How many {item} does {n} have?",
+                   boxes * per)
+
+
+ONE_STEP_TEMPLATES: tuple[Callable[[random.Random], Problem], ...] = (_add, _take_away, _groups)
+DIFFICULTIES: dict[str, tuple[Callable[[random.Random], Problem], ...]] = {
+    "multi_step": TEMPLATES,
+    "one_step": ONE_STEP_TEMPLATES,
+}
+
+
 def split_of(question: str) -> str:
     """Every question belongs to exactly one split, by hash: splits are disjoint by construction."""
     return "test" if zlib.crc32(question.encode()) % 5 == 0 else "train"
 
 
-def generate_problems(n: int, *, seed: int = 0, split: str = "train") -> list[Problem]:
-    """`n` distinct problems of `split`; the same (n, seed, split) always gives the same list."""
+def generate_problems(n: int, *, seed: int = 0, split: str = "train",
+                      difficulty: str = "multi_step") -> list[Problem]:
+    """`n` distinct problems of `split`; the same (n, seed, split, difficulty) always gives the same list."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if split not in SPLIT_SEEDS:
         raise ValueError(f"split must be one of {sorted(SPLIT_SEEDS)}, got {split!r}")
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {list(DIFFICULTIES)}, got {difficulty!r}")
+    templates = DIFFICULTIES[difficulty]
     rng = random.Random(SPLIT_SEEDS[split] * 1_000_003 + seed)
     seen: set[str] = set()
     problems: list[Problem] = []
     i = 0
     while len(problems) < n:
-        p = TEMPLATES[i % len(TEMPLATES)](rng)
+        p = templates[i % len(templates)](rng)
         i += 1
         if p.question in seen or split_of(p.question) != split:
             continue

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import torch
 
+TINY_LAYERS = 3
+"""Decoder depth of the default tiny model (what configs naming model `tiny` are checked against)."""
 
-def build_tiny_llama(path: Path, *, layers: int = 3, hidden: int = 64, intermediate: int = 128,
+
+def build_tiny_llama(path: Path, *, layers: int = TINY_LAYERS, hidden: int = 64, intermediate: int = 128,
                      seed: int = 0) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast

@@ -58,13 +58,15 @@ def test_help_and_usage_errors(tmp_path):
 
 @pytest.mark.slow
 def test_demo_preset(tmp_path):
-    """SmolLM2-135M, MXFP4 W4A4, a few dozen steps: minutes on a laptop CPU."""
+    """SmolLM2-135M, NVFP4 W4A16 + noise, 36 steps: about 10 minutes on 2 CPU cores."""
     out = tmp_path / "demo"
     r = srdd("train", "--preset", "demo", "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     evals = [rec for rec in records if rec["accuracy"] is not None]
-    assert evals[0]["step"] == 0 and evals[-1]["step"] == 24
-    assert {rec["eval_quant"] for rec in evals} == {"mxfp4/w4a4"}
-    print(f"demo: accuracy {evals[0]['accuracy']:.3f} at step 0, {evals[-1]['accuracy']:.3f} at step 24, "
+    assert [rec["step"] for rec in evals] == [0, 12, 24, 36]
+    assert {rec["eval_quant"] for rec in evals} == {"nvfp4/w4a16"}
+    assert evals[0]["accuracy"] > 0.05  # the untrained policy solves some problems: there is something to learn
+    assert any(rec["zero_variance_groups"] < rec["groups"] for rec in records[1:])  # GRPO had a signal
+    print(f"demo: accuracy {evals[0]['accuracy']:.3f} at step 0, {evals[-1]['accuracy']:.3f} at step 36, "
           f"{records[-1]['wall_s']:.0f} s of training")

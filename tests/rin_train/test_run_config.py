@@ -53,6 +53,9 @@ def test_the_resolved_config_round_trips_through_json():
     ({"quant": {"format": "mxfp3"}}, "mxfp3"),
     ({"quant": {"mode": "w8a8"}}, "w8a8"),
     ({"task": {"name": "mmlu"}}, "task.name"),
+    ({"task": {"difficulty": "hard"}}, "task.difficulty must be one of ['multi_step', 'one_step']"),
+    ({"task": {"instruction": "Answer with the number."}}, "task.instruction must ask for the answer after '####'"),
+    ({"quant": {"exclude": ["("]}}, "quant.exclude: bad regex"),
     ({"seed": -1}, "seed"),
     ({"lora": {"r": 0}}, "lora.r"),
 ])
@@ -79,9 +82,9 @@ def test_layers_the_model_lacks():
 
 
 def test_presets_resolve():
-    for name in PRESETS:
-        cfg = load_run_config(None, preset=preset(name))
-        assert cfg.quant_label == "mxfp4/w4a4" and cfg.noise.enabled
+    labels = {name: load_run_config(None, preset=preset(name)).quant_label for name in PRESETS}
+    assert labels == {"smoke": "mxfp4/w4a4", "demo": "nvfp4/w4a16"}  # demo: see rin_train/presets.py
+    assert all(load_run_config(None, preset=preset(name)).noise.enabled for name in PRESETS)  # noise is the point
     with pytest.raises(SrddError, match="unknown preset"):
         preset("huge")
 

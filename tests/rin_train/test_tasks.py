@@ -20,6 +20,33 @@ def test_builtin_split_is_deterministic_and_disjoint():
     assert load_task(TaskConfig(train_size=40, test_size=10), seed=0) == (train, test)
 
 
+def test_one_step_difficulty_and_instruction():
+    """The easy level: one operation, its own disjoint split, the configured instruction on every prompt."""
+    cfg = TaskConfig(train_size=60, test_size=30, difficulty="one_step", instruction="Reply as '#### n'.")
+    train, test = load_task(cfg, seed=0)
+    assert {e.question for e in train}.isdisjoint({e.question for e in test})
+    assert all(e.question.endswith(" Reply as '#### n'.") for e in train + test)
+    ops = {"gets": lambda a, b: a + b, "gives": lambda a, b: a - b, "boxes": lambda a, b: a * b}
+    for e in train + test:  # one operation on the question's two numbers
+        a, b = (int(w) for w in e.question.split() if w.isdigit())
+        (op,) = [f for word, f in ops.items() if f" {word} " in e.question]
+        assert int(e.answer) == op(a, b) >= 0
+    other = load_task(TaskConfig(train_size=60, test_size=30, difficulty="one_step",
+                                 instruction="Reply as '#### n'."), seed=1)
+    assert other[1] == test and other[0] != train  # the test set never depends on the seed
+    default_train, _ = load_task(TaskConfig(train_size=60, test_size=30), seed=0)
+    assert {e.question for e in default_train}.isdisjoint({e.question for e in train})
+
+
+def test_difficulty_and_instruction_are_for_the_builtin_task(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"question": "Q?", "answer": "#### 1"}) + "\n")
+    with pytest.raises(SrddError, match="task.difficulty and task.instruction are for the built-in"):
+        TaskConfig(name="gsm8k", train_file=str(path), test_file=str(path), difficulty="one_step")
+    with pytest.raises(SrddError, match="task.difficulty and task.instruction are for the built-in"):
+        TaskConfig(name="gsm8k", train_file=str(path), test_file=str(path), instruction="#### n")
+
+
 def _verl_parquet(path, rows):
     pd.DataFrame({
         "data_source": ["openai/gsm8k"] * len(rows),

@@ -12,8 +12,9 @@ import rin_train.engine_trl as engine
 from rin_train.presets import preset
 from rin_train.run_config import load_run_config
 from rin_train.rundir import RunDir
-from rin_train.train import run_training
+from rin_train.train import model_num_layers, run_training
 from srdd.cli import main
+from srdd.tiny import build_tiny_llama
 
 
 def _smoke(*sets):
@@ -26,6 +27,13 @@ def _steps(out):
 
 def _python(script, timeout=500):
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+
+
+def test_model_depth_is_read_without_loading_weights(tmp_path):
+    """Preflight checks noise layers against this depth, so it must be the depth load_policy builds."""
+    config = json.loads((build_tiny_llama(tmp_path / "tiny") / "config.json").read_text())
+    assert model_num_layers("tiny") == config["num_hidden_layers"] == 3
+    assert model_num_layers(str(tmp_path / "tiny")) == 3
 
 
 def test_a_run_without_final_validation_is_invalid(tmp_path, monkeypatch):
