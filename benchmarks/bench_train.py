@@ -16,9 +16,10 @@ rin_train trains the quantized policy in, so the ratio to it isolates the
 quantizer), W4A4 with noise on RMSNorm weights (QeRL's AQN: frozen linear
 weights stay cached), W4A4 with noise on linear weights (RIN's default:
 perturb and restore write the weights, so they are re-quantized and fresh
-noise is drawn once per step), and W4A4 with RMSNorm noise on a bf16 policy
-(MXFP4 values are exact in bf16, so only the matmul precision differs: on a CPU
-with bf16 GEMMs this row shows what the fp32 policy's matmuls cost). Each row:
+noise is drawn once per step), and both W4A4 rows again on a bf16 policy
+(`grpo.dtype: bfloat16`; MXFP4 values are exact in bf16, so only the matmul
+precision differs: the like-for-like comparison with the bf16 LoRA step, and on
+a CPU with bf16 GEMMs it shows what the fp32 policy's matmuls cost). Each row:
 `--warmup` untimed steps (weight cache, compiled kernels), then the median of
 `--steps` timed steps. The weight quantizations counted during the timed steps
 show whether the frozen-weight cache hits.
@@ -111,7 +112,8 @@ def main() -> None:
     rows = (Row("bf16 LoRA", torch.bfloat16), Row("fp32 LoRA", torch.float32),
             Row(f"W4A4 {args.format} + RMSNorm noise", torch.float32, args.format, ("rmsnorm",)),
             Row(f"W4A4 {args.format} + linear noise", torch.float32, args.format, ("linear",)),
-            Row(f"W4A4 {args.format} + RMSNorm noise, bf16", torch.bfloat16, args.format, ("rmsnorm",)))
+            Row(f"W4A4 {args.format} + RMSNorm noise, bf16", torch.bfloat16, args.format, ("rmsnorm",)),
+            Row(f"W4A4 {args.format} + linear noise, bf16", torch.bfloat16, args.format, ("linear",)))
     print(f"model {args.model}, batch {args.batch} x {args.tokens} tokens, {torch.get_num_threads()} threads, "
           f"{args.warmup} warm-up + {args.steps} timed steps per row")
     medians = {}

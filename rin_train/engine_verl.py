@@ -85,6 +85,9 @@ def check_config(cfg: RunConfig) -> None:
                         f"({cfg.grpo.max_completion_length})")
     if cfg.lora.dropout:
         raise SrddError(f"verl's FSDP engine builds LoRA without dropout; set lora.dropout to 0 (got {cfg.lora.dropout})")
+    if cfg.grpo.dtype != "float32":
+        raise SrddError(f"grpo.dtype={cfg.grpo.dtype} is for the trl engine; verl keeps fp32 master weights and runs "
+                        "its own FSDP mixed precision, so leave grpo.dtype at float32 for the verl engine")
     if cfg.grpo.stop_after_zero_variance_steps is not None:
         raise SrddError("grpo.stop_after_zero_variance_steps cannot be enforced inside verl (its trainer exposes no "
                         "per-group rewards to stop on); set it to null for the verl engine")

@@ -207,14 +207,21 @@ class NoiseInjector:
         return (self.cfg.layer_multipliers or {}).get(layer, 1.0)
 
     def restore(self) -> None:
+        """Write the clean weights back (nothing to do when no noise is on)."""
+        if not self.perturbed:
+            return
         with torch.no_grad():
             for t in self.targets:
                 t.param.copy_(t.clean)
         self.perturbed = False
 
     def perturb(self, step: int, total_steps: int) -> dict:
-        """Restore, then add this step's noise; returns the scheduled and achieved sigmas."""
-        self.restore()
+        """Set every target to clean master + this step's noise; returns the scheduled and achieved sigmas.
+
+        Each weight is written from its fp32 master, never from its current (possibly perturbed)
+        value, so noise cannot accumulate across steps (lesson 3) and no separate restore is needed.
+        """
+        self.perturbed = True  # from the first write on, restore() has something to undo
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         achieved: dict[int, list[float]] = {}
         with torch.no_grad():
@@ -225,7 +232,6 @@ class NoiseInjector:
                 t.param.copy_(t.clean + noise.to(t.clean.device))
                 delta = t.param.detach().to(torch.float32) - t.clean
                 achieved.setdefault(t.layer, []).append(float(delta.std()) / scale if delta.numel() > 1 else 0.0)
-        self.perturbed = True
         return {"sigma": self.schedules[0].sigma_at(step, total_steps) if self.num_layers else None,
                 "sigma_layers": {str(k): sum(v) / len(v) for k, v in sorted(achieved.items())}}
 

@@ -68,16 +68,16 @@ def preflight(cfg: RunConfig, out: Path, *, resume: bool) -> None:
 
 
 def load_policy(cfg: RunConfig, workdir: Path):
-    """Base model (fp32) + LoRA (peft) + fake quantization of every targeted linear (adapters full precision)."""
+    """Base model (grpo.dtype) + LoRA (peft) + fake quantization of every targeted linear (adapters full precision)."""
     from peft import LoraConfig, get_peft_model
 
     spec = cfg.model
     if spec == "tiny":
         path = build_tiny_llama(workdir / "tiny", seed=cfg.seed)
-        model, tokenizer = load_causal_lm(str(path), dtype=torch.float32)
+        model, tokenizer = load_causal_lm(str(path), dtype=getattr(torch, cfg.grpo.dtype))
         info = model_info(model, "tiny", path)
     else:
-        model, tokenizer = load_causal_lm(spec, dtype=torch.float32)
+        model, tokenizer = load_causal_lm(spec, dtype=getattr(torch, cfg.grpo.dtype))
         info = model_info(model, spec, resolve_model(spec))
     if tokenizer.chat_template is None:
         raise SrddError(f"model {spec!r} has no chat template; GRPO prompts are chat messages")
