@@ -84,7 +84,8 @@ def run(args) -> int:
         return int(engine_verl.main(cfg, args) or 0)
     if args.launch:
         raise SrddError("--launch is for --engine verl")
-    from rin_train.train import Terminated, run_training
+    from rin_train.signals import Terminated
+    from rin_train.train import run_training
 
     try:
         result = run_training(cfg, args.out, resume=args.resume)

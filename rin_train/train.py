@@ -19,7 +19,6 @@ no live lock holder (`RunDir.is_live()` is false): never complete, and
 from __future__ import annotations
 
 import json
-import signal
 import tempfile
 import time
 from contextlib import contextmanager
@@ -29,16 +28,13 @@ import torch
 
 from rin_train.noise import NoiseInjector
 from rin_train.rundir import RunDir
+from rin_train.signals import Terminated, terminate_on_signals
 from rin_train.run_config import RunConfig, check_against_model
 from rin_train.tasks import drop_long_prompts, load_task
 from srdd.errors import SrddError
 from srdd.models import load_causal_lm, model_info, resolve_model
 from srdd.qlinear import quantization_disabled, quantize_linears
 from srdd.tiny import TINY_LAYERS, build_tiny_llama
-
-
-class Terminated(Exception):
-    """SIGTERM (or SIGHUP) reached the training process."""
 
 
 def model_num_layers(spec: str) -> int:
@@ -131,19 +127,6 @@ def final_validated(run: RunDir, steps: int) -> bool:
                for r in run.logged_steps())
 
 
-@contextmanager
-def _terminate_on_signals():
-    def handler(signum, frame):
-        raise Terminated(f"terminated by {signal.Signals(signum).name}")
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 def run_training(cfg: RunConfig, out: Path, *, resume: bool = False) -> RunDir:
     """Train one run into `out`; returns its RunDir (read `info()['status']`)."""
     from rin_train.engine_trl import train_grpo
@@ -168,7 +151,7 @@ def run_training(cfg: RunConfig, out: Path, *, resume: bool = False) -> RunDir:
             "failed", f"watchdog: no progress for {idle:.0f} s during {what} "
                       f"(grpo.stall_timeout_s={cfg.grpo.stall_timeout_s:g})"))
         try:
-            with _terminate_on_signals():
+            with terminate_on_signals():
                 if cfg.scan.before and not run.scan_path("before").exists():
                     run.write_scan("before", rescan(model, tokenizer, cfg, info))
                 try:  # armed by the engine when training begins

@@ -31,17 +31,13 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from contextlib import contextmanager
 from pathlib import Path
 
 from rin_train.ingest import SCORE_KEY, parse_jsonl
 from rin_train.rundir import RunDir
+from rin_train.signals import Terminated, terminate_on_signals
 from rin_train.watchdog import STALL_EXIT_CODE, Watchdog
 from srdd.errors import SrddError
-
-
-class Terminated(Exception):
-    """SIGTERM or SIGHUP reached the launcher."""
 
 
 def _number(value) -> float | None:
@@ -148,19 +144,6 @@ class MetricsCollector:
         return "complete", None
 
 
-@contextmanager
-def _terminate_on_signals():
-    def handler(signum, frame):
-        raise Terminated(f"terminated by {signal.Signals(signum).name}")
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 def _stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
     """End verl and everything it started (its own session), gently first."""
     if proc.poll() is not None:
@@ -206,7 +189,7 @@ def run_verl(argv: list[str], run: RunDir, collector: MetricsCollector, *, env: 
         "failed", f"watchdog: no new verl step for {idle:.0f} s after {what} "
                   f"(grpo.stall_timeout_s={stall_timeout_s:g})"), exit=lambda code: _stop(proc, grace_s=5.0))
     try:
-        with _terminate_on_signals():
+        with terminate_on_signals():
             while proc.poll() is None:
                 for step in collector.poll():
                     watchdog.start()  # armed at verl's first logged step, a beat at every later one
