@@ -9,9 +9,9 @@ import pytest
 from rin_train.rundir import RunDir
 
 
-def srdd(*args):
+def srdd(*args, timeout: float = 600):
     return subprocess.run([sys.executable, "-m", "srdd", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
+                          timeout=timeout)
 
 
 def test_smoke_run_produces_a_valid_run_directory(tmp_path):
@@ -57,10 +57,11 @@ def test_help_and_usage_errors(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_demo_preset(tmp_path):
-    """SmolLM2-135M, NVFP4 W4A16 + noise, 36 steps: about 10 minutes on 2 CPU cores."""
+    """SmolLM2-135M, NVFP4 W4A16 + noise, 36 steps: about 10 minutes on 2 quiet CPU cores (30 allowed)."""
     out = tmp_path / "demo"
-    r = srdd("train", "--preset", "demo", "--out", out)
+    r = srdd("train", "--preset", "demo", "--out", out, timeout=1700)
     assert r.returncode == 0, r.stderr[-3000:]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     evals = [rec for rec in records if rec["accuracy"] is not None]
