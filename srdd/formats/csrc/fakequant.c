@@ -379,15 +379,19 @@ INLINE int threads_for(int nthreads) {
     return nthreads > MAX_THREADS ? MAX_THREADS : nthreads;
 }
 
-/* Max |x| bit pattern over n elements (NaN patterns above Inf), for NVFP4's tensor scale. */
-static uint32_t tensor_amax_bits(const void *x, int64_t n, int dtype, int nthreads) {
+/* Max |x| bit pattern over n elements (NaN patterns above Inf), for NVFP4's tensor scale.
+ * `fresh`: output memory just allocated; its pages are first touched here, so the page faults overlap this
+ * memory-bound read instead of following it (each thread touches the part of y it will write). */
+static uint32_t tensor_amax_bits(const void *x, void *fresh, int64_t n, int dtype, int nthreads) {
     uint32_t m = 0;
 #if SRDD_AVX512
-    int64_t nv = n / 16;
+    int64_t nv = n / 16, esize = dtype == DT_F32 ? 4 : 2;
 #pragma omp parallel for num_threads(nthreads) schedule(static) reduction(max : m)
     for (int64_t c = 0; c < (nv + 1023) / 1024; c++) {
         __m512i acc = _mm512_setzero_si512();
         int64_t end = (c + 1) * 1024 < nv ? (c + 1) * 1024 : nv;
+        if (fresh)
+            for (int64_t b = c * 1024 * 16 * esize; b < end * 16 * esize; b += 4096) ((volatile char *)fresh)[b] = 0;
         for (int64_t i = c * 1024; i < end; i++) acc = _mm512_max_epu32(acc, abs_bits16(load16(x, i * 16, dtype)));
         uint32_t r = (uint32_t)_mm512_reduce_max_epu32(acc);
         m = r > m ? r : m;
@@ -399,10 +403,10 @@ static uint32_t tensor_amax_bits(const void *x, int64_t n, int dtype, int nthrea
     return tail > m ? tail : m;
 }
 
-static nv_tensor tensor_part(const void *x, int64_t n, int fmt, int dtype, int nthreads) {
+static nv_tensor tensor_part(const void *x, void *fresh, int64_t n, int fmt, int dtype, int nthreads) {
     nv_tensor t = {1.0f, 1.0f, 0};
     if (fmt == FMT_NVFP4) {
-        t.pts = u2f(tensor_amax_bits(x, n, dtype, nthreads)) / 2688.0f;
+        t.pts = u2f(tensor_amax_bits(x, fresh, n, dtype, nthreads)) / 2688.0f;
         t.pts_bad = !isfinite(t.pts);
         t.inv_pts = 1.0f / t.pts;
     }
@@ -423,7 +427,7 @@ SRDD_API int srdd_round_trip(const void *x, void *y, int64_t nblocks, int fmt, i
     if (!valid_args(nblocks, fmt, dtype) || !y) return -1;
     nthreads = threads_for(nthreads);
     int block = block_of(fmt);
-    nv_tensor t = tensor_part(x, nblocks * block, fmt, dtype, nthreads);
+    nv_tensor t = tensor_part(x, may_stream ? 0 : y, nblocks * block, fmt, dtype, nthreads);
     int64_t done = 0;
 #if SRDD_AVX512
     int64_t ngroups = nblocks / GROUP;
@@ -471,7 +475,7 @@ SRDD_API int srdd_stats(const void *x, int64_t nblocks, int fmt, int dtype, int 
     if (!valid_args(nblocks, fmt, dtype) || !out) return -1;
     nthreads = threads_for(nthreads);
     int block = block_of(fmt);
-    nv_tensor t = tensor_part(x, nblocks * block, fmt, dtype, nthreads);
+    nv_tensor t = tensor_part(x, 0, nblocks * block, fmt, dtype, nthreads);
     acc_t part[MAX_THREADS + 1];
     memset(part, 0, sizeof part);
     int64_t done = 0;
