@@ -12,14 +12,18 @@ fake quantizer with its STE. Goal (issue criterion): <= 1.5x the bf16 step.
 
 Rows, all in one process on the same token batch, each from the same base
 weights: bf16 LoRA (the criterion's baseline), fp32 LoRA (the precision
-rin_train trains the quantized policy in, so the ratio to it isolates the
-quantizer), W4A4 with noise on RMSNorm weights (QeRL's AQN: frozen linear
-weights stay cached), W4A4 with noise on linear weights (RIN's default:
+rin_train keeps the quantized policy's weights in, so the ratio to it isolates
+the quantizer), W4A4 with noise on RMSNorm weights (QeRL's AQN: frozen linear
+weights stay cached) and W4A4 with noise on linear weights (RIN's default:
 perturb and restore write the weights, so they are re-quantized and fresh
-noise is drawn once per step), and both W4A4 rows again on a bf16 policy
-(`grpo.dtype: bfloat16`; MXFP4 values are exact in bf16, so only the matmul
-precision differs: the like-for-like comparison with the bf16 LoRA step, and on
-a CPU with bf16 GEMMs it shows what the fp32 policy's matmuls cost). Each row:
+noise is drawn once per step), both with fp32 matmuls (`grpo.matmul_dtype:
+float32`); both W4A4 rows again on a bf16 policy (`grpo.dtype: bfloat16`:
+bf16 weights, norms and noise writes); and both W4A4 rows as `srdd train`
+builds its default policy: fp32 weights, norms and noise, the quantized linears'
+GEMMs in the dtype `grpo.matmul_dtype: auto` resolves to (bf16 for MXFP4/MXFP6,
+whose values bf16 holds exactly, so only the GEMM output rounding differs from
+fp32; fp32 for the other formats). The default rows are the ones the criterion
+is about. Each row:
 `--warmup` untimed steps (weight cache, compiled kernels), then the median of
 `--steps` timed steps. The weight quantizations counted during the timed steps
 show whether the frozen-weight cache hits.
@@ -39,6 +43,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from rin_train.noise import NoiseConfig, NoiseInjector
+from rin_train.run_config import load_run_config
 from srdd.models import load_causal_lm
 from srdd.qlinear import LinearQuantConfig, quantize_linears, quantized_modules
 
@@ -49,9 +54,15 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 class Row:
     label: str
     dtype: torch.dtype
-    quant: str | None = None
-    """srdd format of the W4A4 rows; None: unquantized."""
+    quant: LinearQuantConfig | None = None
+    """Fake quantization of the W4A4 rows; None: unquantized."""
     noise_targets: tuple[str, ...] = ()
+
+
+def default_quant(fmt: str) -> LinearQuantConfig:
+    """The quantized linears' config of `srdd train`'s default (fp32) W4A4 `fmt` policy, matmul dtype resolved."""
+    cfg = load_run_config({"quant": {"format": fmt, "mode": "w4a4"}})
+    return cfg.quant.linear_config(cfg.grpo.matmul_dtype)
 
 
 def make_policy(spec: str, row: Row):
@@ -60,7 +71,7 @@ def make_policy(spec: str, row: Row):
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, task_type="CAUSAL_LM",
                                              target_modules=LORA_TARGETS))
     if row.quant is not None:
-        quantize_linears(model, LinearQuantConfig(row.quant, "w4a4"))
+        quantize_linears(model, row.quant)
     model.train()
     return model
 
@@ -109,11 +120,16 @@ def main() -> None:
         spec = str(build_tiny_llama(Path(tmp.name) / "tiny", layers=4, hidden=256, intermediate=1024))
     torch.manual_seed(0)
     batch = torch.randint(10, 4000 if args.model != "tiny" else 500, (args.batch, args.tokens))
+    w4a4, default = LinearQuantConfig(args.format, "w4a4"), default_quant(args.format)
+    default_label = f"default (fp32 weights, {'bf16' if default.matmul_dtype == 'bfloat16' else 'fp32'} matmuls)"
     rows = (Row("bf16 LoRA", torch.bfloat16), Row("fp32 LoRA", torch.float32),
-            Row(f"W4A4 {args.format} + RMSNorm noise", torch.float32, args.format, ("rmsnorm",)),
-            Row(f"W4A4 {args.format} + linear noise", torch.float32, args.format, ("linear",)),
-            Row(f"W4A4 {args.format} + RMSNorm noise, bf16", torch.bfloat16, args.format, ("rmsnorm",)),
-            Row(f"W4A4 {args.format} + linear noise, bf16", torch.bfloat16, args.format, ("linear",)))
+            Row(f"W4A4 {args.format} + RMSNorm noise", torch.float32, w4a4, ("rmsnorm",)),
+            Row(f"W4A4 {args.format} + linear noise", torch.float32, w4a4, ("linear",)),
+            Row(f"W4A4 {args.format} + RMSNorm noise, bf16", torch.bfloat16, w4a4, ("rmsnorm",)),
+            Row(f"W4A4 {args.format} + linear noise, bf16", torch.bfloat16, w4a4, ("linear",)),
+            Row(f"W4A4 {args.format} + RMSNorm noise, {default_label}", torch.float32, default, ("rmsnorm",)),
+            Row(f"W4A4 {args.format} + linear noise, {default_label}", torch.float32, default, ("linear",)))
+    width = max(len(row.label) for row in rows)
     print(f"model {args.model}, batch {args.batch} x {args.tokens} tokens, {torch.get_num_threads()} threads, "
           f"{args.warmup} warm-up + {args.steps} timed steps per row")
     medians = {}
@@ -127,7 +143,7 @@ def main() -> None:
         medians[row.label] = statistics.median(times)
         cache = (f"  weight quantizations in timed steps: {requant} ({len(list(quantized_modules(model)))} "
                  f"quantized linears)" if row.quant else "")
-        print(f"{row.label:<38} median {medians[row.label]:7.3f} s/step (min {min(times):.3f}, "
+        print(f"{row.label:<{width}} median {medians[row.label]:7.3f} s/step (min {min(times):.3f}, "
               f"max {max(times):.3f}){cache}", flush=True)
         del model, injector
         gc.collect()

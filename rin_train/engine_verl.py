@@ -88,6 +88,9 @@ def check_config(cfg: RunConfig) -> None:
     if cfg.grpo.dtype != "float32":
         raise SrddError(f"grpo.dtype={cfg.grpo.dtype} is for the trl engine; verl keeps fp32 master weights and runs "
                         "its own FSDP mixed precision, so leave grpo.dtype at float32 for the verl engine")
+    if cfg.grpo.matmul_dtype != cfg.grpo.dtype:  # auto resolves to grpo.dtype for verl: this was asked for
+        raise SrddError(f"grpo.matmul_dtype={cfg.grpo.matmul_dtype} is for the trl engine; verl runs its own FSDP "
+                        "mixed precision, so leave grpo.matmul_dtype at auto for the verl engine")
     if cfg.grpo.stop_after_zero_variance_steps is not None:
         raise SrddError("grpo.stop_after_zero_variance_steps cannot be enforced inside verl (its trainer exposes no "
                         "per-group rewards to stop on); set it to null for the verl engine")

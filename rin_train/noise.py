@@ -6,6 +6,11 @@ in fp32 (sigma = schedule x layer multiplier x, in relative mode, the clean
 tensor's RMS), and reads back the noise actually present after the write into
 the parameter's dtype: bf16 rounds small noise away near 1.0, and the logged
 per-layer "achieved" sigma shows it instead of hiding it (DESIGN.md lessons 1-3).
+
+Each target draws from its own generator, seeded from (seed, step, target
+index), so draws can run in parallel threads (torch.randn is single-threaded
+and releases the GIL) while the noise stays a function of the seed and step
+alone, whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -161,10 +169,53 @@ def _is_linear(name: str, module: nn.Module) -> bool:
     return (isinstance(module, nn.Linear) or vllm_linear) and not re.search(r"(^|\.)lora_[AB](\.|$)", name)
 
 
+def noise_seed(seed: int, step: int, index: int) -> int:
+    """The generator seed of target `index` at `step`: a fixed function of the three, never of thread timing.
+
+    32 bits, all that torch's CPU generator (mt19937) keeps of a seed; within one run's seed they differ
+    for every target (index < 1_000_033) and step below 4294.
+    """
+    return ((seed * 1_000_003 + step) * 1_000_033 + index) % 2**32
+
+
+WINDOW_VALUES = 1 << 24
+"""Noise values drawn per window beyond one job per worker (64 MB of fp32): enough jobs for the pool to
+balance tensors of mixed sizes, few enough that the drawn noise stays small next to the weights."""
+
+
+def windows(sizes: list[int], workers: int, budget: int) -> Iterator[range]:
+    """Consecutive index ranges over `sizes`: at least `workers` items each, more while within `budget`."""
+    start = 0
+    while start < len(sizes):
+        end, total = start, 0
+        while end < len(sizes) and (end - start < workers or total + sizes[end] <= budget):
+            total += sizes[end]
+            end += 1
+        yield range(start, end)
+        start = end
+
+
+def drawn_in_windows(jobs: list[Callable[[], torch.Tensor]], sizes: list[int], workers: int) -> Iterator[torch.Tensor]:
+    """Results of `jobs` (each making a tensor of `sizes[i]` values) in order, drawn by `workers` threads.
+
+    A window of jobs finishes before its results are handed out, so the caller's own
+    multi-threaded torch ops never compete with the draws for the cores (oversubscribed
+    OpenMP barriers stall badly), and only one window's results are alive at once.
+    """
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for window in windows(sizes, workers, WINDOW_VALUES):
+            pending = deque(pool.submit(jobs[i]) for i in window)
+            wait(pending)
+            while pending:
+                yield pending.popleft().result()
+
+
 class NoiseInjector:
-    def __init__(self, model: nn.Module, cfg: NoiseConfig, *, seed: int = 0) -> None:
+    def __init__(self, model: nn.Module, cfg: NoiseConfig, *, seed: int = 0, workers: int | None = None) -> None:
+        """`workers`: threads drawing noise (default torch.get_num_threads()); the noise does not depend on it."""
         self.cfg = cfg
         self.seed = seed
+        self.workers = max(1, workers or torch.get_num_threads())
         layers = decoder_layers(model)
         self.num_layers = len(layers)
         wanted = set(range(self.num_layers)) if cfg.target_layers is None else set(cfg.target_layers)
@@ -220,20 +271,28 @@ class NoiseInjector:
 
         Each weight is written from its fp32 master, never from its current (possibly perturbed)
         value, so noise cannot accumulate across steps (lesson 3) and no separate restore is needed.
+        The noise buffer is scaled, offset by the master and written in place, then reused for the
+        achieved delta read back from the parameter: no further weight-sized temporaries.
         """
         self.perturbed = True  # from the first write on, restore() has something to undo
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        jobs = [partial(self._draw, step, index) for index in range(len(self.targets))]
+        sizes = [t.clean.numel() for t in self.targets]
         achieved: dict[int, list[float]] = {}
         with torch.no_grad():
-            for t in self.targets:
+            for t, noise in zip(self.targets, drawn_in_windows(jobs, sizes, self.workers)):
                 sigma = self.schedules[t.layer].sigma_at(step, total_steps) * self.multiplier(t.layer)
                 scale = t.rms if self.cfg.sigma_mode is SigmaMode.RELATIVE else 1.0
-                noise = torch.randn(t.clean.shape, generator=generator, dtype=torch.float32) * (sigma * scale)
-                t.param.copy_(t.clean + noise.to(t.clean.device))
-                delta = t.param.detach().to(torch.float32) - t.clean
+                noise = noise.mul_(sigma * scale).to(t.clean.device).add_(t.clean)
+                t.param.copy_(noise)
+                delta = torch.sub(t.param, t.clean, out=noise)  # what the parameter's dtype kept of the noise
                 achieved.setdefault(t.layer, []).append(float(delta.std()) / scale if delta.numel() > 1 else 0.0)
         return {"sigma": self.schedules[0].sigma_at(step, total_steps) if self.num_layers else None,
                 "sigma_layers": {str(k): sum(v) / len(v) for k, v in sorted(achieved.items())}}
+
+    def _draw(self, step: int, index: int) -> torch.Tensor:
+        """Unit-variance fp32 noise for target `index` at `step` (runs in a worker thread)."""
+        generator = torch.Generator().manual_seed(noise_seed(self.seed, step, index))
+        return torch.randn(self.targets[index].clean.shape, generator=generator, dtype=torch.float32)
 
     @contextmanager
     def applied(self, step: int, total_steps: int) -> Iterator[dict]:

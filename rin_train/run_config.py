@@ -35,7 +35,7 @@ from rin_train.noise import NoiseConfig
 from rin_train.tasks import INSTRUCTION
 from srdd.errors import SrddError
 from srdd.mathdata import DIFFICULTIES
-from srdd.qlinear import DEFAULT_EXCLUDE, LinearQuantConfig
+from srdd.qlinear import DEFAULT_EXCLUDE, MATMUL_DTYPES, LinearQuantConfig, QuantMode, bf16_exact
 
 ENGINES = ("trl", "verl")
 POLICY_DTYPES = ("float32", "bfloat16")
@@ -208,10 +208,23 @@ class GrpoConfig:
     """Precision of the policy's base weights. float32 keeps noise far below bf16's resolution
     (lesson 2); bfloat16 runs bf16 matmuls (about 3x faster on CPUs with AVX512-BF16) and rounds the
     perturbed weights, which the per-layer achieved sigma in metrics.jsonl then shows."""
+    matmul_dtype: str = "auto"
+    """Precision of the quantized linears' GEMMs: auto | float32 | bfloat16. auto resolves to bfloat16
+    exactly when the trl policy is W4A4 in a format whose values bf16 holds exactly (srdd.qlinear.bf16_exact:
+    mxfp4, mxfp6) on fp32 weights (grpo.dtype float32): both GEMM inputs are then exact, so only the GEMM's
+    output rounding differs from fp32, at a fraction of the cost. The fp32 master weights, RMSNorm weights,
+    residual stream, noise and lm_head stay fp32 (lesson 2 holds: noise is applied in fp32 and reaches the
+    quantized values before any bf16 cast). Otherwise auto resolves to grpo.dtype (always float32 for verl,
+    which runs its own FSDP mixed precision). run.json records the resolved value."""
 
     def __post_init__(self) -> None:
         if self.dtype not in POLICY_DTYPES:
             raise SrddError(f"grpo.dtype must be one of {list(POLICY_DTYPES)}, got {self.dtype!r}")
+        if self.matmul_dtype not in ("auto", *MATMUL_DTYPES):
+            raise SrddError(f"grpo.matmul_dtype must be one of {['auto', *MATMUL_DTYPES]}, got {self.matmul_dtype!r}")
+        if self.matmul_dtype == "float32" and self.dtype == "bfloat16":
+            raise SrddError("grpo.matmul_dtype=float32 needs grpo.dtype=float32: a bf16 policy's weights and "
+                            "activations are already rounded to bf16, so fp32 matmuls would only cost time")
         for key in ("steps", "max_prompt_length", "max_completion_length", "save_every"):
             if getattr(self, key) < 1:
                 raise SrddError(f"grpo.{key} must be >= 1, got {getattr(self, key)}")
@@ -273,8 +286,10 @@ class QuantConfig:
     def __post_init__(self) -> None:
         self.linear_config()  # validates format, options, mode and the exclude regexes
 
-    def linear_config(self) -> LinearQuantConfig:
-        return LinearQuantConfig(self.format, self.mode, dict(self.options), tuple(self.exclude))
+    def linear_config(self, matmul_dtype: str | None = None) -> LinearQuantConfig:
+        """The srdd.qlinear config; `matmul_dtype` (the policy's resolved grpo.matmul_dtype) only for the
+        policy's own linears (None: GEMMs in the weights' dtype, as the rescans measure them)."""
+        return LinearQuantConfig(self.format, self.mode, dict(self.options), tuple(self.exclude), matmul_dtype)
 
 
 SECTIONS: dict[str, type] = {"task": TaskConfig, "quant": QuantConfig, "lora": LoraConfig, "grpo": GrpoConfig,
@@ -408,7 +423,18 @@ def resolve(data: dict, *, name: str | None = None, stem: str | None = None) -> 
     sections = {k: section_from_dict(SECTIONS[k], data.get(k), k) for k in SECTION_ORDER}
     cfg = RunConfig(name=run_name, seed=seed, model=model, engine=engine, **sections)
     check_cross_sections(cfg)
-    return cfg
+    return dataclasses.replace(cfg, grpo=dataclasses.replace(cfg.grpo, matmul_dtype=resolve_matmul_dtype(cfg)))
+
+
+def resolve_matmul_dtype(cfg: RunConfig) -> str:
+    """grpo.matmul_dtype with `auto` made concrete (see GrpoConfig.matmul_dtype)."""
+    g = cfg.grpo
+    if g.matmul_dtype != "auto":
+        return g.matmul_dtype
+    quant = cfg.quant.linear_config()
+    exact = (cfg.engine == "trl" and g.dtype == "float32" and quant.mode is QuantMode.W4A4
+             and bf16_exact(quant.format, quant.options))
+    return "bfloat16" if exact else g.dtype
 
 
 def check_cross_sections(cfg: RunConfig) -> None:
@@ -445,8 +471,13 @@ def config_for_resume(recorded: dict) -> RunConfig:
 
     The recorded config holds the multipliers actually used; when it also names the
     multipliers file they came from, the recorded values win (the file may have moved).
+    A run recorded before grpo.matmul_dtype existed ran its GEMMs in grpo.dtype and
+    continues so, rather than switching precision mid-run through `auto`.
     """
     data = copy.deepcopy(recorded)
+    grpo = data.get("grpo")
+    if isinstance(grpo, dict) and "matmul_dtype" not in grpo:
+        grpo["matmul_dtype"] = grpo.get("dtype", "float32")  # recorded before the key existed: it ran there
     noise = data.get("noise") or {}
     if noise.get("layer_multipliers") is not None and noise.get("multipliers_file") is not None:
         noise["multipliers_file"] = None

@@ -64,7 +64,8 @@ def preflight(cfg: RunConfig, out: Path, *, resume: bool) -> None:
 
 
 def load_policy(cfg: RunConfig, workdir: Path):
-    """Base model (grpo.dtype) + LoRA (peft) + fake quantization of every targeted linear (adapters full precision)."""
+    """Base model (grpo.dtype) + LoRA (peft) + fake quantization of every targeted linear (adapters full precision),
+    whose GEMMs run in grpo.matmul_dtype."""
     from peft import LoraConfig, get_peft_model
 
     spec = cfg.model
@@ -84,9 +85,9 @@ def load_policy(cfg: RunConfig, workdir: Path):
         model = get_peft_model(model, lora)
     except ValueError as exc:
         raise SrddError(f"lora.target_modules {cfg.lora.target_modules}: {exc}") from None
-    names = quantize_linears(model, cfg.quant.linear_config())
-    print(f"quantized {len(names)} linear modules under {cfg.quant_label} (excluded: "
-          f"{', '.join(cfg.quant.exclude) or 'none'}; LoRA adapters stay full precision):")
+    names = quantize_linears(model, cfg.quant.linear_config(cfg.grpo.matmul_dtype))
+    print(f"quantized {len(names)} linear modules under {cfg.quant_label}, matmuls in {cfg.grpo.matmul_dtype} "
+          f"(excluded: {', '.join(cfg.quant.exclude) or 'none'}; LoRA adapters stay full precision):")
     for name in names:
         print(f"  {name}")
     return model, tokenizer, info

@@ -7,6 +7,11 @@ functionally inside `forward` through `fake_quantize_ste`, never by writing
 quantized values into `.weight`. Frozen weights are quantized once and cached
 until their storage or version counter changes (noise injection, optimizer
 steps on full fine-tuning); trainable weights go through the STE every call.
+
+`LinearQuantConfig.matmul_dtype` lets the GEMM run in another precision than
+the weights (bf16 matmuls on an fp32 policy): activations are fake-quantized in
+their own dtype first, then cast; for the formats `bf16_exact` accepts that cast
+is lossless, so under W4A4 the only rounding is the GEMM's own output rounding.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from srdd.errors import SrddError
-from srdd.formats import fake_quantize_ste, get_format
+from srdd.formats import fake_quantize, fake_quantize_ste, get_format
+from srdd.formats.specs import Family
 
 
 class QuantMode(str, enum.Enum):
@@ -47,6 +53,34 @@ class QuantMode(str, enum.Enum):
 
 
 DEFAULT_EXCLUDE: tuple[str, ...] = ("lm_head", "embed_tokens")
+MATMUL_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+
+_BF16_MANTISSA_BITS = 7
+_BF16_MIN_EXPONENT = -133  # smallest bf16 subnormal: 2^(-126 - 7)
+_E8M0_MIN_EXPONENT = -127
+
+
+def bf16_exact(fmt: str, options: dict | None = None) -> bool:
+    """Whether every value `fmt` produces from fp32 or bf16 input is exactly representable in bfloat16.
+
+    Then a bf16 GEMM on W4A4-quantized operands sees exactly the quantized values:
+    casting them to bf16 loses nothing, and the GEMM's output rounding is the only
+    one left. True for MX formats whose elements carry at most bf16's 7 mantissa
+    bits and whose smallest value 2^(emin - mbits - 127) (smallest element times the
+    smallest E8M0 scale) is not below bf16's smallest subnormal 2^-133: e2m1, e2m3,
+    e3m2 (bf16 shares fp32's exponent range, so the top end always fits). Not for
+    MXFP8 E4M3/E5M2 (their tiniest values underflow bf16), NVFP4 (an arbitrary fp32
+    tensor scale multiplies every value), per-tensor FP8 or per-group INT4 (fp32
+    scales). The `bf16` identity control rounds through bf16, so it qualifies.
+    """
+    spec = get_format(fmt, **(options or {}))
+    if spec.family is Family.IDENTITY:
+        return spec.through is torch.bfloat16
+    if spec.family is not Family.MX:
+        return False
+    element = spec.element
+    smallest = element.emin - element.mbits + _E8M0_MIN_EXPONENT
+    return element.mbits <= _BF16_MANTISSA_BITS and smallest >= _BF16_MIN_EXPONENT
 
 
 @dataclass(frozen=True)
@@ -55,8 +89,15 @@ class LinearQuantConfig:
     mode: QuantMode = QuantMode.W4A4
     options: dict = field(default_factory=dict)
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    matmul_dtype: str | None = None
+    """Precision of the quantized linears' GEMMs: None runs them in the weight's dtype; "bfloat16" on
+    fp32 weights keeps fp32 weights, caches and outputs but multiplies in bf16 (exact inputs for the
+    formats `bf16_exact` accepts under W4A4). Linears outside the quantized set are unaffected."""
 
     def __post_init__(self) -> None:
+        if self.matmul_dtype is not None and self.matmul_dtype not in MATMUL_DTYPES:
+            raise SrddError(f"quant: matmul_dtype must be one of {list(MATMUL_DTYPES)} or None (the weight's dtype), "
+                            f"got {self.matmul_dtype!r}")
         try:
             object.__setattr__(self, "mode", QuantMode(self.mode))
         except ValueError:
@@ -70,6 +111,10 @@ class LinearQuantConfig:
                 re.compile(pattern)
             except re.error as exc:
                 raise SrddError(f"quant.exclude: bad regex {pattern!r}: {exc}") from None
+
+    def matmul_torch_dtype(self, weight: torch.Tensor) -> torch.dtype:
+        """The dtype the GEMM of a linear with this `weight` runs in."""
+        return weight.dtype if self.matmul_dtype is None else getattr(torch, self.matmul_dtype)
 
     @property
     def label(self) -> str:
@@ -94,33 +139,76 @@ class QuantLinear(nn.Linear):
         linear.quant = config
         linear.quant_enabled = True
         linear.weight_quantizations = 0
+        linear._wq_quantized = None
         linear._wq_cache = None
         linear._wq_key = None
         return linear  # type: ignore[return-value]
 
-    def _weight_key(self) -> tuple:
+    def _weight_key(self, dtype: torch.dtype) -> tuple:
         w = self.weight
-        return (w.data_ptr(), w._version, w.dtype, w.device)
+        return (w.data_ptr(), w._version, w.dtype, w.device, dtype)
 
-    def quantized_weight(self) -> torch.Tensor:
+    def matmul_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """The weight the GEMM multiplies by: fake-quantized per the mode, in `dtype`.
+
+        Trainable weights go through the STE and the cast every call, so gradients
+        reach them. Frozen ones are computed once per weight value (storage, version
+        counter, dtype) and cached (DESIGN.md §2).
+        """
+        mode = self.quant.mode
+        if not mode.weights and dtype == self.weight.dtype:
+            return self.weight
         if self.weight.requires_grad:
-            self.weight_quantizations += 1
-            return fake_quantize_ste(self.weight, self.quant.format, **self.quant.options)
-        key = self._weight_key()
-        if self._wq_cache is None or self._wq_key != key:
-            self.weight_quantizations += 1
-            self._wq_cache = fake_quantize_ste(self.weight, self.quant.format, **self.quant.options)
+            weight = self.weight
+            if mode.weights:
+                self.weight_quantizations += 1
+                weight = fake_quantize_ste(weight, self.quant.format, **self.quant.options)
+            return weight.to(dtype)
+        key = self._weight_key(dtype)
+        if self._wq_key != key:
+            self._refresh_frozen(dtype)
             self._wq_key = key
         return self._wq_cache
+
+    def _refresh_frozen(self, dtype: torch.dtype) -> None:
+        """Recompute the cached weight, writing into the previous buffers where they still fit.
+
+        Noise on linear weights rewrites every weight each step, so allocating fresh
+        copies of all of them per step would churn through hundreds of MB. A graph
+        that saved the old cached value for its backward and runs after the rewrite
+        fails autograd's version check rather than using the new value silently.
+        """
+        w = self.weight.detach()
+        source = w
+        if self.quant.mode.weights:
+            self._wq_quantized = fake_quantize(w, self.quant.format, out=_reusable(self._wq_quantized, w, w.dtype),
+                                               **self.quant.options)
+            self.weight_quantizations += 1
+            source = self._wq_quantized
+        if dtype == w.dtype:
+            self._wq_cache = source
+            return
+        buffer = _reusable(self._wq_cache, w, dtype)
+        self._wq_cache = source.to(dtype) if buffer is None else buffer.copy_(source)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mode = self.quant.mode
         if not self.quant_enabled or mode is QuantMode.NONE:
             return F.linear(x, self.weight, self.bias)
-        if mode.activations:
-            x = fake_quantize_ste(x, self.quant.format, **self.quant.options)
-        weight = self.quantized_weight() if mode.weights else self.weight
-        return F.linear(x, weight, self.bias)
+        x_q = fake_quantize_ste(x, self.quant.format, **self.quant.options) if mode.activations else x
+        dtype = self.quant.matmul_torch_dtype(self.weight)
+        weight = self.matmul_weight(dtype)
+        if dtype == x.dtype:
+            return F.linear(x_q, weight, self.bias)
+        bias = None if self.bias is None else self.bias.to(dtype)
+        return F.linear(x_q.to(dtype), weight, bias).to(x.dtype)
+
+
+def _reusable(buffer: torch.Tensor | None, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """`buffer` when it can hold `like` cast to `dtype` (same shape and device), else None."""
+    if buffer is None or buffer.shape != like.shape or buffer.dtype != dtype or buffer.device != like.device:
+        return None
+    return buffer
 
 
 def quantize_linears(model: nn.Module, config: LinearQuantConfig) -> list[str]:

@@ -152,6 +152,7 @@ def test_smoke_preset_through_the_real_entry_point(tmp_path):
     (["lora.dropout=0.1"], "LoRA without dropout"),
     (["grpo.stop_after_zero_variance_steps=2"], "cannot be enforced inside verl"),
     (["grpo.dtype=bfloat16"], "grpo.dtype=bfloat16 is for the trl engine"),
+    (["grpo.matmul_dtype=bfloat16"], "grpo.matmul_dtype=bfloat16 is for the trl engine"),
     (["noise.layer_multipliers={7: 2.0}"], "has 3 decoder layers"),
     (["quant.exclude=[lm_head, q_proj]"], "vLLM fuses them into model.layers.0.self_attn.qkv_proj"),
     (["quant.exclude=[embed_tokens]"], "keep lm_head in quant.exclude"),

@@ -10,13 +10,17 @@ from srdd.models import load_causal_lm
 from srdd.qlinear import LinearQuantConfig, QuantLinear, quantization_disabled, quantize_linears
 
 
-@pytest.fixture
-def policy(tiny_model_dir):
+def _policy(tiny_model_dir, config: LinearQuantConfig):
     model, tok = load_causal_lm(str(tiny_model_dir))
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
                                              task_type="CAUSAL_LM"))
-    names = quantize_linears(model, LinearQuantConfig("mxfp4", "w4a4"))
+    names = quantize_linears(model, config)
     return model, names
+
+
+@pytest.fixture
+def policy(tiny_model_dir):
+    return _policy(tiny_model_dir, LinearQuantConfig("mxfp4", "w4a4"))
 
 
 def test_ste_gives_lora_non_zero_gradients_under_w4a4(policy):
@@ -68,3 +72,19 @@ def test_quantization_changes_outputs_and_can_be_disabled(policy, tiny_model_dir
         expected = ref(input_ids=ids).logits
     assert torch.allclose(clean, expected, atol=1e-5)  # LoRA B starts at zero
     assert not torch.allclose(quantized, expected, atol=1e-3)
+
+
+def test_rmsnorm_noise_stays_fp32_and_reaches_bf16_matmuls(tiny_model_dir):
+    """The default policy (fp32 weights, bf16 GEMMs): noise far below bf16's resolution near 1.0 is kept and
+    still changes what the quantized linears compute."""
+    model, _ = _policy(tiny_model_dir, LinearQuantConfig("mxfp4", "w4a4", matmul_dtype="bfloat16"))
+    injector = NoiseInjector(model, NoiseConfig(targets=["rmsnorm"], schedule="constant", sigma_start=1e-4,
+                                                sigma_end=1e-4, num_stages=1, sigma_mode="absolute"))
+    ids = torch.randint(4, 100, (2, 12))
+    with torch.no_grad():
+        clean = model(input_ids=ids).logits
+        with injector.applied(0, 10) as record:
+            noisy = model(input_ids=ids).logits
+            assert all(t.param.dtype == torch.float32 for t in injector.targets)
+    assert all(s == pytest.approx(1e-4, rel=0.3) for s in record["sigma_layers"].values())
+    assert not torch.equal(noisy, clean)

@@ -38,6 +38,29 @@ def test_the_resolved_config_round_trips_through_json():
     assert config_for_resume(recorded) == cfg
 
 
+@pytest.mark.parametrize("data,resolved", [
+    ({}, "bfloat16"),  # mxfp4 W4A4 on fp32 weights: both GEMM operands are exact in bf16
+    ({"quant": {"format": "mxfp6_e3m2"}}, "bfloat16"),
+    ({"quant": {"format": "nvfp4"}}, "float32"),  # its fp32 tensor scale makes values bf16 would round
+    ({"quant": {"mode": "w4a16"}}, "float32"),  # fp32 activations
+    ({"grpo": {"dtype": "bfloat16"}}, "bfloat16"),
+    ({"engine": "verl"}, "float32"),  # verl runs its own mixed precision
+    ({"grpo": {"matmul_dtype": "float32"}}, "float32"),
+    ({"quant": {"format": "nvfp4"}, "grpo": {"matmul_dtype": "bfloat16"}}, "bfloat16"),
+])
+def test_matmul_dtype_auto_is_resolved_and_recorded(data, resolved):
+    cfg = load_run_config(data)
+    assert cfg.grpo.matmul_dtype == resolved
+    recorded = json.loads(json.dumps(cfg.to_dict()))
+    assert recorded["grpo"]["matmul_dtype"] == resolved and config_for_resume(recorded) == cfg
+
+
+def test_a_run_recorded_before_matmul_dtype_resumes_with_the_matmuls_it_ran():
+    recorded = json.loads(json.dumps(load_run_config(None, preset=preset("smoke")).to_dict()))
+    del recorded["grpo"]["matmul_dtype"]
+    assert config_for_resume(recorded).grpo.matmul_dtype == "float32"
+
+
 @pytest.mark.parametrize("data,message", [
     ({"bogus": 1}, "config: unknown key(s) ['bogus']; valid keys: name, seed"),
     ({"grpo": {"stepz": 3}}, "grpo: unknown key(s) ['stepz']; valid keys: steps"),
@@ -58,6 +81,8 @@ def test_the_resolved_config_round_trips_through_json():
     ({"quant": {"exclude": ["("]}}, "quant.exclude: bad regex"),
     ({"seed": -1}, "seed"),
     ({"lora": {"r": 0}}, "lora.r"),
+    ({"grpo": {"matmul_dtype": "float16"}}, "grpo.matmul_dtype must be one of ['auto', 'float32', 'bfloat16']"),
+    ({"grpo": {"dtype": "bfloat16", "matmul_dtype": "float32"}}, "grpo.matmul_dtype=float32 needs grpo.dtype=float32"),
 ])
 def test_bad_configs_are_named(data, message):
     with pytest.raises(SrddError) as err:

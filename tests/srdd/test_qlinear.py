@@ -1,0 +1,90 @@
+"""srdd.qlinear: bf16-exact formats, GEMMs in another dtype than the weights, the frozen-weight cache."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+
+from srdd.errors import SrddError
+from srdd.formats import fake_quantize
+from srdd.models import load_causal_lm
+from srdd.qlinear import LinearQuantConfig, QuantLinear, bf16_exact, quantize_linears
+
+BF16 = LinearQuantConfig("mxfp4", "w4a4", matmul_dtype="bfloat16")
+
+
+def _inputs() -> list[torch.Tensor]:
+    """Ordinary values and blocks small enough to reach the smallest E8M0 scales and bf16's subnormals."""
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(16, 128, generator=g) * scale for scale in (1.0, 1e4, 2.0**-120, 2.0**-126, 2.0**-135)]
+
+
+@pytest.mark.parametrize("fmt,exact", [("mxfp4", True), ("mxfp6_e2m3", True), ("mxfp6_e3m2", True), ("bf16", True),
+                                       ("nvfp4", False), ("int4", False), ("mxfp8_e4m3", False),
+                                       ("mxfp8_e5m2", False), ("fp8_e4m3", False)])
+def test_bf16_exact_says_whether_bf16_holds_every_quantized_value(fmt, exact):
+    assert bf16_exact(fmt) is exact
+    held = [torch.equal(q.bfloat16().float(), q) for q in (fake_quantize(x, fmt) for x in _inputs())]
+    assert all(held) if exact else not all(held)  # the refused formats do produce values bf16 rounds
+
+
+def test_matmul_dtype_is_validated():
+    with pytest.raises(SrddError, match="matmul_dtype must be one of"):
+        LinearQuantConfig("mxfp4", matmul_dtype="float16")
+
+
+@pytest.fixture
+def linear(tiny_model_dir) -> QuantLinear:
+    model, _ = load_causal_lm(str(tiny_model_dir))
+    model.requires_grad_(False)  # frozen, as under LoRA
+    layer = model.model.layers[0].mlp.down_proj
+    quantize_linears(model, BF16)
+    return layer
+
+
+def test_bf16_matmul_multiplies_the_exact_quantized_operands(linear):
+    x = torch.randn(2, 5, linear.in_features)
+    expected = F.linear(fake_quantize(x, "mxfp4").bfloat16(), fake_quantize(linear.weight.detach(), "mxfp4").bfloat16())
+    with torch.no_grad():
+        y = linear(x)
+    assert y.dtype == torch.float32 and linear.weight.dtype == torch.float32
+    assert torch.equal(y, expected.float())
+
+
+def test_a_changed_frozen_weight_is_requantized_into_the_same_buffers(linear):
+    x = torch.randn(3, linear.in_features)
+    with torch.no_grad():
+        linear(x)
+        linear(x)
+        assert linear.weight_quantizations == 1
+        cached = linear.matmul_weight(torch.bfloat16)
+        pointers = (cached.data_ptr(), linear._wq_quantized.data_ptr())
+        linear.weight.mul_(1.5)  # as noise injection does: an in-place write
+        y = linear(x)
+    assert linear.weight_quantizations == 2
+    assert (linear._wq_cache.data_ptr(), linear._wq_quantized.data_ptr()) == pointers
+    expected = F.linear(fake_quantize(x, "mxfp4").bfloat16(), fake_quantize(linear.weight.detach(), "mxfp4").bfloat16())
+    assert torch.equal(y, expected.float())
+
+
+def test_lora_gets_gradients_through_bf16_matmuls(tiny_model_dir):
+    model, _ = load_causal_lm(str(tiny_model_dir))
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"],
+                                             task_type="CAUSAL_LM"))
+    quantize_linears(model, BF16)
+    ids = torch.randint(4, 100, (2, 12))
+    model(input_ids=ids, labels=ids).loss.backward()
+    lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    assert lora and all(p.dtype == torch.float32 for p in lora.values())  # adapters stay fp32
+    # q_proj's adapters get their gradient back through o_proj's quantized bf16 GEMM (STE + casts)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in lora.items() if "lora_B" in n)
+
+
+def test_trainable_weights_go_through_the_ste_and_the_cast_every_call(linear):
+    linear.weight.requires_grad_(True)
+    x = torch.randn(4, linear.in_features, requires_grad=True)
+    linear(x).sum().backward()
+    linear(x).sum().backward()
+    assert linear.weight_quantizations == 2
+    assert linear.weight.grad.dtype == torch.float32 and linear.weight.grad.abs().sum() > 0
+    assert x.grad.abs().sum() > 0
