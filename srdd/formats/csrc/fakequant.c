@@ -560,20 +560,22 @@ INLINE int valid_args(int64_t nblocks, int fmt, int dtype) {
 }
 
 /* y = fake_quantize(x) for `nblocks` contiguous blocks. Returns 0, or -1 for bad arguments.
- * `may_stream`: y is existing memory (not pages just allocated), so a large y may bypass the cache; fresh
- * pages are zeroed through the cache when first touched, and plain stores into them are faster. */
+ * `existing`: y is existing memory, not pages just allocated. A large y whose pages are present but cold
+ * (existing memory, or fresh pages NVFP4's tensor-amax pass has already faulted in) bypasses the cache:
+ * plain stores would first read every line back from DRAM. Fresh pages that the stores themselves fault
+ * in are zeroed through the cache, and plain stores into them are faster. */
 SRDD_API int srdd_round_trip(const void *x, void *y, int64_t nblocks, int fmt, int dtype, int nthreads,
-                             int may_stream) {
+                             int existing) {
     if (!valid_args(nblocks, fmt, dtype) || !y) return -1;
     nthreads = threads_for(nthreads);
     int block = block_of(fmt);
     int64_t bytes = nblocks * block * (dtype == DT_F32 ? 4 : 2);
     uint32_t amax_bits;
-    nv_tensor t = tensor_part(x, may_stream ? 0 : y, 0, nblocks * block, fmt, dtype, nthreads, &amax_bits);
+    nv_tensor t = tensor_part(x, existing ? 0 : y, 0, nblocks * block, fmt, dtype, nthreads, &amax_bits);
     int64_t done = 0;
 #if SRDD_AVX512
     int64_t ngroups = nblocks / GROUP;
-    int stream = may_stream && bytes >= STREAM_MIN_BYTES && ((uintptr_t)y & 63) == 0;
+    int stream = (existing || fmt == FMT_NVFP4) && bytes >= STREAM_MIN_BYTES && ((uintptr_t)y & 63) == 0;
 #pragma omp parallel num_threads(nthreads)
     {
         int64_t g0, g1;
