@@ -516,8 +516,12 @@ static uint32_t tensor_amax_bits(const void *x, void *fresh, acc_t *powers, int6
         memset(&total, 0, sizeof total);
         for (int64_t c = v0; c < v1; c += 1024) {
             int64_t end = c + 1024 < v1 ? c + 1024 : v1;
-            if (fresh)
-                for (int64_t b = c * 16 * esize; b < end * 16 * esize; b += 4096) ((volatile char *)fresh)[b] = 0;
+            if (fresh) /* x and y share offsets: the x lines of each page are fetched while its fault runs */
+                for (int64_t b = c * 16 * esize; b < end * 16 * esize; b += 4096) {
+                    for (int64_t l = b; l < b + 4096 && l < end * 16 * esize; l += 64)
+                        _mm_prefetch((const char *)x + l, _MM_HINT_T1);
+                    ((volatile char *)fresh)[b] = 0;
+                }
             for (int64_t i = c; i < end; i++) {
                 __m512 ax = _mm512_abs_ps(load16(x, i * 16, dtype));
                 acc = _mm512_max_epu32(acc, _mm512_castps_si512(ax));
