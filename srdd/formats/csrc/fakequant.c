@@ -49,6 +49,7 @@ enum { S_NONZERO, S_DEADZONE, S_SATURATED, S_NONFINITE, S_X2, S_X4, S_ERR2, S_RE
 #define GROUP 16 /* blocks per vector group: one scale per lane */
 #define FOLD_GROUPS 64 /* groups per chunk of the two-level statistics sums */
 #define STREAM_MIN_BYTES (32LL << 20) /* outputs at least this large bypass the cache (larger than most LLCs) */
+#define FAULT_GROUPS 64 /* groups per chunk whose fresh output pages are faulted in ahead of the stores */
 
 const int srdd_native_simd = SRDD_AVX512;
 SRDD_API int srdd_simd(void) { return srdd_native_simd; }
@@ -501,14 +502,12 @@ INLINE void powers1(acc_t *a, float xv) {
 }
 
 /* Max |x| bit pattern over n elements (NaN patterns above Inf), for NVFP4's tensor scale.
- * `fresh`: output memory just allocated; its pages are first touched here, so the page faults overlap this
- * memory-bound read instead of following it (each thread touches the part of y it will write).
  * `powers` (per thread, MAX_THREADS + 1 entries, may be 0): also Sum x^2, Sum x^4 and nonzero counts. */
-static uint32_t tensor_amax_bits(const void *x, void *fresh, acc_t *powers, int64_t n, int dtype, int nthreads) {
+static uint32_t tensor_amax_bits(const void *x, acc_t *powers, int64_t n, int dtype, int nthreads) {
     uint32_t part[MAX_THREADS] = {0}, m = 0;
     int64_t done = 0;
 #if SRDD_AVX512
-    int64_t nv = n / 16, esize = dtype == DT_F32 ? 4 : 2;
+    int64_t nv = n / 16;
 #pragma omp parallel num_threads(nthreads)
     {
         int64_t v0, v1;
@@ -519,12 +518,6 @@ static uint32_t tensor_amax_bits(const void *x, void *fresh, acc_t *powers, int6
         memset(&total, 0, sizeof total);
         for (int64_t c = v0; c < v1; c += 1024) {
             int64_t end = c + 1024 < v1 ? c + 1024 : v1;
-            if (fresh) /* x and y share offsets: the x lines of each page are fetched while its fault runs */
-                for (int64_t b = c * 16 * esize; b < end * 16 * esize; b += 4096) {
-                    for (int64_t l = b; l < b + 4096 && l < end * 16 * esize; l += 64)
-                        _mm_prefetch((const char *)x + l, _MM_HINT_T1);
-                    ((volatile char *)fresh)[b] = 0;
-                }
             for (int64_t i = c; i < end; i++) {
                 __m512 ax = _mm512_abs_ps(load16(x, i * 16, dtype));
                 acc = _mm512_max_epu32(acc, _mm512_castps_si512(ax));
@@ -547,12 +540,12 @@ static uint32_t tensor_amax_bits(const void *x, void *fresh, acc_t *powers, int6
     return m;
 }
 
-static nv_tensor tensor_part(const void *x, void *fresh, acc_t *powers, int64_t n, int fmt, int dtype,
-                             int nthreads, uint32_t *amax_bits) {
+static nv_tensor tensor_part(const void *x, acc_t *powers, int64_t n, int fmt, int dtype, int nthreads,
+                             uint32_t *amax_bits) {
     nv_tensor t = {1.0f, 1.0f, 0};
     *amax_bits = 0;
     if (fmt == FMT_NVFP4) {
-        *amax_bits = tensor_amax_bits(x, fresh, powers, n, dtype, nthreads);
+        *amax_bits = tensor_amax_bits(x, powers, n, dtype, nthreads);
         t.pts = u2f(*amax_bits) / 2688.0f;
         t.pts_bad = !isfinite(t.pts);
         t.inv_pts = 1.0f / t.pts;
@@ -566,11 +559,29 @@ INLINE int valid_args(int64_t nblocks, int fmt, int dtype) {
     return nblocks >= 0 && fmt >= FMT_MXFP4_FLOOR && fmt <= FMT_NVFP4_ONE_LEVEL && (dtype == DT_F32 || dtype == DT_BF16);
 }
 
+#if SRDD_AVX512
+/* Groups [g0, g1) into fresh output memory, FAULT_GROUPS at a time: each chunk first touches its output
+ * pages, fetching the x lines of every page while that page faults in, then stores into the pages the
+ * kernel has just zeroed through the cache. The faults (about 1.5 us a page here, as much as all the rest
+ * of a large call) then overlap the reads of x instead of following them. */
+static void groups_fresh(const void *x, void *y, int64_t g0, int64_t g1, int fmt, int dtype, nv_tensor t) {
+    int64_t group_bytes = (int64_t)GROUP * block_of(fmt) * (dtype == DT_F32 ? 4 : 2);
+    for (int64_t c = g0; c < g1; c += FAULT_GROUPS) {
+        int64_t end = c + FAULT_GROUPS < g1 ? c + FAULT_GROUPS : g1;
+        /* x and y share offsets; each 4 KiB step of y lands on a page not touched before */
+        for (int64_t b = c * group_bytes; b < end * group_bytes; b += 4096) {
+            for (int64_t l = b; l < b + 4096; l += 64) _mm_prefetch((const char *)x + l, _MM_HINT_T1);
+            ((volatile char *)y)[b] = 0;
+        }
+        groups_dispatch(x, y, 0, c, end, fmt, dtype, t, 0, 1);
+    }
+}
+#endif
+
 /* y = fake_quantize(x) for `nblocks` contiguous blocks. Returns 0, or -1 for bad arguments.
- * `existing`: y is existing memory, not pages just allocated. A large y whose pages are present but cold
- * (existing memory, or fresh pages NVFP4's tensor-amax pass has already faulted in) bypasses the cache:
- * plain stores would first read every line back from DRAM. Fresh pages that the stores themselves fault
- * in are zeroed through the cache, and plain stores into them are faster. */
+ * `existing`: y is existing memory, not pages just allocated. A large existing y bypasses the cache (plain
+ * stores would first read every cold line back from DRAM); a large fresh y has its page faults overlapped
+ * with the reads of x (groups_fresh). */
 SRDD_API int srdd_round_trip(const void *x, void *y, int64_t nblocks, int fmt, int dtype, int nthreads,
                              int existing) {
     if (!valid_args(nblocks, fmt, dtype) || !y) return -1;
@@ -578,16 +589,18 @@ SRDD_API int srdd_round_trip(const void *x, void *y, int64_t nblocks, int fmt, i
     int block = block_of(fmt);
     int64_t bytes = nblocks * block * (dtype == DT_F32 ? 4 : 2);
     uint32_t amax_bits;
-    nv_tensor t = tensor_part(x, existing ? 0 : y, 0, nblocks * block, fmt, dtype, nthreads, &amax_bits);
+    nv_tensor t = tensor_part(x, 0, nblocks * block, fmt, dtype, nthreads, &amax_bits);
     int64_t done = 0;
 #if SRDD_AVX512
     int64_t ngroups = nblocks / GROUP;
-    int stream = (existing || fmt == FMT_NVFP4) && bytes >= STREAM_MIN_BYTES && ((uintptr_t)y & 63) == 0;
+    int large = bytes >= STREAM_MIN_BYTES;
+    int stream = existing && large && ((uintptr_t)y & 63) == 0;
 #pragma omp parallel num_threads(nthreads)
     {
         int64_t g0, g1;
         thread_share(ngroups, &g0, &g1);
-        groups_dispatch(x, y, 0, g0, g1, fmt, dtype, t, stream, 1);
+        if (large && !existing) groups_fresh(x, y, g0, g1, fmt, dtype, t);
+        else groups_dispatch(x, y, 0, g0, g1, fmt, dtype, t, stream, 1);
         if (stream) _mm_sfence(); /* each thread orders its streamed stores before the join */
     }
     done = ngroups * GROUP;
@@ -608,7 +621,7 @@ SRDD_API int srdd_stats(const void *x, int64_t nblocks, int fmt, int dtype, int 
     memset(part, 0, sizeof part);
     memset(powers, 0, sizeof powers);
     uint32_t amax_bits;
-    nv_tensor t = tensor_part(x, 0, SRDD_AVX512 ? powers : 0, nblocks * block, fmt, dtype, nthreads, &amax_bits);
+    nv_tensor t = tensor_part(x, SRDD_AVX512 ? powers : 0, nblocks * block, fmt, dtype, nthreads, &amax_bits);
     /* amax < 2^120: every block finite and every scale below group_scales' clean bound */
     int split = SRDD_AVX512 && fmt == FMT_NVFP4 && amax_bits < 0x7b800000u;
     int64_t done = 0;

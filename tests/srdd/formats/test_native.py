@@ -161,7 +161,7 @@ def test_unknown_variant_is_refused():
 def test_large_tensors_keep_the_bits(dtype):
     g = torch.Generator().manual_seed(8)
     x = (torch.randn(4096, 4096, generator=g) * 3).to(dtype)  # 32 MiB in bf16, 64 MiB in fp32: streamed stores
-    for fmt in ("mxfp4", "nvfp4"):  # fresh results: NVFP4 faults their pages in during the tensor-amax pass
+    for fmt in ("mxfp4", "nvfp4"):  # fresh results: pages faulted in chunk by chunk ahead of the stores
         eager, got = _both(fake_quantize, x, fmt)
         assert (bits(eager) == bits(got)).all()
     out = torch.empty_like(x)
@@ -169,6 +169,15 @@ def test_large_tensors_keep_the_bits(dtype):
     assert (bits(out) == bits(eager)).all()
     # NVFP4 statistics split across the tensor-amax pass and the block pass, on two threads
     _assert_same_stats(*_both(quant_stats, x, "nvfp4"))
+
+
+@pytest.mark.parametrize("fmt, cols", [("mxfp4", 2080), ("nvfp4", 2064)])
+def test_large_fresh_outputs_with_ragged_chunks(fmt, cols):
+    """Over 32 MiB with a group count that splits into neither whole fault-ahead chunks per thread nor whole
+    groups (one block left for the scalar tail)."""
+    x = torch.randn(4097, cols, generator=torch.Generator().manual_seed(9)) * 2
+    eager, got = _both(fake_quantize, x, fmt)
+    assert (bits(eager) == bits(got)).all()
 
 
 def test_e2m1_rounding_around_every_grid_boundary(variant):
