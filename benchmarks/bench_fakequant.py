@@ -7,6 +7,8 @@
 For each format, dtype and backend: GB/s of the allocating round trip (bytes
 read + written), and the ratios allocating / x.clone(), out= / y.copy_(x) and
 statistics pass / y.copy_(x) (higher is better; 1.0 = as fast as the copy).
+All ops of a dtype are timed in turns, so each ratio compares calls made under
+the same machine conditions.
 `auto` is what callers get: the C kernel for MXFP4/NVFP4 on the CPU, Inductor
 elsewhere. Also torchao's MX round trip when torchao is importable.
 """
@@ -17,23 +19,41 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
 from srdd.formats import fake_quantize, list_formats, quant_stats, set_backend
 
 
-def timed(fn, repeat: int, sync) -> float:
-    for _ in range(2):
-        fn()
+def timed_in_turns(ops: dict[str, Callable[[], object]], repeat: int, sync) -> dict[str, float]:
+    """Median seconds per call of each op, timed in turns (one call of each per round).
+
+    Memory bandwidth and page-fault cost here drift by up to 2x between phases of one process; timing the
+    ops in turns puts every ratio's numerator and denominator under the same conditions.
+    """
+    for fn in ops.values():
+        fn(), fn()
     sync()
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in ops}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in ops.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def timed(fn: Callable[[], object], repeat: int, sync) -> float:
+    return timed_in_turns({"op": fn}, repeat, sync)["op"]
+
+
+def on_backend(backend: str, fn: Callable[[], object]) -> Callable[[], object]:
+    def call() -> object:
+        set_backend(backend)
+        return fn()
+    return call
 
 
 def torchao_round_trip(x: torch.Tensor, repeat: int, sync) -> dict[str, float]:
@@ -65,7 +85,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=4096, help="tensor is size x size (default 4096)")
     p.add_argument("--formats", default="mxfp4,nvfp4", help=f"comma list from: {','.join(list_formats())}")
     p.add_argument("--dtypes", default="float32,bfloat16")
-    p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--repeat", type=int, default=9, help="timed rounds; each round calls every op once")
     p.add_argument("--device", default="cpu")
     p.add_argument("--backends", default="auto", help="comma list from: auto,native,compiled,eager")
     p.add_argument("--json", help="also write the results to this JSON file")
@@ -79,28 +99,34 @@ def main() -> None:
         x = torch.randn(args.size, args.size, device=args.device).to(dtype)
         y = torch.empty_like(x)
         nbytes = x.numel() * x.element_size()
-        t_clone = timed(lambda: x.clone(), args.repeat, sync)
-        t_copy = timed(lambda: y.copy_(x), args.repeat, sync)
+        rows = [(fmt, backend) for fmt in args.formats.split(",") for backend in args.backends.split(",")]
+        first = {}
+        for fmt, backend in rows:
+            set_backend(backend)
+            t0 = time.perf_counter()
+            fake_quantize(x, fmt), fake_quantize(x, fmt, out=y), quant_stats(x, fmt)
+            first[fmt, backend] = time.perf_counter() - t0
+        ops = {"clone": lambda: x.clone(), "copy": lambda: y.copy_(x)}
+        for fmt, backend in rows:
+            ops[f"{fmt}/{backend}/alloc"] = on_backend(backend, lambda fmt=fmt: fake_quantize(x, fmt))
+            ops[f"{fmt}/{backend}/out"] = on_backend(backend, lambda fmt=fmt: fake_quantize(x, fmt, out=y))
+            ops[f"{fmt}/{backend}/stats"] = on_backend(backend, lambda fmt=fmt: quant_stats(x, fmt))
+        t = timed_in_turns(ops, args.repeat, sync)
+        t_clone, t_copy = t["clone"], t["copy"]
         print(f"\n{dtype_name}: clone {t_clone * 1e3:.2f} ms, copy_ {t_copy * 1e3:.2f} ms "
               f"({2 * nbytes / t_copy / 1e9:.1f} GB/s)")
         print(f"{'format':<12} {'backend':<9} {'GB/s':>7} {'alloc/clone':>12} {'out/copy':>9} {'stats/copy':>11}")
-        for fmt in args.formats.split(","):
-            for backend in args.backends.split(","):
-                set_backend(backend)
-                t0 = time.perf_counter()
-                fake_quantize(x, fmt), fake_quantize(x, fmt, out=y), quant_stats(x, fmt)
-                first = time.perf_counter() - t0
-                t_alloc = timed(lambda: fake_quantize(x, fmt), args.repeat, sync)
-                t_out = timed(lambda: fake_quantize(x, fmt, out=y), args.repeat, sync)
-                t_stats = timed(lambda: quant_stats(x, fmt), args.repeat, sync)
-                row = {"format": fmt, "dtype": dtype_name, "backend": backend, "gbps": 2 * nbytes / t_alloc / 1e9,
-                       "alloc_over_clone": t_clone / t_alloc, "out_over_copy": t_copy / t_out,
-                       "stats_over_copy": t_copy / t_stats, "first_call_s": first,
-                       "ms": {"alloc": t_alloc * 1e3, "out": t_out * 1e3, "stats": t_stats * 1e3}}
-                results.append(row)
-                print(f"{fmt:<12} {backend:<9} {row['gbps']:7.2f} {row['alloc_over_clone']:12.2f} "
-                      f"{row['out_over_copy']:9.2f} {row['stats_over_copy']:11.2f}   "
-                      f"(first calls incl. build/compile {first:.1f} s)")
+        for fmt, backend in rows:
+            t_alloc, t_out, t_stats = (t[f"{fmt}/{backend}/{op}"] for op in ("alloc", "out", "stats"))
+            row = {"format": fmt, "dtype": dtype_name, "backend": backend, "gbps": 2 * nbytes / t_alloc / 1e9,
+                   "alloc_over_clone": t_clone / t_alloc, "out_over_copy": t_copy / t_out,
+                   "stats_over_copy": t_copy / t_stats, "first_call_s": first[fmt, backend],
+                   "ms": {"clone": t_clone * 1e3, "copy": t_copy * 1e3, "alloc": t_alloc * 1e3,
+                          "out": t_out * 1e3, "stats": t_stats * 1e3}}
+            results.append(row)
+            print(f"{fmt:<12} {backend:<9} {row['gbps']:7.2f} {row['alloc_over_clone']:12.2f} "
+                  f"{row['out_over_copy']:9.2f} {row['stats_over_copy']:11.2f}   "
+                  f"(first calls incl. build/compile {first[fmt, backend]:.1f} s)")
         ao = torchao_round_trip(x, min(args.repeat, 3), sync)
         if "unavailable" in ao:
             print(f"torchao: not importable ({ao['unavailable']})")

@@ -49,6 +49,7 @@ enum { S_NONZERO, S_DEADZONE, S_SATURATED, S_NONFINITE, S_X2, S_X4, S_ERR2, S_RE
 #define GROUP 16 /* blocks per vector group: one scale per lane */
 #define FOLD_GROUPS 64 /* groups per chunk of the two-level statistics sums */
 #define STREAM_MIN_BYTES (32LL << 20) /* outputs at least this large bypass the cache (larger than most LLCs) */
+#define PREFETCH_AHEAD 4096 /* bytes between the group being read and the one being prefetched */
 #define FAULT_GROUPS 64 /* groups per chunk whose fresh output pages are faulted in ahead of the stores */
 
 const int srdd_native_simd = SRDD_AVX512;
@@ -407,9 +408,11 @@ INLINE int group_prepare(const void *x, int64_t g, int block, int fmt, int dtype
                          float *scale, __m512i *amax) {
     int64_t off = g * GROUP * block;
     int esize = dtype == DT_F32 ? 4 : 2;
-    /* Without a prefetch every group would wait for DRAM (measured 2.5x slower); past the end is harmless. */
-    const char *next = (const char *)x + (off + GROUP * block) * esize;
-    for (int l = 0; l < GROUP * block * esize; l += 64) _mm_prefetch(next + l, _MM_HINT_T0);
+    /* Without a prefetch every group would wait for DRAM (measured 2.5x slower); fetching the lines
+     * PREFETCH_AHEAD bytes on, rather than the next group's, also covers DRAM latency at fp32 speed (measured
+     * 8-18 % faster at 64 MiB than one group ahead). Past the end is harmless. */
+    const char *ahead = (const char *)x + off * esize + PREFETCH_AHEAD;
+    for (int l = 0; l < GROUP * block * esize; l += 64) _mm_prefetch(ahead + l, _MM_HINT_T0);
     *amax = group_amax(x, off, block, dtype);
     return group_scales(*amax, fmt, t, mul, scale);
 }
@@ -593,6 +596,8 @@ SRDD_API int srdd_round_trip(const void *x, void *y, int64_t nblocks, int fmt, i
     int64_t done = 0;
 #if SRDD_AVX512
     int64_t ngroups = nblocks / GROUP;
+    /* glibc maps allocations this large afresh each time; smaller ones mostly come back from its heap with
+     * their pages present, where touching ahead only costs */
     int large = bytes >= STREAM_MIN_BYTES;
     int stream = existing && large && ((uintptr_t)y & 63) == 0;
 #pragma omp parallel num_threads(nthreads)
