@@ -185,21 +185,34 @@ INLINE __m256i bf16_bits16(__m512 y) {
     return _mm512_cvtepi32_epi16(r);
 }
 
-INLINE __m512 in_dtype16(__m512 y, int dtype) {
+/* bf16_bits16 for values that are normal, zero or infinite (no NaN, no subnormal): there the AVX512-BF16
+ * conversion rounds to nearest even like c10 in one instruction (it flushes subnormals and keeps NaN signs,
+ * hence the restriction; see GROUP_NORMAL). */
+INLINE __m256i bf16_bits16_normal(__m512 y) {
+#ifdef __AVX512BF16__
+    return (__m256i)_mm512_cvtneps_pbh(y);
+#else
+    return bf16_bits16(y);
+#endif
+}
+
+/* `normal`: every value is normal, zero or infinite (GROUP_NORMAL). */
+INLINE __m512 in_dtype16(__m512 y, int dtype, int normal) {
     if (dtype == DT_F32) return y;
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bf16_bits16(y)), 16));
+    __m256i h = normal ? bf16_bits16_normal(y) : bf16_bits16(y);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
 /* `stream`: non-temporal stores (y 64-byte aligned) for outputs too large to stay in cache anyway. */
-INLINE void store16(void *y, int64_t i, __m512 v, int dtype, int stream) {
+INLINE void store16(void *y, int64_t i, __m512 v, int dtype, int stream, int normal) {
     if (dtype == DT_F32) {
         if (stream) _mm512_stream_ps((float *)y + i, v);
         else _mm512_storeu_ps((float *)y + i, v);
-    } else if (stream) {
-        _mm256_stream_si256((__m256i *)((uint16_t *)y + i), bf16_bits16(v));
-    } else {
-        _mm256_storeu_si256((__m256i *)((uint16_t *)y + i), bf16_bits16(v));
+        return;
     }
+    __m256i h = normal ? bf16_bits16_normal(v) : bf16_bits16(v);
+    if (stream) _mm256_stream_si256((__m256i *)((uint16_t *)y + i), h);
+    else _mm256_storeu_si256((__m256i *)((uint16_t *)y + i), h);
 }
 
 INLINE __m512i abs_bits16(__m512 v) {
@@ -253,8 +266,13 @@ INLINE __m512i transpose_max16(const __m512i p[16]) {
     return _mm512_permutexvar_epi32(order, m);
 }
 
-/* The 16 block scales of a group, lane j for block j: mx_scale / nv_scale in vector form. Returns whether
- * the group is clean: every block finite and every scale small enough that no q can overflow. */
+/* What group_scales finds out about a group. CLEAN: every block finite and every scale small enough that
+ * no q can overflow. NORMAL: clean, and every scale 0 or at least 2^-125, so every q (a multiple >= 0.5 of
+ * its scale, or 0) is a normal number or zero. */
+enum { GROUP_CLEAN = 1, GROUP_NORMAL = 2 };
+
+/* The 16 block scales of a group, lane j for block j: mx_scale / nv_scale in vector form; returns the
+ * GROUP_* flags. */
 INLINE int group_scales(__m512i amax_bits, int fmt, nv_tensor t, float *mul, float *scale) {
     __m512 amax = _mm512_castsi512_ps(amax_bits);
     __mmask16 bad = _mm512_cmpge_epu32_mask(amax_bits, _mm512_set1_epi32(0x7f800000));
@@ -288,7 +306,10 @@ INLINE int group_scales(__m512i amax_bits, int fmt, nv_tensor t, float *mul, flo
     s = _mm512_mask_mov_ps(s, bad, _mm512_set1_ps(NAN));
     _mm512_storeu_ps(mul, m);
     _mm512_storeu_ps(scale, s);
-    return _mm512_cmp_ps_mask(s, _mm512_set1_ps(0x1p120f), _CMP_LT_OQ) == 0xFFFF;
+    if (_mm512_cmp_ps_mask(s, _mm512_set1_ps(0x1p120f), _CMP_LT_OQ) != 0xFFFF) return 0;
+    __mmask16 tiny = _mm512_cmp_ps_mask(s, _mm512_set1_ps(0x1p-125f), _CMP_LT_OQ) &
+                     _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_NEQ_OQ);
+    return tiny ? GROUP_CLEAN : GROUP_CLEAN | GROUP_NORMAL;
 }
 
 /* Block amaxima of group g (16 blocks of `block` = 16 or 32 elements) as a vector of bit patterns. */
@@ -345,7 +366,7 @@ INLINE void vpowers16(vacc_t *a, __m512 ax) {
  * overflow): the masking of stats1(), elements with a non-finite q counted apart and left out. */
 INLINE void vstats16_masked(vacc_t *a, __m512 xv, __m512 v, __m512 y, int dtype) {
     const __m512 zero = _mm512_setzero_ps();
-    __m512 q = in_dtype16(y, dtype);
+    __m512 q = in_dtype16(y, dtype, 0);
     __mmask16 valid = _mm512_cmp_ps_mask(_mm512_sub_ps(q, q), zero, _CMP_EQ_OQ);
     xv = _mm512_maskz_mov_ps(valid, xv);
     q = _mm512_maskz_mov_ps(valid, q);
@@ -362,10 +383,10 @@ INLINE void vstats16_masked(vacc_t *a, __m512 xv, __m512 v, __m512 y, int dtype)
 /* Statistics of 16 elements of a clean group (every q finite, scales positive): on magnitudes, since
  * |x * m| = |x| * m and |e2m1(v) * s| = e2m1(|v|) * s; amax comes from the block maxima, and with
  * `powers` == 0 the tensor-amax pass has already summed x^2, x^4 and the nonzero count. */
-INLINE void vstats16_clean(vacc_t *a, __m512 xv, __m512 m, __m512 s, int dtype, int powers) {
+INLINE void vstats16_clean(vacc_t *a, __m512 xv, __m512 m, __m512 s, int dtype, int powers, int normal) {
     const __m512 zero = _mm512_setzero_ps();
     __m512 ax = _mm512_abs_ps(xv), av = _mm512_mul_ps(ax, m);
-    __m512 aq = in_dtype16(_mm512_mul_ps(e2m1_mag16(av), s), dtype);
+    __m512 aq = in_dtype16(_mm512_mul_ps(e2m1_mag16(av), s), dtype, normal);
     __mmask16 nz = _mm512_cmp_ps_mask(ax, zero, _CMP_NEQ_UQ);
     if (powers) a->nonzero += popcount16(nz);
     a->deadzone += popcount16(_mm512_mask_cmp_ps_mask(nz, aq, zero, _CMP_EQ_OQ));
@@ -403,7 +424,7 @@ INLINE void flush_all(vacc_t *v, acc_t *a) {
     a->rel += _mm512_reduce_add_pd(_mm512_add_pd(v->rel[0], v->rel[1]));
 }
 
-/* The scales of group g: read its 16 blocks (prefetching the next group), return clean. */
+/* The scales of group g: read its 16 blocks (prefetching ahead), return its GROUP_* flags. */
 INLINE int group_prepare(const void *x, int64_t g, int block, int fmt, int dtype, nv_tensor t, float *mul,
                          float *scale, __m512i *amax) {
     int64_t off = g * GROUP * block;
@@ -419,19 +440,20 @@ INLINE int group_prepare(const void *x, int64_t g, int block, int fmt, int dtype
 
 /* Group g with its scales: round trip into y, or statistics into v. */
 INLINE void group_apply(const void *x, void *y, vacc_t *v, int64_t g, int block, int dtype, const float *mul,
-                        const float *scale, int clean, int stream, int powers) {
+                        const float *scale, int flags, int stream, int powers) {
     int64_t off = g * GROUP * block;
+    int normal = flags & GROUP_NORMAL;
     for (int j = 0; j < GROUP; j++) {
         __m512 m = _mm512_set1_ps(mul[j]), s = _mm512_set1_ps(scale[j]);
         for (int h = 0; h < block; h += 16) {
             int64_t i = off + (int64_t)j * block + h;
             __m512 xv = load16(x, i, dtype);
-            if (!y && clean) {
-                vstats16_clean(v, xv, m, s, dtype, powers);
+            if (!y && (flags & GROUP_CLEAN)) {
+                vstats16_clean(v, xv, m, s, dtype, powers, normal);
                 continue;
             }
             __m512 vv = _mm512_mul_ps(xv, m), q = _mm512_mul_ps(e2m1_16(vv), s);
-            if (y) store16(y, i, q, dtype, stream);
+            if (y) store16(y, i, q, dtype, stream, normal);
             else vstats16_masked(v, xv, vv, q, dtype);
         }
     }
@@ -442,16 +464,16 @@ INLINE void group_apply(const void *x, void *y, vacc_t *v, int64_t g, int block,
 INLINE void groups_simd(const void *x, void *y, vacc_t *v, int64_t g0, int64_t g1, int block, int fmt,
                         int dtype, nv_tensor t, int stream, int powers) {
     float mul[2][GROUP], scale[2][GROUP];
-    int clean[2];
+    int flags[2];
     __m512i amax[2];
     if (g0 >= g1) return;
-    clean[0] = group_prepare(x, g0, block, fmt, dtype, t, mul[0], scale[0], &amax[0]);
+    flags[0] = group_prepare(x, g0, block, fmt, dtype, t, mul[0], scale[0], &amax[0]);
     for (int64_t g = g0; g < g1; g++) {
         int cur = (int)((g - g0) & 1);
         if (g + 1 < g1)
-            clean[cur ^ 1] = group_prepare(x, g + 1, block, fmt, dtype, t, mul[cur ^ 1], scale[cur ^ 1], &amax[cur ^ 1]);
-        group_apply(x, y, v, g, block, dtype, mul[cur], scale[cur], clean[cur], stream, powers);
-        if (v && clean[cur]) v->amax = _mm512_max_epu32(v->amax, amax[cur]);
+            flags[cur ^ 1] = group_prepare(x, g + 1, block, fmt, dtype, t, mul[cur ^ 1], scale[cur ^ 1], &amax[cur ^ 1]);
+        group_apply(x, y, v, g, block, dtype, mul[cur], scale[cur], flags[cur], stream, powers);
+        if (v && (flags[cur] & GROUP_CLEAN)) v->amax = _mm512_max_epu32(v->amax, amax[cur]);
     }
 }
 
