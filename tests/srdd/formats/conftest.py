@@ -1,8 +1,14 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from srdd.formats import set_backend
+from srdd.formats.stats import QuantStats
+
+TENSOR_SCALED = ("fp8_e4m3", "nvfp4")
+"""Formats with a per-tensor scale: one NaN/Inf anywhere makes the whole result NaN."""
 
 
 @pytest.fixture(autouse=True)
@@ -87,3 +93,30 @@ def random_matrix(seed: int = 0) -> torch.Tensor:
     t = torch.randn(12, 96, generator=g) / torch.rand(12, 96, generator=g).clamp_min(1e-6) ** 0.7 * 0.02
     t[torch.rand(12, 96, generator=g) < 0.02] *= 1000.0
     return torch.cat([x, t]).to(torch.float32)
+
+
+def assert_same_stats(expected: QuantStats, got: QuantStats) -> None:
+    """Counts equal; float64 sums equal up to the order of additions (1e-12 relative)."""
+    for key, value in expected.to_dict().items():
+        if isinstance(value, int):
+            assert getattr(got, key) == value, key
+        else:
+            assert math.isclose(getattr(got, key), value, rel_tol=1e-12, abs_tol=0.0), (key, getattr(got, key), value)
+
+
+def planted_tensor(dtype: torch.dtype, fmt: str, options: dict) -> torch.Tensor:
+    """300x256 at varied scales (above the compile threshold) with every edge row planted in it."""
+    g = torch.Generator().manual_seed(21)
+    x = torch.randn(300, 256, generator=g) * torch.exp2(torch.randint(-8, 8, (300, 1), generator=g).float())
+    edges = edge_matrix()
+    if fmt in TENSOR_SCALED and options.get("per_tensor_scale", True):
+        edges = edges[:-2]  # one NaN/Inf would make the whole tensor NaN: checked separately
+    x[: edges.shape[0], :32] = edges
+    extreme = extreme_rows()
+    x[: extreme.shape[0], 64:96] = extreme
+    x[100:110, 128:160] = 0.0
+    x[105, 130] = -0.0
+    if dtype is torch.float16:
+        x = x * 1e-3
+    big = torch.finfo(dtype).max  # FLT_MAX would round to inf in bf16 and poison tensor scales
+    return torch.where(x.abs() > big, x.sign() * big, x).to(dtype)

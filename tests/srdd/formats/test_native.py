@@ -7,7 +7,6 @@ every edge row, in fp32 and bf16, for both MXFP4 scale modes and both NVFP4
 variants, with block counts that exercise the 16-block groups and the tail.
 """
 
-import math
 import warnings
 
 import pytest
@@ -16,7 +15,7 @@ import torch
 from srdd.formats import backend, fake_quantize, fake_quantize_ste, native, quant_stats, set_backend
 from srdd.formats.registry import get_format
 
-from .conftest import bits, edge_matrix, extreme_rows, random_matrix
+from .conftest import assert_same_stats, bits, edge_matrix, extreme_rows, random_matrix
 
 CASES = [("mxfp4", {}), ("mxfp4", {"scale_mode": "rceil"}), ("nvfp4", {}), ("nvfp4", {"per_tensor_scale": False})]
 TWO_LEVEL = ("nvfp4", {})
@@ -55,14 +54,6 @@ def _both(fn, *args, **kwargs):
     return eager, fn(*args, **kwargs)
 
 
-def _assert_same_stats(eager, got) -> None:
-    for key, value in eager.to_dict().items():
-        if isinstance(value, int):
-            assert getattr(got, key) == value, key
-        else:
-            assert math.isclose(getattr(got, key), value, rel_tol=1e-12, abs_tol=0.0), (key, getattr(got, key), value)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("fmt,options", CASES)
 def test_round_trip_and_stats_match_eager(variant, fmt, options, dtype):
@@ -74,7 +65,7 @@ def test_round_trip_and_stats_match_eager(variant, fmt, options, dtype):
         out = torch.full_like(x, 7.0)
         assert fake_quantize(x, fmt, out=out, **options) is out
         assert (bits(out) == bits(eager)).all()
-        _assert_same_stats(*_both(quant_stats, x, fmt, **options))
+        assert_same_stats(*_both(quant_stats, x, fmt, **options))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -108,7 +99,7 @@ def test_thread_count_does_not_change_the_bits():
     finally:
         torch.set_num_threads(threads)
     assert (bits(one) == bits(many)).all()
-    _assert_same_stats(s1, s2)
+    assert_same_stats(s1, s2)
 
 
 def test_routing():
@@ -168,7 +159,7 @@ def test_large_tensors_keep_the_bits(dtype):
     fake_quantize(x, "nvfp4", out=out)
     assert (bits(out) == bits(eager)).all()
     # NVFP4 statistics split across the tensor-amax pass and the block pass, on two threads
-    _assert_same_stats(*_both(quant_stats, x, "nvfp4"))
+    assert_same_stats(*_both(quant_stats, x, "nvfp4"))
 
 
 @pytest.mark.parametrize("fmt, cols", [("mxfp4", 2080), ("nvfp4", 2064)])
@@ -191,4 +182,4 @@ def test_e2m1_rounding_around_every_grid_boundary(variant):
     x = torch.cat([torch.full((values.shape[0], 1), 4.0), values], dim=1)
     eager, got = _both(fake_quantize, x, "mxfp4")
     assert (bits(eager) == bits(got)).all()
-    _assert_same_stats(*_both(quant_stats, x, "mxfp4"))
+    assert_same_stats(*_both(quant_stats, x, "mxfp4"))
