@@ -185,6 +185,12 @@ INLINE __m256i bf16_bits16(__m512 y) {
     return _mm512_cvtepi32_epi16(r);
 }
 
+/* What group_scales finds out about a group. CLEAN: every block finite and every scale small enough that
+ * no q can overflow. NORMAL: clean, and every scale 0 or at least 2^-125, so every q (a multiple >= 0.5 of
+ * its scale, or 0) is a normal number or zero. BF16_EXACT: normal with power-of-two (MX) scales, so every
+ * q has at most two significant bits and is a bf16 value already. */
+enum { GROUP_CLEAN = 1, GROUP_NORMAL = 2, GROUP_BF16_EXACT = 4 };
+
 /* bf16_bits16 for values that are normal, zero or infinite (no NaN, no subnormal): there the AVX512-BF16
  * conversion rounds to nearest even like c10 in one instruction (it flushes subnormals and keeps NaN signs,
  * hence the restriction; see GROUP_NORMAL). */
@@ -196,21 +202,21 @@ INLINE __m256i bf16_bits16_normal(__m512 y) {
 #endif
 }
 
-/* `normal`: every value is normal, zero or infinite (GROUP_NORMAL). */
-INLINE __m512 in_dtype16(__m512 y, int dtype, int normal) {
-    if (dtype == DT_F32) return y;
-    __m256i h = normal ? bf16_bits16_normal(y) : bf16_bits16(y);
+/* `flags`: the GROUP_* flags of y's group. */
+INLINE __m512 in_dtype16(__m512 y, int dtype, int flags) {
+    if (dtype == DT_F32 || (flags & GROUP_BF16_EXACT)) return y;
+    __m256i h = flags & GROUP_NORMAL ? bf16_bits16_normal(y) : bf16_bits16(y);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
 /* `stream`: non-temporal stores (y 64-byte aligned) for outputs too large to stay in cache anyway. */
-INLINE void store16(void *y, int64_t i, __m512 v, int dtype, int stream, int normal) {
+INLINE void store16(void *y, int64_t i, __m512 v, int dtype, int stream, int flags) {
     if (dtype == DT_F32) {
         if (stream) _mm512_stream_ps((float *)y + i, v);
         else _mm512_storeu_ps((float *)y + i, v);
         return;
     }
-    __m256i h = normal ? bf16_bits16_normal(v) : bf16_bits16(v);
+    __m256i h = flags & GROUP_NORMAL ? bf16_bits16_normal(v) : bf16_bits16(v);
     if (stream) _mm256_stream_si256((__m256i *)((uint16_t *)y + i), h);
     else _mm256_storeu_si256((__m256i *)((uint16_t *)y + i), h);
 }
@@ -266,11 +272,6 @@ INLINE __m512i transpose_max16(const __m512i p[16]) {
     return _mm512_permutexvar_epi32(order, m);
 }
 
-/* What group_scales finds out about a group. CLEAN: every block finite and every scale small enough that
- * no q can overflow. NORMAL: clean, and every scale 0 or at least 2^-125, so every q (a multiple >= 0.5 of
- * its scale, or 0) is a normal number or zero. */
-enum { GROUP_CLEAN = 1, GROUP_NORMAL = 2 };
-
 /* The 16 block scales of a group, lane j for block j: mx_scale / nv_scale in vector form; returns the
  * GROUP_* flags. */
 INLINE int group_scales(__m512i amax_bits, int fmt, nv_tensor t, float *mul, float *scale) {
@@ -309,7 +310,8 @@ INLINE int group_scales(__m512i amax_bits, int fmt, nv_tensor t, float *mul, flo
     if (_mm512_cmp_ps_mask(s, _mm512_set1_ps(0x1p120f), _CMP_LT_OQ) != 0xFFFF) return 0;
     __mmask16 tiny = _mm512_cmp_ps_mask(s, _mm512_set1_ps(0x1p-125f), _CMP_LT_OQ) &
                      _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_NEQ_OQ);
-    return tiny ? GROUP_CLEAN : GROUP_CLEAN | GROUP_NORMAL;
+    if (tiny) return GROUP_CLEAN;
+    return GROUP_CLEAN | GROUP_NORMAL | (fmt >= FMT_NVFP4 ? 0 : GROUP_BF16_EXACT);
 }
 
 /* Block amaxima of group g (16 blocks of `block` = 16 or 32 elements) as a vector of bit patterns. */
@@ -383,10 +385,10 @@ INLINE void vstats16_masked(vacc_t *a, __m512 xv, __m512 v, __m512 y, int dtype)
 /* Statistics of 16 elements of a clean group (every q finite, scales positive): on magnitudes, since
  * |x * m| = |x| * m and |e2m1(v) * s| = e2m1(|v|) * s; amax comes from the block maxima, and with
  * `powers` == 0 the tensor-amax pass has already summed x^2, x^4 and the nonzero count. */
-INLINE void vstats16_clean(vacc_t *a, __m512 xv, __m512 m, __m512 s, int dtype, int powers, int normal) {
+INLINE void vstats16_clean(vacc_t *a, __m512 xv, __m512 m, __m512 s, int dtype, int powers, int flags) {
     const __m512 zero = _mm512_setzero_ps();
     __m512 ax = _mm512_abs_ps(xv), av = _mm512_mul_ps(ax, m);
-    __m512 aq = in_dtype16(_mm512_mul_ps(e2m1_mag16(av), s), dtype, normal);
+    __m512 aq = in_dtype16(_mm512_mul_ps(e2m1_mag16(av), s), dtype, flags);
     __mmask16 nz = _mm512_cmp_ps_mask(ax, zero, _CMP_NEQ_UQ);
     if (powers) a->nonzero += popcount16(nz);
     a->deadzone += popcount16(_mm512_mask_cmp_ps_mask(nz, aq, zero, _CMP_EQ_OQ));
@@ -442,18 +444,17 @@ INLINE int group_prepare(const void *x, int64_t g, int block, int fmt, int dtype
 INLINE void group_apply(const void *x, void *y, vacc_t *v, int64_t g, int block, int dtype, const float *mul,
                         const float *scale, int flags, int stream, int powers) {
     int64_t off = g * GROUP * block;
-    int normal = flags & GROUP_NORMAL;
     for (int j = 0; j < GROUP; j++) {
         __m512 m = _mm512_set1_ps(mul[j]), s = _mm512_set1_ps(scale[j]);
         for (int h = 0; h < block; h += 16) {
             int64_t i = off + (int64_t)j * block + h;
             __m512 xv = load16(x, i, dtype);
             if (!y && (flags & GROUP_CLEAN)) {
-                vstats16_clean(v, xv, m, s, dtype, powers, normal);
+                vstats16_clean(v, xv, m, s, dtype, powers, flags);
                 continue;
             }
             __m512 vv = _mm512_mul_ps(xv, m), q = _mm512_mul_ps(e2m1_16(vv), s);
-            if (y) store16(y, i, q, dtype, stream, normal);
+            if (y) store16(y, i, q, dtype, stream, flags);
             else vstats16_masked(v, xv, vv, q, dtype);
         }
     }
