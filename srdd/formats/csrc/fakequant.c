@@ -1,5 +1,6 @@
 /*
- * Fused MXFP4 / NVFP4 fake quantization and quantization statistics for CPUs.
+ * Fused MX (FP4, FP6, FP8 elements) and NVFP4 fake quantization and
+ * quantization statistics for CPUs.
  *
  * Why hand-written: Inductor cannot fuse a per-block reduction (the block
  * amax) with a tensor-wide reduction (the statistics) without recomputing the
@@ -9,11 +10,13 @@
  * are computed in one vector (for the next group while this one is applied),
  * and the statistics stay in vector accumulators. Two-level NVFP4 needs the
  * tensor amax before any block scale, so it reads x twice; its statistics do
- * the q-independent sums during that first, memory-bound, read.
+ * the q-independent sums during that first, memory-bound, read. Large
+ * results go straight to DRAM when their pages are present, and fault their
+ * pages in ahead of the stores, overlapped with the reads, when they are not.
  *
  * The numerics are those of srdd/formats/kernels.py and elements.py in fp32
  * (the same divisions and clamps; the vector E2M1 rounding is a magic-number
- * addition that gives exactly rint's round-half-even results, see e2m1_mag16),
+ * addition that gives exactly rint's round-half-even results, see round_mag16),
  * so results are bit-identical to the eager PyTorch path; the statistics sum
  * in float64 like stats_vector() (only the order of additions differs). The
  * AVX-512 path handles whole groups of 16 blocks; the scalar path handles the
@@ -44,8 +47,10 @@
 #define SRDD_API __attribute__((visibility("default")))
 #define INLINE static inline __attribute__((always_inline))
 
-/* Keep in sync with native.py. */
-enum { FMT_MXFP4_FLOOR = 0, FMT_MXFP4_RCEIL = 1, FMT_NVFP4 = 2, FMT_NVFP4_ONE_LEVEL = 3 };
+/* Format codes, kept in sync with native.py: an MX format is 2 * its element + 1 for rceil scales, the two
+ * NVFP4 variants (E2M1 elements) follow. */
+enum { EL_E2M1, EL_E2M3, EL_E3M2, EL_E4M3, EL_E5M2, N_ELEMENTS };
+enum { FMT_NVFP4 = 2 * N_ELEMENTS, FMT_NVFP4_ONE_LEVEL, N_FORMATS };
 enum { DT_F32 = 0, DT_BF16 = 1 };
 /* Order of the statistics vector (srdd/formats/stats.py SUM_FIELDS). */
 enum { S_NONZERO, S_DEADZONE, S_SATURATED, S_NONFINITE, S_X2, S_X4, S_ERR2, S_REL, S_AMAX, NSTATS };
@@ -86,24 +91,45 @@ INLINE void store1(void *y, int64_t i, float v, int dtype) {
     else ((uint16_t *)y)[i] = bf16_bits(v);
 }
 
-/* elements._round_e2m1: quantum by binade, round half to even, clamp to +-6 (NaN stays NaN). */
-INLINE float e2m1(float v) {
-    float a = fabsf(v);
-    float inv_quantum = a < 2.0f ? 2.0f : (a < 4.0f ? 1.0f : 0.5f);
-    float quantum = a < 2.0f ? 0.5f : (a < 4.0f ? 1.0f : 2.0f);
-    float r = rintf(v * inv_quantum) * quantum;
-    r = r < -6.0f ? -6.0f : r;
-    return r > 6.0f ? 6.0f : r;
+/* 2^k for integer k in [-126, 127], from the bits. */
+INLINE float pow2f(int k) { return u2f((uint32_t)(k + 127) << 23); }
+
+/* elements.ElementSpec: mbits mantissa bits, smallest normal exponent emin, largest element max = 1.x * 2^emax. */
+typedef struct { int mbits, emin, emax; float max; } element;
+
+INLINE int is_nvfp4(int fmt) { return fmt >= FMT_NVFP4; }
+INLINE int is_rceil(int fmt) { return !is_nvfp4(fmt) && (fmt & 1); }
+INLINE int block_of(int fmt) { return is_nvfp4(fmt) ? 16 : 32; }
+
+/* The element of a format; with `fmt` a constant (every specialised loop) the fields are constants too. */
+INLINE element element_of(int fmt) {
+    switch (is_nvfp4(fmt) ? EL_E2M1 : fmt / 2) {
+    case EL_E2M3: return (element){3, 0, 2, 7.5f};
+    case EL_E3M2: return (element){2, -2, 4, 28.0f};
+    case EL_E4M3: return (element){3, -6, 8, 448.0f};
+    case EL_E5M2: return (element){2, -14, 15, 57344.0f};
+    default: return (element){1, 0, 2, 6.0f};
+    }
 }
 
-typedef struct { float mul; float scale; } block_scale; /* v = x * mul; y = e2m1(v) * scale */
+/* elements.round_to_element: quantum 2^(max(E, emin) - mbits) for a value of exponent E, round half to
+ * even, saturate at max, sign kept (-0 stays -0, NaN stays NaN). */
+INLINE float round_element(float v, element el) {
+    float a = fabsf(v);
+    int e = (int)(f2u(a) >> 23) - 127;
+    int k = (e < el.emin ? el.emin : (e > 126 ? 126 : e)) - el.mbits;
+    float q = rintf(a * pow2f(-k)) * pow2f(k);
+    return copysignf(q > el.max ? el.max : q, v);
+}
 
-/* kernels.mx_block_scales for E2M1 (emax 2, max 6): E8M0 scale from the exponent bits of amax. */
-INLINE block_scale mx_scale(uint32_t amax_bits, int rceil) {
+typedef struct { float mul; float scale; } block_scale; /* v = x * mul; y = round_element(v) * scale */
+
+/* kernels.mx_block_scales: E8M0 scale from the exponent bits of amax. */
+INLINE block_scale mx_scale(uint32_t amax_bits, element el, int rceil) {
     float amax = u2f(amax_bits);
     float p2 = u2f(amax_bits & 0x7f800000u);
-    float scale = p2 * 0.25f;
-    if (rceil && amax > p2 * 1.5f) scale = scale * 2.0f;
+    float scale = p2 * pow2f(-el.emax);
+    if (rceil && amax > p2 * (el.max * pow2f(-el.emax))) scale = scale * 2.0f;
     if (scale < 0x1p-127f) scale = 0x1p-127f;
     block_scale s = {1.0f / scale, scale};
     if (amax_bits >= 0x7f800000u) s.scale = NAN;
@@ -126,7 +152,7 @@ INLINE block_scale nv_scale(uint32_t amax_bits, nv_tensor t) {
 }
 
 INLINE block_scale scale_for(uint32_t amax_bits, int fmt, nv_tensor t) {
-    return fmt >= FMT_NVFP4 ? nv_scale(amax_bits, t) : mx_scale(amax_bits, fmt == FMT_MXFP4_RCEIL);
+    return is_nvfp4(fmt) ? nv_scale(amax_bits, t) : mx_scale(amax_bits, element_of(fmt), is_rceil(fmt));
 }
 
 INLINE uint32_t amax_bits_scalar(const void *x, int64_t start, int64_t n, int dtype) {
@@ -140,7 +166,7 @@ INLINE uint32_t amax_bits_scalar(const void *x, int64_t start, int64_t n, int dt
 
 typedef struct { int64_t nonzero, deadzone, saturated, nonfinite; double x2, x4, err2, rel; uint32_t amax; } acc_t;
 
-INLINE void stats1(acc_t *a, float xv, float v, float y, int dtype) {
+INLINE void stats1(acc_t *a, float xv, float v, float y, int dtype, float max) {
     float q = in_dtype(y, dtype);
     if (!isfinite(q)) { a->nonfinite++; return; }
     double xd = xv, d = (double)q - xd, x2 = xd * xd;
@@ -149,7 +175,7 @@ INLINE void stats1(acc_t *a, float xv, float v, float y, int dtype) {
         a->deadzone += q == 0.0f;
         a->rel += fabs(d) / fabs(xd);
     }
-    a->saturated += fabsf(v) > 6.0f;
+    a->saturated += fabsf(v) > max;
     a->x2 += x2;
     a->x4 += x2 * x2;
     a->err2 += d * d;
@@ -160,13 +186,14 @@ INLINE void stats1(acc_t *a, float xv, float v, float y, int dtype) {
 /* Blocks [b0, b1) one at a time: the tail of the SIMD path, or all of it without SIMD. */
 INLINE void blocks_scalar(const void *x, void *y, acc_t *acc, int64_t b0, int64_t b1, int block, int fmt,
                           int dtype, nv_tensor t) {
+    element el = element_of(fmt);
     for (int64_t b = b0; b < b1; b++) {
         int64_t off = b * block;
         block_scale s = scale_for(amax_bits_scalar(x, off, block, dtype), fmt, t);
         for (int i = 0; i < block; i++) {
-            float xv = load1(x, off + i, dtype), v = xv * s.mul, q = e2m1(v) * s.scale;
+            float xv = load1(x, off + i, dtype), v = xv * s.mul, q = round_element(v, el) * s.scale;
             if (y) store1(y, off + i, q, dtype);
-            else stats1(acc, xv, v, q, dtype);
+            else stats1(acc, xv, v, q, dtype, el.max);
         }
     }
 }
@@ -190,9 +217,9 @@ INLINE __m256i bf16_bits16(__m512 y) {
 }
 
 /* What group_scales finds out about a group. CLEAN: every block finite and every scale small enough that
- * no q can overflow. NORMAL: clean, and every scale 0 or at least 2^-125, so every q (a multiple >= 0.5 of
- * its scale, or 0) is a normal number or zero. BF16_EXACT: normal with power-of-two (MX) scales, so every
- * q has at most two significant bits and is a bf16 value already. */
+ * no q can overflow. NORMAL: clean, and every scale 0 or large enough that every q (0 or at least the
+ * smallest element, 2^(emin - mbits), times its scale) is a normal number or zero. BF16_EXACT: normal with
+ * power-of-two (MX) scales, so every q has at most mbits + 1 <= 4 significant bits: a bf16 value already. */
 enum { GROUP_CLEAN = 1, GROUP_NORMAL = 2, GROUP_BF16_EXACT = 4 };
 
 /* bf16_bits16 for values that are normal, zero or infinite (no NaN, no subnormal): there the AVX512-BF16
@@ -229,22 +256,23 @@ INLINE __m512i abs_bits16(__m512 v) {
     return _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff));
 }
 
-/* e2m1 of 16 magnitudes (|v| >= 0, or NaN) by magic-number rounding: with a = min(|v|, 6), adding
- * 2^(E+22) (E = exponent of max(a, 1)) leaves exactly the E2M1 quantum 2^(E-1) as the sum's ulp, so the
- * fp32 addition rounds half-to-even onto the grid and the subtraction is exact: the results of
- * rint(v / quantum) * quantum clamped to 6, in fewer operations. MINPS returns its second operand when
- * either is NaN, so the constant goes first and NaN survives; Inf clamps to 6 like the reference. */
-INLINE __m512 e2m1_mag16(__m512 av) {
-    __m512 a = _mm512_min_ps(_mm512_set1_ps(6.0f), av);
-    __m512i e = _mm512_and_si512(_mm512_castps_si512(_mm512_max_ps(a, _mm512_set1_ps(1.0f))),
+/* round_element of 16 magnitudes (|v| >= 0, or NaN) by magic-number rounding: with a = min(|v|, max),
+ * adding 2^(E+23-mbits) (E = exponent of max(a, 2^emin)) leaves exactly the element quantum 2^(E-mbits) as
+ * the sum's ulp, so the fp32 addition rounds half-to-even onto the grid and the subtraction is exact: the
+ * results of rint(v / quantum) * quantum clamped to max, in fewer operations (saturating first is the same:
+ * max is on the grid and rounding is monotonic). MINPS returns its second operand when either is NaN, so
+ * the constant goes first and NaN survives; Inf saturates like the reference. */
+INLINE __m512 round_mag16(__m512 av, element el) {
+    __m512 a = _mm512_min_ps(_mm512_set1_ps(el.max), av);
+    __m512i e = _mm512_and_si512(_mm512_castps_si512(_mm512_max_ps(a, _mm512_set1_ps(pow2f(el.emin)))),
                                  _mm512_set1_epi32(0x7f800000));
-    __m512 magic = _mm512_castsi512_ps(_mm512_add_epi32(e, _mm512_set1_epi32(22 << 23)));
+    __m512 magic = _mm512_castsi512_ps(_mm512_add_epi32(e, _mm512_set1_epi32((23 - el.mbits) << 23)));
     return _mm512_sub_ps(_mm512_add_ps(a, magic), magic);
 }
 
-/* e2m1 of 16 signed values: the magnitude's rounding with v's sign put back (-0 stays -0). */
-INLINE __m512 e2m1_16(__m512 v) {
-    __m512i r = _mm512_castps_si512(e2m1_mag16(_mm512_abs_ps(v)));
+/* round_element of 16 signed values: the magnitude's rounding with v's sign put back (-0 stays -0). */
+INLINE __m512 round16(__m512 v, element el) {
+    __m512i r = _mm512_castps_si512(round_mag16(_mm512_abs_ps(v), el));
     /* r | (v & sign) */
     return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(r, _mm512_castps_si512(v),
                                                          _mm512_set1_epi32((int)0x80000000u), 0xF8));
@@ -279,10 +307,11 @@ INLINE __m512i transpose_max16(const __m512i p[16]) {
 /* The 16 block scales of a group, lane j for block j: mx_scale / nv_scale in vector form; returns the
  * GROUP_* flags. */
 INLINE int group_scales(__m512i amax_bits, int fmt, nv_tensor t, float *mul, float *scale) {
+    element el = element_of(fmt);
     __m512 amax = _mm512_castsi512_ps(amax_bits);
     __mmask16 bad = _mm512_cmpge_epu32_mask(amax_bits, _mm512_set1_epi32(0x7f800000));
     __m512 m, s;
-    if (fmt >= FMT_NVFP4) {
+    if (is_nvfp4(fmt)) {
         __m512 v = _mm512_div_ps(_mm512_div_ps(amax, _mm512_set1_ps(6.0f)), _mm512_set1_ps(t.pts));
         v = _mm512_max_ps(_mm512_set1_ps(0x1p-6f), v);
         v = _mm512_min_ps(_mm512_set1_ps(448.0f), v);
@@ -300,10 +329,10 @@ INLINE int group_scales(__m512i amax_bits, int fmt, nv_tensor t, float *mul, flo
         if (t.pts_bad) bad = 0xFFFF;
     } else {
         __m512 p2 = _mm512_castsi512_ps(_mm512_and_si512(amax_bits, _mm512_set1_epi32(0x7f800000)));
-        s = _mm512_mul_ps(p2, _mm512_set1_ps(0.25f));
-        if (fmt == FMT_MXFP4_RCEIL) {
-            __mmask16 up = _mm512_cmp_ps_mask(amax, _mm512_mul_ps(p2, _mm512_set1_ps(1.5f)), _CMP_GT_OQ);
-            s = _mm512_mask_mul_ps(s, up, s, _mm512_set1_ps(2.0f));
+        s = _mm512_mul_ps(p2, _mm512_set1_ps(pow2f(-el.emax)));
+        if (is_rceil(fmt)) {
+            __m512 top = _mm512_mul_ps(p2, _mm512_set1_ps(el.max * pow2f(-el.emax)));
+            s = _mm512_mask_mul_ps(s, _mm512_cmp_ps_mask(amax, top, _CMP_GT_OQ), s, _mm512_set1_ps(2.0f));
         }
         s = _mm512_max_ps(_mm512_set1_ps(0x1p-127f), s);
         m = _mm512_div_ps(_mm512_set1_ps(1.0f), s);
@@ -311,11 +340,12 @@ INLINE int group_scales(__m512i amax_bits, int fmt, nv_tensor t, float *mul, flo
     s = _mm512_mask_mov_ps(s, bad, _mm512_set1_ps(NAN));
     _mm512_storeu_ps(mul, m);
     _mm512_storeu_ps(scale, s);
-    if (_mm512_cmp_ps_mask(s, _mm512_set1_ps(0x1p120f), _CMP_LT_OQ) != 0xFFFF) return 0;
-    __mmask16 tiny = _mm512_cmp_ps_mask(s, _mm512_set1_ps(0x1p-125f), _CMP_LT_OQ) &
+    /* q <= max * s < 2^(emax + 1) * 2^(122 - emax): far from overflow (2^120 for E2M1) */
+    if (_mm512_cmp_ps_mask(s, _mm512_set1_ps(pow2f(122 - el.emax)), _CMP_LT_OQ) != 0xFFFF) return 0;
+    __mmask16 tiny = _mm512_cmp_ps_mask(s, _mm512_set1_ps(pow2f(-126 - el.emin + el.mbits)), _CMP_LT_OQ) &
                      _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_NEQ_OQ);
     if (tiny) return GROUP_CLEAN;
-    return GROUP_CLEAN | GROUP_NORMAL | (fmt >= FMT_NVFP4 ? 0 : GROUP_BF16_EXACT);
+    return GROUP_CLEAN | GROUP_NORMAL | (is_nvfp4(fmt) ? 0 : GROUP_BF16_EXACT);
 }
 
 /* Block amaxima of group g (16 blocks of `block` = 16 or 32 elements) as a vector of bit patterns. */
@@ -370,7 +400,7 @@ INLINE void vpowers16(vacc_t *a, __m512 ax) {
 
 /* Statistics of 16 elements of a group that is not clean (NaN/Inf inputs or scales so large that q may
  * overflow): the masking of stats1(), elements with a non-finite q counted apart and left out. */
-INLINE void vstats16_masked(vacc_t *a, __m512 xv, __m512 v, __m512 y, int dtype) {
+INLINE void vstats16_masked(vacc_t *a, __m512 xv, __m512 v, __m512 y, int dtype, float max) {
     const __m512 zero = _mm512_setzero_ps();
     __m512 q = in_dtype16(y, dtype, 0);
     __mmask16 valid = _mm512_cmp_ps_mask(_mm512_sub_ps(q, q), zero, _CMP_EQ_OQ);
@@ -381,22 +411,23 @@ INLINE void vstats16_masked(vacc_t *a, __m512 xv, __m512 v, __m512 y, int dtype)
     __mmask16 nz = _mm512_cmp_ps_mask(ax, zero, _CMP_NEQ_UQ);
     a->nonzero += popcount16(nz);
     a->deadzone += popcount16(_mm512_mask_cmp_ps_mask(nz, aq, zero, _CMP_EQ_OQ));
-    a->saturated += popcount16(_mm512_mask_cmp_ps_mask(valid, _mm512_abs_ps(v), _mm512_set1_ps(6.0f), _CMP_GT_OQ));
+    a->saturated += popcount16(_mm512_mask_cmp_ps_mask(valid, _mm512_abs_ps(v), _mm512_set1_ps(max), _CMP_GT_OQ));
     a->amax = _mm512_max_epu32(a->amax, _mm512_castps_si512(ax));
     vsums16(a, ax, aq, nz, 1);
 }
 
 /* Statistics of 16 elements of a clean group (every q finite, scales positive): on magnitudes, since
- * |x * m| = |x| * m and |e2m1(v) * s| = e2m1(|v|) * s; amax comes from the block maxima, and with
+ * |x * m| = |x| * m and |round(v) * s| = round(|v|) * s; amax comes from the block maxima, and with
  * `powers` == 0 the tensor-amax pass has already summed x^2, x^4 and the nonzero count. */
-INLINE void vstats16_clean(vacc_t *a, __m512 xv, __m512 m, __m512 s, int dtype, int powers, int flags) {
+INLINE void vstats16_clean(vacc_t *a, __m512 xv, __m512 m, __m512 s, element el, int dtype, int powers,
+                           int flags) {
     const __m512 zero = _mm512_setzero_ps();
     __m512 ax = _mm512_abs_ps(xv), av = _mm512_mul_ps(ax, m);
-    __m512 aq = in_dtype16(_mm512_mul_ps(e2m1_mag16(av), s), dtype, flags);
+    __m512 aq = in_dtype16(_mm512_mul_ps(round_mag16(av, el), s), dtype, flags);
     __mmask16 nz = _mm512_cmp_ps_mask(ax, zero, _CMP_NEQ_UQ);
     if (powers) a->nonzero += popcount16(nz);
     a->deadzone += popcount16(_mm512_mask_cmp_ps_mask(nz, aq, zero, _CMP_EQ_OQ));
-    a->saturated += popcount16(_mm512_cmp_ps_mask(av, _mm512_set1_ps(6.0f), _CMP_GT_OQ));
+    a->saturated += popcount16(_mm512_cmp_ps_mask(av, _mm512_set1_ps(el.max), _CMP_GT_OQ));
     vsums16(a, ax, aq, nz, powers);
 }
 
@@ -445,21 +476,22 @@ INLINE int group_prepare(const void *x, int64_t g, int block, int fmt, int dtype
 }
 
 /* Group g with its scales: round trip into y, or statistics into v. */
-INLINE void group_apply(const void *x, void *y, vacc_t *v, int64_t g, int block, int dtype, const float *mul,
-                        const float *scale, int flags, int stream, int powers) {
+INLINE void group_apply(const void *x, void *y, vacc_t *v, int64_t g, int block, int fmt, int dtype,
+                        const float *mul, const float *scale, int flags, int stream, int powers) {
     int64_t off = g * GROUP * block;
+    element el = element_of(fmt);
     for (int j = 0; j < GROUP; j++) {
         __m512 m = _mm512_set1_ps(mul[j]), s = _mm512_set1_ps(scale[j]);
         for (int h = 0; h < block; h += 16) {
             int64_t i = off + (int64_t)j * block + h;
             __m512 xv = load16(x, i, dtype);
             if (!y && (flags & GROUP_CLEAN)) {
-                vstats16_clean(v, xv, m, s, dtype, powers, flags);
+                vstats16_clean(v, xv, m, s, el, dtype, powers, flags);
                 continue;
             }
-            __m512 vv = _mm512_mul_ps(xv, m), q = _mm512_mul_ps(e2m1_16(vv), s);
+            __m512 vv = _mm512_mul_ps(xv, m), q = _mm512_mul_ps(round16(vv, el), s);
             if (y) store16(y, i, q, dtype, stream, flags);
-            else vstats16_masked(v, xv, vv, q, dtype);
+            else vstats16_masked(v, xv, vv, q, dtype, el.max);
         }
     }
 }
@@ -477,7 +509,7 @@ INLINE void groups_simd(const void *x, void *y, vacc_t *v, int64_t g0, int64_t g
         int cur = (int)((g - g0) & 1);
         if (g + 1 < g1)
             flags[cur ^ 1] = group_prepare(x, g + 1, block, fmt, dtype, t, mul[cur ^ 1], scale[cur ^ 1], &amax[cur ^ 1]);
-        group_apply(x, y, v, g, block, dtype, mul[cur], scale[cur], flags[cur], stream, powers);
+        group_apply(x, y, v, g, block, fmt, dtype, mul[cur], scale[cur], flags[cur], stream, powers);
         if (v && (flags[cur] & GROUP_CLEAN)) v->amax = _mm512_max_epu32(v->amax, amax[cur]);
     }
 }
@@ -486,17 +518,17 @@ INLINE void groups_simd(const void *x, void *y, vacc_t *v, int64_t g0, int64_t g
  * specialises each case. */
 INLINE void groups_dispatch(const void *x, void *y, vacc_t *v, int64_t g0, int64_t g1, int fmt, int dtype,
                             nv_tensor t, int stream, int powers) {
+#define SRDD_CASE(f, d) \
+    case (f) * 2 + (d): groups_simd(x, y, v, g0, g1, block_of(f), f, d, t, stream, powers); break;
+#define SRDD_FORMAT(f) SRDD_CASE(f, DT_F32) SRDD_CASE(f, DT_BF16)
     switch (fmt * 2 + dtype) {
-    case FMT_MXFP4_FLOOR * 2 + DT_F32: groups_simd(x, y, v, g0, g1, 32, FMT_MXFP4_FLOOR, DT_F32, t, stream, powers); break;
-    case FMT_MXFP4_FLOOR * 2 + DT_BF16: groups_simd(x, y, v, g0, g1, 32, FMT_MXFP4_FLOOR, DT_BF16, t, stream, powers); break;
-    case FMT_MXFP4_RCEIL * 2 + DT_F32: groups_simd(x, y, v, g0, g1, 32, FMT_MXFP4_RCEIL, DT_F32, t, stream, powers); break;
-    case FMT_MXFP4_RCEIL * 2 + DT_BF16: groups_simd(x, y, v, g0, g1, 32, FMT_MXFP4_RCEIL, DT_BF16, t, stream, powers); break;
-    case FMT_NVFP4 * 2 + DT_F32: groups_simd(x, y, v, g0, g1, 16, FMT_NVFP4, DT_F32, t, stream, powers); break;
-    case FMT_NVFP4 * 2 + DT_BF16: groups_simd(x, y, v, g0, g1, 16, FMT_NVFP4, DT_BF16, t, stream, powers); break;
-    case FMT_NVFP4_ONE_LEVEL * 2 + DT_F32: groups_simd(x, y, v, g0, g1, 16, FMT_NVFP4_ONE_LEVEL, DT_F32, t, stream, powers); break;
-    default: groups_simd(x, y, v, g0, g1, 16, FMT_NVFP4_ONE_LEVEL, DT_BF16, t, stream, powers); break;
+    SRDD_FORMAT(0) SRDD_FORMAT(1) SRDD_FORMAT(2) SRDD_FORMAT(3) SRDD_FORMAT(4) SRDD_FORMAT(5)
+    SRDD_FORMAT(6) SRDD_FORMAT(7) SRDD_FORMAT(8) SRDD_FORMAT(9) SRDD_FORMAT(FMT_NVFP4) SRDD_FORMAT(FMT_NVFP4_ONE_LEVEL)
     }
+#undef SRDD_FORMAT
+#undef SRDD_CASE
 }
+_Static_assert(FMT_NVFP4 == 10 && N_FORMATS == 12, "groups_dispatch lists every format code");
 #endif /* SRDD_AVX512 */
 
 /* ------------------------------------------------------------------ drivers */
@@ -583,10 +615,9 @@ static nv_tensor tensor_part(const void *x, acc_t *powers, int64_t n, int fmt, i
     return t;
 }
 
-INLINE int block_of(int fmt) { return fmt >= FMT_NVFP4 ? 16 : 32; }
 
 INLINE int valid_args(int64_t nblocks, int fmt, int dtype) {
-    return nblocks >= 0 && fmt >= FMT_MXFP4_FLOOR && fmt <= FMT_NVFP4_ONE_LEVEL && (dtype == DT_F32 || dtype == DT_BF16);
+    return nblocks >= 0 && fmt >= 0 && fmt < N_FORMATS && (dtype == DT_F32 || dtype == DT_BF16);
 }
 
 #if SRDD_AVX512

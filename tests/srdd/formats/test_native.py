@@ -3,8 +3,9 @@
 The eager path is proven bit-exact against the independent reference in the
 other modules; here both builds of the C kernel -- the AVX-512 one this machine
 runs and the portable scalar one other CPUs run -- are compared with it on
-every edge row, in fp32 and bf16, for both MXFP4 scale modes and both NVFP4
-variants, with block counts that exercise the 16-block groups and the tail.
+every edge row, in fp32 and bf16, for every MX element type in both scale
+modes and both NVFP4 variants, with block counts that exercise the 16-block
+groups and the tail.
 """
 
 import warnings
@@ -17,7 +18,9 @@ from srdd.formats.registry import get_format
 
 from .conftest import assert_same_stats, bits, edge_matrix, extreme_rows, random_matrix
 
-CASES = [("mxfp4", {}), ("mxfp4", {"scale_mode": "rceil"}), ("nvfp4", {}), ("nvfp4", {"per_tensor_scale": False})]
+CASES = [("mxfp4", {}), ("mxfp4", {"scale_mode": "rceil"}), ("nvfp4", {}), ("nvfp4", {"per_tensor_scale": False}),
+         *((name, options) for name in ("mxfp6_e2m3", "mxfp6_e3m2", "mxfp8_e4m3", "mxfp8_e5m2")
+           for options in ({}, {"scale_mode": "rceil"}))]
 TWO_LEVEL = ("nvfp4", {})
 
 
@@ -187,15 +190,31 @@ def test_new_results_in_recycled_or_half_faulted_memory(fmt):
         assert (bits(y) == bits(expected)).all(), present_rows
 
 
-def test_e2m1_rounding_around_every_grid_boundary(variant):
-    """The vector E2M1 rounding (a magic-number addition) against rint on 64 ulps each side of every
-    rounding boundary and grid point, both signs; lane 0 of each 32-block is 4.0, so the MXFP4 scale is 1."""
-    points = torch.tensor([0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0])
+def _element_grid(fmt: str) -> torch.Tensor:
+    """Every non-negative value of the format's element type (subnormals included), ascending."""
+    el = get_format(fmt).element
+    step = 2.0 ** (el.emin - el.mbits)
+    values = [m * step for m in range(2 ** el.mbits)]  # zero and the subnormals
+    values += [(1 + m / 2**el.mbits) * 2.0**e for e in range(el.emin, el.emax + 1) for m in range(2**el.mbits)]
+    return torch.tensor([v for v in values if v <= el.max_value], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("fmt", ["mxfp4", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp8_e4m3", "mxfp8_e5m2"])
+def test_element_rounding_around_every_grid_boundary(variant, fmt):
+    """The vector element rounding (a magic-number addition) against rint on 64 ulps each side of every
+    grid point and rounding boundary (midpoints, and the one above the largest element), both signs; lane
+    0 of each 32-block is 2^emax, so the scale is 1."""
+    el = get_format(fmt).element
+    grid = _element_grid(fmt)
+    top = el.max_value + (grid[-1] - grid[-2]) / 2
+    points = torch.cat([grid[1:], (grid[1:] + grid[:-1]) / 2, torch.tensor([top], dtype=torch.float64)]).float()
     ulps = torch.arange(-64, 65, dtype=torch.int32)
     near = (points.view(torch.int32)[:, None] + ulps[None, :]).flatten().view(torch.float32)
-    values = torch.cat([near, -near, torch.rand(4000, generator=torch.Generator().manual_seed(3)) * 16 - 8])
+    near = near[near < 2.0 ** (el.emax + 1)]  # keep the block scale at 1
+    spread = torch.rand(4000, generator=torch.Generator().manual_seed(3)) * 2.0 ** (el.emax + 2) - 2.0 ** (el.emax + 1)
+    values = torch.cat([near, -near, spread])
     values = torch.cat([values, torch.zeros(-values.numel() % 31)]).view(-1, 31)
-    x = torch.cat([torch.full((values.shape[0], 1), 4.0), values], dim=1)
-    eager, got = _both(fake_quantize, x, "mxfp4")
+    x = torch.cat([torch.full((values.shape[0], 1), 2.0**el.emax), values], dim=1)
+    eager, got = _both(fake_quantize, x, fmt)
     assert (bits(eager) == bits(got)).all()
-    assert_same_stats(*_both(quant_stats, x, "mxfp4"))
+    assert_same_stats(*_both(quant_stats, x, fmt))
