@@ -216,11 +216,15 @@ INLINE __m256i bf16_bits16(__m512 y) {
     return _mm512_cvtepi32_epi16(r);
 }
 
-/* What group_scales finds out about a group. CLEAN: every block finite and every scale small enough that
- * no q can overflow. NORMAL: clean, and every scale 0 or large enough that every q (0 or at least the
+/* What group_scales finds out about a group. CLEAN: every block finite, every multiplier finite (a tiny
+ * NVFP4 tensor scale can overflow 1 / pts / s8, and then 0 * inf makes q NaN) and every scale small enough
+ * that no q can overflow. NORMAL: clean, and every scale 0 or large enough that every q (0 or at least the
  * smallest element, 2^(emin - mbits), times its scale) is a normal number or zero. BF16_EXACT: normal with
- * power-of-two (MX) scales, so every q has at most mbits + 1 <= 4 significant bits: a bf16 value already. */
-enum { GROUP_CLEAN = 1, GROUP_NORMAL = 2, GROUP_BF16_EXACT = 4 };
+ * power-of-two (MX) scales, so every q has at most mbits + 1 <= 4 significant bits: a bf16 value already.
+ * BOUNDED: clean two-level NVFP4, where no |v| reaches 7 and the E2M1 rounding alone saturates: pts =
+ * amax / 2688 keeps every block's amax / 6 / pts within 448 (up to a few ulps: a finite multiplier means
+ * pts >= 2^-122, 24 bits), and E4M3 rounds a block scale down by at most 1/16: |v| <= 6 * 17/16 + ulps. */
+enum { GROUP_CLEAN = 1, GROUP_NORMAL = 2, GROUP_BF16_EXACT = 4, GROUP_BOUNDED = 8 };
 
 /* bf16_bits16 for values that are normal, zero or infinite (no NaN, no subnormal): there the AVX512-BF16
  * conversion rounds to nearest even like c10 in one instruction (it flushes subnormals and keeps NaN signs,
@@ -262,8 +266,8 @@ INLINE __m512i abs_bits16(__m512 v) {
  * results of rint(v / quantum) * quantum clamped to max, in fewer operations (saturating first is the same:
  * max is on the grid and rounding is monotonic). MINPS returns its second operand when either is NaN, so
  * the constant goes first and NaN survives; Inf saturates like the reference. */
-INLINE __m512 round_mag16(__m512 av, element el) {
-    __m512 a = _mm512_min_ps(_mm512_set1_ps(el.max), av);
+INLINE __m512 round_mag16(__m512 av, element el, int saturate) {
+    __m512 a = saturate ? _mm512_min_ps(_mm512_set1_ps(el.max), av) : av;
     __m512i e = _mm512_and_si512(_mm512_castps_si512(_mm512_max_ps(a, _mm512_set1_ps(pow2f(el.emin)))),
                                  _mm512_set1_epi32(0x7f800000));
     __m512 magic = _mm512_castsi512_ps(_mm512_add_epi32(e, _mm512_set1_epi32((23 - el.mbits) << 23)));
@@ -271,8 +275,8 @@ INLINE __m512 round_mag16(__m512 av, element el) {
 }
 
 /* round_element of 16 signed values: the magnitude's rounding with v's sign put back (-0 stays -0). */
-INLINE __m512 round16(__m512 v, element el) {
-    __m512i r = _mm512_castps_si512(round_mag16(_mm512_abs_ps(v), el));
+INLINE __m512 round16(__m512 v, element el, int saturate) {
+    __m512i r = _mm512_castps_si512(round_mag16(_mm512_abs_ps(v), el, saturate));
     /* r | (v & sign) */
     return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(r, _mm512_castps_si512(v),
                                                          _mm512_set1_epi32((int)0x80000000u), 0xF8));
@@ -341,11 +345,14 @@ INLINE int group_scales(__m512i amax_bits, int fmt, nv_tensor t, float *mul, flo
     _mm512_storeu_ps(mul, m);
     _mm512_storeu_ps(scale, s);
     /* q <= max * s < 2^(emax + 1) * 2^(122 - emax): far from overflow (2^120 for E2M1) */
-    if (_mm512_cmp_ps_mask(s, _mm512_set1_ps(pow2f(122 - el.emax)), _CMP_LT_OQ) != 0xFFFF) return 0;
+    if (_mm512_cmp_ps_mask(s, _mm512_set1_ps(pow2f(122 - el.emax)), _CMP_LT_OQ) != 0xFFFF ||
+        _mm512_cmp_ps_mask(m, _mm512_set1_ps(INFINITY), _CMP_LT_OQ) != 0xFFFF)
+        return 0;
     __mmask16 tiny = _mm512_cmp_ps_mask(s, _mm512_set1_ps(pow2f(-126 - el.emin + el.mbits)), _CMP_LT_OQ) &
                      _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_NEQ_OQ);
-    if (tiny) return GROUP_CLEAN;
-    return GROUP_CLEAN | GROUP_NORMAL | (is_nvfp4(fmt) ? 0 : GROUP_BF16_EXACT);
+    int bounded = fmt == FMT_NVFP4 ? GROUP_BOUNDED : 0;
+    if (tiny) return GROUP_CLEAN | bounded;
+    return GROUP_CLEAN | GROUP_NORMAL | bounded | (is_nvfp4(fmt) ? 0 : GROUP_BF16_EXACT);
 }
 
 /* Block amaxima of group g (16 blocks of `block` = 16 or 32 elements) as a vector of bit patterns. */
@@ -419,11 +426,11 @@ INLINE void vstats16_masked(vacc_t *a, __m512 xv, __m512 v, __m512 y, int dtype,
 /* Statistics of 16 elements of a clean group (every q finite, scales positive): on magnitudes, since
  * |x * m| = |x| * m and |round(v) * s| = round(|v|) * s; amax comes from the block maxima, and with
  * `powers` == 0 the tensor-amax pass has already summed x^2, x^4 and the nonzero count. */
-INLINE void vstats16_clean(vacc_t *a, __m512 xv, __m512 m, __m512 s, element el, int dtype, int powers,
-                           int flags) {
+INLINE void vstats16_clean(vacc_t *a, __m512 xv, __m512 m, __m512 s, element el, int saturate, int dtype,
+                           int powers, int flags) {
     const __m512 zero = _mm512_setzero_ps();
     __m512 ax = _mm512_abs_ps(xv), av = _mm512_mul_ps(ax, m);
-    __m512 aq = in_dtype16(_mm512_mul_ps(round_mag16(av, el), s), dtype, flags);
+    __m512 aq = in_dtype16(_mm512_mul_ps(round_mag16(av, el, saturate), s), dtype, flags);
     __mmask16 nz = _mm512_cmp_ps_mask(ax, zero, _CMP_NEQ_UQ);
     if (powers) a->nonzero += popcount16(nz);
     a->deadzone += popcount16(_mm512_mask_cmp_ps_mask(nz, aq, zero, _CMP_EQ_OQ));
@@ -480,16 +487,17 @@ INLINE void group_apply(const void *x, void *y, vacc_t *v, int64_t g, int block,
                         const float *mul, const float *scale, int flags, int stream, int powers) {
     int64_t off = g * GROUP * block;
     element el = element_of(fmt);
+    int sat = !(flags & GROUP_BOUNDED);
     for (int j = 0; j < GROUP; j++) {
         __m512 m = _mm512_set1_ps(mul[j]), s = _mm512_set1_ps(scale[j]);
         for (int h = 0; h < block; h += 16) {
             int64_t i = off + (int64_t)j * block + h;
             __m512 xv = load16(x, i, dtype);
             if (!y && (flags & GROUP_CLEAN)) {
-                vstats16_clean(v, xv, m, s, el, dtype, powers, flags);
+                vstats16_clean(v, xv, m, s, el, sat, dtype, powers, flags);
                 continue;
             }
-            __m512 vv = _mm512_mul_ps(xv, m), q = _mm512_mul_ps(round16(vv, el), s);
+            __m512 vv = _mm512_mul_ps(xv, m), q = _mm512_mul_ps(round16(vv, el, sat), s);
             if (y) store16(y, i, q, dtype, stream, flags);
             else vstats16_masked(v, xv, vv, q, dtype, el.max);
         }
@@ -708,8 +716,9 @@ SRDD_API int srdd_stats(const void *x, int64_t nblocks, int fmt, int dtype, int 
     memset(powers, 0, sizeof powers);
     uint32_t amax_bits;
     nv_tensor t = tensor_part(x, SRDD_AVX512 ? powers : 0, nblocks * block, fmt, dtype, nthreads, &amax_bits);
-    /* amax < 2^120: every block finite and every scale below group_scales' clean bound */
-    int split = SRDD_AVX512 && fmt == FMT_NVFP4 && amax_bits < 0x7b800000u;
+    /* every group clean: amax < 2^120 puts every block finite and every scale below group_scales' bound;
+     * 1 / pts * 64 (the multiplier of the smallest block scale, 2^-6) finite keeps every multiplier finite */
+    int split = SRDD_AVX512 && fmt == FMT_NVFP4 && amax_bits < 0x7b800000u && isfinite(t.inv_pts * 64.0f);
     int64_t done = 0;
 #if SRDD_AVX512
     int64_t ngroups = nblocks / GROUP;

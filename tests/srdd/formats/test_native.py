@@ -12,6 +12,8 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from srdd.formats import backend, fake_quantize, fake_quantize_ste, native, quant_stats, set_backend
 from srdd.formats.registry import get_format
@@ -69,6 +71,36 @@ def test_round_trip_and_stats_match_eager(variant, fmt, options, dtype):
         assert fake_quantize(x, fmt, out=out, **options) is out
         assert (bits(out) == bits(eager)).all()
         assert_same_stats(*_both(quant_stats, x, fmt, **options))
+
+
+@settings(max_examples=400, deadline=None)
+@given(fmt_options=st.sampled_from(CASES), exponent=st.integers(-150, 118), spread=st.integers(0, 40),
+       zeros=st.integers(0, 144), bf16=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_any_magnitude_matches_eager(fmt_options, exponent, spread, zeros, bf16, seed):
+    """Rows at magnitudes anywhere in fp32's range (spread over up to 2^40 within a tensor), with a run of
+    zeros, 16-block groups and a tail, against the eager path: round trip bits and statistics."""
+    fmt, options = fmt_options
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.exp2(exponent - torch.randint(0, spread + 1, (9, 1), generator=g).float())
+    x = torch.randn(9, 128, generator=g) * scales
+    x.view(-1)[:zeros] = 0.0
+    x = _to(x, torch.bfloat16 if bf16 else torch.float32)
+    eager, got = _both(fake_quantize, x, fmt, **options)
+    assert (bits(eager) == bits(got)).all()
+    assert_same_stats(*_both(quant_stats, x, fmt, **options))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("exponent", [-100, -116, -118, -126, -135, -148])
+def test_two_level_nvfp4_of_tiny_tensors(variant, exponent, dtype):
+    """Tensor amaxima so small that 1 / pts / s8 overflows for small blocks (from about 2^-110 down), the
+    tensor scale amax / 2688 turns subnormal and 1 / pts itself overflows: the kernel must follow the
+    reference there too (zero blocks give NaN, 0 * inf, and count as non-finite)."""
+    x = (torch.randn(64, 512, generator=torch.Generator().manual_seed(11)) * 2.0**exponent).to(dtype)
+    x[3, :40] = 0.0
+    eager, got = _both(fake_quantize, x, "nvfp4")
+    assert (bits(eager) == bits(got)).all()
+    assert_same_stats(*_both(quant_stats, x, "nvfp4"))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
