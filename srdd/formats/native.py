@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from srdd.cache import cache_root
-from srdd.formats.specs import MXFormat, NVFP4Format, QuantFormatConfig, ScaleMode
+from srdd.formats.elements import E4M3
+from srdd.formats.specs import IntFormat, MXFormat, NVFP4Format, PerTensorFormat, QuantFormatConfig, ScaleMode
 from srdd.formats.stats import SUM_FIELDS
 
 SOURCE = Path(__file__).with_name("csrc") / "fakequant.c"
@@ -42,15 +43,29 @@ _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 ELEMENT_CODES = {"e2m1": 0, "e2m3": 1, "e3m2": 2, "e4m3": 3, "e5m2": 4}
 """The kernel's element enum (keep in sync with fakequant.c)."""
 NVFP4_CODE = 2 * len(ELEMENT_CODES)
+INT4_CODES = {32: NVFP4_CODE + 2, 16: NVFP4_CODE + 3}
+"""INT4 by group size."""
+FP8_TENSOR_CODE = NVFP4_CODE + 4
+PER_TENSOR_BLOCK = 32
+"""Per-tensor FP8 has no blocks; the kernel walks the flat tensor in 32s."""
 
 
 def format_code(spec: QuantFormatConfig) -> int | None:
-    """The kernel's code for `spec` (2 * element + rceil for MX, then the NVFP4 variants), None if it has none."""
+    """The kernel's code for `spec` (2 * element + rceil for MX, then NVFP4, INT4, FP8), None if it has none."""
     if isinstance(spec, MXFormat) and spec.element.name in ELEMENT_CODES:
         return 2 * ELEMENT_CODES[spec.element.name] + (spec.scale_mode is ScaleMode.RCEIL)
     if isinstance(spec, NVFP4Format):
         return NVFP4_CODE if spec.per_tensor_scale else NVFP4_CODE + 1
+    if isinstance(spec, IntFormat) and spec.bits == 4:
+        return INT4_CODES.get(spec.group_size)
+    if isinstance(spec, PerTensorFormat) and spec.element == E4M3:
+        return FP8_TENSOR_CODE
     return None
+
+
+def kernel_block(spec: QuantFormatConfig) -> int:
+    """Elements per kernel block: the format's block, or PER_TENSOR_BLOCK for a per-tensor scale."""
+    return PER_TENSOR_BLOCK if spec.block_size is None else spec.block_size
 
 
 def _compiler() -> str:
@@ -99,8 +114,11 @@ def library(variant: str = "simd") -> ctypes.CDLL | None:
 
 def applies(x: torch.Tensor, spec: QuantFormatConfig) -> bool:
     """Whether the kernel computes `spec` for `x` (the library itself is checked by `library()`)."""
-    return (x.device.type == "cpu" and x.dtype in _DTYPES and format_code(spec) is not None
-            and x.shape[-1] % spec.block_size == 0)
+    if x.device.type != "cpu" or x.dtype not in _DTYPES or format_code(spec) is None:
+        return False
+    if spec.block_size is None:  # per-tensor: the flat tensor in whole kernel blocks
+        return x.numel() % PER_TENSOR_BLOCK == 0
+    return x.shape[-1] % spec.block_size == 0
 
 
 def _threads(x: torch.Tensor) -> int:
@@ -112,7 +130,7 @@ def round_trip(lib: ctypes.CDLL, x: torch.Tensor, spec: QuantFormatConfig,
     """fake_quantize(x) into `out` (or a new tensor); `applies(x, spec)` must hold."""
     x = x.contiguous()
     target = out if out is not None and out.is_contiguous() else torch.empty_like(x)
-    rc = lib.srdd_round_trip(x.data_ptr(), target.data_ptr(), x.numel() // spec.block_size, format_code(spec),
+    rc = lib.srdd_round_trip(x.data_ptr(), target.data_ptr(), x.numel() // kernel_block(spec), format_code(spec),
                              _DTYPES[x.dtype], _threads(x), target is out)
     if rc != 0:
         raise RuntimeError(f"srdd_round_trip rejected its arguments (code {rc})")
@@ -126,7 +144,7 @@ def stats(lib: ctypes.CDLL, x: torch.Tensor, spec: QuantFormatConfig) -> list[fl
     """The stats_vector() sums of `x` in SUM_FIELDS order; `applies(x, spec)` must hold."""
     x = x.contiguous()
     result = (ctypes.c_double * len(SUM_FIELDS))()
-    rc = lib.srdd_stats(x.data_ptr(), x.numel() // spec.block_size, format_code(spec), _DTYPES[x.dtype],
+    rc = lib.srdd_stats(x.data_ptr(), x.numel() // kernel_block(spec), format_code(spec), _DTYPES[x.dtype],
                         _threads(x), result)
     if rc != 0:
         raise RuntimeError(f"srdd_stats rejected its arguments (code {rc})")

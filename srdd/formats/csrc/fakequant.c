@@ -47,10 +47,12 @@
 #define SRDD_API __attribute__((visibility("default")))
 #define INLINE static inline __attribute__((always_inline))
 
-/* Format codes, kept in sync with native.py: an MX format is 2 * its element + 1 for rceil scales, the two
- * NVFP4 variants (E2M1 elements) follow. */
+/* Format codes, kept in sync with native.py: an MX format is 2 * its element + 1 for rceil scales; the two
+ * NVFP4 variants (E2M1 elements), INT4 in groups of 32 and 16, and per-tensor FP8 E4M3 follow. */
 enum { EL_E2M1, EL_E2M3, EL_E3M2, EL_E4M3, EL_E5M2, N_ELEMENTS };
-enum { FMT_NVFP4 = 2 * N_ELEMENTS, FMT_NVFP4_ONE_LEVEL, N_FORMATS };
+enum { FMT_NVFP4 = 2 * N_ELEMENTS, FMT_NVFP4_ONE_LEVEL, FMT_INT4_G32, FMT_INT4_G16, FMT_FP8_TENSOR, N_FORMATS };
+#define INT4_QMAX 7
+#define INT4_DIVISOR 7.5f /* IntFormat.scale_divisor: qmax + 0.5 */
 enum { DT_F32 = 0, DT_BF16 = 1 };
 /* Order of the statistics vector (srdd/formats/stats.py SUM_FIELDS). */
 enum { S_NONZERO, S_DEADZONE, S_SATURATED, S_NONFINITE, S_X2, S_X4, S_ERR2, S_REL, S_AMAX, NSTATS };
@@ -97,13 +99,19 @@ INLINE float pow2f(int k) { return u2f((uint32_t)(k + 127) << 23); }
 /* elements.ElementSpec: mbits mantissa bits, smallest normal exponent emin, largest element max = 1.x * 2^emax. */
 typedef struct { int mbits, emin, emax; float max; } element;
 
-INLINE int is_nvfp4(int fmt) { return fmt >= FMT_NVFP4; }
-INLINE int is_rceil(int fmt) { return !is_nvfp4(fmt) && (fmt & 1); }
-INLINE int block_of(int fmt) { return is_nvfp4(fmt) ? 16 : 32; }
+INLINE int is_mx(int fmt) { return fmt < FMT_NVFP4; }
+INLINE int is_nvfp4(int fmt) { return fmt == FMT_NVFP4 || fmt == FMT_NVFP4_ONE_LEVEL; }
+INLINE int is_int4(int fmt) { return fmt == FMT_INT4_G32 || fmt == FMT_INT4_G16; }
+INLINE int is_rceil(int fmt) { return is_mx(fmt) && (fmt & 1); }
+/* Per-tensor FP8 has no blocks: the kernel walks it in 32s (for the statistics' amax), one scale for all. */
+INLINE int block_of(int fmt) { return is_nvfp4(fmt) || fmt == FMT_INT4_G16 ? 16 : 32; }
+/* The reference divides x by INT4 and per-tensor scales (v = x / s) and multiplies by the reciprocal of MX
+ * and NVFP4 ones; the kernel does the same, so `mul` holds the divisor for these formats. */
+INLINE int divides(int fmt) { return is_int4(fmt) || fmt == FMT_FP8_TENSOR; }
 
 /* The element of a format; with `fmt` a constant (every specialised loop) the fields are constants too. */
 INLINE element element_of(int fmt) {
-    switch (is_nvfp4(fmt) ? EL_E2M1 : fmt / 2) {
+    switch (is_mx(fmt) ? fmt / 2 : fmt == FMT_FP8_TENSOR ? EL_E4M3 : EL_E2M1) {
     case EL_E2M3: return (element){3, 0, 2, 7.5f};
     case EL_E3M2: return (element){2, -2, 4, 28.0f};
     case EL_E4M3: return (element){3, -6, 8, 448.0f};
@@ -122,7 +130,7 @@ INLINE float round_element(float v, element el) {
     return copysignf(q > el.max ? el.max : q, v);
 }
 
-typedef struct { float mul; float scale; } block_scale; /* v = x * mul; y = round_element(v) * scale */
+typedef struct { float mul; float scale; } block_scale; /* v = x * mul (x / mul if divides), y = round(v) * scale */
 
 /* kernels.mx_block_scales: E8M0 scale from the exponent bits of amax. */
 INLINE block_scale mx_scale(uint32_t amax_bits, element el, int rceil) {
@@ -136,10 +144,10 @@ INLINE block_scale mx_scale(uint32_t amax_bits, element el, int rceil) {
     return s;
 }
 
-typedef struct { float pts, inv_pts; int pts_bad; } nv_tensor; /* per-tensor part of NVFP4 */
+typedef struct { float pts, inv_pts; int pts_bad; } tensor_scale; /* of two-level NVFP4 and per-tensor FP8 */
 
 /* kernels.nvfp4_blocks: E4M3 block scale under the fp32 tensor scale pts. */
-INLINE block_scale nv_scale(uint32_t amax_bits, nv_tensor t) {
+INLINE block_scale nv_scale(uint32_t amax_bits, tensor_scale t) {
     float s = (u2f(amax_bits) / 6.0f) / t.pts;
     s = s < 0x1p-6f ? 0x1p-6f : s;
     s = s > 448.0f ? 448.0f : s;
@@ -151,8 +159,39 @@ INLINE block_scale nv_scale(uint32_t amax_bits, nv_tensor t) {
     return b;
 }
 
-INLINE block_scale scale_for(uint32_t amax_bits, int fmt, nv_tensor t) {
-    return is_nvfp4(fmt) ? nv_scale(amax_bits, t) : mx_scale(amax_bits, element_of(fmt), is_rceil(fmt));
+/* kernels.int_blocks: s = amax / 7.5, x divided by s (by 1 where s is 0, keeping zeros and signs). */
+INLINE block_scale int4_scale(uint32_t amax_bits) {
+    float s = u2f(amax_bits) / INT4_DIVISOR;
+    block_scale b = {s == 0.0f ? 1.0f : s, amax_bits >= 0x7f800000u ? NAN : s};
+    return b;
+}
+
+/* kernels.per_tensor: one scale s = amax / max for the tensor, x divided by it (by 1 where it is 0). */
+INLINE block_scale fp8_tensor_scale(tensor_scale t) {
+    block_scale b = {t.pts == 0.0f ? 1.0f : t.pts, t.pts_bad ? NAN : t.pts};
+    return b;
+}
+
+INLINE block_scale scale_for(uint32_t amax_bits, int fmt, tensor_scale t) {
+    if (is_nvfp4(fmt)) return nv_scale(amax_bits, t);
+    if (is_int4(fmt)) return int4_scale(amax_bits);
+    if (fmt == FMT_FP8_TENSOR) return fp8_tensor_scale(t);
+    return mx_scale(amax_bits, element_of(fmt), is_rceil(fmt));
+}
+
+/* kernels.int_blocks' rounding: half to even, clamped to [-8, 7] (NaN stays NaN). */
+INLINE float round_int4(float v) {
+    float r = rintf(v);
+    return r < -INT4_QMAX - 1 ? -INT4_QMAX - 1 : (r > INT4_QMAX ? INT4_QMAX : r);
+}
+
+/* Whether v counts as saturated: its rounding left the INT4 range, or |v| exceeded the largest element. */
+INLINE int saturated1(float v, int fmt, element el) {
+    if (is_int4(fmt)) {
+        float r = rintf(v);
+        return r > INT4_QMAX || r < -INT4_QMAX - 1;
+    }
+    return fabsf(v) > el.max;
 }
 
 INLINE uint32_t amax_bits_scalar(const void *x, int64_t start, int64_t n, int dtype) {
@@ -166,7 +205,7 @@ INLINE uint32_t amax_bits_scalar(const void *x, int64_t start, int64_t n, int dt
 
 typedef struct { int64_t nonzero, deadzone, saturated, nonfinite; double x2, x4, err2, rel; uint32_t amax; } acc_t;
 
-INLINE void stats1(acc_t *a, float xv, float v, float y, int dtype, float max) {
+INLINE void stats1(acc_t *a, float xv, float y, int dtype, int saturated) {
     float q = in_dtype(y, dtype);
     if (!isfinite(q)) { a->nonfinite++; return; }
     double xd = xv, d = (double)q - xd, x2 = xd * xd;
@@ -175,7 +214,7 @@ INLINE void stats1(acc_t *a, float xv, float v, float y, int dtype, float max) {
         a->deadzone += q == 0.0f;
         a->rel += fabs(d) / fabs(xd);
     }
-    a->saturated += fabsf(v) > max;
+    a->saturated += saturated;
     a->x2 += x2;
     a->x4 += x2 * x2;
     a->err2 += d * d;
@@ -185,15 +224,16 @@ INLINE void stats1(acc_t *a, float xv, float v, float y, int dtype, float max) {
 
 /* Blocks [b0, b1) one at a time: the tail of the SIMD path, or all of it without SIMD. */
 INLINE void blocks_scalar(const void *x, void *y, acc_t *acc, int64_t b0, int64_t b1, int block, int fmt,
-                          int dtype, nv_tensor t) {
+                          int dtype, tensor_scale t) {
     element el = element_of(fmt);
     for (int64_t b = b0; b < b1; b++) {
         int64_t off = b * block;
         block_scale s = scale_for(amax_bits_scalar(x, off, block, dtype), fmt, t);
         for (int i = 0; i < block; i++) {
-            float xv = load1(x, off + i, dtype), v = xv * s.mul, q = round_element(v, el) * s.scale;
+            float xv = load1(x, off + i, dtype), v = divides(fmt) ? xv / s.mul : xv * s.mul;
+            float q = (is_int4(fmt) ? round_int4(v) : round_element(v, el)) * s.scale;
             if (y) store1(y, off + i, q, dtype);
-            else stats1(acc, xv, v, q, dtype, el.max);
+            else stats1(acc, xv, q, dtype, saturated1(v, fmt, el));
         }
     }
 }
@@ -282,6 +322,27 @@ INLINE __m512 round16(__m512 v, element el, int saturate) {
                                                          _mm512_set1_epi32((int)0x80000000u), 0xF8));
 }
 
+/* round_int4 of 16 values; MINPS/MAXPS return their second operand beside a NaN, so NaN survives. */
+INLINE __m512 round_int4_16(__m512 v) {
+    __m512 r = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm512_max_ps(_mm512_set1_ps(-INT4_QMAX - 1), _mm512_min_ps(_mm512_set1_ps(INT4_QMAX), r));
+}
+
+/* v = x * m, or x / m for the formats whose reference divides. */
+INLINE __m512 scale_in16(__m512 x, __m512 m, int fmt) {
+    return divides(fmt) ? _mm512_div_ps(x, m) : _mm512_mul_ps(x, m);
+}
+
+/* saturated1 of 16 values. */
+INLINE __mmask16 saturated16(__m512 v, int fmt, element el) {
+    if (is_int4(fmt)) {
+        __m512 r = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        return _mm512_cmp_ps_mask(r, _mm512_set1_ps(INT4_QMAX), _CMP_GT_OQ) |
+               _mm512_cmp_ps_mask(r, _mm512_set1_ps(-INT4_QMAX - 1), _CMP_LT_OQ);
+    }
+    return _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(el.max), _CMP_GT_OQ);
+}
+
 /* Lane j of the result is the max over the 16 lanes of p[j] (unsigned, on |x| bit patterns):
  * a butterfly over 256-, 128-, 64- and 32-bit halves, 15 max operations for 16 blocks. */
 INLINE __m512i transpose_max16(const __m512i p[16]) {
@@ -310,7 +371,7 @@ INLINE __m512i transpose_max16(const __m512i p[16]) {
 
 /* The 16 block scales of a group, lane j for block j: mx_scale / nv_scale in vector form; returns the
  * GROUP_* flags. */
-INLINE int group_scales(__m512i amax_bits, int fmt, nv_tensor t, float *mul, float *scale) {
+INLINE int group_scales(__m512i amax_bits, int fmt, tensor_scale t, float *mul, float *scale) {
     element el = element_of(fmt);
     __m512 amax = _mm512_castsi512_ps(amax_bits);
     __mmask16 bad = _mm512_cmpge_epu32_mask(amax_bits, _mm512_set1_epi32(0x7f800000));
@@ -331,6 +392,13 @@ INLINE int group_scales(__m512i amax_bits, int fmt, nv_tensor t, float *mul, flo
         s = _mm512_mul_ps(_mm512_set1_ps(t.pts), s8);
         if (t.pts == 0.0f) m = s = _mm512_setzero_ps();
         if (t.pts_bad) bad = 0xFFFF;
+    } else if (is_int4(fmt)) { /* m: the divisor */
+        s = _mm512_div_ps(amax, _mm512_set1_ps(INT4_DIVISOR));
+        m = _mm512_mask_mov_ps(s, _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_EQ_OQ), _mm512_set1_ps(1.0f));
+    } else if (fmt == FMT_FP8_TENSOR) { /* m: the divisor; a non-finite block makes pts non-finite too */
+        s = _mm512_set1_ps(t.pts);
+        m = _mm512_set1_ps(t.pts == 0.0f ? 1.0f : t.pts);
+        if (t.pts_bad) bad = 0xFFFF;
     } else {
         __m512 p2 = _mm512_castsi512_ps(_mm512_and_si512(amax_bits, _mm512_set1_epi32(0x7f800000)));
         s = _mm512_mul_ps(p2, _mm512_set1_ps(pow2f(-el.emax)));
@@ -344,6 +412,7 @@ INLINE int group_scales(__m512i amax_bits, int fmt, nv_tensor t, float *mul, flo
     s = _mm512_mask_mov_ps(s, bad, _mm512_set1_ps(NAN));
     _mm512_storeu_ps(mul, m);
     _mm512_storeu_ps(scale, s);
+    if (is_int4(fmt)) return 0; /* [-8, 7] is not sign-symmetric: statistics take the signed path */
     /* q <= max * s < 2^(emax + 1) * 2^(122 - emax): far from overflow (2^120 for E2M1) */
     if (_mm512_cmp_ps_mask(s, _mm512_set1_ps(pow2f(122 - el.emax)), _CMP_LT_OQ) != 0xFFFF ||
         _mm512_cmp_ps_mask(m, _mm512_set1_ps(INFINITY), _CMP_LT_OQ) != 0xFFFF)
@@ -352,7 +421,7 @@ INLINE int group_scales(__m512i amax_bits, int fmt, nv_tensor t, float *mul, flo
                      _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_NEQ_OQ);
     int bounded = fmt == FMT_NVFP4 ? GROUP_BOUNDED : 0;
     if (tiny) return GROUP_CLEAN | bounded;
-    return GROUP_CLEAN | GROUP_NORMAL | bounded | (is_nvfp4(fmt) ? 0 : GROUP_BF16_EXACT);
+    return GROUP_CLEAN | GROUP_NORMAL | bounded | (is_mx(fmt) ? GROUP_BF16_EXACT : 0);
 }
 
 /* Block amaxima of group g (16 blocks of `block` = 16 or 32 elements) as a vector of bit patterns. */
@@ -407,7 +476,7 @@ INLINE void vpowers16(vacc_t *a, __m512 ax) {
 
 /* Statistics of 16 elements of a group that is not clean (NaN/Inf inputs or scales so large that q may
  * overflow): the masking of stats1(), elements with a non-finite q counted apart and left out. */
-INLINE void vstats16_masked(vacc_t *a, __m512 xv, __m512 v, __m512 y, int dtype, float max) {
+INLINE void vstats16_masked(vacc_t *a, __m512 xv, __m512 y, __mmask16 saturated, int dtype) {
     const __m512 zero = _mm512_setzero_ps();
     __m512 q = in_dtype16(y, dtype, 0);
     __mmask16 valid = _mm512_cmp_ps_mask(_mm512_sub_ps(q, q), zero, _CMP_EQ_OQ);
@@ -418,7 +487,7 @@ INLINE void vstats16_masked(vacc_t *a, __m512 xv, __m512 v, __m512 y, int dtype,
     __mmask16 nz = _mm512_cmp_ps_mask(ax, zero, _CMP_NEQ_UQ);
     a->nonzero += popcount16(nz);
     a->deadzone += popcount16(_mm512_mask_cmp_ps_mask(nz, aq, zero, _CMP_EQ_OQ));
-    a->saturated += popcount16(_mm512_mask_cmp_ps_mask(valid, _mm512_abs_ps(v), _mm512_set1_ps(max), _CMP_GT_OQ));
+    a->saturated += popcount16(valid & saturated);
     a->amax = _mm512_max_epu32(a->amax, _mm512_castps_si512(ax));
     vsums16(a, ax, aq, nz, 1);
 }
@@ -426,10 +495,10 @@ INLINE void vstats16_masked(vacc_t *a, __m512 xv, __m512 v, __m512 y, int dtype,
 /* Statistics of 16 elements of a clean group (every q finite, scales positive): on magnitudes, since
  * |x * m| = |x| * m and |round(v) * s| = round(|v|) * s; amax comes from the block maxima, and with
  * `powers` == 0 the tensor-amax pass has already summed x^2, x^4 and the nonzero count. */
-INLINE void vstats16_clean(vacc_t *a, __m512 xv, __m512 m, __m512 s, element el, int saturate, int dtype,
-                           int powers, int flags) {
+INLINE void vstats16_clean(vacc_t *a, __m512 xv, __m512 m, __m512 s, int fmt, element el, int saturate,
+                           int dtype, int powers, int flags) {
     const __m512 zero = _mm512_setzero_ps();
-    __m512 ax = _mm512_abs_ps(xv), av = _mm512_mul_ps(ax, m);
+    __m512 ax = _mm512_abs_ps(xv), av = scale_in16(ax, m, fmt);
     __m512 aq = in_dtype16(_mm512_mul_ps(round_mag16(av, el, saturate), s), dtype, flags);
     __mmask16 nz = _mm512_cmp_ps_mask(ax, zero, _CMP_NEQ_UQ);
     if (powers) a->nonzero += popcount16(nz);
@@ -469,7 +538,7 @@ INLINE void flush_all(vacc_t *v, acc_t *a) {
 }
 
 /* The scales of group g: read its 16 blocks (prefetching ahead), return its GROUP_* flags. */
-INLINE int group_prepare(const void *x, int64_t g, int block, int fmt, int dtype, nv_tensor t, float *mul,
+INLINE int group_prepare(const void *x, int64_t g, int block, int fmt, int dtype, tensor_scale t, float *mul,
                          float *scale, __m512i *amax) {
     int64_t off = g * GROUP * block;
     int esize = dtype == DT_F32 ? 4 : 2;
@@ -494,12 +563,13 @@ INLINE void group_apply(const void *x, void *y, vacc_t *v, int64_t g, int block,
             int64_t i = off + (int64_t)j * block + h;
             __m512 xv = load16(x, i, dtype);
             if (!y && (flags & GROUP_CLEAN)) {
-                vstats16_clean(v, xv, m, s, el, sat, dtype, powers, flags);
+                vstats16_clean(v, xv, m, s, fmt, el, sat, dtype, powers, flags);
                 continue;
             }
-            __m512 vv = _mm512_mul_ps(xv, m), q = _mm512_mul_ps(round16(vv, el, sat), s);
+            __m512 vv = scale_in16(xv, m, fmt);
+            __m512 q = _mm512_mul_ps(is_int4(fmt) ? round_int4_16(vv) : round16(vv, el, sat), s);
             if (y) store16(y, i, q, dtype, stream, flags);
-            else vstats16_masked(v, xv, vv, q, dtype, el.max);
+            else vstats16_masked(v, xv, q, saturated16(vv, fmt, el), dtype);
         }
     }
 }
@@ -507,7 +577,7 @@ INLINE void group_apply(const void *x, void *y, vacc_t *v, int64_t g, int block,
 /* Groups [g0, g1) into y or v, software-pipelined: the scales of group g+1 (block maxima -> divisions ->
  * scales, a long dependency chain) are computed while group g is applied (measured 1.5x on NVFP4). */
 INLINE void groups_simd(const void *x, void *y, vacc_t *v, int64_t g0, int64_t g1, int block, int fmt,
-                        int dtype, nv_tensor t, int stream, int powers) {
+                        int dtype, tensor_scale t, int stream, int powers) {
     float mul[2][GROUP], scale[2][GROUP];
     int flags[2];
     __m512i amax[2];
@@ -525,18 +595,19 @@ INLINE void groups_simd(const void *x, void *y, vacc_t *v, int64_t g0, int64_t g
 /* One thread's share [g0, g1) of the groups, with the format and dtype as constants so that the compiler
  * specialises each case. */
 INLINE void groups_dispatch(const void *x, void *y, vacc_t *v, int64_t g0, int64_t g1, int fmt, int dtype,
-                            nv_tensor t, int stream, int powers) {
+                            tensor_scale t, int stream, int powers) {
 #define SRDD_CASE(f, d) \
     case (f) * 2 + (d): groups_simd(x, y, v, g0, g1, block_of(f), f, d, t, stream, powers); break;
 #define SRDD_FORMAT(f) SRDD_CASE(f, DT_F32) SRDD_CASE(f, DT_BF16)
     switch (fmt * 2 + dtype) {
     SRDD_FORMAT(0) SRDD_FORMAT(1) SRDD_FORMAT(2) SRDD_FORMAT(3) SRDD_FORMAT(4) SRDD_FORMAT(5)
     SRDD_FORMAT(6) SRDD_FORMAT(7) SRDD_FORMAT(8) SRDD_FORMAT(9) SRDD_FORMAT(FMT_NVFP4) SRDD_FORMAT(FMT_NVFP4_ONE_LEVEL)
+    SRDD_FORMAT(FMT_INT4_G32) SRDD_FORMAT(FMT_INT4_G16) SRDD_FORMAT(FMT_FP8_TENSOR)
     }
 #undef SRDD_FORMAT
 #undef SRDD_CASE
 }
-_Static_assert(FMT_NVFP4 == 10 && N_FORMATS == 12, "groups_dispatch lists every format code");
+_Static_assert(FMT_NVFP4 == 10 && N_FORMATS == 15, "groups_dispatch lists every format code");
 #endif /* SRDD_AVX512 */
 
 /* ------------------------------------------------------------------ drivers */
@@ -610,13 +681,13 @@ static uint32_t tensor_amax_bits(const void *x, acc_t *powers, int64_t n, int dt
     return m;
 }
 
-static nv_tensor tensor_part(const void *x, acc_t *powers, int64_t n, int fmt, int dtype, int nthreads,
+static tensor_scale tensor_part(const void *x, acc_t *powers, int64_t n, int fmt, int dtype, int nthreads,
                              uint32_t *amax_bits) {
-    nv_tensor t = {1.0f, 1.0f, 0};
+    tensor_scale t = {1.0f, 1.0f, 0};
     *amax_bits = 0;
-    if (fmt == FMT_NVFP4) {
+    if (fmt == FMT_NVFP4 || fmt == FMT_FP8_TENSOR) {
         *amax_bits = tensor_amax_bits(x, powers, n, dtype, nthreads);
-        t.pts = u2f(*amax_bits) / 2688.0f;
+        t.pts = u2f(*amax_bits) / (fmt == FMT_NVFP4 ? 2688.0f : element_of(fmt).max);
         t.pts_bad = !isfinite(t.pts);
         t.inv_pts = 1.0f / t.pts;
     }
@@ -633,7 +704,7 @@ INLINE int valid_args(int64_t nblocks, int fmt, int dtype) {
  * pages, fetching the x lines of every page while that page faults in, then stores into the pages the
  * kernel has just zeroed through the cache. The faults (about 1.5 us a page here, as much as all the rest
  * of a large call) then overlap the reads of x instead of following them. */
-static void groups_fresh(const void *x, void *y, int64_t g0, int64_t g1, int fmt, int dtype, nv_tensor t) {
+static void groups_fresh(const void *x, void *y, int64_t g0, int64_t g1, int fmt, int dtype, tensor_scale t) {
     int64_t group_bytes = (int64_t)GROUP * block_of(fmt) * (dtype == DT_F32 ? 4 : 2);
     for (int64_t c = g0; c < g1; c += FAULT_GROUPS) {
         int64_t end = c + FAULT_GROUPS < g1 ? c + FAULT_GROUPS : g1;
@@ -680,7 +751,7 @@ SRDD_API int srdd_round_trip(const void *x, void *y, int64_t nblocks, int fmt, i
     int block = block_of(fmt);
     int64_t bytes = nblocks * block * (dtype == DT_F32 ? 4 : 2);
     uint32_t amax_bits;
-    nv_tensor t = tensor_part(x, 0, nblocks * block, fmt, dtype, nthreads, &amax_bits);
+    tensor_scale t = tensor_part(x, 0, nblocks * block, fmt, dtype, nthreads, &amax_bits);
     int64_t done = 0;
 #if SRDD_AVX512
     int64_t ngroups = nblocks / GROUP;
@@ -715,10 +786,12 @@ SRDD_API int srdd_stats(const void *x, int64_t nblocks, int fmt, int dtype, int 
     memset(part, 0, sizeof part);
     memset(powers, 0, sizeof powers);
     uint32_t amax_bits;
-    nv_tensor t = tensor_part(x, SRDD_AVX512 ? powers : 0, nblocks * block, fmt, dtype, nthreads, &amax_bits);
+    tensor_scale t = tensor_part(x, SRDD_AVX512 ? powers : 0, nblocks * block, fmt, dtype, nthreads, &amax_bits);
     /* every group clean: amax < 2^120 puts every block finite and every scale below group_scales' bound;
-     * 1 / pts * 64 (the multiplier of the smallest block scale, 2^-6) finite keeps every multiplier finite */
-    int split = SRDD_AVX512 && fmt == FMT_NVFP4 && amax_bits < 0x7b800000u && isfinite(t.inv_pts * 64.0f);
+     * for NVFP4, 1 / pts * 64 (the multiplier of the smallest block scale, 2^-6) finite keeps every
+     * multiplier finite (FP8's divisor always is) */
+    int split = SRDD_AVX512 && amax_bits < 0x7b800000u &&
+                (fmt == FMT_FP8_TENSOR || (fmt == FMT_NVFP4 && isfinite(t.inv_pts * 64.0f)));
     int64_t done = 0;
 #if SRDD_AVX512
     int64_t ngroups = nblocks / GROUP;

@@ -22,8 +22,8 @@ from .conftest import assert_same_stats, bits, edge_matrix, extreme_rows, random
 
 CASES = [("mxfp4", {}), ("mxfp4", {"scale_mode": "rceil"}), ("nvfp4", {}), ("nvfp4", {"per_tensor_scale": False}),
          *((name, options) for name in ("mxfp6_e2m3", "mxfp6_e3m2", "mxfp8_e4m3", "mxfp8_e5m2")
-           for options in ({}, {"scale_mode": "rceil"}))]
-TWO_LEVEL = ("nvfp4", {})
+           for options in ({}, {"scale_mode": "rceil"})),
+         ("int4", {}), ("int4", {"group_size": 16}), ("fp8_e4m3", {})]
 
 
 @pytest.fixture(params=list(native.VARIANTS))
@@ -39,7 +39,7 @@ def variant(request, monkeypatch):
 def _inputs(fmt: str, options: dict) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(5)
     edges = torch.cat([edge_matrix(), extreme_rows()])
-    if (fmt, options) == TWO_LEVEL:
+    if get_format(fmt, **options).uses_tensor_amax:
         edges = edges[torch.isfinite(edges).all(1)]  # one NaN/Inf poisons the whole tensor: tested below
     scaled = torch.randn(300, 256, generator=g) * torch.exp2(torch.randint(-8, 8, (300, 1), generator=g).float())
     grouped = torch.cat([edges.repeat(20, 1), torch.randn(37, 32, generator=g)])  # 16-block groups + a tail
@@ -64,6 +64,7 @@ def _both(fn, *args, **kwargs):
 def test_round_trip_and_stats_match_eager(variant, fmt, options, dtype):
     for x in _inputs(fmt, options):
         x = _to(x, dtype)
+        assert native.applies(x, get_format(fmt, **options))
         eager, got = _both(fake_quantize, x, fmt, **options)
         assert got.dtype == dtype and got.shape == x.shape
         assert (bits(eager) == bits(got)).all()
@@ -143,7 +144,12 @@ def test_routing():
     assert backend.native_kernel(torch.randn(4, 64), mx) is not None
     assert backend.native_kernel(torch.randn(4, 64, dtype=torch.float16), mx) is None  # fp16: PyTorch path
     assert backend.native_kernel(torch.randn(4, 48), mx) is None  # 48 is not a whole number of blocks
-    assert backend.native_kernel(torch.randn(4, 64), get_format("int4")) is None
+    assert backend.native_kernel(torch.randn(4, 64), get_format("int4")) is not None
+    assert backend.native_kernel(torch.randn(4, 64), get_format("int4", group_size=64)) is None  # groups of 16/32
+    fp8 = get_format("fp8_e4m3")  # per-tensor: any shape with a whole number of 32s
+    assert backend.native_kernel(torch.randn(3, 32), fp8) is not None
+    assert backend.native_kernel(torch.randn(3, 10), fp8) is None
+    assert backend.native_kernel(torch.randn(4, 64), get_format("bf16")) is None
     for mode in ("eager", "compiled"):
         set_backend(mode)
         assert backend.native_kernel(torch.randn(4, 64), mx) is None
