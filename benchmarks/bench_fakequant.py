@@ -9,7 +9,7 @@ read + written), and the ratios allocating / x.clone(), out= / y.copy_(x) and
 statistics pass / y.copy_(x) (higher is better; 1.0 = as fast as the copy).
 All ops of a dtype are timed in turns, so each ratio compares calls made under
 the same machine conditions.
-`auto` is what callers get: the C kernel for MX and NVFP4 on the CPU, Inductor
+`auto` is what callers get: the C kernel for the quantized formats on the CPU, Inductor
 elsewhere. Also torchao's MX round trip when torchao is importable.
 """
 

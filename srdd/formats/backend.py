@@ -1,6 +1,6 @@
 """Which implementation runs a format kernel: the C kernel, Inductor, or eager PyTorch.
 
-On the CPU, the MX formats and NVFP4 run through the C kernel of `srdd.formats.native`
+On the CPU, the quantized formats run through the C kernel of `srdd.formats.native`
 (one pass, bit-identical to eager). Everything else that is large enough goes
 through `torch.compile`, which turns each (operation, format) pair into one
 fused loop nest (C++/OpenMP on CPU via Inductor, Triton on GPU) that reads x

@@ -1,13 +1,13 @@
-"""The C kernels of `csrc/fakequant.c`: every MX format and NVFP4 on the CPU, built on first use.
+"""The C kernels of `csrc/fakequant.c`: MX, NVFP4, INT4 and per-tensor FP8 on the CPU, built on first use.
 
 Inductor fuses the round trip well but not the statistics pass (a per-block
 amax feeding a tensor-wide reduction: 0.02-0.07 of a memory copy), so on the
-CPU the block formats run through one hand-written kernel instead; it is
+CPU the quantized formats run through one hand-written kernel instead; it is
 bit-identical to the eager path and tested against it. The source is compiled
 once per machine with the system C compiler (`$CC`, default `cc`) into the
 srdd cache, keyed by source, flags and compiler, and loaded with ctypes, which
-releases the GIL during the call. Without a compiler, for the per-tensor and
-integer formats, fp16 inputs, GPU tensors or a last dim that is not a whole
+releases the GIL during the call. Without a compiler, for INT4 groups other
+than 16 or 32, fp16 inputs, GPU tensors or a last dim that is not a whole
 number of blocks, callers keep the PyTorch path.
 """
 
@@ -101,7 +101,7 @@ def library(variant: str = "simd") -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL(str(_build(variant)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-        warnings.warn(f"srdd's C fake-quant kernel could not be built ({exc}); MX and NVFP4 formats on the CPU use the "
+        warnings.warn(f"srdd's C fake-quant kernel could not be built ({exc}); the quantized formats on the CPU use the "
                       "PyTorch path instead (same results, slower). Set CC to a working C compiler to fix this.",
                       RuntimeWarning, stacklevel=2)
         return None

@@ -3,7 +3,7 @@
 Shapes are normalised here (last dim blocked, zero-padded to a whole block,
 computed in fp32, cast back with round-to-nearest-even) so the family kernels
 only ever see fp32 blocks. The same traced functions run eagerly or through
-`srdd.formats.backend`'s compiled cache, and the MX formats and NVFP4 on the CPU through the
+`srdd.formats.backend`'s compiled cache, and the quantized formats on the CPU through the
 C kernel of `srdd.formats.native`; all give identical bits.
 """
 

@@ -1,6 +1,6 @@
 /*
- * Fused MX (FP4, FP6, FP8 elements) and NVFP4 fake quantization and
- * quantization statistics for CPUs.
+ * Fused MX (FP4, FP6, FP8 elements), NVFP4, INT4 and per-tensor FP8 fake
+ * quantization and quantization statistics for CPUs.
  *
  * Why hand-written: Inductor cannot fuse a per-block reduction (the block
  * amax) with a tensor-wide reduction (the statistics) without recomputing the
@@ -8,9 +8,10 @@
  * which measured 0.07 of a memory copy. Here each group of 16 blocks is read
  * once: the 16 block maxima come out of one transpose-reduction, the 16 scales
  * are computed in one vector (for the next group while this one is applied),
- * and the statistics stay in vector accumulators. Two-level NVFP4 needs the
- * tensor amax before any block scale, so it reads x twice; its statistics do
- * the q-independent sums during that first, memory-bound, read. Large
+ * and the statistics stay in vector accumulators. Two-level NVFP4 and
+ * per-tensor FP8 need the tensor amax before any scale, so they read x twice;
+ * their statistics do the q-independent sums during that first, memory-bound,
+ * read. Large
  * results go straight to DRAM when their pages are present, and fault their
  * pages in ahead of the stores, overlapped with the reads, when they are not.
  *
