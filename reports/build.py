@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import statistics
 
+import scipy
+
 from reports.runs import Group, RunRecord, config_diff, flatten, group_runs
 from reports.stats import correlation
-from reports.verdicts import HYPOTHESES, verdict
+from reports.verdicts import VerdictSettings, verdicts
 from srdd import __version__
 
 
@@ -35,7 +37,7 @@ def _pick(groups: list[Group], name: str | None) -> Group | None:
 
 
 def build_report(runs: list[RunRecord], *, metric: str, baseline: str | None, target: str | None,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, settings: VerdictSettings = VerdictSettings()) -> dict:
     valid = [r for r in runs if r.valid]
     groups = group_runs(valid)
     base = _pick(groups, baseline)
@@ -51,8 +53,11 @@ def build_report(runs: list[RunRecord], *, metric: str, baseline: str | None, ta
         steps = sorted({s for r in g.runs for s, _ in r.trajectory})
         traj = {str(s): statistics.fmean(a for r in g.runs for st, a in r.trajectory if st == s) for s in steps}
         entry = {"group": g.name, "runs": [r.name for r in g.runs], "n": g.n, "config": _one_line(g.config),
+                 "accuracies": g.accuracies,
                  "step0": traj.get("0"), "trajectory": traj, "final_mean": g.mean, "final_std": g.std,
-                 "best": max(a for r in g.runs for _, a in r.trajectory)}
+                 "best": max(a for r in g.runs for _, a in r.trajectory),
+                 "sigma_nominal_mean": _mean_sigma(g.runs, "applied_sigma"),
+                 "sigma_effective_mean": _mean_sigma(g.runs, "effective_sigma")}
         if base is not None:
             entry["delta_vs_baseline"] = g.mean - base.mean
             if target_acc is not None and target_acc != base.mean:
@@ -64,11 +69,14 @@ def build_report(runs: list[RunRecord], *, metric: str, baseline: str | None, ta
     for r in valid:
         correlations.append(correlation(r.pre, r.delta, scope="across_layers", run=r.name,
                                         xname=f"pre.{metric}", yname=f"delta.{metric}", seed=seed))
-        if r.applied_sigma:
-            layers = sorted(k for k in r.applied_sigma if k < len(r.delta))
-            correlations.append(correlation([r.applied_sigma[k] for k in layers], [r.delta[k] for k in layers],
-                                            scope="across_layers", run=r.name, xname="multiplier",
-                                            yname=f"delta.{metric}", seed=seed))
+        if not r.sigma_varies_by_design:  # uniform sigma: x would vary only by sampling noise
+            continue
+        for xname, sigma in (("sigma_nominal", r.applied_sigma), ("sigma_effective", r.effective_sigma)):
+            layers = sorted(k for k in sigma if k < len(r.delta))
+            if layers:
+                correlations.append(correlation([sigma[k] for k in layers], [r.delta[k] for k in layers],
+                                                scope="across_layers", run=r.name, xname=xname,
+                                                yname=f"delta.{metric}", seed=seed))
     finals = [r.final_accuracy for r in valid]
     correlations.append(correlation([statistics.fmean(r.delta) for r in valid], finals, scope="across_runs",
                                     xname=f"mean_delta.{metric}", yname="final_accuracy", seed=seed))
@@ -77,14 +85,25 @@ def build_report(runs: list[RunRecord], *, metric: str, baseline: str | None, ta
                                         yname="final_accuracy", seed=seed))
     return {
         "schema": "srdd.report/v1", "tool_version": __version__, "metric": metric,
+        "accuracy": valid[0].accuracy_kind if valid else None,
+        "statistics": {"test": settings.test.value, "test_name": settings.test.label, "alpha": settings.alpha,
+                       "multiple_comparisons": "Holm", "equivalence": "TOST (two one-sided Welch tests)",
+                       "equivalence_margin": settings.margin, "min_seeds": settings.min_seeds,
+                       "software": f"scipy {scipy.__version__}"},
         "baseline": base.name if base else None, "target_accuracy": target_acc,
-        "runs": [{"name": r.name, "path": str(r.path), "group": r.group, "final_accuracy": r.final_accuracy,
-                  "eval_quant": r.eval_quant} for r in valid],
-        "invalid_runs": [{"name": r.name, "path": str(r.path), "reason": r.reason} for r in runs if not r.valid],
+        "runs": [{"name": r.name, "path": r.path.name, "group": r.group, "final_accuracy": r.final_accuracy,
+                  "final_accuracies": r.final_accuracies, "eval_quant": r.eval_quant} for r in valid],
+        "invalid_runs": [{"name": r.name, "path": r.path.name, "reason": r.reason} for r in runs if not r.valid],
         "results": results, "config_diff": diffs, "correlations": correlations,
-        "verdicts": [verdict(h, groups, base) for h in HYPOTHESES],
+        "verdicts": verdicts(groups, settings),
         "bootstrap_seed": seed,
     }
+
+
+def _mean_sigma(runs: list[RunRecord], attr: str) -> float | None:
+    """Mean over runs and layers of a per-layer sigma (None when no run logged it)."""
+    values = [v for r in runs for v in getattr(r, attr).values()]
+    return statistics.fmean(values) if values else None
 
 
 def _numeric_features(runs: list[RunRecord]) -> dict[str, list[float]]:

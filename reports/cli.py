@@ -15,9 +15,16 @@ EPILOG = """examples:
   srdd correlate runs/ -o report/
   srdd correlate runs/ -o report/ --baseline E13i-baseline --target 0.6088 --metric sqnr_db
 
-Runs whose configs differ only in seed are grouped (mean, std, n). Invalid runs (not complete, mixed
-quant modes, missing scans, corrupt metrics) are listed with the reason and left out. A difference is
-called only when it exceeds the seed spread and the compared configs differ in nothing else."""
+Runs whose configs differ only in seed are grouped (mean, std, n): seeds are the replicates. Invalid
+runs (not complete, mixed quant modes, missing scans, corrupt metrics, no evaluation of the chosen
+--accuracy) are listed with the reason and left out.
+
+Each hypothesis of the suite compares two arms' final accuracies with Welch's t-test (or --test
+permutation: exact, but at 3 seeds per arm its smallest p is 0.1), with the difference, its 95 % CI,
+the p-value, the Holm-adjusted p across the report's hypotheses, and the smallest difference the arms
+could detect at 80 % power. Verdicts: supported/refuted (>= 3 seeds per arm and adjusted p < 0.05),
+"equivalent within ±m" (TOST, --equivalence-margin), inconclusive (with the reason), not tested.
+Arms whose configs differ in more than the hypothesis is about are reported as confounded."""
 
 
 def register(sub) -> None:
@@ -30,6 +37,15 @@ def register(sub) -> None:
     p.add_argument("--baseline", help="baseline run or group name (default: the group named *baseline*)")
     p.add_argument("--target", help="target: a run/group name or an accuracy (fraction)")
     p.add_argument("--metric", choices=["relative_error", "deadzone_ratio", "sqnr_db"], default="relative_error")
+    p.add_argument("--accuracy", choices=["merged", "separate"], default="merged",
+                   help="which final accuracy arms are compared on: merged = LoRA merged into the weights and "
+                        "re-quantized, as deployed (default); separate = fp LoRA beside the quantized base, as "
+                        "trained. Never mixed in one report")
+    p.add_argument("--test", choices=["welch", "permutation"], default="welch",
+                   help="test of a difference across seeds: Welch's t-test (default) or the exact permutation test")
+    p.add_argument("--equivalence-margin", type=float, default=0.005, metavar="M",
+                   help="margin of the 'equivalent within ±M' verdict (TOST), as a fraction of accuracy "
+                        "(default 0.005, the plan's ~±0.5 %%)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--force", action="store_true", help="replace an existing OUT directory")
     p.set_defaults(func=run)
@@ -40,17 +56,23 @@ def run(args) -> int:
     from reports.build import build_report
     from reports.render import html_page, markdown
     from reports.runs import load_runs
+    from reports.verdicts import VerdictSettings
     from srdd.jsonio import dumps_json
 
     if args.out.exists() and not args.force:
         raise SrddError(f"{args.out} already exists; pass --force to replace it")
     if not args.out.parent.exists():
         raise SrddError(f"cannot write {args.out}: {args.out.parent} does not exist")
-    runs = load_runs(args.runs, args.metric)
+    try:
+        settings = VerdictSettings(test=args.test, margin=args.equivalence_margin)
+    except ValueError as exc:
+        raise SrddError(str(exc)) from None
+    runs = load_runs(args.runs, args.metric, args.accuracy)
     for r in runs:
         if not r.valid:
             print(f"left out {r.name}: {r.reason}", file=sys.stderr)
-    report = build_report(runs, metric=args.metric, baseline=args.baseline, target=args.target, seed=args.seed)
+    report = build_report(runs, metric=args.metric, baseline=args.baseline, target=args.target, seed=args.seed,
+                          settings=settings)
     valid = [r for r in runs if r.valid]
     figs = {"layer_profiles.png": figures.layer_profiles(valid, args.metric),
             "trajectories.png": figures.trajectories(valid),

@@ -16,20 +16,48 @@ def _num(v, fmt: str = "{:.3f}") -> str:
     return "—" if v is None else fmt.format(v)
 
 
+def _verdict_row(v: dict) -> list[str]:
+    arms = f"{v['treatment']} vs {v['control']}" if v.get("treatment") and v.get("control") else "—"
+    n = f"{v['n_treatment']} vs {v['n_control']}" if "n_treatment" in v else "—"
+    ci = v.get("ci95")
+    return [v["hypothesis"], arms, n, _signed_pct(v.get("difference")),
+            "—" if ci is None else f"[{_signed_pct(ci[0])}, {_signed_pct(ci[1])}]", _num(v.get("p"), "{:.3g}"),
+            _num(v.get("p_holm"), "{:.3g}"), _pct(v.get("detectable_effect")), v["verdict"]]
+
+
+def _signed_pct(v) -> str:
+    return "—" if v is None else f"{100 * v:+.2f}%"
+
+
+def statistics_line(report: dict) -> str:
+    s = report["statistics"]
+    return (f"Arms compared on {report['accuracy']} final accuracy (seeds as replicates) with {s['test_name']} "
+            f"({s['software']}); p-values Holm-adjusted across the tested hypotheses; alpha {s['alpha']}; "
+            f"supported/refuted needs >= {s['min_seeds']} seeds per arm; equivalence by {s['equivalence']} "
+            f"within ±{100 * s['equivalence_margin']:g} %; detectable |Δ| at 80 % power and the family's "
+            f"strictest level.")
+
+
 def sections(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) for every table; both renderers use the same content."""
     res = [[r["group"], str(r["n"]), r["config"], _pct(r["step0"]), _pct(r["final_mean"]),
             "±" + _pct(r["final_std"]) if r["n"] > 1 else "(1 seed)", _pct(r["best"]),
-            _pct(r.get("delta_vs_baseline")), _num(r.get("gap_closed"), "{:.0%}")] for r in report["results"]]
-    out = [("Results", ["group", "n", "config", "step 0", "final", "std", "best", "Δ vs baseline", "gap closed"], res)]
-    out.append(("Verdicts", ["hypothesis", "question", "verdict", "reason"],
-                [[v["hypothesis"], v["question"], v["verdict"], v["reason"]] for v in report["verdicts"]]))
-    corr = [[c["scope"], c.get("run", ""), c["x"], c["y"], str(c["n"]), _num(c["pearson_r"]), _num(c["pearson_p"], "{:.3g}"),
-             _num(c["spearman_rho"]), _num(c["spearman_p"], "{:.3g}"),
-             "—" if c["ci95"] is None else f"[{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]", c.get("note") or ""]
+            _pct(r.get("delta_vs_baseline")), _num(r.get("gap_closed"), "{:.0%}"),
+            _num(r.get("sigma_nominal_mean"), "{:.2g}"), _num(r.get("sigma_effective_mean"), "{:.2g}")]
+           for r in report["results"]]
+    out = [("Results", ["group", "n", "config", "step 0", "final", "std", "best", "Δ vs baseline", "gap closed",
+                        "σ nominal", "σ effective"], res)]
+    out.append(("Verdicts", ["hypothesis", "treatment vs control", "n", "difference", "95% CI", "p", "p (Holm)",
+                             "detectable |Δ|", "verdict"], [_verdict_row(v) for v in report["verdicts"]]))
+    out.append(("Why each verdict", ["hypothesis", "question", "reason"],
+                [[v["hypothesis"], v["question"], v["reason"]] for v in report["verdicts"]]))
+    corr = [[c["scope"], c.get("run", ""), c["x"], c["y"], str(c["n"]), _num(c["pearson_r"]),
+             _num(c["pearson_p"], "{:.3g}"), _num(c["spearman_rho"]), _num(c["spearman_p"], "{:.3g}"),
+             "—" if c["ci95"] is None else f"[{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]",
+             "; ".join(x for x in (c.get("note"), c.get("warning")) if x)]
             for c in report["correlations"]]
-    out.append(("Correlations", ["scope", "run", "x", "y", "n", "pearson r", "p", "spearman ρ", "p", "95% CI",
-                                 "note"], corr))
+    out.append(("Correlations", ["scope", "run", "x", "y", "n", "pearson r", "pearson p", "spearman ρ", "spearman p",
+                                 "95% CI of r", "note"], corr))
     diff = [[run, key, str(a), str(b)] for run, keys in report["config_diff"].items() for key, (a, b) in keys.items()]
     out.append((f"Config differences vs baseline ({report['baseline']})", ["run", "key", "baseline", "run"], diff))
     out.append(("Runs left out", ["run", "reason"], [[r["name"], r["reason"]] for r in report["invalid_runs"]]))
@@ -39,7 +67,7 @@ def sections(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
 def markdown(report: dict, figures: dict[str, bytes]) -> str:
     lines = [f"# srdd correlate report — metric {report['metric']}", "",
              f"Baseline: {report['baseline']}; target accuracy: {_pct(report['target_accuracy'])}; "
-             f"bootstrap seed {report['bootstrap_seed']}.", ""]
+             f"bootstrap seed {report['bootstrap_seed']}.", "", statistics_line(report), ""]
     for title, header, rows in sections(report):
         lines += [f"## {title}", "", "```", table(header, rows) if rows else "(none)", "```", ""]
     lines += ["## Figures", ""] + [f"![{name}](figures/{name})" for name in figures]
@@ -54,7 +82,8 @@ def html_page(report: dict, figures: dict[str, bytes]) -> str:
 
     parts = [f"<h1>srdd correlate report — metric {html.escape(report['metric'])}</h1>",
              f"<p>Baseline: {html.escape(str(report['baseline']))}; target accuracy "
-             f"{_pct(report['target_accuracy'])}; bootstrap seed {report['bootstrap_seed']}.</p>"]
+             f"{_pct(report['target_accuracy'])}; bootstrap seed {report['bootstrap_seed']}.</p>",
+             f"<p>{html.escape(statistics_line(report))}</p>"]
     for title, header, rows in sections(report):
         parts += [f"<h2>{html.escape(title)}</h2>", tbl(header, rows)]
     parts.append("<h2>Figures</h2>")

@@ -1,4 +1,11 @@
-"""Correlations with p-values and a seeded bootstrap CI; small samples are reported as such."""
+"""Correlations with p-values and a seeded bootstrap CI; small samples are reported as such.
+
+Every correlation carries a `warning` when its sample is small (n < 10 points: r
+swings widely and its p-value and CI lean on assumptions the sample cannot check)
+or when its points are layers of one run (neighbouring layers share the residual
+stream, so they are not independent replicates: read r as a description of that
+run's profile, not as evidence about layers in general).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,21 @@ import numpy as np
 from scipy import stats
 
 BOOTSTRAP_RESAMPLES = 2000
+SMALL_N = 10
+
+
+def _warning(n: int, scope: str) -> str | None:
+    parts = []
+    if n < SMALL_N:
+        parts.append(f"n = {n} < {SMALL_N}: r is unstable and its p-value and CI are rough")
+    if scope == "across_layers":
+        parts.append("layers of one run are not independent replicates: descriptive only")
+    return "; ".join(parts) or None
 
 
 def correlation(x: list[float], y: list[float], *, scope: str, xname: str, yname: str, run: str | None = None,
                 seed: int = 0) -> dict:
-    out: dict = {"scope": scope, "x": xname, "y": yname, "n": len(x)}
+    out: dict = {"scope": scope, "x": xname, "y": yname, "n": len(x), "warning": _warning(len(x), scope)}
     if run is not None:
         out["run"] = run
     unit = "layers" if scope == "across_layers" else "runs"

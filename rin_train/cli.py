@@ -98,7 +98,12 @@ def run(args) -> int:
         print("accuracy by step (strict, flexible; greedy, no noise):")
         for r in evals:
             print(f"  step {r['step']:>4}: {100 * r['accuracy']:5.1f}%  {100 * r['accuracy_flexible']:5.1f}%  "
-                  f"under {r['eval_quant']}")
+                  f"under {r['eval_quant']}, LoRA {r.get('eval_lora') or 'separate'}")
+            merged = r.get("eval_merged")
+            if merged:
+                print(f"  step {r['step']:>4}: {100 * merged['accuracy']:5.1f}%  "
+                      f"{100 * merged['accuracy_flexible']:5.1f}%  under {merged['eval_quant']}, LoRA merged "
+                      "(as deployed)")
     print(f"run {info['name']}: {info['status']}" + (f" ({info['reason']})" if info.get("reason") else "")
           + f" -> {args.out}")
     return 0 if info["status"] == "complete" else 1

@@ -8,11 +8,13 @@ forward/backward and every validation therefore see clean weights (DESIGN.md
 §7; a callback at step begin would also perturb the loss).
 
 `RunLogger` appends one metrics.jsonl line per optimizer step:
-    step, sigma (scheduled), sigma_layers (achieved std per layer, read back),
+    step, sigma (scheduled), sigma_layers (nominal: achieved std per layer, read back),
+    sigma_layers_effective (what the quantized GEMMs see per layer, rin_train.effective),
     reward_mean/reward_std (the training reward: strict, plus task.format_score for a well-formed
     wrong answer), rollout_accuracy/rollout_accuracy_flexible (of the noisy sampled rollouts),
     zero_variance_groups/groups (lesson 9), loss, completion_mean_length,
-    accuracy/accuracy_flexible/eval_samples/eval_quant (null unless validated),
+    accuracy/accuracy_flexible/eval_samples/eval_quant/eval_lora (null unless validated; LoRA "separate"),
+    eval_merged (final step only: the same with the LoRA merged and re-quantized, eval_lora "merged"),
     step_s, wall_s.
 Validation is greedy, noise-free, under the training quantization, at step 0,
 every `eval.every` steps and always at the final step. On --resume a step that
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 from rin_train.evaluate import evaluate
+from rin_train.lora_merge import lora_merged
 from rin_train.rewards import completion_text, flexible_reward, strict_reward, training_reward
 from rin_train.rundir import RunDir
 from rin_train.run_config import RunConfig
@@ -44,15 +47,17 @@ class NoisyGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, injector=None, total_steps: int, **kwargs) -> None:
         self.injector = injector
         self.total_steps = total_steps
-        self.last_noise: dict = {"sigma": None, "sigma_layers": None}
+        self.last_noise: dict = {"sigma": None, "sigma_layers": None, "sigma_layers_effective": None}
         super().__init__(*args, **kwargs)
 
     def _generate_single_turn(self, *args, **kwargs):
         if self.injector is None or not self.model.training:
             return super()._generate_single_turn(*args, **kwargs)
         with self.injector.applied(self.state.global_step, self.total_steps) as record:
-            self.last_noise = {"sigma": record.get("sigma"), "sigma_layers": record.get("sigma_layers")}
-            return super()._generate_single_turn(*args, **kwargs)
+            out = super()._generate_single_turn(*args, **kwargs)
+            self.last_noise = {"sigma": record.get("sigma"), "sigma_layers": record.get("sigma_layers"),
+                               "sigma_layers_effective": self.injector.effective_layers()}
+        return out
 
 
 class RewardTracker:
@@ -118,16 +123,26 @@ class RunLogger(TrainerCallback):
         return step == 0 or step % self.cfg.eval.every == 0 or step == self.cfg.grpo.steps
 
     def validate(self, model, step: int) -> dict:
+        """Validation of the policy as trained (LoRA beside the quantized base); at the final step also as
+        deployed (LoRA merged into the weights and re-quantized), under `eval_merged`."""
         if self.injector is not None and getattr(self.injector, "perturbed", False):
             raise RuntimeError("validation would see noisy weights; the injector did not restore them")
-        self._beat(f"validation at step {step}")
+        result = self._evaluate(model, step, "separate")
+        if step == self.cfg.grpo.steps:
+            with lora_merged(model):
+                merged = self._evaluate(model, step, "merged")
+            result["eval_merged"] = merged
+        return result
+
+    def _evaluate(self, model, step: int, lora: str) -> dict:
+        self._beat(f"validation ({lora} LoRA) at step {step}")
         result = evaluate(model, self.tokenizer, self.test, max_new_tokens=self.cfg.eval.max_new_tokens,
-                          quant_label=self.cfg.quant_label, batch_size=self.cfg.eval.batch_size,
-                          heartbeat=lambda: self._beat(f"validation at step {step}"))
+                          quant_label=self.cfg.quant_label, eval_lora=lora, batch_size=self.cfg.eval.batch_size,
+                          heartbeat=lambda: self._beat(f"validation ({lora} LoRA) at step {step}"))
         print(f"validation step {step}: accuracy {100 * result['accuracy']:.1f}% (flexible "
               f"{100 * result['accuracy_flexible']:.1f}%) on {result['eval_samples']} problems under "
-              f"{result['eval_quant']}, greedy, no noise", flush=True)
-        self._beat(f"validation at step {step} done")
+              f"{result['eval_quant']}, LoRA {lora}, greedy, no noise", flush=True)
+        self._beat(f"validation ({lora} LoRA) at step {step} done")
         return result
 
     # --- callbacks -----------------------------------------------------------------------------
@@ -135,7 +150,7 @@ class RunLogger(TrainerCallback):
         if self.watchdog is not None:  # armed once training starts: loading models is not a step
             self.watchdog.start()
         if 0 not in self.logged:
-            record = {"step": 0, "sigma": None, "sigma_layers": None, "reward_mean": None,
+            record = {"step": 0, "sigma": None, "sigma_layers": None, "sigma_layers_effective": None, "reward_mean": None,
                       **self.validate(model, 0), "wall_s": round(time.monotonic() - self.t0, 3)}
             self.run.append_metrics(record)
             self.logged.add(0)
@@ -162,9 +177,11 @@ class RunLogger(TrainerCallback):
             return
         noise = self.trainer.last_noise if self.trainer is not None else {}
         record = {"step": step, "sigma": noise.get("sigma"), "sigma_layers": noise.get("sigma_layers"),
+                  "sigma_layers_effective": noise.get("sigma_layers_effective"),
                   "reward_mean": logs.get("reward"), "reward_std": logs.get("reward_std"), **stats,
                   "loss": logs.get("loss"), "completion_mean_length": logs.get("completions/mean_length"),
                   "accuracy": None, "accuracy_flexible": None, "eval_samples": None, "eval_quant": None,
+                  "eval_lora": None,
                   "step_s": round(time.monotonic() - self.step_t0, 3),
                   "wall_s": round(time.monotonic() - self.t0, 3)}
         if self.pending_eval is not None:
@@ -178,6 +195,9 @@ class RunLogger(TrainerCallback):
         reward = "n/a" if record["reward_mean"] is None else f"{record['reward_mean']:.3f}"
         dead = (f" - no learning signal: every group has zero reward variance ({self.zero_variance_streak} "
                 "step(s) in a row)" if self.zero_variance_streak else "")
+        effective = _mean(record["sigma_layers_effective"])
+        if effective is not None:
+            sigma += f" (nominal {_mean(record['sigma_layers']):.3g}, effective {effective:.3g} per layer)"
         print(f"step {step}/{self.cfg.grpo.steps}: sigma {sigma}, reward {reward}, zero-variance groups "
               f"{stats['zero_variance_groups']}/{stats['groups']}, {record['step_s']:.1f} s{dead}", flush=True)
         if self.stop_reason:
@@ -195,6 +215,10 @@ class RunLogger(TrainerCallback):
                                 "every reward group had zero variance (no learning signal; "
                                 "grpo.stop_after_zero_variance_steps)")
             control.should_training_stop = True
+
+
+def _mean(per_layer: dict | None) -> float | None:
+    return sum(per_layer.values()) / len(per_layer) if per_layer else None
 
 
 def build_dataset(examples: list[Example]):

@@ -17,8 +17,13 @@ from rin_train.tasks import Example, prompt_text
 
 
 def evaluate(model, tokenizer, examples: list[Example], *, max_new_tokens: int, quant_label: str,
-             batch_size: int = 16, heartbeat: Callable[[], None] | None = None) -> dict:
-    """{'accuracy' (strict), 'accuracy_flexible', 'eval_samples', 'eval_quant'} over `examples`."""
+             eval_lora: str = "separate", batch_size: int = 16, heartbeat: Callable[[], None] | None = None) -> dict:
+    """{'accuracy' (strict), 'accuracy_flexible', 'eval_samples', 'eval_quant', 'eval_lora'} over `examples`.
+
+    `eval_lora` labels how the caller set up the LoRA ("separate": the fp branch beside the quantized
+    base, as trained; "merged": merged into the weights and re-quantized, as deployed)."""
+    if eval_lora not in ("separate", "merged"):
+        raise ValueError(f"eval_lora must be 'separate' or 'merged', got {eval_lora!r}")
     from transformers import GenerationConfig
 
     if not examples:
@@ -47,4 +52,5 @@ def evaluate(model, tokenizer, examples: list[Example], *, max_new_tokens: int, 
         tokenizer.padding_side = side
         model.train(was_training)
     n = len(examples)
-    return {"accuracy": strict / n, "accuracy_flexible": flexible / n, "eval_samples": n, "eval_quant": quant_label}
+    return {"accuracy": strict / n, "accuracy_flexible": flexible / n, "eval_samples": n, "eval_quant": quant_label,
+            "eval_lora": eval_lora}

@@ -30,13 +30,24 @@ import torch
 import yaml
 from torch import nn
 
+from rin_train.effective import EffectiveBasis, activation_quantizer, gemm_weight_view, relative_std, rmsnorm_effective
+from rin_train.schedule import Schedule, SigmaSchedule
 from srdd.errors import SrddError
 from srdd.models import decoder_layers
-from rin_train.schedule import Schedule, SigmaSchedule
 
 TARGET_KINDS = ("rmsnorm", "linear")
 MAX_RELATIVE_SIGMA = 1.0
 MAX_ABSOLUTE_SIGMA_OVER_RMS = 0.5
+
+
+class SigmaBasis(str, enum.Enum):
+    """Which noise the schedule's sigma values describe (DESIGN.md §3 "Noise as the model sees it")."""
+
+    NOMINAL = "nominal"
+    """std of the noise written into the weight (what QeRL and the published study specify)."""
+    EFFECTIVE = "effective"
+    """std of the noise the quantized GEMM sees, Q(W0+n) - Q(W0): the nominal sigma per weight is found by
+    a calibration when the run starts (rin_train.effective.EffectiveBasis; linear targets only)."""
 
 
 class SigmaMode(str, enum.Enum):
@@ -64,6 +75,7 @@ class NoiseConfig:
     num_stages: int = 10
     warmup_stage: bool = False
     sigma_mode: str = "relative"
+    sigma_basis: str = "nominal"
     target_layers: list[int] | None = None
     exclude_patterns: list[str] = field(default_factory=list)
     layer_multipliers: dict[int, float] | None = None
@@ -78,6 +90,15 @@ class NoiseConfig:
             object.__setattr__(self, "sigma_mode", SigmaMode(self.sigma_mode))
         except ValueError:
             raise SrddError(f"noise.sigma_mode must be 'relative' or 'absolute', got {self.sigma_mode!r}") from None
+        try:
+            object.__setattr__(self, "sigma_basis", SigmaBasis(self.sigma_basis))
+        except ValueError:
+            raise SrddError(f"noise.sigma_basis must be 'nominal' or 'effective', got {self.sigma_basis!r}") from None
+        if self.sigma_basis is SigmaBasis.EFFECTIVE and (self.targets != ["linear"]
+                                                          or self.sigma_mode is not SigmaMode.RELATIVE):
+            raise SrddError("noise.sigma_basis: effective needs targets [linear] and sigma_mode relative: an "
+                            "RMSNorm weight's effective sigma depends on the activations it scales, measured "
+                            "during rollouts but not calibrated ahead of them")
         self.schedule_for(None)  # validates sigma values, stages and decay direction
         if self.sigma_mode is SigmaMode.RELATIVE and self.sigma_start > MAX_RELATIVE_SIGMA:
             raise SrddError(f"noise.sigma_start {self.sigma_start} relative to the weight RMS would bury the "
@@ -114,6 +135,7 @@ class NoiseConfig:
         return {"enabled": self.enabled, "targets": list(self.targets), "schedule": self.schedule,
                 "sigma_start": self.sigma_start, "sigma_end": self.sigma_end, "num_stages": self.num_stages,
                 "warmup_stage": self.warmup_stage, "sigma_mode": self.sigma_mode.value,
+                "sigma_basis": self.sigma_basis.value,
                 "target_layers": self.target_layers, "exclude_patterns": list(self.exclude_patterns),
                 "layer_multipliers": self.layer_multipliers, "multipliers_file": self.multipliers_file,
                 "zone_overrides": [vars(z) for z in self.zone_overrides]}
@@ -151,6 +173,7 @@ class Target:
     name: str
     layer: int
     kind: str
+    module: nn.Module
     param: nn.Parameter
     clean: torch.Tensor  # fp32 master copy
     rms: float
@@ -167,6 +190,11 @@ def _is_linear(name: str, module: nn.Module) -> bool:
     own = module._parameters.get("weight")
     vllm_linear = hasattr(module, "quant_method") and own is not None and own.ndim == 2
     return (isinstance(module, nn.Linear) or vllm_linear) and not re.search(r"(^|\.)lora_[AB](\.|$)", name)
+
+
+def _by_layer(values: dict[int, list[float]]) -> dict[str, float]:
+    """{"layer": mean of its targets' values}, layers in order (metrics.jsonl's per-layer sigma maps)."""
+    return {str(k): sum(v) / len(v) for k, v in sorted(values.items())}
 
 
 def noise_seed(seed: int, step: int, index: int) -> int:
@@ -211,8 +239,11 @@ def drawn_in_windows(jobs: list[Callable[[], torch.Tensor]], sizes: list[int], w
 
 
 class NoiseInjector:
-    def __init__(self, model: nn.Module, cfg: NoiseConfig, *, seed: int = 0, workers: int | None = None) -> None:
-        """`workers`: threads drawing noise (default torch.get_num_threads()); the noise does not depend on it."""
+    def __init__(self, model: nn.Module, cfg: NoiseConfig, *, seed: int = 0, workers: int | None = None,
+                 effective: bool = False) -> None:
+        """`workers`: threads drawing noise (default torch.get_num_threads()); the noise does not depend on it.
+        `effective`: also measure the effective sigma per layer (rin_train.effective) on every perturbation:
+        for the model's own QuantLinear quantizers (srdd.qlinear), not for a vLLM rollout copy."""
         self.cfg = cfg
         self.seed = seed
         self.workers = max(1, workers or torch.get_num_threads())
@@ -235,7 +266,7 @@ class NoiseInjector:
                     continue
                 clean = module.weight.detach().to(torch.float32).clone()
                 rms = float(clean.pow(2).mean().sqrt())
-                self.targets.append(Target(full, index, kind, module.weight, clean, rms))
+                self.targets.append(Target(full, index, kind, module, module.weight, clean, rms))
         if not self.targets:
             raise SrddError(f"noise targets {cfg.targets} match no weight in the selected layers")
         self.schedules = {i: cfg.schedule_for(None) for i in range(self.num_layers)}
@@ -244,6 +275,13 @@ class NoiseInjector:
                 self.schedules[layer] = cfg.schedule_for(z)
         self._check_absolute_sigma()
         self.perturbed = False
+        self.effective = effective or cfg.sigma_basis is SigmaBasis.EFFECTIVE
+        self._weight_views = [gemm_weight_view(t.module) for t in self.targets]
+        self._activation_views = {i: activation_quantizer(layers[t.layer]) for i, t in enumerate(self.targets)
+                                  if t.kind == "rmsnorm"}
+        self._effective: dict[int, float] = {}
+        self._hooks: list = []
+        self.basis = EffectiveBasis(self.targets, seed) if cfg.sigma_basis is SigmaBasis.EFFECTIVE else None
 
     def _check_absolute_sigma(self) -> None:
         if self.cfg.sigma_mode is not SigmaMode.ABSOLUTE:
@@ -259,6 +297,7 @@ class NoiseInjector:
 
     def restore(self) -> None:
         """Write the clean weights back (nothing to do when no noise is on)."""
+        self._remove_hooks()
         if not self.perturbed:
             return
         with torch.no_grad():
@@ -275,19 +314,56 @@ class NoiseInjector:
         achieved delta read back from the parameter: no further weight-sized temporaries.
         """
         self.perturbed = True  # from the first write on, restore() has something to undo
+        self._remove_hooks()
+        self._effective = {}
         jobs = [partial(self._draw, step, index) for index in range(len(self.targets))]
         sizes = [t.clean.numel() for t in self.targets]
         achieved: dict[int, list[float]] = {}
         with torch.no_grad():
-            for t, noise in zip(self.targets, drawn_in_windows(jobs, sizes, self.workers)):
+            for index, (t, noise) in enumerate(zip(self.targets, drawn_in_windows(jobs, sizes, self.workers))):
                 sigma = self.schedules[t.layer].sigma_at(step, total_steps) * self.multiplier(t.layer)
+                if self.basis is not None:
+                    sigma = self.basis.nominal(index, sigma)
                 scale = t.rms if self.cfg.sigma_mode is SigmaMode.RELATIVE else 1.0
                 noise = noise.mul_(sigma * scale).to(t.clean.device).add_(t.clean)
                 t.param.copy_(noise)
                 delta = torch.sub(t.param, t.clean, out=noise)  # what the parameter's dtype kept of the noise
                 achieved.setdefault(t.layer, []).append(float(delta.std()) / scale if delta.numel() > 1 else 0.0)
+                if self.effective and t.kind == "linear":
+                    view = self._weight_views[index]
+                    self._effective[index] = relative_std(view(t.param.detach()).float()
+                                                          - view(t.clean.to(t.param.dtype)).float(), t.rms)
+        if self.effective:
+            self._arm_norm_hooks()
         return {"sigma": self.schedules[0].sigma_at(step, total_steps) if self.num_layers else None,
-                "sigma_layers": {str(k): sum(v) / len(v) for k, v in sorted(achieved.items())}}
+                "sigma_layers": _by_layer(achieved)}
+
+    def effective_layers(self) -> dict[str, float] | None:
+        """Mean effective sigma per layer of the current perturbation (None unless measured).
+
+        Linear targets are measured when the noise is written; RMSNorm targets on the first
+        forward after it (a layer whose norm has not run yet reports its linears alone).
+        """
+        if not self.effective or not self._effective:
+            return None
+        values: dict[int, list[float]] = {}
+        for index, value in self._effective.items():
+            values.setdefault(self.targets[index].layer, []).append(value)
+        return _by_layer(values)
+
+    def _arm_norm_hooks(self) -> None:
+        for index, quantizer in self._activation_views.items():
+            measure = partial(self._measure_norm, index, quantizer)
+            self._hooks.append(self.targets[index].module.register_forward_hook(measure))
+
+    def _measure_norm(self, index: int, quantizer, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if index not in self._effective:  # the first forward of this noise version only
+            self._effective[index] = rmsnorm_effective(module, self.targets[index].clean, args[0], output, quantizer)
+
+    def _remove_hooks(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
 
     def _draw(self, step: int, index: int) -> torch.Tensor:
         """Unit-variance fp32 noise for target `index` at `step` (runs in a worker thread)."""

@@ -21,11 +21,11 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from rin_train.lora_merge import lora_merged
 from rin_train.noise import NoiseInjector
 from rin_train.rundir import RunDir
 from rin_train.signals import Terminated, terminate_on_signals
@@ -93,20 +93,6 @@ def load_policy(cfg: RunConfig, workdir: Path):
     return model, tokenizer, info
 
 
-@contextmanager
-def _lora_merged(model):
-    """LoRA deltas merged into the base weights, so weight statistics see W + BA too; unmerged after."""
-    merge = getattr(model, "merge_adapter", None)
-    if merge is None:
-        yield
-        return
-    merge()
-    try:
-        yield
-    finally:
-        model.unmerge_adapter()
-
-
 def rescan(model, tokenizer, cfg: RunConfig, info: dict) -> dict:
     """Scan the policy (LoRA applied, merged) under the training format.
 
@@ -119,7 +105,7 @@ def rescan(model, tokenizer, cfg: RunConfig, info: dict) -> dict:
     scan_cfg = ScanConfig(formats=(cfg.quant.format,), format_options=dict(cfg.quant.options),
                           samples=cfg.scan.samples, max_tokens=cfg.scan.max_tokens, seed=cfg.seed,
                           sites=("block_output", "linear_input", "weight"))
-    with quantization_disabled(model), _lora_merged(model), torch.no_grad():
+    with quantization_disabled(model), lora_merged(model), torch.no_grad():
         return scan_model(model, tokenizer, scan_cfg, model_info=info, progress=False)[0]
 
 
@@ -143,7 +129,7 @@ def run_training(cfg: RunConfig, out: Path, *, resume: bool = False) -> RunDir:
         train = drop_long_prompts(train, tokenizer, cfg.grpo.max_prompt_length, "train set")
         test = test[: cfg.eval.samples]
         # validates layers/targets against the model
-        injector = NoiseInjector(model, cfg.noise, seed=cfg.seed) if cfg.noise.enabled else None
+        injector = NoiseInjector(model, cfg.noise, seed=cfg.seed, effective=True) if cfg.noise.enabled else None
         run = RunDir.open_for_resume(out) if resume else RunDir.create(out, name=cfg.name, config=cfg.to_dict(),
                                                                       seed=cfg.seed)
         print(f"run {cfg.name} -> {out} ({'resumed' if resume else 'new'}); accuracies measured under "

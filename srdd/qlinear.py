@@ -144,6 +144,11 @@ class QuantLinear(nn.Linear):
         linear._wq_key = None
         return linear  # type: ignore[return-value]
 
+    def invalidate_cache(self) -> None:
+        """Forget the cached quantized weight. Needed after writes through `.data` (PEFT's merge_adapter,
+        for one), which change the weight without bumping the version counter the cache is keyed on."""
+        self._wq_key = None
+
     def _weight_key(self, dtype: torch.dtype) -> tuple:
         w = self.weight
         return (w.data_ptr(), w._version, w.dtype, w.device, dtype)

@@ -18,7 +18,9 @@ def _scan(values: list[float], model: str = "tiny", fmt: str = "mxfp4") -> dict:
 
 def write_run(root: Path, name: str, *, seed: int, acc: list[float], noise: dict | None = None,
               pre: list[float] | None = None, post_shift: list[float] | None = None, status: str = "complete",
-              quant: str = "mxfp4/w4a4", model: str = "tiny", sigma_layers: dict | None = None) -> Path:
+              quant: str = "mxfp4/w4a4", model: str = "tiny", sigma_layers: dict | None = None,
+              sigma_layers_effective: dict | None = None, merged: float | None | str = "same") -> Path:
+    """`merged`: the final step's merged-LoRA accuracy ("same" = the separate one, None = not evaluated)."""
     path = root / name
     path.mkdir(parents=True)
     noise = {"enabled": True, "schedule": "exponential", "sigma_start": 0.05, "sigma_end": 0.0005, "num_stages": 10,
@@ -33,7 +35,11 @@ def write_run(root: Path, name: str, *, seed: int, acc: list[float], noise: dict
     lines = []
     for step, a in zip(steps, acc):
         lines.append({"step": step, "sigma": 0.01, "reward_mean": a, "accuracy": a, "eval_quant": quant,
-                      "sigma_layers": sigma_layers})
+                      "eval_lora": "separate", "sigma_layers": sigma_layers,
+                      "sigma_layers_effective": sigma_layers_effective})
+    if merged is not None:
+        lines[-1]["eval_merged"] = {"accuracy": acc[-1] if merged == "same" else merged, "eval_quant": quant,
+                                    "eval_lora": "merged", "eval_samples": 64}
     (path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     pre = pre or [0.30 + 0.01 * i for i in range(LAYERS)]
     post = [p + s for p, s in zip(pre, post_shift or [0.0] * LAYERS)]

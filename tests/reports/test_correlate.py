@@ -44,21 +44,29 @@ def test_report_content(study):
     keys = {"scope", "x", "y", "pearson_r", "pearson_p", "spearman_rho", "spearman_p", "n", "ci95"}
     for c in report["correlations"]:
         assert keys <= set(c)
-    layer = next(c for c in report["correlations"] if c.get("run") == "E13j-variable-s0" and c["x"] == "multiplier")
+    layer = next(c for c in report["correlations"] if c.get("run") == "E13j-variable-s0" and c["x"] == "sigma_nominal")
     run = next(r for r in runs if r.name == "E13j-variable-s0")
     sigmas = [run.applied_sigma[i] for i in range(6)]
     assert layer["pearson_r"] == pytest.approx(sps.pearsonr(sigmas, run.delta).statistic)
+    assert "n = 6 < 10" in layer["warning"] and "not independent" in layer["warning"]
+    # uniform sigma by design: no sigma correlation for the baseline runs, even though their logged sigma wobbles
+    assert not [c for c in report["correlations"] if c.get("run", "").startswith("E13i-baseline")
+                and c["x"].startswith("sigma")]
     across = next(c for c in report["correlations"] if c["x"] == "mean_delta.relative_error")
     valid = [r for r in runs if r.valid]
     assert across["n"] == 12
     assert across["spearman_rho"] == pytest.approx(
         sps.spearmanr([np.mean(r.delta) for r in valid], [r.final_accuracy for r in valid]).statistic)
     verdicts = {v["hypothesis"]: v for v in report["verdicts"]}
-    assert verdicts["H3"]["verdict"] == "supported"           # variable beats baseline beyond the spread
-    assert verdicts["H1"]["verdict"] == "inconclusive"        # baseline vs targeted: inside the spread
-    assert "inside the seed spread" in verdicts["H1"]["reason"]
+    h3 = verdicts["H3"]                                       # variable beats baseline: Welch, Holm over H1 and H3
+    ref = sps.ttest_ind([0.60, 0.604, 0.608], [0.56, 0.565, 0.57], equal_var=False)
+    assert h3["verdict"] == "supported" and h3["p"] == pytest.approx(ref.pvalue)
+    assert h3["family_size"] == 2 and h3["p_holm"] == pytest.approx(min(1.0, 2 * ref.pvalue))
+    assert verdicts["H1"]["verdict"] == "inconclusive"        # baseline vs targeted: p well above 0.05
+    assert verdicts["H1"]["p_holm"] > 0.05 and "would be found with 80% power" in verdicts["H1"]["reason"]
     assert verdicts["H4"]["verdict"] == "inconclusive" and "confound" in verdicts["H4"]["reason"]
     assert verdicts["H2"]["verdict"] == "not tested"
+    assert report["statistics"]["test"] == "welch" and report["accuracy"] == "merged"
 
 
 def test_single_seed_differences_are_inconclusive(tmp_path):
@@ -66,7 +74,38 @@ def test_single_seed_differences_are_inconclusive(tmp_path):
     write_run(tmp_path, "E13j-variable", seed=0, acc=[0.4, 0.9], noise={"layer_multipliers": {0: 2.0}})
     report = build_report(load_runs(tmp_path, "relative_error"), metric="relative_error", baseline=None, target=None)
     h3 = next(v for v in report["verdicts"] if v["hypothesis"] == "H3")
-    assert h3["verdict"] == "inconclusive" and "single seed" in h3["reason"]
+    assert h3["verdict"] == "inconclusive" and "one run on a side" in h3["reason"]
+
+
+def test_merged_and_separate_accuracies_are_never_mixed(tmp_path):
+    for s in range(3):
+        write_run(tmp_path, f"E13i-baseline-s{s}", seed=s, acc=[0.4, 0.5, 0.50 + 0.01 * s], merged=0.30 + 0.01 * s)
+        write_run(tmp_path, f"E13j-variable-s{s}", seed=s, acc=[0.4, 0.5, 0.52 + 0.01 * s], merged=0.45 + 0.01 * s,
+                  noise={"layer_multipliers": {0: 2.0, 1: 1.0}})
+    merged = build_report(load_runs(tmp_path, "relative_error"), metric="relative_error", baseline=None, target=None)
+    separate = build_report(load_runs(tmp_path, "relative_error", "separate"), metric="relative_error",
+                            baseline=None, target=None)
+    h3m = next(v for v in merged["verdicts"] if v["hypothesis"] == "H3")
+    h3s = next(v for v in separate["verdicts"] if v["hypothesis"] == "H3")
+    assert h3m["difference"] == pytest.approx(0.15) and h3s["difference"] == pytest.approx(0.02)
+    assert merged["accuracy"] == "merged" and separate["accuracy"] == "separate"
+    write_run(tmp_path, "E13k-old-s0", seed=0, acc=[0.4, 0.5], merged=None)
+    runs = load_runs(tmp_path, "relative_error")
+    old = next(r for r in runs if r.name == "E13k-old-s0")
+    assert not old.valid and "--accuracy separate" in old.reason
+    assert next(r for r in load_runs(tmp_path, "relative_error", "separate") if r.name == "E13k-old-s0").valid
+
+
+def test_cli_statistics_options(study, tmp_path):
+    r = srdd("correlate", study, "-o", tmp_path / "p", "--test", "permutation", "--equivalence-margin", "0.02")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert report["statistics"]["test"] == "permutation" and report["statistics"]["equivalence_margin"] == 0.02
+    h3 = next(v for v in report["verdicts"] if v["hypothesis"] == "H3")
+    assert h3["p"] == pytest.approx(0.1) and h3["verdict"] == "inconclusive"  # 3 vs 3: exact p cannot go lower
+    assert "exact permutation test" in (tmp_path / "p" / "report.md").read_text()
+    bad = srdd("correlate", study, "-o", tmp_path / "q", "--equivalence-margin", "nan")
+    assert bad.returncode == 2 and "margin" in bad.stderr and not (tmp_path / "q").exists()
 
 
 def test_cli_writes_every_output(study, tmp_path):

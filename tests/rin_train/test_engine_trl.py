@@ -26,11 +26,19 @@ def test_reward_tracker_counts_zero_variance_groups():
     assert tracker.take()["groups"] == 0  # per step
 
 
-def test_noise_is_on_for_rollouts_only_and_validation_sees_clean_weights(tmp_path, monkeypatch):
+@pytest.mark.parametrize("target", ["rmsnorm", "linear"])
+def test_noise_is_on_for_rollouts_only_and_validation_sees_clean_weights(tmp_path, monkeypatch, target):
     seen = {"generate": [], "loss": [], "validate": []}
+    clean = {}
 
-    def norm_is_clean(model):  # the tiny model's RMSNorm weights are exactly 1.0 when clean
-        return bool(torch.all(decoder_layers(model)[0].input_layernorm.weight == 1.0))
+    def weight(model):
+        layer = decoder_layers(model)[0]
+        return layer.input_layernorm.weight if target == "rmsnorm" else layer.mlp.down_proj.base_layer.weight
+
+    def norm_is_clean(model):  # bit for bit the weight the policy was loaded with
+        w = weight(model).detach()
+        clean.setdefault("w", w.clone())
+        return bool(torch.equal(w, clean["w"]))
 
     generate, loss, evaluate = (engine.GRPOTrainer._generate_single_turn, engine.GRPOTrainer.compute_loss,
                                 engine.evaluate)
@@ -50,11 +58,11 @@ def test_noise_is_on_for_rollouts_only_and_validation_sees_clean_weights(tmp_pat
     monkeypatch.setattr(engine.GRPOTrainer, "_generate_single_turn", spy_generate)
     monkeypatch.setattr(engine.GRPOTrainer, "compute_loss", spy_loss)
     monkeypatch.setattr(engine, "evaluate", spy_evaluate)
-    run = run_training(_smoke("noise.targets=[rmsnorm]"), tmp_path / "run")
+    run = run_training(_smoke(f"noise.targets=[{target}]"), tmp_path / "run")
     assert run.status == "complete"
     assert seen["generate"] == [False] * 3  # perturbed during every rollout...
     assert seen["loss"] and all(seen["loss"])  # ...and clean in the policy-gradient forward/backward
-    assert seen["validate"] == [True] * 3  # steps 0, 2, 3
+    assert seen["validate"] == [True] * 4  # steps 0, 2, 3 (LoRA separate) and 3 (LoRA merged)
 
 
 def test_every_step_is_recorded_with_sigma_and_zero_variance_counts(tmp_path):
@@ -70,6 +78,14 @@ def test_every_step_is_recorded_with_sigma_and_zero_variance_counts(tmp_path):
         assert r["groups"] == 2 and 0 <= r["zero_variance_groups"] <= 2
         assert r["step_s"] > 0 and r["wall_s"] > 0
     assert [r["sigma"] for r in records[1:]] == pytest.approx([0.05, 0.05 * 0.2 ** 0.5, 0.01])
+    for r in records[1:]:  # nominal and effective sigma for the same layers; the quantizer amplifies small noise
+        assert set(r["sigma_layers_effective"]) == set(r["sigma_layers"])
+        assert r["sigma_layers_effective"]["1"] == 0.0 and r["sigma_layers_effective"]["0"] > r["sigma_layers"]["0"]
+    assert [r.get("eval_lora") for r in records if r["accuracy"] is not None] == ["separate"] * 3
+    merged = records[-1]["eval_merged"]
+    assert merged["eval_lora"] == "merged" and merged["eval_quant"] == "mxfp4/w4a4"
+    assert 0.0 <= merged["accuracy"] <= 1.0 and merged["eval_samples"] == records[-1]["eval_samples"]
+    assert all("eval_merged" not in r for r in records[:-1])
 
 
 def test_zero_variance_steps_can_stop_the_run_with_a_reason(tmp_path):

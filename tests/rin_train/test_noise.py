@@ -34,7 +34,9 @@ def test_layer_multipliers_reach_the_perturbed_weights(model):
         assert record["sigma_layers"]["0"] / 0.04 == pytest.approx(1.0, rel=0.05)
         assert record["sigma_layers"]["1"] == 0.0
         assert record["sigma_layers"]["2"] / 0.02 == pytest.approx(1.0, rel=0.05)
-        assert q0.requires_grad is True or q0 is not None
+    # the fp32 master the next perturbation starts from is the clean weight, not the noisy one (lesson 3)
+    assert torch.equal(next(t.clean for t in inj.targets if t.param is q0), clean_q0)
+    assert torch.equal(q0, clean_q0)
 
 
 def test_tiny_sigma_on_weights_near_one_is_applied_in_fp32(model):

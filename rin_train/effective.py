@@ -1,0 +1,123 @@
+"""Effective noise: what the quantized GEMM really sees of the noise written into a weight (DESIGN.md §3).
+
+A linear weight under W4 reaches its GEMM as Q(W0 + n), so the noise the model
+sees is Q(W0 + n) - Q(W0), not n. Below the quantization step most of n rounds
+away and the rest flips whole grid steps: effective and nominal sigma differ by
+2-20x, and a 100x schedule decay acts like ~10x. An RMSNorm weight reaches no
+GEMM itself; its noise scales the normalized activations the next quantized
+linears read, so its effective sigma is measured there: std(Qa(y') - Qa(y)) /
+rms(y) for the norm's clean output y and noisy output y' on the first rollout
+batch of each noise version.
+
+Both are relative to the clean tensor's RMS, as the nominal sigma is, so the two
+read on one scale: nominal = std(n) / rms(W0), effective = std(Q(W0+n) - Q(W0)) / rms(W0).
+
+`EffectiveBasis` inverts the relation for `noise.sigma_basis: effective`: per
+linear target it measures effective sigma on a log grid of nominal sigmas (one
+fixed draw each), and interpolates in log-log space to find the nominal sigma
+that yields a requested effective one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from srdd.formats import fake_quantize
+from srdd.qlinear import QuantLinear
+
+GRID = np.logspace(-5, 0, 26)
+"""Nominal sigmas (relative to the weight RMS) at which EffectiveBasis measures the effective sigma."""
+
+
+def relative_std(delta: torch.Tensor, rms: float) -> float:
+    """std(delta) / rms in float64 (0 for a one-element tensor or a zero reference)."""
+    if delta.numel() < 2 or rms == 0:
+        return 0.0
+    return float(delta.double().std()) / rms
+
+
+def gemm_weight_view(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """w -> what the module's GEMM multiplies by for weight w: Q(w) under W4, w itself otherwise."""
+    if not isinstance(module, QuantLinear) or not module.quant_enabled or not module.quant.mode.weights:
+        return lambda w: w
+    fmt, options = module.quant.format, module.quant.options
+    return lambda w: fake_quantize(w, fmt, **options)
+
+
+def activation_quantizer(layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The input quantizer of the layer's quantized linears (they share one config), or None without A4."""
+    for module in layer.modules():
+        if isinstance(module, QuantLinear) and module.quant_enabled and module.quant.mode.activations:
+            fmt, options = module.quant.format, module.quant.options
+            return lambda x: fake_quantize(x, fmt, **options)
+    return None
+
+
+def rmsnorm_output(weight: torch.Tensor, hidden: torch.Tensor, eps: float) -> torch.Tensor:
+    """HF Llama/Qwen2 RMSNorm: weight * (x / rms(x)) with the normalization in fp32, cast back to x's dtype."""
+    normed = hidden.to(torch.float32)
+    normed = normed * torch.rsqrt(normed.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * normed.to(hidden.dtype)
+
+
+def norm_eps(module: nn.Module) -> float:
+    for name in ("variance_epsilon", "eps"):
+        value = getattr(module, name, None)
+        if isinstance(value, float):
+            return value
+    raise TypeError(f"{type(module).__name__} has no variance_epsilon/eps: not an RMSNorm srdd can measure")
+
+
+def rmsnorm_effective(module: nn.Module, clean: torch.Tensor, hidden: torch.Tensor, output: torch.Tensor,
+                      quantizer: Callable[[torch.Tensor], torch.Tensor] | None) -> float:
+    """std(Qa(y') - Qa(y)) / rms(y): y' the norm's (noisy) output, y the clean weight's on the same input."""
+    with torch.no_grad():
+        weight = module.weight.detach()
+        reference = rmsnorm_output(clean.to(weight.dtype), hidden, norm_eps(module))
+        rms = float(reference.double().pow(2).mean().sqrt())
+        if quantizer is not None:
+            output, reference = quantizer(output), quantizer(reference)
+        return relative_std(output.to(torch.float32) - reference.to(torch.float32), rms)
+
+
+class EffectiveBasis:
+    """Nominal sigma per linear target for a requested effective sigma (`noise.sigma_basis: effective`).
+
+    Cost: len(GRID) = 26 noise draws and fake-quantizations of every targeted weight, once, when the
+    run starts (seconds for a 135M model, a few minutes for 7B on a CPU); nothing per step.
+    """
+
+    def __init__(self, targets: list, seed: int) -> None:
+        self.curves: list[tuple[np.ndarray, np.ndarray]] = []
+        for index, t in enumerate(targets):
+            view = gemm_weight_view(t.module)
+            clean_view = view(t.clean.to(t.param.dtype)).to(torch.float32)
+            generator = torch.Generator().manual_seed(seed * 7919 + index)
+            unit = torch.randn(t.clean.shape, generator=generator, dtype=torch.float32)
+            effective = []
+            for sigma in GRID:
+                noisy = (t.clean + unit * float(sigma * t.rms)).to(t.param.dtype)
+                effective.append(relative_std(view(noisy).to(torch.float32) - clean_view, t.rms))
+            # monotone for interpolation: rounding makes tiny non-monotone wiggles in effective(nominal)
+            self.curves.append((GRID.copy(), np.maximum.accumulate(np.asarray(effective))))
+
+    def nominal(self, index: int, effective: float) -> float:
+        """The nominal sigma whose effective sigma is `effective` for target `index` (log-log interpolation;
+        below the grid's smallest measurable effect, proportional to its first point)."""
+        if effective <= 0:
+            return 0.0
+        nominal, eff = self.curves[index]
+        positive = eff > 0
+        if not positive.any():
+            return float(nominal[-1])
+        nominal, eff = nominal[positive], eff[positive]
+        if effective <= eff[0]:
+            return float(nominal[0] * effective / eff[0])
+        if effective >= eff[-1]:
+            return float(nominal[-1] * effective / eff[-1])
+        return float(math.exp(np.interp(math.log(effective), np.log(eff), np.log(nominal))))

@@ -1,0 +1,63 @@
+"""The deployed model: Q(W + B·A)·Q(x) inside `lora_merged`, fresh caches, and a bit-exact restore."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rin_train.lora_merge import lora_merged
+from srdd.formats import fake_quantize
+from srdd.models import decoder_layers, load_causal_lm
+from srdd.qlinear import LinearQuantConfig, quantize_linears
+
+
+@pytest.fixture
+def policy(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+
+    model = load_causal_lm(str(tiny_model_dir))[0]
+    torch.manual_seed(0)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"]))
+    with torch.no_grad():  # a trained-looking adapter: B is zero at initialisation
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    quantize_linears(model, LinearQuantConfig("mxfp4", "w4a4"))
+    return model
+
+
+def test_merged_forward_is_the_requantized_merged_weight(policy):
+    lora_q = decoder_layers(policy)[0].self_attn.q_proj
+    base = lora_q.base_layer
+    x = torch.randn(3, 5, base.in_features)
+    w0 = base.weight.detach().clone()
+    separate = lora_q(x)  # Q(W)·Q(x) + B·A·x, and it fills the frozen-weight cache with Q(W)
+    delta = lora_q.get_delta_weight("default")
+    with lora_merged(policy):
+        merged = lora_q(x)
+        expected = F.linear(fake_quantize(x, "mxfp4"), fake_quantize(w0 + delta, "mxfp4"), base.bias)
+        assert torch.equal(merged, expected)  # not the stale cached Q(W): the cache was refreshed
+        assert not torch.equal(merged, separate)
+    assert torch.equal(base.weight, w0)  # restored bit for bit, not W + BA - BA
+    assert torch.equal(lora_q(x), separate)
+    assert not any(getattr(m, "merged", False) for m in policy.modules() if hasattr(m, "merged_adapters"))
+
+
+def test_model_outputs_differ_between_merged_and_separate_and_restore_exactly(policy):
+    ids = torch.randint(4, 100, (2, 9))
+    with torch.no_grad():
+        before = policy(input_ids=ids).logits
+        with lora_merged(policy):
+            merged = policy(input_ids=ids).logits
+        after = policy(input_ids=ids).logits
+    assert torch.equal(before, after)
+    assert not torch.equal(before, merged)
+
+
+def test_a_model_without_adapters_runs_unchanged(tiny_model_dir):
+    model = load_causal_lm(str(tiny_model_dir))[0]
+    ids = torch.randint(4, 100, (1, 6))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        with lora_merged(model):
+            inside = model(input_ids=ids).logits
+    assert torch.equal(before, inside)
