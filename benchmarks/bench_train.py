@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py                 # SmolLM2, batch 8 x 128 tokens
     python benchmarks/bench_train.py --model tiny    # seconds, for a quick check
+    python benchmarks/bench_train.py --rss smoke,demo --rss-steps 2   # peak RSS of `srdd train` per preset and phase
 
 A step is forward + backward of the causal-LM loss and an AdamW step on the
 LoRA parameters (r=16 on every attention and MLP projection), the part of a
@@ -23,16 +24,24 @@ builds its default policy: fp32 weights, norms and noise, the quantized linears'
 GEMMs in the dtype `grpo.matmul_dtype: auto` resolves to (bf16 for MXFP4/MXFP6,
 whose values bf16 holds exactly, so only the GEMM output rounding differs from
 fp32; fp32 for the other formats). The default rows are the ones the criterion
-is about. Each row:
-`--warmup` untimed steps (weight cache, compiled kernels), then the median of
-`--steps` timed steps. The weight quantizations counted during the timed steps
-show whether the frozen-weight cache hits.
+is about. Every policy is built first; then `--warmup` untimed rounds (weight
+cache, compiled kernels) and `--steps` timed rounds, each round one step of every
+row in turn, so that a noisy machine slows all rows alike. Reported per row: min
+and median; ratios are of minima (the least disturbed step of each). The weight
+quantizations counted during the timed rounds show whether the frozen-weight
+cache hits.
+
+`--rss PRESETS`: each preset's `srdd train` run (grpo.steps cut to `--rss-steps`,
+validations at step 0 and the last step, both rescans) in a child process, with
+its resident memory sampled every 20 ms and attributed to the phase the run is in
+(load, scan, validation, rollout + update step): the peak of each phase and of
+the run.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import os
 import statistics
 import tempfile
 import time
@@ -80,25 +89,107 @@ def weight_quantizations(model) -> int:
     return sum(m.weight_quantizations for _, m in quantized_modules(model))
 
 
-def time_steps(model, batch: torch.Tensor, *, warmup: int, steps: int,
-               injector: NoiseInjector | None) -> tuple[list[float], int]:
-    """Seconds of each timed step, and the weight quantizations during the timed steps."""
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    times, quantizations = [], 0
+def one_step(model, opt, batch: torch.Tensor, injector: NoiseInjector | None, step: int, total: int) -> float:
+    """Seconds of one training step as training runs it (noise on and off around the rollout, then the update)."""
+    t0 = time.perf_counter()
+    if injector is not None:
+        injector.perturb(step, total)  # what a rollout sees ...
+        injector.restore()             # ... and the clean weights the gradient step uses
+    loss = model(input_ids=batch, labels=batch).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def interleaved(policies: dict, batch: torch.Tensor, *, warmup: int, steps: int) -> dict[str, tuple[list[float], int]]:
+    """Per row: seconds of each timed step and the weight quantizations during the timed rounds."""
+    opts = {label: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
+            for label, (m, _) in policies.items()}
+    times: dict[str, list[float]] = {label: [] for label in policies}
+    counted: dict[str, int] = {}
     for i in range(warmup + steps):
-        if i == warmup:
-            quantizations = weight_quantizations(model)
+        for label, (model, injector) in policies.items():
+            if i == warmup:
+                counted[label] = weight_quantizations(model)
+            seconds = one_step(model, opts[label], batch, injector, i, warmup + steps)
+            if i >= warmup:
+                times[label].append(seconds)
+    return {label: (times[label], weight_quantizations(m) - counted[label]) for label, (m, _) in policies.items()}
+
+
+RSS_SAMPLE_S = 0.02
+
+
+def rss_child(preset_name: str, steps: int) -> None:
+    """Run one preset with phase-attributed RSS sampling; print one JSON line {phase: peak MiB}."""
+    import json
+    import threading
+
+    import rin_train.train as train
+    from rin_train.presets import preset
+    from rin_train.watchdog import Watchdog
+
+    phase = ["start"]
+    peaks: dict[str, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    stop = threading.Event()
+
+    def sample() -> None:
+        with open("/proc/self/statm") as fh:
+            while not stop.wait(RSS_SAMPLE_S):
+                fh.seek(0)
+                rss = int(fh.read().split()[1]) * page
+                peaks[phase[0]] = max(peaks.get(phase[0], 0), rss)
+
+    def label(what: str) -> str:
+        return ("validation" if "validation" in what else "step (rollout + update)" if what.startswith("step")
+                else what)
+
+    beat = Watchdog.beat
+
+    def beat_with_phase(self, what: str = "") -> None:
+        if what:
+            phase[0] = label(what)
+        beat(self, what)
+
+    def phased(name: str, fn):
+        def run(*a, **k):
+            phase[0] = name
+            return fn(*a, **k)
+        return run
+
+    Watchdog.beat = beat_with_phase
+    train.load_policy = phased("load policy", train.load_policy)
+    train.rescan = phased("rescan", train.rescan)
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    cfg = load_run_config(None, [f"grpo.steps={steps}", f"eval.every={steps}", f"grpo.save_every={steps}",
+                                       "noise.num_stages=1", "grpo.stall_timeout_s=7200"], preset=preset(preset_name))
+    with tempfile.TemporaryDirectory() as tmp:
+        status = train.run_training(cfg, Path(tmp) / "run").status
+    stop.set()
+    thread.join()
+    print(json.dumps({"status": status, "peaks_mib": {k: v / 2**20 for k, v in peaks.items()}}))
+
+
+def rss_report(presets: list[str], steps: int) -> None:
+    import json
+    import subprocess
+    import sys
+
+    for name in presets:
         t0 = time.perf_counter()
-        if injector is not None:
-            injector.perturb(i, warmup + steps)  # what a rollout sees ...
-            injector.restore()                   # ... and the clean weights the gradient step uses
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return times, weight_quantizations(model) - quantizations
+        proc = subprocess.run([sys.executable, __file__, "--rss-child", name, "--rss-steps", str(steps)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"preset {name}: the run failed:\n{proc.stderr[-3000:]}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        peaks = result["peaks_mib"]
+        print(f"preset {name} ({steps} steps, {time.perf_counter() - t0:.0f} s, {result['status']}): peak RSS "
+              f"{max(peaks.values()):.0f} MiB")
+        for phase_name, mib in sorted(peaks.items(), key=lambda kv: -kv[1]):
+            print(f"  {phase_name:<28} {mib:8.0f} MiB")
 
 
 def main() -> None:
@@ -107,11 +198,20 @@ def main() -> None:
     p.add_argument("--format", default="mxfp4", help="fake-quant format of the W4A4 rows (default mxfp4)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--tokens", type=int, default=128)
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per row (default 2)")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per row; the median is reported (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds (default 2)")
+    p.add_argument("--steps", type=int, default=5, help="timed rounds; min and median are reported (default 5)")
+    p.add_argument("--rss", metavar="PRESETS", help="instead: peak RSS of `srdd train --preset P`, e.g. smoke,demo")
+    p.add_argument("--rss-steps", type=int, default=2, help="GRPO steps of each --rss run (default 2)")
+    p.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.warmup < 1 or args.steps < 1:
-        p.error("--warmup and --steps must be >= 1")
+    if args.warmup < 1 or args.steps < 1 or args.rss_steps < 1:
+        p.error("--warmup, --steps and --rss-steps must be >= 1")
+    if args.rss_child:
+        rss_child(args.rss_child, args.rss_steps)
+        return
+    if args.rss:
+        rss_report(args.rss.split(","), args.rss_steps)
+        return
     spec = args.model
     tmp = tempfile.TemporaryDirectory()
     if spec == "tiny":
@@ -131,26 +231,28 @@ def main() -> None:
             Row(f"W4A4 {args.format} + linear noise, {default_label}", torch.float32, default, ("linear",)))
     width = max(len(row.label) for row in rows)
     print(f"model {args.model}, batch {args.batch} x {args.tokens} tokens, {torch.get_num_threads()} threads, "
-          f"{args.warmup} warm-up + {args.steps} timed steps per row")
-    medians = {}
+          f"{args.warmup} warm-up + {args.steps} timed rounds, rows interleaved in each round")
+    policies = {}
     for row in rows:
         model = make_policy(spec, row)
         injector = None
         if row.noise_targets:
             injector = NoiseInjector(model, NoiseConfig(targets=list(row.noise_targets), sigma_start=0.05,
                                                         sigma_end=0.005, num_stages=2))
-        times, requant = time_steps(model, batch, warmup=args.warmup, steps=args.steps, injector=injector)
-        medians[row.label] = statistics.median(times)
-        cache = (f"  weight quantizations in timed steps: {requant} ({len(list(quantized_modules(model)))} "
-                 f"quantized linears)" if row.quant else "")
-        print(f"{row.label:<{width}} median {medians[row.label]:7.3f} s/step (min {min(times):.3f}, "
-              f"max {max(times):.3f}){cache}", flush=True)
-        del model, injector
-        gc.collect()
-    bf16, fp32 = medians["bf16 LoRA"], medians["fp32 LoRA"]
+        policies[row.label] = (model, injector)
+    results = interleaved(policies, batch, warmup=args.warmup, steps=args.steps)
+    minima = {}
+    for row in rows:
+        times, requant = results[row.label]
+        minima[row.label] = min(times)
+        cache = (f"  weight quantizations in timed rounds: {requant} "
+                 f"({len(list(quantized_modules(policies[row.label][0])))} quantized linears)" if row.quant else "")
+        print(f"{row.label:<{width}} min {min(times):7.3f}  median {statistics.median(times):7.3f} s/step{cache}",
+              flush=True)
+    bf16, fp32 = minima["bf16 LoRA"], minima["fp32 LoRA"]
     for row in rows[2:]:
-        q = medians[row.label]
-        print(f"ratio {row.label} / bf16 LoRA = {q / bf16:.2f} (goal <= 1.5); / fp32 LoRA = {q / fp32:.2f}")
+        q = minima[row.label]
+        print(f"ratio of minima {row.label} / bf16 LoRA = {q / bf16:.2f} (goal <= 1.5); / fp32 LoRA = {q / fp32:.2f}")
     tmp.cleanup()
 
 
