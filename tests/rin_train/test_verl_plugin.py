@@ -385,6 +385,81 @@ def test_rollout_noise_takes_sigma_and_exclusions_per_packed_matrix(tiny_model_d
     assert all(torch.equal(p, clean[n]) for n, p in rollout.named_parameters())
 
 
+def test_per_tensor_formats_refuse_tensor_parallel_rollout_and_large_caches_are_not_kept(tmp_path):
+    model = _vllm_model()
+    model.model.layers[2].mlp.down_proj.tp_size = 2
+    with pytest.raises(SrddError, match="tensor_model_parallel_size=1"):
+        install_on_rollout(model, _settings(tmp_path, "quant.format=nvfp4"))
+    assert install_on_rollout(model, _settings(tmp_path))  # MXFP4's block scales do not depend on the split
+
+    layer, x = VllmLinear(64, 32), torch.randn(3, 64)
+    uncached = LinearFakeQuant(_settings(tmp_path).linear_quant(), cache=False)
+    assert torch.equal(uncached(layer, x), uncached(layer, x))
+    assert uncached.weight_quantizations == 2 and uncached._cache is None  # recomputed, nothing kept
+
+
+def test_prefix_cache_reset_follows_every_noise_change(tmp_path):
+    """The trainer-side patches on stand-ins of verl's classes: every server's prefix cache is reset after the
+    noise of each sync and after validation begins and ends, only once the noise call has completed."""
+    _settings(tmp_path).write(tmp_path / "s.json")
+    r = _python("""
+        import sys, types
+        import rin_train.verl_plugin as plugin
+
+        events = []
+        class Call:  # a Ray ObjectRef: awaited (async trainer code) or ray.get (sync)
+            def __init__(self, what):
+                self.what = what
+                events.append(("issued",) + what)
+            def done(self):
+                events.append(("done",) + self.what)
+            def __await__(self):
+                self.done()
+                yield from ()
+        class Method:
+            def __init__(self, server, name):
+                self.server, self.name = server, name
+            def remote(self, *args, kwargs=None):
+                return Call((self.server, self.name, (kwargs or {}).get("version")))
+        class Server:  # vLLMHttpServer: collective_rpc reaches its workers, clear_kv_cache its engine
+            def __init__(self, name):
+                self.collective_rpc, self.clear_kv_cache = Method(name, "noise"), Method(name, "reset")
+        sys.modules["ray"] = types.SimpleNamespace(get=lambda calls: [c.done() for c in calls])
+
+        async def update_weights(self, global_steps=None):
+            events.append(("sync", global_steps))
+        update_weights.__wrapped__ = update_weights
+        def auto_await(fn):
+            import asyncio
+            return lambda *a, **k: asyncio.run(fn(*a, **k))
+        base = types.SimpleNamespace(CheckpointEngineManager=type("M", (), {"update_weights": update_weights}),
+                                     auto_await=auto_await)
+        trainer_base = types.SimpleNamespace(PPOTrainer=type("T", (), {"on_validate_begin": lambda self: None,
+                                                                       "on_validate_end": lambda self: None,
+                                                                       "init": lambda self: None}))
+        plugin.patch_sync(base)
+        plugin.patch_trainer(trainer_base)
+        manager = base.CheckpointEngineManager()
+        manager.replicas = [types.SimpleNamespace(servers=[Server("a")]), types.SimpleNamespace(servers=[Server("b")])]
+        trainer = trainer_base.PPOTrainer()
+        trainer.checkpoint_manager = manager
+        manager.update_weights(0); trainer.on_validate_begin(); trainer.on_validate_end(); manager.update_weights(1)
+        for e in events:
+            print(*e)
+    """, **{SETTINGS_ENV: str(tmp_path / "s.json")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    events = [tuple(line.split()) for line in r.stdout.splitlines()]
+
+    def noise_change(version: str) -> list[tuple]:
+        """Both servers' noise calls complete, then both prefix-cache resets are issued and complete."""
+        return [(state, server, what, v) for what, v in (("noise", version), ("reset", "None"))
+                for state in ("issued", "done") for server in "ab"]
+
+    # sync 0, validation begins (clean) and ends (the noise of version 0 again), sync 1
+    assert events == [("sync", "0"), *noise_change("0"), *noise_change("None"), *noise_change("0"),
+                      ("sync", "1"), *noise_change("1")]
+
+
 # --- settings, import hook, plugin loading ---------------------------------------------------------
 
 def test_settings_round_trip_through_the_file(tmp_path):
