@@ -12,9 +12,11 @@ layouts verl holds:
 - `install_on_rollout`: vLLM's linear layers (`LinearBase`: a 2-D `weight`
   applied through `quant_method.apply(layer, x, bias)`, the call vLLM's LoRA
   wrappers also make for the base layer) compute q(x) q(W)^T + b instead of
-  their unquantized GEMM. vLLM fuses q/k/v and gate/up, so an exclude pattern
-  may not split a fused module.
-- `RolloutNoise`: QeRL's AQN on the rollout copy only. Every weight sync leaves
+  their unquantized GEMM. vLLM fuses q/k/v and gate/up: each packed matrix is
+  quantized on its own (the actor's bits), and an exclude pattern may not split a
+  fused module.
+- `RolloutNoise`: QeRL's AQN on the rollout copy only, per packed matrix
+  (`RolloutNoiseInjector`), masters in pinned CPU memory. Every weight sync leaves
   the rollout clean (the fp32 masters are re-read from the freshly synced
   weights); the trainer then sets the noise for the weights version the next
   rollouts use, or none while validating. Restore-then-perturb, deterministic per
