@@ -606,6 +606,8 @@ def test_verl_trainer_pushes_noise_after_syncs_and_clears_it_for_validation(tmp_
                 self.calls = []
             def collective_rpc(self, method, timeout=None, args=(), kwargs=None):
                 self.calls.append((method, kwargs))
+            def clear_kv_cache(self):  # vLLMHttpServer: engine.reset_prefix_cache
+                self.calls.append(("clear_kv_cache", None))
             def seen(self):
                 return self.calls
 
@@ -623,7 +625,9 @@ def test_verl_trainer_pushes_noise_after_syncs_and_clears_it_for_validation(tmp_
         manager.update_weights()         # a re-sync inside validation
         trainer.on_validate_end()
         manager.update_weights(1)        # on_step_end of step 1
-        print([v["version"] for _, v in ray.get(servers[0].seen.remote())])
+        calls = ray.get(servers[0].seen.remote())
+        print([v["version"] for m, v in calls if m == "srdd_set_noise"])
+        print(all(m == ("srdd_set_noise", "clear_kv_cache")[i % 2] for i, (m, _) in enumerate(calls)))
         print(ray.get(servers[0].seen.remote()) == ray.get(servers[1].seen.remote()))
 
         class Overriding(PPOTrainerSync):
@@ -636,5 +640,6 @@ def test_verl_trainer_pushes_noise_after_syncs_and_clears_it_for_validation(tmp_
     """, VERL_USE_EXTERNAL_MODULES="rin_train.verl_plugin", **{SETTINGS_ENV: str(tmp_path / "s.json")})
     assert r.returncode == 0, r.stderr[-3000:]
     lines = r.stdout.splitlines()
-    assert lines[-3] == "[0, None, None, 0, 1]" and lines[-2] == "True"
+    assert lines[-4] == "[0, None, None, 0, 1]" and lines[-3] == "True"  # each noise call, then a cache reset
+    assert lines[-2] == "True"
     assert lines[-1].startswith("refused: srdd verl plugin: Overriding overrides ['on_validate_begin']")
