@@ -9,8 +9,8 @@ a SrddError, exit 2, no directory): the model must be local (a HF directory, a
 .gguf file, `smollm2` or `tiny`, which is built into the run directory); the
 config must be one verl can run as written (no LoRA dropout, validation with
 the training response length, no zero-variance stop, quant.exclude patterns the
-vLLM rollout can mirror); with --launch, verl and vLLM must be installed. It
-then writes:
+vLLM rollout can mirror); with --launch, every module a verl run imports
+(RUN_IMPORTS) must import here. It then writes:
 
     run.json, metrics.jsonl        srdd.run/v1; config = the resolved config, as the TRL engine writes it
     verl_command.sh                the exact command (rin_train.verl_command); extra arguments are Hydra overrides
@@ -29,9 +29,10 @@ With --launch, rin_train.verl_launch runs the command and sets the final status
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from rin_train.verl_command import VerlPaths, script
 from rin_train.verl_data import DATA_SOURCES, select_problems, write_task_files
 from rin_train.verl_hooks import check_rollout_exclusions
 from rin_train.verl_launch import MetricsCollector, run_verl
-from rin_train.verl_settings import PluginSettings
+from rin_train.verl_settings import SETTINGS_ENV, PluginSettings
 from srdd import __version__
 from srdd.errors import SrddError
 
@@ -69,12 +70,67 @@ def _gpus() -> int:
     return torch.cuda.device_count() or 1
 
 
+RUN_IMPORTS = (
+    "verl.trainer.main_ppo",                            # the entry point (hydra, ray)
+    "transfer_queue",                                   # TaskRunnerV1.run; not in verl's base requirements
+    "verl.trainer.ppo.v1.trainer_base",                 # imports transfer_queue, tensordict, torchdata at the top
+    "verl.trainer.ppo.v1.trainer_sync",
+    "verl.checkpoint_engine.base",
+    "verl.workers.engine.fsdp.transformer_impl",
+    "verl.workers.rollout.utils",                       # uvicorn, fastapi: the rollout servers
+    "vllm",
+    "verl.workers.rollout.vllm_rollout.vllm_async_server",
+    "verl.workers.rollout.vllm_rollout.utils",
+)
+"""Every module a verl 0.9.1 run of ours imports, in the order it does: the v1 trainer, the plugin's patch
+targets and the vLLM rollout. `verl==0.9.1` alone lacks transfer_queue, uvicorn, fastapi and vllm."""
+
+_IMPORT_PROBE = """
+import importlib, json, sys
+missing = {}
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        missing[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+print(json.dumps(missing))
+"""
+
+
+def missing_imports(python: str = sys.executable) -> dict[str, str]:
+    """RUN_IMPORTS that `python` cannot import, with the first line of each error.
+
+    Imported in a child process (vLLM and verl are heavy, and they would stay in this one) without
+    the plugin's environment, so verl does not import rin_train.verl_plugin on the way.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("VERL_USE_EXTERNAL_MODULES", SETTINGS_ENV)}
+    r = subprocess.run([python, "-c", _IMPORT_PROBE, *RUN_IMPORTS], capture_output=True, text=True, env=env,
+                       timeout=900)
+    if r.returncode != 0:
+        return {name: f"the import check failed: {r.stderr.strip().splitlines()[-1:]}" for name in RUN_IMPORTS}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+INSTALL_HINT = "pip install 'srdd[verl]' (verl[vllm]==0.9.1; ideally in its own environment, on a GPU machine)"
+
+
 def check_launchable() -> None:
-    for module, why in (("verl", "verl==0.9.1 (pip install 'srdd[verl]', ideally in its own environment)"),
-                        ("vllm", "vLLM, verl's rollout engine (GPU)")):
-        if importlib.util.find_spec(module) is None:
-            raise SrddError(f"--launch needs {why}, and `{module}` is not importable here; without --launch the run "
-                            "directory and verl_command.sh are written for a machine that has it")
+    missing = missing_imports()
+    if missing:
+        listing = "; ".join(f"{name} ({why})" for name, why in missing.items())
+        raise SrddError(f"--launch needs every module a verl run imports, and {len(missing)} of "
+                        f"{len(RUN_IMPORTS)} are not importable here: {listing}; {INSTALL_HINT}; without "
+                        "--launch the run directory and verl_command.sh are written for a machine that has them")
+
+
+def report_imports() -> None:
+    """Without --launch: say whether this environment could run the prepared command itself."""
+    missing = missing_imports()
+    if not missing:
+        print(f"verl environment: all {len(RUN_IMPORTS)} modules a run imports are present (--launch can run it here)")
+        return
+    print(f"verl environment: {len(missing)} of {len(RUN_IMPORTS)} modules a run imports are missing here "
+          f"({', '.join(missing)}); fine for preparing, --launch needs them: {INSTALL_HINT}")
 
 
 def check_config(cfg: RunConfig) -> None:
@@ -199,5 +255,6 @@ def main(cfg: RunConfig, args: argparse.Namespace) -> int:
     run = prepare(cfg, out)
     if not args.launch:
         run.finish("invalid", PREPARED_REASON.format(script=out / "verl_command.sh", out=out))
+        report_imports()
         return 0
     return launch(cfg, run)

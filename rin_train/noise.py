@@ -260,13 +260,15 @@ class NoiseInjector:
             if index not in wanted:
                 continue
             for name, module in layer.named_modules():
-                full = f"layers.{index}.{name}"
                 kind = ("rmsnorm" if _is_rmsnorm(module) else "linear" if _is_linear(name, module) else None)
-                if kind not in cfg.targets or any(p.search(full) for p in excludes):
+                if kind not in cfg.targets:
                     continue
-                clean = module.weight.detach().to(torch.float32).clone()
-                rms = float(clean.pow(2).mean().sqrt())
-                self.targets.append(Target(full, index, kind, module, module.weight, clean, rms))
+                for full, weight in self.weights_of(f"layers.{index}.{name}", module):
+                    if any(p.search(full) for p in excludes):
+                        continue
+                    clean = self.master_of(weight)
+                    rms = float(clean.pow(2).mean().sqrt())
+                    self.targets.append(Target(full, index, kind, module, weight, clean, rms))
         if not self.targets:
             raise SrddError(f"noise targets {cfg.targets} match no weight in the selected layers")
         self.schedules = {i: cfg.schedule_for(None) for i in range(self.num_layers)}
@@ -282,6 +284,15 @@ class NoiseInjector:
         self._effective: dict[int, float] = {}
         self._hooks: list = []
         self.basis = EffectiveBasis(self.targets, seed) if cfg.sigma_basis is SigmaBasis.EFFECTIVE else None
+
+    def weights_of(self, name: str, module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+        """The tensors of `module` perturbed as separate targets, each with the name exclude_patterns see: its
+        weight. (The verl rollout splits vLLM's fused weights into the matrices they pack.)"""
+        return [(name, module.weight)]
+
+    def master_of(self, weight: torch.Tensor) -> torch.Tensor:
+        """The fp32 clean copy of `weight`, on its device (the verl rollout keeps them in pinned CPU memory)."""
+        return weight.detach().to(torch.float32).clone()
 
     def _check_absolute_sigma(self) -> None:
         if self.cfg.sigma_mode is not SigmaMode.ABSOLUTE:
@@ -327,7 +338,8 @@ class NoiseInjector:
                 scale = t.rms if self.cfg.sigma_mode is SigmaMode.RELATIVE else 1.0
                 noise = noise.mul_(sigma * scale).to(t.clean.device).add_(t.clean)
                 t.param.copy_(noise)
-                delta = torch.sub(t.param, t.clean, out=noise)  # what the parameter's dtype kept of the noise
+                # what the parameter's dtype kept of the noise (read back to the master's device)
+                delta = torch.sub(t.param.to(t.clean.device), t.clean, out=noise)
                 achieved.setdefault(t.layer, []).append(float(delta.std()) / scale if delta.numel() > 1 else 0.0)
                 if self.effective and t.kind == "linear":
                     view = self._weight_views[index]

@@ -12,9 +12,11 @@ layouts verl holds:
 - `install_on_rollout`: vLLM's linear layers (`LinearBase`: a 2-D `weight`
   applied through `quant_method.apply(layer, x, bias)`, the call vLLM's LoRA
   wrappers also make for the base layer) compute q(x) q(W)^T + b instead of
-  their unquantized GEMM. vLLM fuses q/k/v and gate/up, so an exclude pattern
-  may not split a fused module.
-- `RolloutNoise`: QeRL's AQN on the rollout copy only. Every weight sync leaves
+  their unquantized GEMM. vLLM fuses q/k/v and gate/up: each packed matrix is
+  quantized on its own (the actor's bits), and an exclude pattern may not split a
+  fused module.
+- `RolloutNoise`: QeRL's AQN on the rollout copy only, per packed matrix
+  (`RolloutNoiseInjector`), masters in pinned CPU memory. Every weight sync leaves
   the rollout clean (the fp32 masters are re-read from the freshly synced
   weights); the trainer then sets the noise for the weights version the next
   rollouts use, or none while validating. Restore-then-perturb, deterministic per
@@ -40,7 +42,7 @@ from torch import nn
 from rin_train.noise import NoiseInjector
 from rin_train.verl_settings import PluginSettings
 from srdd.errors import SrddError
-from srdd.formats import fake_quantize
+from srdd.formats import fake_quantize, get_format
 from srdd.qlinear import LinearQuantConfig, QuantMode, quantize_linears
 
 # --- actor -----------------------------------------------------------------------------------------
@@ -60,17 +62,42 @@ def install_on_actor(model: nn.Module, settings: PluginSettings) -> list[str]:
 # --- rollout: quantization -------------------------------------------------------------------------
 
 
+def packed_rows(layer: nn.Module) -> list[int]:
+    """Output rows of each matrix vLLM packed into `layer` (q/k/v into qkv_proj, gate/up into gate_up_proj):
+    its `output_partition_sizes` (this tensor-parallel rank's share of each), [rows] for an unfused layer."""
+    rows = list(getattr(layer, "output_partition_sizes", None) or [layer.weight.shape[0]])
+    if sum(rows) != layer.weight.shape[0]:
+        raise RuntimeError(f"srdd verl plugin: output_partition_sizes {rows} do not add up to the weight's "
+                           f"{layer.weight.shape[0]} rows")
+    return rows
+
+
+def quantize_packed(weight: torch.Tensor, rows: list[int], config: LinearQuantConfig) -> torch.Tensor:
+    """Q(W) of a fused weight as the actor computes it: each packed matrix quantized on its own.
+
+    Formats with a per-tensor scale (two-level NVFP4, per-tensor FP8) would otherwise take one scale for
+    q, k and v together; block formats give the same bits either way (their blocks run along the rows).
+    """
+    weight = weight.detach()
+    if len(rows) == 1:
+        return fake_quantize(weight, config.format, **config.options)
+    return torch.cat([fake_quantize(part, config.format, **config.options) for part in weight.split(rows)])
+
+
 class LinearFakeQuant:
     """What one vLLM linear layer computes in place of its unquantized GEMM: y = q(x) q(W)^T + b.
 
-    The quantized weight is cached and recomputed when the weight's storage or
-    version changes. vLLM's weight loaders write through `param.data`, which does
-    not bump the version counter, so the plugin also calls `invalidate` after
-    every weight sync.
+    q(W) is computed per packed matrix (`quantize_packed`). With `cache` the quantized
+    weight is kept and recomputed when the weight's storage or version changes. vLLM's
+    weight loaders write through `param.data`, which does not bump the version counter,
+    so the plugin also calls `invalidate` after every weight sync. Without `cache`
+    (a model whose cached copies would not fit beside vLLM's pool) it is recomputed at
+    every call and only one layer's copy is alive at a time.
     """
 
-    def __init__(self, config: LinearQuantConfig) -> None:
+    def __init__(self, config: LinearQuantConfig, *, cache: bool = True) -> None:
         self.config = config
+        self.cache = cache
         self.weight_quantizations = 0
         self.invalidate()
 
@@ -78,19 +105,22 @@ class LinearFakeQuant:
         self._cache: torch.Tensor | None = None
         self._key: tuple | None = None
 
-    def quantized_weight(self, weight: torch.Tensor) -> torch.Tensor:
+    def quantized_weight(self, layer: nn.Module) -> torch.Tensor:
+        weight = layer.weight
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
-        if self._cache is None or self._key != key:
-            self._cache = fake_quantize(weight.detach(), self.config.format, **self.config.options)
-            self._key = key
-            self.weight_quantizations += 1
-        return self._cache
+        if self._cache is not None and self._key == key:
+            return self._cache
+        quantized = quantize_packed(weight, packed_rows(layer), self.config)
+        self.weight_quantizations += 1
+        if self.cache:
+            self._cache, self._key = quantized, key
+        return quantized
 
     def __call__(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         mode = self.config.mode
         if mode.activations:
             x = fake_quantize(x, self.config.format, **self.config.options)
-        weight = self.quantized_weight(layer.weight) if mode.weights else layer.weight
+        weight = self.quantized_weight(layer) if mode.weights else layer.weight
         return F.linear(x, weight, bias)
 
 
@@ -120,13 +150,22 @@ VLLM_PACKED = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gat
 """How vLLM fuses a Llama/Qwen-style decoder layer's projections (`packed_modules_mapping` of its models)."""
 
 
+EMBEDDING_MODULES = ("lm_head", "model.embed_tokens")
+"""Modules vLLM computes through an embedding method (ParallelLMHead, VocabParallelEmbedding), whose 2-D
+weight and `quant_method` look like a linear's but which run no GEMM the plugin can replace."""
+
+
 def check_rollout_exclusions(config: LinearQuantConfig, num_layers: int) -> None:
     """Refuse, before a run starts, exclusions the vLLM rollout cannot mirror (HF module names): one that
-    splits a projection vLLM fuses, or an lm_head left quantized (vLLM computes it as an embedding)."""
+    splits a projection vLLM fuses, or lm_head / embed_tokens left out of quant.exclude (vLLM computes both
+    through embedding methods: the rollout would stop at its first weight sync)."""
     patterns = [re.compile(p) for p in config.exclude]
-    if config.mode is not QuantMode.NONE and not any(p.search("lm_head") for p in patterns):
-        raise SrddError("the vLLM rollout computes lm_head through an embedding method and cannot fake-quantize it "
-                        "as the actor would; keep lm_head in quant.exclude for the verl engine")
+    if config.mode is not QuantMode.NONE:
+        for name in EMBEDDING_MODULES:
+            if not any(p.search(name) for p in patterns):
+                leaf = name.rpartition(".")[2]
+                raise SrddError(f"the vLLM rollout computes {leaf} through an embedding method and cannot "
+                                f"fake-quantize it; keep {leaf} in quant.exclude for the verl engine")
     for layer in range(num_layers):
         for fused in ("self_attn.qkv_proj", "mlp.gate_up_proj"):
             _excluded(f"model.layers.{layer}.{fused}", patterns, VLLM_PACKED)
@@ -144,7 +183,8 @@ def install_on_rollout(model: nn.Module, settings: PluginSettings) -> list[str]:
         return []
     patterns = [re.compile(p) for p in config.exclude]
     packed = dict(getattr(model, "packed_modules_mapping", None) or {})
-    names = []
+    per_tensor = get_format(config.format, **config.options).uses_tensor_amax
+    layers: list[tuple[str, nn.Module]] = []
     for name, module in model.named_modules():
         if not _is_vllm_linear(module):
             continue
@@ -160,17 +200,39 @@ def install_on_rollout(model: nn.Module, settings: PluginSettings) -> list[str]:
         if type(method).__name__ != "UnquantizedLinearMethod":
             raise SrddError(f"{logical} runs {type(method).__name__} in the rollout; srdd's fake quantization "
                             "needs unquantized rollout weights (drop the rollout's own quantization)")
-        quant = LinearFakeQuant(config)
-        module.srdd_quant = quant
-        method.apply = quant  # an instance attribute: vLLM calls layer.quant_method.apply(layer, x, bias)
-        names.append(logical)
-    if not names:
+        if per_tensor and getattr(module, "tp_size", 1) > 1:
+            raise SrddError(f"{config.format} scales each weight by its whole-tensor amax, but {logical} is split "
+                            f"over {module.tp_size} tensor-parallel ranks, so the rollout would quantize with "
+                            "other scales than the actor; set actor_rollout_ref.rollout.tensor_model_parallel_size=1")
+        layers.append((logical, module))
+    if not layers:
         raise SrddError(f"no linear layer of the rollout model ({type(model).__name__}) can be quantized under "
                         f"{config.label}; expected vLLM linear layers")
-    print(f"srdd verl plugin: rollout: quantized {len(names)} linear modules under {config.label}:", flush=True)
+    cache = config.mode.weights and cache_fits(sum(m.weight.numel() * m.weight.element_size() for _, m in layers),
+                                               layers[0][1].weight.device)
+    for _, module in layers:
+        quant = LinearFakeQuant(config, cache=cache)
+        module.srdd_quant = quant
+        module.quant_method.apply = quant  # an instance attribute: vLLM calls layer.quant_method.apply(layer, x, bias)
+    names = [name for name, _ in layers]
+    print(f"srdd verl plugin: rollout: quantized {len(names)} linear modules under {config.label} (quantized weights "
+          f"{'cached' if cache else 'recomputed at every call: a cached copy would not fit'}):", flush=True)
     for name in names:
         print(f"  {name}", flush=True)
     return names
+
+
+CACHE_SHARE = 0.05
+"""Largest share of the GPU's memory the rollout's cached quantized weights may take. They live outside
+vLLM's sleep pool (colocated with the FSDP actor, they stay while it trains), so a 7B model's 13 GB
+(bf16) are recomputed per call instead; the 1.5B reference model's 2.6 GB fit an 80 GB GPU."""
+
+
+def cache_fits(nbytes: int, device: torch.device) -> bool:
+    """Whether `nbytes` of cached quantized weights may stay on `device` (always on the CPU)."""
+    if device.type != "cuda":
+        return True
+    return nbytes <= CACHE_SHARE * torch.cuda.get_device_properties(device).total_memory
 
 
 def invalidate_rollout_quant(model: nn.Module) -> None:
@@ -182,6 +244,45 @@ def invalidate_rollout_quant(model: nn.Module) -> None:
 
 
 # --- rollout: noise --------------------------------------------------------------------------------
+
+
+def packed_part_names(name: str, packed: dict[str, list[str]]) -> list[str]:
+    """HF names of the matrices a vLLM module packs ("layers.0.self_attn.qkv_proj" -> q_proj, k_proj,
+    v_proj in its place; a LoRA wrapper's ".base_layer" stays at the end); [name] for an unfused module."""
+    logical = name.removesuffix(".base_layer")
+    suffix = name[len(logical):]
+    parent, _, leaf = logical.rpartition(".")
+    return [f"{parent}.{part}{suffix}" if parent else f"{part}{suffix}" for part in packed.get(leaf, [leaf])]
+
+
+class RolloutNoiseInjector(NoiseInjector):
+    """NoiseInjector on vLLM's rollout model, perturbing exactly the matrices the actor has.
+
+    A fused weight (qkv_proj, gate_up_proj) becomes one target per packed matrix, a view of its
+    rows named as the HF matrix, so relative sigma takes each matrix's own RMS (v_proj's is not
+    k_proj's) and noise.exclude_patterns written with HF names (`q_proj`, `up_proj`) match as they
+    do on the actor. The fp32 masters of CUDA weights live in pinned CPU memory: for linear targets
+    they are twice the size of the bf16 weights and sit outside vLLM's sleep pool.
+    """
+
+    def __init__(self, model: nn.Module, cfg, *, seed: int) -> None:
+        self.packed = dict(getattr(model, "packed_modules_mapping", None) or {})
+        super().__init__(model, cfg, seed=seed)
+
+    def weights_of(self, name: str, module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+        names = packed_part_names(name, self.packed)
+        if len(names) == 1:
+            return [(name, module.weight)]
+        rows = packed_rows(module)
+        if len(rows) != len(names):
+            raise RuntimeError(f"srdd verl plugin: {name} packs {names} but has output partitions {rows}")
+        return list(zip(names, module.weight.split(rows)))
+
+    def master_of(self, weight: torch.Tensor) -> torch.Tensor:
+        if weight.device.type != "cuda":
+            return super().master_of(weight)
+        master = torch.empty(weight.shape, dtype=torch.float32, pin_memory=True)
+        return master.copy_(weight.detach())
 
 
 def _rank_seed(seed: int, rank: int) -> int:
@@ -208,7 +309,7 @@ class RolloutNoise:
     def after_sync(self, model: nn.Module) -> None:
         """Re-read the fp32 masters from the freshly synced (clean) weights."""
         self.injector = None  # free the old masters first: for linear targets they are a copy of every weight
-        self.injector = NoiseInjector(model, self.config, seed=_rank_seed(self.settings.seed, self.rank))
+        self.injector = RolloutNoiseInjector(model, self.config, seed=_rank_seed(self.settings.seed, self.rank))
 
     def apply(self, version: int | None) -> dict:
         """Noise for weights `version` (restore, then perturb), or clean weights for None."""

@@ -34,6 +34,8 @@ in rin_train.verl_hooks, which the tests exercise without verl:
 4. verl/trainer/ppo/v1/trainer_base.py `PPOTrainer.on_validate_begin/_end`: the
    rollout is clean while validating (lesson 5) and noisy again after;
    `PPOTrainer.init` refuses a trainer class that overrides these two hooks.
+After every noise change (3 and 4) every rollout server resets vLLM's prefix cache
+(`clear_kv_cache`), so no rollout reuses KV blocks computed under other weights.
 """
 
 from __future__ import annotations
@@ -161,6 +163,13 @@ def _noise_calls(replicas, version: int | None) -> list:
             for replica in replicas for server in replica.servers]
 
 
+def _cache_resets(replicas) -> list:
+    """Every server drops its prefix cache (vLLMHttpServer.clear_kv_cache: engine.reset_prefix_cache), issued
+    once the noise changed: KV blocks of prompt prefixes computed under the previous weights (clean ones from
+    validation, or the last step's noise) would otherwise be reused by the next rollouts."""
+    return [server.clear_kv_cache.remote() for replica in replicas for server in replica.servers]
+
+
 def patch_sync(module) -> None:
     manager = module.CheckpointEngineManager
     if _patched(manager.update_weights):
@@ -170,6 +179,7 @@ def patch_sync(module) -> None:
     async def update_weights(self, global_steps: int | None = None):
         result = await original(self, global_steps)
         await asyncio.gather(*_noise_calls(self.replicas, TRAINER_NOISE.synced(global_steps)))
+        await asyncio.gather(*_cache_resets(self.replicas))
         return result
 
     manager.update_weights = _mark(module.auto_await(update_weights))
@@ -188,13 +198,17 @@ def patch_trainer(module) -> None:
         import ray
 
         begin(self)
-        ray.get(_noise_calls(self.checkpoint_manager.replicas, TRAINER_NOISE.validation_begins()))
+        replicas = self.checkpoint_manager.replicas
+        ray.get(_noise_calls(replicas, TRAINER_NOISE.validation_begins()))
+        ray.get(_cache_resets(replicas))
 
     @_mark
     def on_validate_end(self):
         import ray
 
-        ray.get(_noise_calls(self.checkpoint_manager.replicas, TRAINER_NOISE.validation_ends()))
+        replicas = self.checkpoint_manager.replicas
+        ray.get(_noise_calls(replicas, TRAINER_NOISE.validation_ends()))
+        ray.get(_cache_resets(replicas))
         end(self)
 
     @_mark

@@ -26,7 +26,7 @@ from rin_train.verl_launch import MetricsCollector, metrics_record, run_verl
 from rin_train.verl_settings import SETTINGS_ENV, PluginSettings
 from srdd.cli import main
 
-CAN_LAUNCH = all(importlib.util.find_spec(m) is not None for m in ("verl", "vllm"))
+CAN_LAUNCH = not engine_verl.missing_imports()
 SETS = ["engine=verl", "seed=3", "grpo.beta=0.04", "grpo.learning_rate=3.0e-6", "task.format_score=0.1",
         "lora.target_modules=[q_proj, v_proj]", "eval.every=2", "noise.layer_multipliers={0: 0.5, 1: 1.0, 2: 1.5}",
         "noise.targets=[rmsnorm]"]
@@ -134,16 +134,20 @@ def test_smoke_preset_through_the_real_entry_point(tmp_path):
                         str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "verl run smoke prepared" in r.stdout and "python3}\" -m verl.trainer.main_ppo" in r.stdout
+    assert r.stdout.splitlines()[-1].startswith("verl environment: " + (
+        "all 10 modules a run imports are present" if CAN_LAUNCH else "10 of 10 modules a run imports are missing"))
     assert json.loads((out / "run.json").read_text())["status"] == "invalid"
     for path in ("verl_command.sh", "verl/plugin_settings.json", "data/train.parquet", "data/test.parquet",
                  "model/config.json", "metrics.jsonl"):
         assert (out / path).is_file(), path
 
+    if CAN_LAUNCH:
+        return  # --launch would start verl for real (no GPU here)
     r = subprocess.run([sys.executable, "-m", "srdd", "train", "--preset", "smoke", "--engine", "verl", "--out",
                         str(tmp_path / "launched"), "--launch"], capture_output=True, text=True, timeout=600)
-    if not CAN_LAUNCH:
-        assert r.returncode == 2 and "--launch needs" in r.stderr and "not importable here" in r.stderr
-        assert not (tmp_path / "launched").exists()
+    assert r.returncode == 2 and "--launch needs every module a verl run imports" in r.stderr
+    assert "transfer_queue (ModuleNotFoundError" in r.stderr and r.stderr.count("\n") == 1  # one line
+    assert not (tmp_path / "launched").exists()
 
 
 @pytest.mark.parametrize("sets, message", [
@@ -154,14 +158,22 @@ def test_smoke_preset_through_the_real_entry_point(tmp_path):
     (["grpo.dtype=bfloat16"], "grpo.dtype=bfloat16 is for the trl engine"),
     (["grpo.matmul_dtype=bfloat16"], "grpo.matmul_dtype=bfloat16 is for the trl engine"),
     (["noise.layer_multipliers={7: 2.0}"], "has 3 decoder layers"),
-    (["quant.exclude=[lm_head, q_proj]"], "vLLM fuses them into model.layers.0.self_attn.qkv_proj"),
+    (["quant.exclude=[lm_head, embed_tokens, q_proj]"], "vLLM fuses them into model.layers.0.self_attn.qkv_proj"),
     (["quant.exclude=[embed_tokens]"], "keep lm_head in quant.exclude"),
+    (["quant.exclude=[lm_head]"], "keep embed_tokens in quant.exclude"),
 ])
 def test_refusals_write_nothing(tmp_path, capsys, sets, message):
     out = tmp_path / "r"
     argv = ["train", "--preset", "smoke", "--engine", "verl", "--out", str(out)]
     assert main([*argv, *(a for s in sets for a in ("--set", s))]) == 2
     assert message in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("verl") is None, reason="verl is not installed here")
+def test_a_verl_environment_imports_the_v1_trainer_and_everything_a_run_needs():
+    """Where verl is installed (pip install 'srdd[verl]'), its v1 trainer entry point, TransferQueue, the
+    rollout servers' uvicorn/fastapi and vLLM all import: the run would not die before training."""
+    assert engine_verl.missing_imports() == {}
 
 
 def test_resume_runs_the_prepared_command_only_with_launch(prepared, capsys):
@@ -171,7 +183,7 @@ def test_resume_runs_the_prepared_command_only_with_launch(prepared, capsys):
     assert "add --launch" in capsys.readouterr().err
     if not CAN_LAUNCH:
         assert main(["train", "--resume", "--launch", "--out", str(out)]) == 2
-        assert "--launch needs" in capsys.readouterr().err
+        assert "--launch needs every module a verl run imports" in capsys.readouterr().err
     assert (out / "run.json").read_text() == before
 
 
@@ -276,31 +288,34 @@ def test_metrics_record_ignores_non_finite_values():
 
 
 STAND_IN_VERL = {
-    "vllm/__init__.py": "",
+    **{module.replace(".", "/") + ".py": "" for module in engine_verl.RUN_IMPORTS},
+    **{"/".join(module.split(".")[:i]) + "/__init__.py": "" for module in engine_verl.RUN_IMPORTS
+       for i in range(1, module.count(".") + 1)},
     # like verl/__init__.py: import what $VERL_USE_EXTERNAL_MODULES names (our plugin, with its settings)
     "verl/__init__.py": "import importlib, os\n"
                         "for m in filter(None, os.getenv('VERL_USE_EXTERNAL_MODULES', '').split(',')):\n"
                         "    importlib.import_module(m)\n",
-    "verl/trainer/__init__.py": "",
     # a run as verl's sync trainer logs it: validation at 0, every test_freq and at the last step; the plugin's
     # rollout noise for each synced weights version (what RolloutNoise.apply writes in the vLLM workers)
     "verl/trainer/main_ppo.py": textwrap.dedent("""
         import json, os, sys
         import pandas as pd
-        import rin_train.verl_plugin as plugin
-        args = dict(a.split("=", 1) for a in sys.argv[1:])
-        steps, every = int(args["trainer.total_training_steps"]), int(args["trainer.test_freq"])
-        source = pd.read_parquet(args["data.val_files"])["data_source"][0]
-        os.makedirs(plugin.SETTINGS.noise_log_dir)
-        log = open(os.environ["VERL_FILE_LOGGER_PATH"], "wb", buffering=0)
-        for step in range(steps + 1):
-            data = {"critic/score/mean": 0.5} if step else {}
-            if step == 0 or step == steps or step % every == 0:
-                data[f"val-core/{source}/acc/mean@1"] = 0.25
-            log.write((json.dumps({"step": step, "data": data}) + "\\n").encode())
-            with open(os.path.join(plugin.SETTINGS.noise_log_dir, "w.jsonl"), "a") as fh:
-                fh.write(json.dumps({"version": step, "sigma": 0.05, "sigma_layers": {"0": 0.05}, "rank": 0}) + "\\n")
-            print(f"step:{step} - " + " - ".join(f"{k}:{v}" for k, v in data.items()), flush=True)
+        if __name__ == "__main__":
+            import rin_train.verl_plugin as plugin
+            args = dict(a.split("=", 1) for a in sys.argv[1:])
+            steps, every = int(args["trainer.total_training_steps"]), int(args["trainer.test_freq"])
+            source = pd.read_parquet(args["data.val_files"])["data_source"][0]
+            os.makedirs(plugin.SETTINGS.noise_log_dir)
+            log = open(os.environ["VERL_FILE_LOGGER_PATH"], "wb", buffering=0)
+            for step in range(steps + 1):
+                data = {"critic/score/mean": 0.5} if step else {}
+                if step == 0 or step == steps or step % every == 0:
+                    data[f"val-core/{source}/acc/mean@1"] = 0.25
+                log.write((json.dumps({"step": step, "data": data}) + "\\n").encode())
+                with open(os.path.join(plugin.SETTINGS.noise_log_dir, "w.jsonl"), "a") as fh:
+                    fh.write(json.dumps({"version": step, "sigma": 0.05, "sigma_layers": {"0": 0.05}, "rank": 0})
+                             + "\\n")
+                print(f"step:{step} - " + " - ".join(f"{k}:{v}" for k, v in data.items()), flush=True)
     """),
 }
 

@@ -27,15 +27,15 @@ from rin_train.post_import import when_imported
 from rin_train.presets import preset
 from rin_train.rewards import flexible_reward, strict_reward, training_reward
 from rin_train.run_config import load_run_config
-from rin_train.verl_hooks import (LinearFakeQuant, RolloutNoise, TrainerNoise, install_on_actor, install_on_rollout,
-                                  invalidate_rollout_quant)
+from rin_train.verl_hooks import (VLLM_PACKED, LinearFakeQuant, RolloutNoise, RolloutNoiseInjector, TrainerNoise,
+                                  install_on_actor, install_on_rollout, invalidate_rollout_quant)
 from rin_train.verl_launch import read_noise_logs
 from rin_train.verl_reward import compute_score
 from rin_train.verl_settings import SETTINGS_ENV, PluginSettings
 from srdd.errors import SrddError
 from srdd.formats import fake_quantize
 from srdd.models import decoder_layers, load_causal_lm
-from srdd.qlinear import QuantLinear, quantization_disabled
+from srdd.qlinear import LinearQuantConfig, QuantLinear, quantization_disabled, quantize_linears
 
 HAS_VERL = importlib.util.find_spec("verl") is not None
 verl_only = pytest.mark.skipif(not HAS_VERL, reason="verl is not installed here")
@@ -168,12 +168,23 @@ class UnquantizedLinearMethod:
 
 
 class VllmLinear(nn.Module):
-    """Stand-in for vLLM's LinearBase: an [out, in] weight applied through `quant_method.apply`."""
+    """Stand-in for vLLM's LinearBase: an [out, in] weight applied through `quant_method.apply`; a fused layer
+    (QKVParallelLinear, MergedColumnParallelLinear) stacks its matrices' rows and lists their sizes in
+    `output_partition_sizes` (vllm/model_executor/layers/linear.py)."""
 
-    def __init__(self, n_in: int, n_out: int) -> None:
+    def __init__(self, n_in: int, n_out: int, parts: int = 1) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(n_out, n_in) * 0.05, requires_grad=False)
+        self.output_partition_sizes = [n_out // parts] * parts
         self.quant_method = UnquantizedLinearMethod()
+
+    @classmethod
+    def packing(cls, *weights: torch.Tensor) -> VllmLinear:
+        """The fused layer vLLM's weight loader builds from HF matrices."""
+        layer = cls(weights[0].shape[1], sum(w.shape[0] for w in weights))
+        layer.weight = nn.Parameter(torch.cat([w.detach() for w in weights]), requires_grad=False)
+        layer.output_partition_sizes = [w.shape[0] for w in weights]
+        return layer
 
     def forward(self, x):
         return self.quant_method.apply(self, x, None)
@@ -210,9 +221,9 @@ def _vllm_layer(hidden: int = 64) -> nn.Module:
     layer = nn.Module()
     layer.input_layernorm = VllmRMSNorm(hidden)
     layer.self_attn = nn.Module()
-    layer.self_attn.qkv_proj, layer.self_attn.o_proj = VllmLinear(hidden, 3 * hidden), VllmLinear(hidden, hidden)
+    layer.self_attn.qkv_proj, layer.self_attn.o_proj = VllmLinear(hidden, 3 * hidden, 3), VllmLinear(hidden, hidden)
     layer.mlp = nn.Module()
-    layer.mlp.gate_up_proj, layer.mlp.down_proj = VllmLinear(hidden, 4 * hidden), VllmLinear(2 * hidden, hidden)
+    layer.mlp.gate_up_proj, layer.mlp.down_proj = VllmLinear(hidden, 4 * hidden, 2), VllmLinear(2 * hidden, hidden)
     return layer
 
 
@@ -283,6 +294,170 @@ def test_linear_fake_quant_modes(tmp_path):
     assert torch.equal(w4a16(layer, x), F.linear(x, fake_quantize(layer.weight.detach(), "mxfp4")))
     a4 = LinearFakeQuant(_settings(tmp_path, "quant.mode=a4").linear_quant())
     assert torch.equal(a4(layer, x), F.linear(fake_quantize(x, "mxfp4"), layer.weight))
+
+
+FUSED = {"self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+         "mlp.gate_up_proj": ("mlp.gate_proj", "mlp.up_proj")}
+
+
+def _vllm_from_hf(hf_model: nn.Module) -> nn.Module:
+    """The rollout copy vLLM's loader builds from an HF Llama: q/k/v and gate/up stacked into fused layers."""
+    model = nn.Module()
+    model.model = nn.Module()
+    model.model.layers = nn.ModuleList()
+    for hf in decoder_layers(hf_model):
+        layer = nn.Module()
+        layer.self_attn, layer.mlp = nn.Module(), nn.Module()
+        for fused, parts in {**FUSED, "self_attn.o_proj": ("self_attn.o_proj",), "mlp.down_proj": ("mlp.down_proj",)}.items():
+            block, leaf = fused.split(".")
+            setattr(getattr(layer, block), leaf, VllmLinear.packing(*(hf.get_submodule(p).weight for p in parts)))
+        model.model.layers.append(layer)
+    model.packed_modules_mapping = VLLM_PACKED
+    return model
+
+
+@pytest.mark.parametrize("fmt", ["nvfp4", "fp8_e4m3", "mxfp4", "int4"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_rollout_weights_quantize_bit_for_bit_as_the_actor_matrices(tiny_model_dir, fmt, dtype):
+    """vLLM's qkv_proj/gate_up_proj, quantized per packed slice, hold exactly the actor's per-matrix Q(W)."""
+    hf = load_causal_lm(str(tiny_model_dir))[0].to(dtype)
+    with torch.no_grad():  # v_proj and up_proj at other scales than their neighbours, as in trained models
+        for layer in decoder_layers(hf):
+            layer.self_attn.v_proj.weight.mul_(7.0)
+            layer.mlp.up_proj.weight.mul_(0.2)
+    rollout = _vllm_from_hf(hf)
+    config = LinearQuantConfig(fmt, "w4a16")
+    quantize_linears(hf, config)
+    mismatching, whole_tensor = 0, 0
+    for hf_layer, layer in zip(decoder_layers(hf), rollout.model.layers):
+        for fused, parts in FUSED.items():
+            actor = torch.cat([hf_layer.get_submodule(p).matmul_weight(dtype) for p in parts])
+            packed = layer.get_submodule(fused)
+            got = LinearFakeQuant(config).quantized_weight(packed)
+            assert got.dtype == dtype and got.shape == actor.shape
+            mismatching += int((got.view(torch.int16 if dtype == torch.bfloat16 else torch.int32)
+                                != actor.view(torch.int16 if dtype == torch.bfloat16 else torch.int32)).sum())
+            whole_tensor += int((fake_quantize(packed.weight.detach(), fmt) != actor).sum())
+    assert mismatching == 0
+    # one scale for the fused tensor is what per-slice quantization prevents (per-tensor formats only)
+    assert (whole_tensor > 0) == (fmt in ("nvfp4", "fp8_e4m3"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("fmt", ["nvfp4", "fp8_e4m3", "mxfp4", "int4"])
+def test_fused_rollout_quantization_on_cuda_equals_the_cpu_bits(fmt):
+    torch.manual_seed(0)
+    layer = VllmLinear.packing(torch.randn(64, 64) * 0.02, torch.randn(32, 64) * 0.05, torch.randn(32, 64) * 0.3)
+    layer.to(torch.bfloat16)
+    cpu = LinearFakeQuant(LinearQuantConfig(fmt)).quantized_weight(layer)
+    layer.to("cuda")
+    cuda = LinearFakeQuant(LinearQuantConfig(fmt)).quantized_weight(layer)
+    assert torch.equal(cuda.cpu().view(torch.int16), cpu.view(torch.int16))
+
+
+def test_rollout_noise_takes_sigma_and_exclusions_per_packed_matrix(tiny_model_dir, tmp_path):
+    hf = load_causal_lm(str(tiny_model_dir))[0]
+    with torch.no_grad():
+        for layer in decoder_layers(hf):
+            layer.self_attn.v_proj.weight.mul_(7.0)  # a fused RMS would give v_proj 1/7 of its sigma or less
+    rollout = _vllm_from_hf(hf)
+    clean = {n: p.detach().clone() for n, p in rollout.named_parameters()}
+    settings = _settings(tmp_path, "noise.targets=[linear]", "noise.schedule=constant", "noise.sigma_start=0.05",
+                         "noise.sigma_end=0.05", "noise.num_stages=1", "noise.exclude_patterns=['layers\\.1\\..*up_proj']",
+                         "noise.layer_multipliers={0: 1.0, 1: 2.0, 2: 1.0}")
+    injector = RolloutNoiseInjector(rollout, settings.noise_config(), seed=0)
+    names = [t.name for t in injector.targets]
+    assert names[:6] == ["layers.0.self_attn.q_proj", "layers.0.self_attn.k_proj", "layers.0.self_attn.v_proj",
+                         "layers.0.self_attn.o_proj", "layers.0.mlp.gate_proj", "layers.0.mlp.up_proj"]
+    assert "layers.1.mlp.up_proj" not in names and "layers.1.mlp.gate_proj" in names  # HF names, one matrix
+    injector.perturb(1, 3)
+    for i, layer in enumerate(rollout.model.layers):
+        for fused, parts in FUSED.items():
+            weight, before = layer.get_submodule(fused).weight, clean[f"model.layers.{i}.{fused}.weight"]
+            rows = layer.get_submodule(fused).output_partition_sizes
+            for part, now, was in zip(parts, weight.split(rows), before.split(rows)):
+                sigma = _relative_delta_std(now, was)
+                if i == 1 and part == "mlp.up_proj":
+                    assert sigma == 0.0  # excluded by its HF name: the gate_proj rows beside it are perturbed
+                else:
+                    assert sigma == pytest.approx(0.05 * (2.0 if i == 1 else 1.0), rel=0.1), (i, part)
+    injector.restore()
+    assert all(torch.equal(p, clean[n]) for n, p in rollout.named_parameters())
+
+
+def test_per_tensor_formats_refuse_tensor_parallel_rollout_and_large_caches_are_not_kept(tmp_path):
+    model = _vllm_model()
+    model.model.layers[2].mlp.down_proj.tp_size = 2
+    with pytest.raises(SrddError, match="tensor_model_parallel_size=1"):
+        install_on_rollout(model, _settings(tmp_path, "quant.format=nvfp4"))
+    assert install_on_rollout(model, _settings(tmp_path))  # MXFP4's block scales do not depend on the split
+
+    layer, x = VllmLinear(64, 32), torch.randn(3, 64)
+    uncached = LinearFakeQuant(_settings(tmp_path).linear_quant(), cache=False)
+    assert torch.equal(uncached(layer, x), uncached(layer, x))
+    assert uncached.weight_quantizations == 2 and uncached._cache is None  # recomputed, nothing kept
+
+
+def test_prefix_cache_reset_follows_every_noise_change(tmp_path):
+    """The trainer-side patches on stand-ins of verl's classes: every server's prefix cache is reset after the
+    noise of each sync and after validation begins and ends, only once the noise call has completed."""
+    _settings(tmp_path).write(tmp_path / "s.json")
+    r = _python("""
+        import sys, types
+        import rin_train.verl_plugin as plugin
+
+        events = []
+        class Call:  # a Ray ObjectRef: awaited (async trainer code) or ray.get (sync)
+            def __init__(self, what):
+                self.what = what
+                events.append(("issued",) + what)
+            def done(self):
+                events.append(("done",) + self.what)
+            def __await__(self):
+                self.done()
+                yield from ()
+        class Method:
+            def __init__(self, server, name):
+                self.server, self.name = server, name
+            def remote(self, *args, kwargs=None):
+                return Call((self.server, self.name, (kwargs or {}).get("version")))
+        class Server:  # vLLMHttpServer: collective_rpc reaches its workers, clear_kv_cache its engine
+            def __init__(self, name):
+                self.collective_rpc, self.clear_kv_cache = Method(name, "noise"), Method(name, "reset")
+        sys.modules["ray"] = types.SimpleNamespace(get=lambda calls: [c.done() for c in calls])
+
+        async def update_weights(self, global_steps=None):
+            events.append(("sync", global_steps))
+        update_weights.__wrapped__ = update_weights
+        def auto_await(fn):
+            import asyncio
+            return lambda *a, **k: asyncio.run(fn(*a, **k))
+        base = types.SimpleNamespace(CheckpointEngineManager=type("M", (), {"update_weights": update_weights}),
+                                     auto_await=auto_await)
+        trainer_base = types.SimpleNamespace(PPOTrainer=type("T", (), {"on_validate_begin": lambda self: None,
+                                                                       "on_validate_end": lambda self: None,
+                                                                       "init": lambda self: None}))
+        plugin.patch_sync(base)
+        plugin.patch_trainer(trainer_base)
+        manager = base.CheckpointEngineManager()
+        manager.replicas = [types.SimpleNamespace(servers=[Server("a")]), types.SimpleNamespace(servers=[Server("b")])]
+        trainer = trainer_base.PPOTrainer()
+        trainer.checkpoint_manager = manager
+        manager.update_weights(0); trainer.on_validate_begin(); trainer.on_validate_end(); manager.update_weights(1)
+        for e in events:
+            print(*e)
+    """, **{SETTINGS_ENV: str(tmp_path / "s.json")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    events = [tuple(line.split()) for line in r.stdout.splitlines()]
+
+    def noise_change(version: str) -> list[tuple]:
+        """Both servers' noise calls complete, then both prefix-cache resets are issued and complete."""
+        return [(state, server, what, v) for what, v in (("noise", version), ("reset", "None"))
+                for state in ("issued", "done") for server in "ab"]
+
+    # sync 0, validation begins (clean) and ends (the noise of version 0 again), sync 1
+    assert events == [("sync", "0"), *noise_change("0"), *noise_change("None"), *noise_change("0"),
+                      ("sync", "1"), *noise_change("1")]
 
 
 # --- settings, import hook, plugin loading ---------------------------------------------------------
@@ -431,6 +606,8 @@ def test_verl_trainer_pushes_noise_after_syncs_and_clears_it_for_validation(tmp_
                 self.calls = []
             def collective_rpc(self, method, timeout=None, args=(), kwargs=None):
                 self.calls.append((method, kwargs))
+            def clear_kv_cache(self):  # vLLMHttpServer: engine.reset_prefix_cache
+                self.calls.append(("clear_kv_cache", None))
             def seen(self):
                 return self.calls
 
@@ -448,7 +625,9 @@ def test_verl_trainer_pushes_noise_after_syncs_and_clears_it_for_validation(tmp_
         manager.update_weights()         # a re-sync inside validation
         trainer.on_validate_end()
         manager.update_weights(1)        # on_step_end of step 1
-        print([v["version"] for _, v in ray.get(servers[0].seen.remote())])
+        calls = ray.get(servers[0].seen.remote())
+        print([v["version"] for m, v in calls if m == "srdd_set_noise"])
+        print(all(m == ("srdd_set_noise", "clear_kv_cache")[i % 2] for i, (m, _) in enumerate(calls)))
         print(ray.get(servers[0].seen.remote()) == ray.get(servers[1].seen.remote()))
 
         class Overriding(PPOTrainerSync):
@@ -461,5 +640,6 @@ def test_verl_trainer_pushes_noise_after_syncs_and_clears_it_for_validation(tmp_
     """, VERL_USE_EXTERNAL_MODULES="rin_train.verl_plugin", **{SETTINGS_ENV: str(tmp_path / "s.json")})
     assert r.returncode == 0, r.stderr[-3000:]
     lines = r.stdout.splitlines()
-    assert lines[-3] == "[0, None, None, 0, 1]" and lines[-2] == "True"
+    assert lines[-4] == "[0, None, None, 0, 1]" and lines[-3] == "True"  # each noise call, then a cache reset
+    assert lines[-2] == "True"
     assert lines[-1].startswith("refused: srdd verl plugin: Overriding overrides ['on_validate_begin']")
