@@ -97,6 +97,9 @@ def build_report(runs: list[RunRecord], *, metric: str, baseline: str | None, ta
         "results": results, "config_diff": diffs, "correlations": correlations,
         "verdicts": verdicts(groups, settings),
         "bootstrap_seed": seed,
+        "options": {"metric": metric, "baseline": baseline, "target": target, "seed": seed,
+                    "accuracy": valid[0].accuracy_kind if valid else None, "test": settings.test.value,
+                    "equivalence_margin": settings.margin},
     }
 
 
