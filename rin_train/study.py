@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-import fcntl
 import hashlib
 import json
 import os
@@ -43,7 +42,7 @@ from pathlib import Path
 
 import yaml
 
-from rin_train.rundir import RunDir, now_iso
+from rin_train.rundir import RunDir, lock_held, now_iso, try_lock
 from srdd.errors import SrddError
 from srdd.jsonio import dumps_json, write_text_atomic
 
@@ -241,7 +240,9 @@ def mismatch(recorded: Settings, wanted: Settings) -> list[str]:
 
 
 def open_study(runs: Path, settings: Settings, control: str) -> Settings:
-    """Record the settings on the first call; on later calls, refuse other settings."""
+    """Record the settings on the first call; on later calls, refuse other settings.
+
+    Returns this call's settings: the same study, with the paths where its files are now."""
     path = study_file(runs)
     if path.is_file():
         recorded = load_settings(runs)
@@ -250,7 +251,6 @@ def open_study(runs: Path, settings: Settings, control: str) -> Settings:
             raise SrddError(f"{runs} holds a study with other settings ({'; '.join(diff)}); one runs directory "
                             f"holds one study: repeat its settings (srdd study status {runs} shows them) or "
                             "choose another --runs")
-        settings = recorded
     path.parent.mkdir(parents=True, exist_ok=True)
     control_path = runs / STUDY_DIR / "control.yaml"
     if not control_path.is_file() or control_path.read_text(encoding="utf-8") != control:
@@ -529,13 +529,9 @@ class StudyLock:
 
     def __enter__(self) -> StudyLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise SrddError(f"another srdd study run is working in {self.path.parent.parent}") from None
-        self.fd = fd
+        self.fd = try_lock(self.path)
+        if self.fd is None:
+            raise SrddError(f"another srdd study run is working in {self.path.parent.parent}")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -544,13 +540,4 @@ class StudyLock:
             self.fd = None
 
     def held_elsewhere(self) -> bool:
-        if not self.path.exists():
-            return False
-        fd = os.open(self.path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return self.fd is None and lock_held(self.path)
