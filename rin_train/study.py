@@ -458,6 +458,10 @@ def _outcome(path: Path) -> RunState:
 
 
 def _describe(state: RunState) -> str:
+    if state.state is State.KILLED:
+        return "killed (left running by a process that died)"
+    if state.state is State.INTERRUPTED:
+        return f"stopped ({state.reason})"
     word = state.status if state.state is State.FAILED and state.status else state.state.value
     return word + (f" ({state.reason})" if state.reason else "")
 
@@ -507,8 +511,7 @@ def run_study(settings: Settings, runs: Path, specs: list[RunSpec], *, retry_fai
                                    "exit_code": code, "status": outcome.status})
                 tally.ran += 1
                 if code is None:
-                    say(f"{head} stopped after {duration(wall)}: {_describe(outcome)}; the next "
-                        "`srdd study run` resumes it")
+                    say(f"{head} {_describe(outcome)} after {duration(wall)}; the next `srdd study run` resumes it")
             if outcome.state is State.COMPLETE:
                 tally.complete += 1
             else:

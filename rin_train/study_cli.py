@@ -118,7 +118,7 @@ def run(args) -> int:
             tally = run_study(settings, args.runs, specs, retry_failed=args.retry_failed,
                               say=lambda line: print(line, flush=True))
         except (KeyboardInterrupt, Stop) as exc:
-            print(f"srdd study: stopped; continue with: {_command(args)}", flush=True)
+            print(f"continue with: {_command(args)}", flush=True)
             if isinstance(exc, Stop):
                 return 128 + exc.signum
             raise

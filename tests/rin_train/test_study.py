@@ -229,8 +229,9 @@ def test_a_study_resumes_what_was_stopped_retries_only_when_asked_and_reports(sm
         study.wait(timeout=120)
     out = log.read_text()
     assert study.returncode == 128 + signal.SIGTERM, out[-3000:]
-    assert "[1/2] control-s0: resuming (killed) ..." in out
-    assert "srdd study: stopped; continue with: srdd study run" in out
+    assert "[1/2] control-s0: resuming (killed (left running by a process that died)) ..." in out
+    assert "[1/2] control-s0: stopped (terminated by SIGTERM) after" in out
+    assert "continue with: srdd study run" in out
     info = RunDir.open(runs / "control-s0").info()
     assert info["status"] == "failed" and info["reason"] == "terminated by SIGTERM"
     logged = (runs / "control-s0" / "metrics.jsonl").read_text()
@@ -239,7 +240,7 @@ def test_a_study_resumes_what_was_stopped_retries_only_when_asked_and_reports(sm
     # 2. resumed to the end, no step logged twice; the crashed run is reported, not retried
     assert _study(*cmd[1:]) == 1
     out = capfd.readouterr().out
-    assert "[1/2] control-s0: resuming (interrupted (terminated by SIGTERM)) ..." in out
+    assert "[1/2] control-s0: resuming (stopped (terminated by SIGTERM)) ..." in out
     assert "[1/2] control-s0: complete in" in out
     assert ("[2/2] E13i-baseline-s0: failed (RuntimeError: simulated crash); not retried (pass --retry-failed"
             in out)
