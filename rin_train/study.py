@@ -409,7 +409,7 @@ def stop_child(proc: subprocess.Popen, ctrl_c: bool) -> None:
 
     After Ctrl-C in a terminal the child has its own SIGINT already: give it time to write
     run.json before sending SIGTERM (which, arriving during that cleanup, would kill it outright).
-    A second Ctrl-C kills the child at once; the run is then resumed as a killed one.
+    A second Ctrl-C or SIGTERM kills the child at once; the run is then resumed as a killed one.
     """
     try:
         if ctrl_c and _wait(proc, SIGINT_GRACE_S):
@@ -419,7 +419,7 @@ def stop_child(proc: subprocess.Popen, ctrl_c: bool) -> None:
         if not _wait(proc, SIGTERM_GRACE_S):
             proc.kill()
             proc.wait()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stop):
         proc.kill()
         proc.wait()
 

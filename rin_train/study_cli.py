@@ -95,6 +95,8 @@ def status(args) -> int:
 def _command(args) -> str:
     words = ["srdd", "study", "run", str(args.suite), "--seeds", args.seeds, "--runs", str(args.runs)]
     words += [w for s in args.sets for w in ("--set", s)]
+    words += (["--only", args.only] if args.only else []) + ([] if args.control else ["--no-control"])
+    words += ["--report-dir", str(args.report_dir)] if args.report_dir else []
     return shlex.join(words)
 
 
@@ -107,6 +109,8 @@ def run(args) -> int:
     check_only(only, [CONTROL, *(n for n, _ in read_suite(args.suite)[1])], args.control)  # before slow checks
     if args.runs.exists() and not args.runs.is_dir():
         raise SrddError(f"--runs {args.runs} exists and is not a directory")
+    if args.report_dir is not None and not args.report_dir.parent.is_dir():
+        raise SrddError(f"--report-dir {args.report_dir}: directory {args.report_dir.parent} does not exist")
     settings, control = build_settings(args.suite, args.runs, seeds, tuple(args.sets))
     specs = plan(settings, args.runs, only, args.control)
     args.runs.mkdir(parents=True, exist_ok=True)

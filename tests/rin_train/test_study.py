@@ -106,6 +106,7 @@ def test_the_plan_is_seed_by_seed_and_names_group_by_seed(suite, tmp_path):
     (["run", "{suite}", "--seeds", "0", "--only", "control", "--no-control"], "nothing selected"),
     (["run", "{suite}", "--seeds", "0", "--set", "seed=3"], "a study sets seed itself"),
     (["run", "{suite}", "--seeds", "0", "--set", "grpo.nope=1"], "the control arm with the study's --set: grpo"),
+    (["run", "{suite}", "--seeds", "0", "--report-dir", "{missing}/report"], "--report-dir"),
     (["status", "{runs}"], "holds no study"),
 ])
 def test_bad_input_is_refused_before_any_run(suite, tmp_path, capsys, args, message):
