@@ -55,7 +55,7 @@ RESERVED_SETS = ("seed", "name", "engine")  # given by --seeds, the run director
 # such a run was interrupted, not broken, and is resumed like a killed one.
 INTERRUPTED_REASONS = ("terminated by SIG", "interrupted (Ctrl-C)")
 SIGINT_GRACE_S = 10.0   # Ctrl-C in a terminal reaches the child too: let it mark itself failed first
-SIGTERM_GRACE_S = 60.0  # then SIGKILL (the run is left "running", lock free: resumed next time)
+SIGTERM_GRACE_S = 120.0  # then SIGKILL (the run is left "running", lock free: resumed next time)
 
 
 # --- settings ----------------------------------------------------------------------------------------
