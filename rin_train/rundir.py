@@ -158,19 +158,7 @@ class RunDir:
 
     def is_live(self) -> bool:
         """Whether some process (this one included) holds the run open for writing."""
-        if self._lock_fd is not None:
-            return True
-        lock = self.path / "run.lock"
-        if not lock.exists():
-            return False
-        fd = os.open(lock, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return self._lock_fd is not None or lock_held(self.path / "run.lock")
 
     def finish(self, status: str, reason: str | None = None) -> None:
         """Set the final status (complete | failed | invalid) and the finish time; run.json rewritten atomically."""
@@ -186,12 +174,9 @@ class RunDir:
         os.chmod(self.run_json, 0o644)
 
     def _lock(self) -> None:
-        fd = os.open(self.path / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise SrddError(f"run {self.path} is in use by another live process") from None
+        fd = try_lock(self.path / "run.lock")
+        if fd is None:
+            raise SrddError(f"run {self.path} is in use by another live process")
         self._lock_fd = fd
 
     def release(self) -> None:
@@ -239,6 +224,30 @@ class RunDir:
             raise SrddError(f"{path} already exists; scans of a run are never overwritten")
         write_json_atomic(path, doc)
         os.chmod(path, 0o644)
+
+
+def try_lock(path: Path) -> int | None:
+    """An exclusive flock on `path` (created if missing): the open fd, or None when another process holds it.
+
+    The lock lives as long as the fd (and dies with the process, however it ends)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def lock_held(path: Path) -> bool:
+    """Whether some live process holds the flock on `path` (False when the file does not exist)."""
+    if not path.exists():
+        return False
+    fd = try_lock(path)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
 
 
 def _check_config(config: dict) -> None:

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "calibrate.cli",
     "rin_train.cli",
     "rin_train.ingest_cli",
+    "rin_train.study_cli",
     "reports.cli",
 )
 

@@ -1,0 +1,151 @@
+"""`srdd study run | status | report`: a calibrate suite x seeds, resumable, then `srdd correlate`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from srdd.errors import SrddError
+
+EPILOG = """examples:
+  srdd calibrate scan.json -o multipliers.yaml --suite study/          # the suite: one config per arm
+  srdd study run study/ --seeds 0,1,2 --runs runs/                     # every arm + control x 3 seeds
+  srdd study run study/ --seeds 0,1,2 --runs runs/ --set model=smollm2 --set grpo.steps=36 \\
+      --only control,E13i-baseline,E13j-variable                        # a subset now, the rest later
+  srdd study status runs/                                              # arm x seed table, time left
+  srdd study run study/ --seeds 0,1,2 --runs runs/ --retry-failed      # after fixing what failed
+  srdd study report runs/ -o report/ --force --metric sqnr_db          # = srdd correlate
+
+A study is one setting: the suite's files, --seeds and --set are recorded in RUNS/_study/study.json
+on the first call, and a call with other settings for the same RUNS is refused (--only, --no-control
+and --retry-failed only choose what runs now). Runs go one after another, seed by seed, each in
+RUNS/<arm>-s<seed> as a child `srdd train` with the trl engine; the control arm is the suite's
+baseline with noise.enabled false (RUNS/_study/control.yaml).
+Run it again at any time: complete runs are skipped, killed or interrupted ones resumed (Ctrl-C or
+SIGTERM stops the current run cleanly), failed or invalid ones reported and, with --retry-failed,
+moved to RUNS/_failed/ and run anew. When every run is complete it writes the report
+(srdd correlate) to --report-dir. Exit codes: 0 every selected run complete, 1 some not, 2 bad input,
+130/143 interrupted."""
+
+
+def _csv(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("study", help="run a calibrate suite x seeds (resumable), show progress, report",
+                       description="Run every arm of a `srdd calibrate --suite` plus a no-noise control for "
+                                   "every seed, resume what was stopped, and report with srdd correlate.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ss = p.add_subparsers(dest="study_command", metavar="{run,status,report}")
+    ss.required = True
+
+    r = ss.add_parser("run", help="run, resume or skip every arm x seed", epilog=EPILOG,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("suite", type=Path, help="suite directory written by srdd calibrate --suite (holds suite.json)")
+    r.add_argument("--seeds", required=True, help="comma-separated seeds, e.g. 0,1,2 (>= 3 for a verdict)")
+    r.add_argument("--runs", type=Path, required=True, help="directory of the study's run directories")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every run, as in srdd train (repeatable; part of the study's setting)")
+    r.add_argument("--only", metavar="NAME,...", help="run only these arms now (control is an arm)")
+    r.add_argument("--retry-failed", action="store_true",
+                   help="move failed/invalid runs to RUNS/_failed/ and run them again")
+    r.add_argument("--control", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the no-noise control arm (default: yes)")
+    r.add_argument("--report-dir", type=Path, help="where the report goes once every run is complete "
+                                                   "(default: RUNS/../report)")
+    r.set_defaults(func=run)
+
+    s = ss.add_parser("status", help="arm x seed table: status, steps, final accuracies, wall time, time left")
+    s.add_argument("runs", type=Path)
+    s.set_defaults(func=status)
+
+    import reports.cli
+
+    reports.cli.register(_Renamed(ss, "report", "srdd correlate on the study's runs (the same options)"))
+
+
+class _Renamed:
+    """`srdd study report` is `srdd correlate` under another name: its parser, options and code, so the
+    two can never drift apart (study run calls correlate the same way when every run is complete)."""
+
+    def __init__(self, sub, name: str, help: str) -> None:
+        self.sub, self.name, self.help = sub, name, help
+
+    def add_parser(self, _name: str, **kwargs):
+        return self.sub.add_parser(self.name, **{**kwargs, "help": self.help})
+
+
+def correlate(runs: Path, out: Path, *, force: bool) -> int:
+    from srdd.cli import build_parser
+
+    args = build_parser().parse_args(["correlate", str(runs), "-o", str(out), *(["--force"] if force else [])])
+    return int(args.func(args) or 0)
+
+
+def status(args) -> int:
+    from rin_train.study import load_settings
+    from rin_train.study_status import status_lines
+
+    print("\n".join(status_lines(load_settings(args.runs), args.runs)))
+    return 0
+
+
+def _command(args) -> str:
+    words = ["srdd", "study", "run", str(args.suite), "--seeds", args.seeds, "--runs", str(args.runs)]
+    words += [w for s in args.sets for w in ("--set", s)]
+    words += (["--only", args.only] if args.only else []) + ([] if args.control else ["--no-control"])
+    words += ["--report-dir", str(args.report_dir)] if args.report_dir else []
+    return shlex.join(words)
+
+
+def run(args) -> int:
+    from rin_train.study import (CONTROL, State, Stop, StudyLock, build_settings, check_only, inspect, open_study,
+                                 parse_seeds, plan, read_suite, run_study)
+
+    seeds = parse_seeds(args.seeds)
+    only = _csv(args.only)
+    check_only(only, [CONTROL, *(n for n, _ in read_suite(args.suite)[1])], args.control)  # before slow checks
+    if args.runs.exists() and not args.runs.is_dir():
+        raise SrddError(f"--runs {args.runs} exists and is not a directory")
+    if args.report_dir is not None and not args.report_dir.parent.is_dir():
+        raise SrddError(f"--report-dir {args.report_dir}: directory {args.report_dir.parent} does not exist")
+    settings, control = build_settings(args.suite, args.runs, seeds, tuple(args.sets))
+    specs = plan(settings, args.runs, only, args.control)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    with StudyLock(args.runs):
+        settings = open_study(args.runs, settings, control)
+        print(f"study {args.runs}: {len(specs)} runs ({len({s.arm.name for s in specs})} arms x "
+              f"{len(settings.seeds)} seeds), one after another", flush=True)
+        try:
+            tally = run_study(settings, args.runs, specs, retry_failed=args.retry_failed,
+                              say=lambda line: print(line, flush=True))
+        except (KeyboardInterrupt, Stop) as exc:
+            print(f"continue with: {_command(args)}", flush=True)
+            if isinstance(exc, Stop):
+                return 128 + exc.signum
+            raise
+    whole = plan(settings, args.runs)
+    left = [s.name for s in whole if inspect(s.path).state is not State.COMPLETE]
+    print(f"study {args.runs}: this call ran {tally.ran}; {tally.complete} of the {len(specs)} selected runs "
+          f"complete, {len(whole) - len(left)} of the study's {len(whole)}", flush=True)
+    if left:
+        print(f"no report until every run is complete ({len(left)} left: srdd study status {args.runs})")
+    else:
+        _final_report(args.runs, args.report_dir or args.runs.parent / "report", rebuild=tally.ran > 0)
+    return 0 if tally.not_complete == 0 else 1
+
+
+def _final_report(runs: Path, out: Path, *, rebuild: bool) -> None:
+    """Write the study's report, or rewrite it when this call ran something; a directory there that is not
+    a report is left alone."""
+    if out.exists() and not (out / "report.json").is_file():
+        print(f"report not written: {out} exists and holds no report.json (choose --report-dir)")
+        return
+    if out.exists() and not rebuild:
+        print(f"every run is complete; report {out} is up to date (srdd study report {runs} -o {out} --force "
+              "rebuilds it)")
+        return
+    print(f"every run is complete: srdd correlate {runs} -o {out}", flush=True)
+    correlate(runs, out, force=out.exists())
