@@ -73,13 +73,14 @@ class Arm:
 
 @dataclass(frozen=True)
 class Settings:
-    """What makes two calls the same study: the suite's files, the seeds and the --set overrides."""
+    """What makes two calls the same study: the suite's files, the seeds, the preset and the --set overrides."""
 
     suite: Path
     suite_sha256: str
     seeds: tuple[int, ...]
     sets: tuple[str, ...]
     arms: tuple[Arm, ...]
+    preset: str | None = None
 
     def __post_init__(self) -> None:
         check_seeds(self.seeds)
@@ -89,12 +90,13 @@ class Settings:
 
     def identity(self) -> dict:
         """The part compared between calls (paths may move; contents may not change)."""
-        return {"suite.json": self.suite_sha256, "seeds": list(self.seeds), "--set": list(self.sets),
-                "arms": {a.name: a.sha256 for a in self.arms}}
+        return {"suite.json": self.suite_sha256, "seeds": list(self.seeds), "--preset": self.preset,
+                "--set": list(self.sets), "arms": {a.name: a.sha256 for a in self.arms}}
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "created": now_iso(), "suite": str(self.suite), "suite_sha256": self.suite_sha256,
-                "seeds": list(self.seeds), "sets": list(self.sets), "arms": [a.to_dict() for a in self.arms]}
+                "seeds": list(self.seeds), "preset": self.preset, "sets": list(self.sets),
+                "arms": [a.to_dict() for a in self.arms]}
 
     @classmethod
     def from_dict(cls, doc: dict, where: Path) -> Settings:
@@ -102,7 +104,8 @@ class Settings:
             if doc["schema"] != SCHEMA:
                 raise SrddError(f"{where}: schema {doc['schema']!r}, expected {SCHEMA}")
             arms = tuple(Arm(a["name"], Path(a["config"]), a["sha256"], int(a["steps"])) for a in doc["arms"])
-            return cls(Path(doc["suite"]), doc["suite_sha256"], tuple(doc["seeds"]), tuple(doc["sets"]), arms)
+            return cls(Path(doc["suite"]), doc["suite_sha256"], tuple(doc["seeds"]), tuple(doc["sets"]), arms,
+                       doc.get("preset"))
         except (KeyError, TypeError, ValueError) as exc:
             raise SrddError(f"{where}: not a study file ({type(exc).__name__}: {exc})") from None
 
@@ -175,21 +178,23 @@ def control_text(config: dict, baseline: Path) -> str:
             + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=120))
 
 
-def resolve_steps(config: Path | dict, sets: Sequence[str], seed: int) -> int:
+def resolve_steps(config: Path | dict, sets: Sequence[str], seed: int, preset_name: str | None = None) -> int:
     """Load a config as `srdd train` will (every error before any run starts) and return grpo.steps."""
+    from rin_train.presets import preset
     from rin_train.run_config import check_against_model, load_run_config
     from rin_train.train import model_num_layers
 
     where = config.name if isinstance(config, Path) else f"the {CONTROL} arm"
     try:
-        cfg = load_run_config(config, [*sets, f"seed={seed}", "engine=trl"])
+        cfg = load_run_config(config, [*sets, f"seed={seed}", "engine=trl"], preset=preset(preset_name))
         check_against_model(cfg, model_num_layers(cfg.model))
     except SrddError as exc:
         raise SrddError(f"{where} with the study's --set: {exc}") from None
     return cfg.grpo.steps
 
 
-def build_settings(suite: Path, runs: Path, seeds: tuple[int, ...], sets: tuple[str, ...]) -> tuple[Settings, str]:
+def build_settings(suite: Path, runs: Path, seeds: tuple[int, ...], sets: tuple[str, ...],
+                   preset_name: str | None = None) -> tuple[Settings, str]:
     """The settings of this call, every arm validated through rin_train, and the text of control.yaml.
 
     Nothing is written: `open_study` records them once they are known to be good.
@@ -201,11 +206,11 @@ def build_settings(suite: Path, runs: Path, seeds: tuple[int, ...], sets: tuple[
     check_seeds(seeds)
     seed = seeds[0]
     arms = [Arm(CONTROL, (runs / STUDY_DIR / "control.yaml").resolve(), sha256_text(text),
-                resolve_steps(control, sets, seed))]
-    arms += [Arm(name, path.resolve(), hashlib.sha256(path.read_bytes()).hexdigest(), resolve_steps(path, sets, seed))
-             for name, path in configs]
+                resolve_steps(control, sets, seed, preset_name))]
+    arms += [Arm(name, path.resolve(), hashlib.sha256(path.read_bytes()).hexdigest(),
+                 resolve_steps(path, sets, seed, preset_name)) for name, path in configs]
     suite_sha = hashlib.sha256((suite / "suite.json").read_bytes()).hexdigest()
-    return Settings(suite.resolve(), suite_sha, seeds, sets, tuple(arms)), text
+    return Settings(suite.resolve(), suite_sha, seeds, sets, tuple(arms), preset_name), text
 
 
 def study_file(runs: Path) -> Path:
@@ -332,12 +337,13 @@ def plan(settings: Settings, runs: Path, only: Sequence[str] | None = None, cont
     return [RunSpec(a, s, runs / run_name(a.name, s)) for s in settings.seeds for a in arms]
 
 
-def train_argv(spec: RunSpec, sets: Sequence[str], *, resume: bool) -> list[str]:
+def train_argv(spec: RunSpec, sets: Sequence[str], *, resume: bool, preset_name: str | None = None) -> list[str]:
     """The child's command line (`python -m srdd train`, this interpreter)."""
     base = [sys.executable, "-m", "srdd", "train"]
     if resume:
         return [*base, "--resume", "--out", str(spec.path)]
-    return [*base, str(spec.arm.config), "--out", str(spec.path), "--engine", "trl", "--set", f"seed={spec.seed}",
+    return [*base, str(spec.arm.config), "--out", str(spec.path), "--engine", "trl",
+            *(["--preset", preset_name] if preset_name else []), "--set", f"seed={spec.seed}",
             *[x for s in sets for x in ("--set", s)]]
 
 
@@ -503,7 +509,7 @@ def run_study(settings: Settings, runs: Path, specs: list[RunSpec], *, retry_fai
             started, t0 = now_iso(), time.monotonic()
             code: int | None = None
             try:
-                code = run_child(train_argv(spec, settings.sets, resume=resume))
+                code = run_child(train_argv(spec, settings.sets, resume=resume, preset_name=settings.preset))
             finally:
                 wall = time.monotonic() - t0
                 outcome = _outcome(spec.path)

@@ -46,6 +46,8 @@ def register(sub) -> None:
     r.add_argument("suite", type=Path, help="suite directory written by srdd calibrate --suite (holds suite.json)")
     r.add_argument("--seeds", required=True, help="comma-separated seeds, e.g. 0,1,2 (>= 3 for a verdict)")
     r.add_argument("--runs", type=Path, required=True, help="directory of the study's run directories")
+    r.add_argument("--preset", help="a srdd train preset under every arm's config (e.g. demo: SmolLM2, its task, "
+                                    "GRPO and eval settings; the suite's quant and noise win; part of the setting)")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every run, as in srdd train (repeatable; part of the study's setting)")
     r.add_argument("--only", metavar="NAME,...", help="run only these arms now (control is an arm)")
@@ -94,6 +96,7 @@ def status(args) -> int:
 
 def _command(args) -> str:
     words = ["srdd", "study", "run", str(args.suite), "--seeds", args.seeds, "--runs", str(args.runs)]
+    words += ["--preset", args.preset] if args.preset else []
     words += [w for s in args.sets for w in ("--set", s)]
     words += (["--only", args.only] if args.only else []) + ([] if args.control else ["--no-control"])
     words += ["--report-dir", str(args.report_dir)] if args.report_dir else []
@@ -111,7 +114,7 @@ def run(args) -> int:
         raise SrddError(f"--runs {args.runs} exists and is not a directory")
     if args.report_dir is not None and not args.report_dir.parent.is_dir():
         raise SrddError(f"--report-dir {args.report_dir}: directory {args.report_dir.parent} does not exist")
-    settings, control = build_settings(args.suite, args.runs, seeds, tuple(args.sets))
+    settings, control = build_settings(args.suite, args.runs, seeds, tuple(args.sets), args.preset)
     specs = plan(settings, args.runs, only, args.control)
     args.runs.mkdir(parents=True, exist_ok=True)
     with StudyLock(args.runs):
