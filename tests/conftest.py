@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Tests never reach a model hub. srdd itself leaves the hub's settings alone, so the suite sets this
+# before anything imports huggingface_hub; subprocesses inherit it.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 
