@@ -94,7 +94,7 @@ def run_scan(args) -> int:
     from srdd.scan.memory import GIB, decide_offload
     from srdd.scan.offload import load_offloaded
     from srdd.scan.render import render
-    from srdd.scan.runner import ScanConfig, ScanMode, scan_model
+    from srdd.scan.runner import ScanConfig, scan_model
 
     started = time.monotonic()
     options: dict = {}
@@ -119,7 +119,6 @@ def run_scan(args) -> int:
     source = resolve_model(args.model, revision=args.revision)
     dtype = getattr(torch, args.dtype)
     decision = decide_offload(source.path, dtype, args.device, force=args.offload,
-                              copies=2 if cfg.mode is ScanMode.PROPAGATED else 1,
                               limit_bytes=None if args.max_memory is None else int(args.max_memory * GIB))
     if decision.offload:
         print(f"srdd scan: {decision.reason}", file=sys.stderr, flush=True)

@@ -2,10 +2,11 @@
 
 The weights' size at the scan dtype comes from the safetensors headers (no
 weight is read); the memory available from the OS (MemAvailable) or, on CUDA,
-the GPU's free memory. A propagated scan holds a second, fake-quantized copy
-of every linear weight (the frozen-weight cache), so it needs twice the
-weights. The model fits when that need stays under FIT_FRACTION of what is
-available, which leaves room for activations, the tokenizer and the allocator.
+the GPU's free memory. Both scan modes hold one copy of the weights (a
+propagated scan quantizes the model's own linears in place, each weight
+transiently). The model fits when the weights stay under FIT_FRACTION of what
+is available, which leaves room for activations, the tokenizer and the
+allocator.
 """
 
 from __future__ import annotations
@@ -47,19 +48,19 @@ class OffloadDecision:
                 "available_bytes": self.available_bytes}
 
 
-def decide_offload(path: Path, dtype: torch.dtype, device: str, *, force: bool | None, copies: int,
+def decide_offload(path: Path, dtype: torch.dtype, device: str, *, force: bool | None,
                    limit_bytes: int | None = None) -> OffloadDecision:
-    """Offload when forced, or when `copies` x the weights at `dtype` would not fit in `limit_bytes`
+    """Offload when forced, or when the weights at `dtype` would not fit in `limit_bytes`
     (default: the memory available on `device`) with the margin FIT_FRACTION."""
     if force is not None:
         return OffloadDecision(force, "offloading layer by layer (--offload)" if force else "loading whole (--no-offload)")
     count = parameter_count(path)
     if count is None:
         return OffloadDecision(False, "size unknown (no safetensors headers): loading whole")
-    needed = count * torch.empty((), dtype=dtype).element_size() * copies
+    needed = count * torch.empty((), dtype=dtype).element_size()
     available = limit_bytes if limit_bytes is not None else available_bytes(device)
     where = "--max-memory" if limit_bytes is not None else f"available on {device}"
-    size = f"{needed / GIB:.1f} GiB in {str(dtype).removeprefix('torch.')}" + (f" ({copies} copies)" if copies > 1 else "")
+    size = f"{needed / GIB:.1f} GiB in {str(dtype).removeprefix('torch.')}"
     if needed <= FIT_FRACTION * available:
         return OffloadDecision(False, f"weights need {size}, {available / GIB:.1f} GiB {where}", needed, available)
     return OffloadDecision(True, f"weights need {size} but only {available / GIB:.1f} GiB is {where}: "
