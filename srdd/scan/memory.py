@@ -40,8 +40,9 @@ def available_bytes(device: str) -> int:
 class OffloadDecision:
     offload: bool
     reason: str
-    needed_bytes: int | None = None
-    available_bytes: int | None = None
+    needed_bytes: int | None
+    """Estimated bytes of the weights at the scan dtype; None when forced or unknown."""
+    available_bytes: int | None
 
     def to_dict(self) -> dict:
         return {"enabled": self.offload, "reason": self.reason, "needed_bytes": self.needed_bytes,
@@ -53,13 +54,14 @@ def decide_offload(path: Path, dtype: torch.dtype, device: str, *, force: bool |
     """Offload when forced, or when the weights at `dtype` would not fit in `limit_bytes`
     (default: the memory available on `device`) with the margin FIT_FRACTION."""
     if force is not None:
-        return OffloadDecision(force, "offloading layer by layer (--offload)" if force else "loading whole (--no-offload)")
+        return OffloadDecision(force, "offloading layer by layer (--offload)" if force else "loading whole (--no-offload)",
+                              None, None)
     count = parameter_count(path)
     if count is None:
-        return OffloadDecision(False, "size unknown (no safetensors headers): loading whole")
+        return OffloadDecision(False, "size unknown (no safetensors headers): loading whole", None, None)
     needed = count * torch.empty((), dtype=dtype).element_size()
     available = limit_bytes if limit_bytes is not None else available_bytes(device)
-    where = "--max-memory" if limit_bytes is not None else f"available on {device}"
+    where = "allowed by --max-memory" if limit_bytes is not None else f"available on {device}"
     size = f"{needed / GIB:.1f} GiB in {str(dtype).removeprefix('torch.')}"
     if needed <= FIT_FRACTION * available:
         return OffloadDecision(False, f"weights need {size}, {available / GIB:.1f} GiB {where}", needed, available)

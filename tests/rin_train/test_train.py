@@ -36,6 +36,11 @@ def test_model_depth_is_read_without_loading_weights(tmp_path):
     assert model_num_layers(str(tmp_path / "tiny")) == 3
 
 
+def test_hub_names_resolve_as_in_srdd_scan(offline_hub):
+    """`model=` takes the same specs as `srdd scan --model`, through the same resolver."""
+    assert model_num_layers("Qwen2.5-7B") == model_num_layers("Qwen/Qwen2.5-7B") == 3
+
+
 def test_a_run_without_final_validation_is_invalid(tmp_path, monkeypatch):
     monkeypatch.setattr(engine.RunLogger, "should_validate", lambda self, step: step == 0)
     run = run_training(_smoke(), tmp_path / "run")
