@@ -174,7 +174,7 @@ def plan(cfg: RunConfig, tiny_dir: Path) -> Plan:
     if cfg.model == "tiny":
         model_dir, tokenizer_dir = None, build_tiny_llama(tiny_dir, seed=cfg.seed)
     else:
-        model_dir = tokenizer_dir = resolve_model(cfg.model).resolve()  # local files only; a hub id is refused
+        model_dir = tokenizer_dir = resolve_model(cfg.model).path.resolve()
     num_layers = model_num_layers(cfg.model)
     check_against_model(cfg, num_layers)
     check_rollout_exclusions(cfg.quant.linear_config(), num_layers)

@@ -24,7 +24,7 @@ from srdd.qlinear import QuantLinear
 def invalidate_quantized_weights(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, QuantLinear):
-            module.invalidate_cache()
+            module.drop_weight_cache()
 
 
 def _lora_bases(model: nn.Module) -> list[nn.Parameter]:

@@ -28,13 +28,12 @@ import datetime as _dt
 import fcntl
 import json
 import os
-import platform
-from importlib import metadata
 from pathlib import Path
 
 from srdd import __version__
 from srdd.errors import SrddError
 from srdd.jsonio import check_finite, write_json_atomic
+from srdd.provenance import versions
 
 SCHEMA = "srdd.run/v1"
 STATUSES = ("running", "complete", "failed", "invalid")
@@ -44,17 +43,6 @@ REQUIRED_METRIC_KEYS = ("step",)
 
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def versions() -> dict:
-    """Versions of the interpreter and the libraries a run depends on (None when not installed)."""
-    out = {"python": platform.python_version(), "srdd": __version__}
-    for name in ("torch", "transformers", "trl", "peft", "verl"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 class RunDir:
@@ -85,10 +73,11 @@ class RunDir:
 
     # --- construction --------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: Path, *, name: str, config: dict, seed: int) -> RunDir:
+    def create(cls, path: Path, *, name: str, config: dict, seed: int, provenance: dict | None = None) -> RunDir:
         """Make a new run directory with run.json (status running) and an empty metrics.jsonl.
 
         Refuses any existing `path`. `config` is the resolved config; `seed` is stored in it.
+        `provenance` (model origin, command line, machine) is stored as given.
         """
         path = Path(path)
         if path.exists():
@@ -104,8 +93,8 @@ class RunDir:
         config = {**config, "seed": seed}
         _check_config(config)
         run._write_info({"schema": SCHEMA, "name": name, "status": "running", "reason": None,
-                         "config": config, "versions": versions(), "started": now_iso(), "finished": None,
-                         "resumed": []})
+                         "config": config, "versions": versions(), "provenance": provenance,
+                         "started": now_iso(), "finished": None, "wall_time_s": None, "resumed": []})
         with open(run.metrics_path, "x", encoding="utf-8"):
             pass
         return run
@@ -161,10 +150,13 @@ class RunDir:
         return self._lock_fd is not None or lock_held(self.path / "run.lock")
 
     def finish(self, status: str, reason: str | None = None) -> None:
-        """Set the final status (complete | failed | invalid) and the finish time; run.json rewritten atomically."""
+        """Set the final status (complete | failed | invalid), the finish time and the wall time since the start
+        (interruptions of a resumed run included); run.json rewritten atomically."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"status must be one of {FINAL_STATUSES}, got {status!r}")
-        self._update(status=status, reason=reason, finished=now_iso())
+        finished = now_iso()
+        elapsed = _dt.datetime.fromisoformat(finished) - _dt.datetime.fromisoformat(self.info()["started"])
+        self._update(status=status, reason=reason, finished=finished, wall_time_s=elapsed.total_seconds())
 
     def _update(self, **fields) -> None:
         self._write_info({**self.info(), **fields})

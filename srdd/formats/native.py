@@ -18,6 +18,7 @@ import functools
 import hashlib
 import os
 import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -80,6 +81,8 @@ def _build(variant: str) -> Path:
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"srdd: compiling the C fake-quant kernel ({variant}) once for this machine into {target.parent}",
+          file=sys.stderr, flush=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:

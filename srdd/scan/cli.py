@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -12,11 +13,16 @@ from srdd.formats import list_formats
 from srdd.jsonio import ensure_writable, read_json, write_json_atomic
 
 SCAN_EPILOG = """examples:
+  srdd scan --fmt mxfp4 --model Qwen2.5-7B
   srdd scan --fmt mxfp4 --model smollm2 --out scan.json
   srdd scan --fmt mxfp4,nvfp4 --model ./Qwen2.5-1.5B-Instruct --samples 64 --max-tokens 512
   srdd scan --fmt mxfp4 --scale-mode rceil --model model.gguf --mode propagated
-  srdd scan --fmt nvfp4 --model ./Qwen2.5-7B-Instruct --offload --dtype bfloat16
+  srdd scan --fmt nvfp4 --model Qwen/Qwen2.5-7B-Instruct --revision main --offload --dtype bfloat16
 
+Models: a local directory, a .gguf file, 'smollm2', a hub id (org/name) or a bare name such as
+Qwen2.5-7B (matched in the Hugging Face cache, then among the Qwen2.5, Llama 3 and SmolLM2 families).
+Online, hub models download into the Hugging Face cache; offline (HF_HUB_OFFLINE=1) the cache answers.
+A model too big for the memory available is offloaded layer by layer automatically.
 With several formats, one file is written per format: scan.json -> scan.mxfp4.json, ...
 Metrics: SQNR (primary, dB), relative error and deadzone (the published multipliers' inputs),
 saturation. Ratios are fractions in the file and percentages on screen."""
@@ -34,7 +40,9 @@ def register(sub) -> None:
     p.add_argument("--fmt", required=True, type=_csv,
                    help=f"format name or comma list; one of: {', '.join(list_formats())}")
     p.add_argument("--model", required=True,
-                   help="Hugging Face model directory, .gguf file, or 'smollm2' (embedded default)")
+                   help="model directory, .gguf file, 'smollm2' (embedded default), hub id (Qwen/Qwen2.5-7B) "
+                        "or bare name (Qwen2.5-7B)")
+    p.add_argument("--revision", help="hub models: branch, tag or commit to load (default: main)")
     p.add_argument("--out", default="scan.json", type=Path, help="output file (default: scan.json)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--data", help="calibration data: .jsonl, .txt or verl GSM8K .parquet "
@@ -54,8 +62,11 @@ def register(sub) -> None:
     p.add_argument("--no-per-tensor-scale", action="store_true",
                    help="NVFP4 one-level scaling (no fp32 tensor scale)")
     p.add_argument("--group-size", type=int, help="INT4 group size (default 32)")
-    p.add_argument("--offload", action="store_true",
-                   help="load each decoder layer's weights only while it runs (big models, small RAM)")
+    p.add_argument("--offload", action=argparse.BooleanOptionalAction, default=None,
+                   help="load each decoder layer's weights only while it runs (big models, small RAM); "
+                        "default: automatic, when the weights would not fit in the memory available")
+    p.add_argument("--max-memory", type=float, metavar="GIB",
+                   help="memory the model may use, in GiB (default: what is available on the device)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_scan)
 
@@ -76,11 +87,16 @@ def output_paths(out: Path, formats: list[str]) -> list[Path]:
 
 
 def run_scan(args) -> int:
+    import time
+
     from srdd.models import load_causal_lm, model_info, resolve_model
+    from srdd.provenance import command_line, machine, versions
+    from srdd.scan.memory import GIB, decide_offload
     from srdd.scan.offload import load_offloaded
     from srdd.scan.render import render
     from srdd.scan.runner import ScanConfig, scan_model
 
+    started = time.monotonic()
     options: dict = {}
     if args.scale_mode:
         options["scale_mode"] = args.scale_mode
@@ -98,14 +114,23 @@ def run_scan(args) -> int:
         raise SrddError(f"data file {args.data} does not exist")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SrddError("--device cuda requested but no CUDA device is available")
+    if args.max_memory is not None and args.max_memory <= 0:
+        raise SrddError(f"--max-memory must be > 0 GiB, got {args.max_memory:g}")
+    source = resolve_model(args.model, revision=args.revision)
     dtype = getattr(torch, args.dtype)
-    if args.offload:
-        model, tokenizer = load_offloaded(args.model, dtype=dtype, device=args.device)
+    decision = decide_offload(source.path, dtype, args.device, force=args.offload,
+                              limit_bytes=None if args.max_memory is None else int(args.max_memory * GIB))
+    if decision.offload:
+        print(f"srdd scan: {decision.reason}", file=sys.stderr, flush=True)
+        model, tokenizer = load_offloaded(source, dtype=dtype, device=args.device)
     else:
-        model, tokenizer = load_causal_lm(args.model, dtype=dtype, device=args.device)
-    info = model_info(model, args.model, resolve_model(args.model))
+        model, tokenizer = load_causal_lm(source, dtype=dtype, device=args.device)
+    info = model_info(model, source)
     docs = scan_model(model, tokenizer, cfg, model_info=info, progress=not args.no_progress)
+    provenance = {"command": command_line(), "versions": versions(), "machine": machine(args.device),
+                  "offload": decision.to_dict(), "wall_time_s": round(time.monotonic() - started, 3)}
     for doc, path in zip(docs, paths):
+        doc["provenance"] = provenance
         write_json_atomic(path, doc, force=args.force)
         print(render(doc))
         print(f"\nwrote {path}\n")

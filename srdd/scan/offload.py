@@ -2,44 +2,35 @@
 
 The model is built with empty (meta) parameters; embeddings, final norm and
 head are loaded, and each decoder layer's weights are read from the
-safetensors files (memory-mapped) only while that layer runs, then dropped.
-The model's own forward does the rest (masks, rotary embeddings), so any
-decoder-only architecture works. Peak memory is about one layer plus the
-hidden states: how a 7B model is scanned on a 24 GB laptop.
+safetensors files (memory-mapped) only while that layer runs, then dropped
+(together with any fake-quantized copy a QuantLinear cached of them). The
+model's own forward does the rest (masks, rotary embeddings), so any
+decoder-only architecture works, quantized in place or not. Peak memory is
+about one layer plus the hidden states: how a 7B model is scanned on a 24 GB
+laptop. On CUDA one layer at a time sits on the GPU.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from srdd.errors import SrddError
-from srdd.models import decoder_layers, resolve_model
-
-
-def _weight_files(path: Path) -> dict[str, Path]:
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        mapping = json.loads(index.read_text())["weight_map"]
-        return {k: path / v for k, v in mapping.items()}
-    single = path / "model.safetensors"
-    if not single.is_file():
-        raise SrddError(f"--offload needs safetensors weights in {path} (model.safetensors or an index)")
-    from safetensors import safe_open
-
-    with safe_open(single, "pt") as f:
-        return {k: single for k in f.keys()}
+from srdd.models import ResolvedModel, decoder_layers, resolve_model
+from srdd.qlinear import QuantLinear
+from srdd.weights import weight_files
 
 
 class OffloadedLayers:
-    """Loads and releases decoder layers around their forward."""
+    """Loads and releases decoder layers around their forward; `on_release(index)` is told of each layer done."""
 
     def __init__(self, model: nn.Module, files: dict[str, Path], dtype: torch.dtype, device: str) -> None:
         self.model, self.files, self.dtype, self.device = model, files, dtype, device
         self.layers = decoder_layers(model)
+        self.on_release: Callable[[int], None] | None = None
         names = {id(m): n for n, m in model.named_modules()}
         self.prefixes = [names[id(layer)] + "." for layer in self.layers]
         for i, layer in enumerate(self.layers):
@@ -59,33 +50,44 @@ class OffloadedLayers:
                     set_module_tensor_to_device(self.model, k, self.device, value=f.get_tensor(k).to(self.dtype))
 
     def load_rest(self) -> None:
+        from accelerate.utils import set_module_tensor_to_device
+
         self._load([k for k in self.files if not any(k.startswith(p) for p in self.prefixes)])
         self.model.tie_weights()
+        for name, buffer in self.model.named_buffers():  # built on the CPU (rotary inv_freq): follow the weights
+            if not any(name.startswith(p) for p in self.prefixes) and buffer.device != torch.device(self.device):
+                set_module_tensor_to_device(self.model, name, self.device, value=buffer)
         missing = [n for n, p in self.model.named_parameters()
                    if p.is_meta and not any(n.startswith(pre) for pre in self.prefixes)]
         if missing:
-            raise SrddError(f"--offload: weights missing from the safetensors files: {missing[:5]}")
+            raise SrddError(f"offloading: weights missing from the safetensors files: {missing[:5]}")
 
     def materialize(self, index: int) -> None:
         self._load([k for k in self.files if k.startswith(self.prefixes[index])])
 
     def release(self, index: int) -> None:
-        self.layers[index].to("meta")
+        layer = self.layers[index]
+        for module in layer.modules():
+            if isinstance(module, QuantLinear):
+                module.drop_weight_cache()
+        layer.to("meta")
+        if self.on_release is not None:
+            self.on_release(index)
 
 
-def load_offloaded(spec: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+def load_offloaded(model: str | ResolvedModel, *, dtype: torch.dtype = torch.float32, device: str = "cpu"):
     """(model, tokenizer) with decoder-layer weights left on disk until each layer runs."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model(spec)
+    path = (model if isinstance(model, ResolvedModel) else resolve_model(model)).path
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     with init_empty_weights(include_buffers=False):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    offload = OffloadedLayers(model, _weight_files(path), dtype, device)
+        lm = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    offload = OffloadedLayers(lm, weight_files(path), dtype, device)
     offload.load_rest()
-    model.srdd_offload = offload
+    lm.srdd_offload = offload
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model.eval(), tokenizer
+    return lm.eval(), tokenizer

@@ -1,8 +1,8 @@
 """Propagated mode: how far each layer's output drifts when the whole model runs quantized.
 
-The reference model runs first and its layer outputs are kept (valid rows
-only); the W4A4 copy then runs the same batch and each of its layer outputs
-is compared with the reference one. The statistics are the same sums as the
+The model runs each batch twice, its linears quantized in place: first with
+quantization off (the reference), whose layer outputs are kept (valid rows
+only), then W4A4, whose layer outputs are compared with the reference ones. The statistics are the same sums as the
 isolated mode, with q = the quantized model's output and x = the reference's.
 """
 
@@ -39,26 +39,26 @@ def pair_stats(x: torch.Tensor, q: torch.Tensor) -> QuantStats:
 
 
 class PropagatedCapture:
-    def __init__(self, reference: nn.ModuleList, quantized: nn.ModuleList, stats: ScanStats,
-                 key: str) -> None:
+    """One hook per decoder layer: keeps its output while `reference` is true, compares it with the kept one
+    otherwise."""
+
+    def __init__(self, layers: nn.ModuleList, stats: ScanStats, key: str) -> None:
         self.stats = stats
         self.key = key
         self.rows: ValidRows | None = None
+        self.reference = True
         self._reference: dict[int, torch.Tensor] = {}
-        self._handles = [layer.register_forward_hook(self._keep(i)) for i, layer in enumerate(reference)]
-        self._handles += [layer.register_forward_hook(self._compare(i)) for i, layer in enumerate(quantized)]
+        self._handles = [layer.register_forward_hook(self._hook(i)) for i, layer in enumerate(layers)]
 
     def _rows(self, output) -> torch.Tensor:
         hidden = output[0] if isinstance(output, (tuple, list)) else output
         return self.rows.gather(hidden) if self.rows is not None else hidden.detach().reshape(-1, hidden.shape[-1])
 
-    def _keep(self, index: int):
+    def _hook(self, index: int):
         def hook(module, args, output) -> None:
-            self._reference[index] = self._rows(output)
-        return hook
-
-    def _compare(self, index: int):
-        def hook(module, args, output) -> None:
+            if self.reference:
+                self._reference[index] = self._rows(output)
+                return
             reference = self._reference.pop(index)
             self.stats.layers[self.key][index].add_block_output(pair_stats(reference, self._rows(output)))
         return hook

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import enum
 from dataclasses import dataclass, field
 
@@ -14,7 +13,7 @@ from srdd.calibration import load_samples, tokenize
 from srdd.errors import SrddError
 from srdd.formats import get_format, list_formats
 from srdd.models import decoder_layers
-from srdd.qlinear import LinearQuantConfig, QuantMode, quantize_linears
+from srdd.qlinear import LinearQuantConfig, QuantMode, linears_quantized, quantization_disabled
 from srdd.scan.accumulate import SITES, ScanStats
 from srdd.scan.capture import FormatSpec, SiteCapture, measure_weights
 from srdd.scan.propagated import PropagatedCapture
@@ -82,21 +81,38 @@ def batches(ids: list[list[int]], batch_size: int, pad_id: int):
         yield input_ids, mask
 
 
-def _run(model: nn.Module, ids: list[list[int]], cfg: ScanConfig, pad_id: int, capture,
-         progress: bool, extra_model: nn.Module | None = None) -> None:
+class Progress:
+    """Per batch normally; per decoder layer when the model is offloaded (a batch of a 7B takes minutes)."""
+
+    def __init__(self, model: nn.Module, batches: int, passes: int, weight_pass: bool, enabled: bool) -> None:
+        self.offload = getattr(model, "srdd_offload", None)
+        if self.offload is None:
+            self.bar = tqdm(total=batches * passes, desc="scanning", unit="batch", disable=not enabled)
+            return
+        layers = len(self.offload.layers)
+        self.bar = tqdm(total=(batches * passes + weight_pass) * layers, desc="scanning (offloaded)", unit="layer",
+                        disable=not enabled)
+        self.offload.on_release = lambda index: self.bar.update(1)
+
+    def batch_done(self) -> None:
+        if self.offload is None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.offload is not None:
+            self.offload.on_release = None
+        self.bar.close()
+
+
+def _forward(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor) -> None:
     device = next(model.parameters()).device
-    steps = list(batches(ids, cfg.batch_size, pad_id))
-    for input_ids, mask in tqdm(steps, desc="scanning", unit="batch", disable=not progress):
-        capture.rows = ValidRows.from_mask(mask)
-        with torch.no_grad():
-            model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
-            if extra_model is not None:
-                extra_model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
+    with torch.no_grad():
+        model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
 
 
 def scan_model(model: nn.Module, tokenizer, cfg: ScanConfig | None = None, *, model_info: dict,
                progress: bool = True, texts: list[str] | None = None) -> list[dict]:
-    """Scan an in-memory model (PEFT-wrapped is fine); one srdd.scan/v1 document per format.
+    """Scan an in-memory or offloaded model (PEFT-wrapped is fine); one srdd.scan/v1 document per format.
 
     rin_train calls this for its before/after rescans of the policy.
     """
@@ -111,35 +127,54 @@ def scan_model(model: nn.Module, tokenizer, cfg: ScanConfig | None = None, *, mo
     stats = ScanStats(len(layers), list(cfg.formats))
     specs = cfg.format_specs()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    steps = list(batches(ids, cfg.batch_size, pad_id))
+    passes = 2 * len(specs) if cfg.mode is ScanMode.PROPAGATED else 1
+    bar = Progress(model, len(steps), passes, "weight" in cfg.sites, progress)
     was_training = model.training
     model.eval()
     try:
         if "weight" in cfg.sites:
-            measure_weights(layers, stats, specs, getattr(model, "srdd_offload", None))
+            measure_weights(layers, stats, specs, bar.offload)
         if cfg.mode is ScanMode.ISOLATED:
-            capture = SiteCapture(layers, stats, specs, set(cfg.sites))
-            try:
-                _run(model, ids, cfg, pad_id, capture, progress)
-            finally:
-                capture.remove()
+            _run_isolated(model, steps, cfg, stats, specs, bar)
         else:
-            _run_propagated(model, ids, cfg, pad_id, stats, progress)
+            _run_propagated(model, steps, stats, specs, bar)
     finally:
+        bar.close()
         model.train(was_training)
     calibration = {"source": source, "samples": len(ids), "tokens": sum(len(s) for s in ids),
                    "seed": cfg.seed, "max_tokens": cfg.max_tokens}
     return [build_report(stats, key, cfg, model_info, calibration) for key, _, _ in specs]
 
 
-def _run_propagated(model: nn.Module, ids, cfg: ScanConfig, pad_id: int, stats: ScanStats,
-                    progress: bool) -> None:
-    """One W4A4 copy per format runs beside the reference model on the same batches."""
-    for key, fmt, options in cfg.format_specs():
-        quantized = copy.deepcopy(model)
-        quantize_linears(decoder_layers(quantized), LinearQuantConfig(fmt, QuantMode.W4A4, options, ()))
-        capture = PropagatedCapture(decoder_layers(model), decoder_layers(quantized), stats, key)
-        try:
-            _run(model, ids, cfg, pad_id, capture, progress, extra_model=quantized)
-        finally:
-            capture.remove()
-        del quantized
+def _run_isolated(model: nn.Module, steps, cfg: ScanConfig, stats: ScanStats, specs: list[FormatSpec],
+                  bar: Progress) -> None:
+    capture = SiteCapture(decoder_layers(model), stats, specs, set(cfg.sites))
+    try:
+        for input_ids, mask in steps:
+            capture.rows = ValidRows.from_mask(mask)
+            _forward(model, input_ids, mask)
+            bar.batch_done()
+    finally:
+        capture.remove()
+
+
+def _run_propagated(model: nn.Module, steps, stats: ScanStats, specs: list[FormatSpec], bar: Progress) -> None:
+    """Per format, the model's own linears are made W4A4 in place (no second copy of the model, which an
+    offloaded model could not have); each batch runs once with quantization off (the reference) and once on."""
+    layers = decoder_layers(model)
+    for key, fmt, options in specs:
+        with linears_quantized(layers, LinearQuantConfig(fmt, QuantMode.W4A4, options, ())):
+            capture = PropagatedCapture(layers, stats, key)
+            try:
+                for input_ids, mask in steps:
+                    capture.rows = ValidRows.from_mask(mask)
+                    capture.reference = True
+                    with quantization_disabled(model):
+                        _forward(model, input_ids, mask)
+                    capture.reference = False
+                    _forward(model, input_ids, mask)
+                    bar.batch_done()
+                    bar.batch_done()
+            finally:
+                capture.remove()

@@ -21,7 +21,7 @@ def test_create_writes_run_json_per_design(tmp_path):
     assert info["config"]["seed"] == 3 and info["config"]["quant"] == {"format": "mxfp4", "mode": "w4a4"}
     assert info["config"]["noise"]["enabled"] is True
     assert {"python", "torch", "transformers", "trl", "peft", "srdd"} <= set(info["versions"])
-    assert info["started"] and info["finished"] is None
+    assert info["started"] and info["finished"] is None and info["wall_time_s"] is None
     assert (run.path / "metrics.jsonl").read_text() == ""
 
 
@@ -83,6 +83,7 @@ def test_finish_scans_and_resume(tmp_path):
     run.finish("failed", "simulated")
     info = run.info()
     assert info["status"] == "failed" and info["reason"] == "simulated" and info["finished"]
+    assert info["wall_time_s"] >= 0
     with pytest.raises(ValueError):
         run.finish("running")
     run.release()

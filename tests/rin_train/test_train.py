@@ -36,6 +36,11 @@ def test_model_depth_is_read_without_loading_weights(tmp_path):
     assert model_num_layers(str(tmp_path / "tiny")) == 3
 
 
+def test_hub_names_resolve_as_in_srdd_scan(offline_hub):
+    """`model=` takes the same specs as `srdd scan --model`, through the same resolver."""
+    assert model_num_layers("Qwen2.5-7B") == model_num_layers("Qwen/Qwen2.5-7B") == 3
+
+
 def test_a_run_without_final_validation_is_invalid(tmp_path, monkeypatch):
     monkeypatch.setattr(engine.RunLogger, "should_validate", lambda self, step: step == 0)
     run = run_training(_smoke(), tmp_path / "run")
@@ -174,7 +179,12 @@ def test_a_bf16_policy_trains_and_logs_the_noise_bf16_kept(tmp_path):
     run = run_training(_smoke("grpo.dtype=bfloat16", "noise.targets=[rmsnorm]", "noise.sigma_start=0.0005",
                               "noise.sigma_end=0.0005", "noise.num_stages=1"), out)
     assert run.info()["status"] == "complete"
-    assert json.loads((out / "run.json").read_text())["config"]["grpo"]["dtype"] == "bfloat16"
+    info = json.loads((out / "run.json").read_text())
+    assert info["config"]["grpo"]["dtype"] == "bfloat16"
+    model = info["provenance"]["model"]
+    assert model["spec"] == "tiny" and model["repo_id"] is None and "header_sha256" in model["files"]["model.safetensors"]
+    assert info["provenance"]["machine"]["device"] == "cpu" and info["provenance"]["command"]
+    assert info["wall_time_s"] > 0
     achieved = [v for r in run.logged_steps() if r.get("sigma_layers") for v in r["sigma_layers"].values()]
     # RMSNorm weights sit at 1.0, where bf16's spacing is 2^-7: noise of 5e-4 mostly rounds away.
     assert achieved and all(a < 0.0005 * 0.8 for a in achieved)

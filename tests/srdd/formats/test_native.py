@@ -256,3 +256,11 @@ def test_element_rounding_around_every_grid_boundary(variant, fmt):
     eager, got = _both(fake_quantize, x, fmt)
     assert (bits(eager) == bits(got)).all()
     assert_same_stats(*_both(quant_stats, x, fmt))
+
+
+def test_first_compile_says_so_once(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("SRDD_CACHE", str(tmp_path))
+    first = native._build("simd")
+    notice = capsys.readouterr().err
+    assert notice.count("\n") == 1 and "compiling the C fake-quant kernel" in notice and str(tmp_path) in notice
+    assert native._build("simd") == first and capsys.readouterr().err == ""

@@ -5,6 +5,7 @@ import os
 import subprocess
 
 import pytest
+import torch
 
 from tests.conftest import build_tiny_llama
 
@@ -14,8 +15,10 @@ def srdd(*args, cwd=None):
 
 
 def _strip_time(doc: dict) -> dict:
+    """Everything but the creation time and the provenance (command line with the output path, wall time)."""
     doc = dict(doc)
     doc.pop("created")
+    doc.pop("provenance")
     return doc
 
 
@@ -30,6 +33,12 @@ def test_scan_writes_schema_and_is_deterministic(tiny_model_dir, tmp_path):
     da, db = json.loads(a.read_text()), json.loads(b.read_text())
     assert _strip_time(da) == _strip_time(db)
     assert da["schema"] == "srdd.scan/v1" and da["model"]["num_layers"] == 3
+    assert da["model"]["spec"] == str(tiny_model_dir) and da["model"]["repo_id"] is None
+    assert set(da["model"]["files"]["model.safetensors"]) == {"size", "header_sha256"}
+    prov = da["provenance"]
+    assert prov["command"][-2:] == ["--out", str(a)] and prov["wall_time_s"] > 0
+    assert prov["versions"]["torch"] == torch.__version__ and prov["machine"]["device"] == "cpu"
+    assert prov["offload"]["enabled"] is False and prov["machine"]["cpu"]
     assert {"relative_error", "deadzone_ratio", "sqnr_db", "saturation_ratio", "mse", "numel"} <= set(
         da["layers"][0]["block_output"])
     assert 0 <= da["layers"][0]["block_output"]["deadzone_ratio"] <= 1

@@ -7,7 +7,7 @@ import torch
 
 from srdd.calibration import load_samples, tokenize
 from srdd.formats import fake_quantize
-from srdd.models import decoder_layers, load_causal_lm, model_info
+from srdd.models import decoder_layers, load_causal_lm, model_info, resolve_model
 from srdd.qlinear import LinearQuantConfig, quantize_linears
 from srdd.scan.runner import ScanConfig, batches, scan_model
 
@@ -38,7 +38,7 @@ def test_isolated_matches_reference_every_site(tiny_model_dir):
     model, tok = load_causal_lm(str(tiny_model_dir))
     cfg = ScanConfig(formats=("mxfp4",), sites=("block_output", "linear_input", "weight"),
                      samples=5, max_tokens=24, batch_size=2)
-    doc = scan_model(model, tok, cfg, model_info=model_info(model, "tiny"), progress=False)[0]
+    doc = scan_model(model, tok, cfg, model_info=model_info(model, resolve_model(str(tiny_model_dir))), progress=False)[0]
     layers = decoder_layers(model)
     captured: dict[tuple, list] = {}
 
@@ -72,7 +72,7 @@ def test_propagated_matches_reference(tiny_model_dir):
     model, tok = load_causal_lm(str(tiny_model_dir))
     cfg = ScanConfig(formats=("nvfp4",), sites=("block_output",), mode="propagated",
                      samples=4, max_tokens=20, batch_size=4)
-    doc = scan_model(model, tok, cfg, model_info=model_info(model, "tiny"), progress=False)[0]
+    doc = scan_model(model, tok, cfg, model_info=model_info(model, resolve_model(str(tiny_model_dir))), progress=False)[0]
     ref_model, _ = load_causal_lm(str(tiny_model_dir))
     quantized, _ = load_causal_lm(str(tiny_model_dir))
     quantize_linears(quantized, LinearQuantConfig("nvfp4"))
