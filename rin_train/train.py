@@ -19,6 +19,7 @@ no live lock holder (`RunDir.is_live()` is false): never complete, and
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -173,7 +174,11 @@ def run_training(cfg: RunConfig, out: Path, *, resume: bool = False) -> RunDir:
                 reason = "interrupted (Ctrl-C)"
             else:
                 reason = f"{type(exc).__name__}: {exc}"
-            run.finish("failed", reason)
+            try:
+                run.finish("failed", reason)
+            except OSError as write_error:  # e.g. the disk is still full: the original error matters more
+                print(f"could not mark run {out} failed ({write_error}); it stays 'running' with no live "
+                      "process, which --resume continues", file=sys.stderr)
             raise
         finally:
             if injector is not None:
