@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from srdd.errors import SrddError
+from srdd.scan.schema import MAX_LAYERS
 
 METRICS = ("relative_error", "deadzone_ratio", "sqnr_db")  # required in every layer
 OPTIONAL_METRICS = ("saturation_ratio",)
@@ -96,6 +97,8 @@ def _declared_count(declared, where: str) -> int | None:
         return None
     if isinstance(declared, bool) or not isinstance(declared, int) or declared < 1:
         raise SrddError(f"{where}: expected a positive integer, got {declared!r}")
+    if declared > MAX_LAYERS:
+        raise SrddError(f"{where}: {declared} layers is beyond any model (at most {MAX_LAYERS}); a corrupt file?")
     return declared
 
 
@@ -137,8 +140,8 @@ def _table(entries: list[tuple[int, dict, str]], n: int) -> dict[str, list[float
 
 def _from_srdd(doc: dict) -> ScanTable:
     layers = doc.get("layers")
-    if not isinstance(layers, list) or not layers:
-        raise SrddError("layers: missing or empty (expected one entry per decoder layer)")
+    if not isinstance(layers, list) or not layers or len(layers) > MAX_LAYERS:
+        raise SrddError(f"layers: missing, empty or over {MAX_LAYERS} entries (expected one per decoder layer)")
     for k, layer in enumerate(layers):
         _mapping(layer, f"layers[{k}]")
     model = _mapping(doc.get("model", {}), "model")
@@ -167,8 +170,9 @@ def _from_verl(doc: dict) -> ScanTable:
     cfg = _mapping(doc.get("config"), "config")
     report = _mapping(doc.get("report"), "report")
     per_layer = report.get("per_layer")
-    if not isinstance(per_layer, list) or not per_layer:
-        raise SrddError("report.per_layer: missing or empty (expected one entry per decoder layer)")
+    if not isinstance(per_layer, list) or not per_layer or len(per_layer) > MAX_LAYERS:
+        raise SrddError(f"report.per_layer: missing, empty or over {MAX_LAYERS} entries "
+                        "(expected one per decoder layer)")
     for k, entry in enumerate(per_layer):
         _mapping(entry, f"report.per_layer[{k}]")
     declared = _declared_count(cfg.get("num_layers"), "config.num_layers")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -52,19 +53,69 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _scan_metric(doc: dict, metric: str, where: str) -> list[float]:
+def _finite(value, where: str, *, fraction: bool = False) -> float:
+    """A number from a run file: finite, and a fraction 0..1 where DESIGN.md §4 says so."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where} is {value!r}, not a finite number")
+    if fraction and not 0.0 <= value <= 1.0:
+        raise ValueError(f"{where} is {value!r}; accuracies are fractions 0..1")
+    return float(value)
+
+
+def _scan_metric(doc, metric: str, where: str) -> list[float]:
+    layers = doc.get("layers") if isinstance(doc, dict) else None
+    if not isinstance(layers, list) or not layers:
+        raise ValueError(f"{where}: no layers")
     try:
-        return [float(layer["block_output"][metric]) for layer in doc["layers"]]
+        return [_finite(layer["block_output"][metric], f"{where} layers[{i}].block_output.{metric}")
+                for i, layer in enumerate(layers)]
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{where}: no block_output.{metric} per layer ({exc})") from None
+
+
+def _metrics_line(line: str, i: int) -> dict:
+    """One metrics.jsonl record, checked field by field (ValueError names the line and field)."""
+    where = f"metrics.jsonl line {i}"
+    try:
+        r = json.loads(line)
+    except json.JSONDecodeError:
+        raise ValueError(f"{where} is corrupt") from None
+    if not isinstance(r, dict):
+        raise ValueError(f"{where} is a {type(r).__name__}, not an object")
+    step = r.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"{where}: step is {step!r}, not an integer >= 0")
+    if r.get("accuracy") is not None:
+        _finite(r["accuracy"], f"{where}: accuracy", fraction=True)
+    layers = r.get("sigma_layers")
+    if layers is not None:
+        if not isinstance(layers, dict):
+            raise ValueError(f"{where}: sigma_layers is a {type(layers).__name__}, not an object")
+        for key, value in layers.items():
+            if not str(key).isdigit():
+                raise ValueError(f"{where}: sigma_layers key {key!r} is not a layer index")
+            _finite(value, f"{where}: sigma_layers[{key}]")
+    return r
+
+
+def _read_info(path: Path) -> dict:
+    try:
+        info = json.loads((path / "run.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"run.json unreadable: {exc}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"run.json is a {type(info).__name__}, not an object")
+    if not isinstance(info.get("name", path.name), str) or not isinstance(info.get("config", {}), dict):
+        raise ValueError("run.json: name must be a string and config an object")
+    return info
 
 
 def load_run(path: Path, metric: str) -> RunRecord:
     rec = RunRecord(name=path.name, path=path)
     try:
-        info = json.loads((path / "run.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        rec.reason = f"run.json unreadable: {exc}"
+        info = _read_info(path)
+    except ValueError as exc:
+        rec.reason = str(exc)
         return rec
     rec.name, rec.config, rec.status = info.get("name", path.name), info.get("config", {}), info.get("status")
     if rec.status != "complete":
@@ -73,19 +124,19 @@ def load_run(path: Path, metric: str) -> RunRecord:
     quants = set()
     try:
         lines = (path / "metrics.jsonl").read_text().splitlines()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         lines = []
-        rec.reason = rec.reason or "metrics.jsonl missing"
+        rec.reason = rec.reason or "metrics.jsonl missing or unreadable"
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            rec.reason = rec.reason or f"metrics.jsonl line {i} is corrupt"
+            r = _metrics_line(line, i)
+        except ValueError as exc:
+            rec.reason = rec.reason or str(exc)
             continue
         if r.get("accuracy") is not None:
-            rec.trajectory.append((int(r["step"]), float(r["accuracy"])))
+            rec.trajectory.append((r["step"], float(r["accuracy"])))
             quants.add(r.get("eval_quant"))
         for layer, s in (r.get("sigma_layers") or {}).items():
             sigmas.setdefault(int(layer), []).append(float(s))
@@ -101,8 +152,10 @@ def load_run(path: Path, metric: str) -> RunRecord:
         after = json.loads((path / "scan_after.json").read_text())
         rec.pre = _scan_metric(before, metric, "scan_before.json")
         rec.delta = [a - b for a, b in zip(_scan_metric(after, metric, "scan_after.json"), rec.pre)]
-        rec.model, rec.fmt = before.get("model", {}).get("name"), before.get("format", {}).get("name")
-    except (OSError, json.JSONDecodeError, ValueError) as exc:
+        model, fmt = before.get("model"), before.get("format")
+        rec.model = model.get("name") if isinstance(model, dict) else None
+        rec.fmt = fmt.get("name") if isinstance(fmt, dict) else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         rec.reason = rec.reason or f"scans missing or unreadable ({exc})"
     return rec
 

@@ -57,9 +57,9 @@ def resolve_config(args):
     from rin_train.run_config import config_for_resume, load_run_config
 
     if args.resume:
-        if args.config is not None or args.preset or args.sets or args.name:
+        if args.config is not None or args.preset or args.sets or args.name or args.engine:
             raise SrddError("--resume continues a run with the config recorded in its run.json; "
-                            "do not give CONFIG, --preset, --set or --name with it")
+                            "do not give CONFIG, --preset, --set, --name or --engine with it")
         from rin_train.rundir import RunDir
 
         return config_for_resume(RunDir.open(args.out).config)

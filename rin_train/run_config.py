@@ -33,6 +33,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter,
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from rin_train.noise import NoiseConfig
+from rin_train.rundir import MAX_SEED
 from rin_train.tasks import INSTRUCTION
 from srdd.errors import SrddError
 from srdd.mathdata import DIFFICULTIES
@@ -58,8 +59,6 @@ MAX_TOKENS = 131_072
 MAX_BATCH = 65_536
 MAX_PROBLEMS = 10_000_000
 MAX_LAYER = 65_535
-MAX_SEED = 2**32 - 1
-"""numpy's and the task sampler's seeds are 32-bit."""
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]

@@ -49,6 +49,8 @@ SCHEMA = "srdd.run/v1"
 STATUSES = ("running", "complete", "failed", "invalid")
 FINAL_STATUSES = ("complete", "failed", "invalid")
 REQUIRED_METRIC_KEYS = ("step",)
+MAX_SEED = 2**32 - 1
+"""A run's seed: numpy's and the task sampler's seeds are 32-bit."""
 CHECKPOINT_MARK = "srdd_checkpoint.json"
 """Written (atomically, last) into a checkpoint once every file of it is on disk."""
 WRITTEN = ("run.json", "run.lock", "metrics.jsonl", "scan_before.json", "scan_after.json", "checkpoints")
