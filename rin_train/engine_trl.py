@@ -47,6 +47,10 @@ class NoisyGRPOTrainer(GRPOTrainer):
         self.last_noise: dict = {"sigma": None, "sigma_layers": None}
         super().__init__(*args, **kwargs)
 
+    def _send_telemetry(self) -> None:
+        """A local run reports nothing to the hub: TRL's usage ping would make DNS lookups and an HTTP
+        request at run time whenever HF_HUB_OFFLINE is unset, for a model that never left this machine."""
+
     def _generate_single_turn(self, *args, **kwargs):
         if self.injector is None or not self.model.training:
             return super()._generate_single_turn(*args, **kwargs)

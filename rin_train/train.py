@@ -33,6 +33,7 @@ from rin_train.signals import Terminated, terminate_on_signals
 from rin_train.run_config import RunConfig, check_against_model
 from rin_train.tasks import drop_long_prompts, load_task
 from srdd.errors import SrddError
+from srdd.model_files import check_model_files
 from srdd.models import load_causal_lm, model_info, resolve_model
 from srdd.qlinear import quantization_disabled, quantize_linears
 from srdd.tiny import TINY_LAYERS, build_tiny_llama
@@ -42,6 +43,7 @@ def model_num_layers(spec: str) -> int:
     """Decoder depth from the model's config.json, without loading weights."""
     if spec == "tiny":
         return TINY_LAYERS
+    check_model_files(spec)
     path = resolve_model(spec)
     try:
         config = json.loads((path / "config.json").read_text())

@@ -11,6 +11,7 @@ import torch
 from srdd.errors import SrddError
 from srdd.formats import list_formats
 from srdd.jsonio import ensure_writable, read_json, write_json_atomic
+from srdd.model_files import check_model_files
 from srdd.scan.schema import check_scan_report
 
 SCAN_EPILOG = """examples:
@@ -102,6 +103,7 @@ def run_scan(args) -> int:
         raise SrddError(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SrddError("--device cuda requested but no CUDA device is available")
+    check_model_files(args.model)
     dtype = getattr(torch, args.dtype)
     if args.offload:
         model, tokenizer = load_offloaded(args.model, dtype=dtype, device=args.device)
