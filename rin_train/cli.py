@@ -62,7 +62,9 @@ def resolve_config(args):
                             "do not give CONFIG, --preset, --set, --name or --engine with it")
         from rin_train.rundir import RunDir
 
-        return config_for_resume(RunDir.open(args.out).config)
+        run = RunDir.open(args.out)
+        run.refuse_symlinks()
+        return config_for_resume(run.config)
     if args.config is None and args.preset is None:
         raise SrddError("give a config file or --preset smoke|demo")
     sets = list(args.sets) + ([f"engine={args.engine}"] if args.engine else [])
@@ -70,7 +72,7 @@ def resolve_config(args):
 
 
 def run(args) -> int:
-    if not args.resume and args.out.exists():
+    if not args.resume and (args.out.exists() or args.out.is_symlink()):
         raise SrddError(f"run directory {args.out} already exists; runs are never overwritten "
                         "(choose another --out, or pass --resume to continue that run)")
     cfg = resolve_config(args)

@@ -117,12 +117,14 @@ def ingest(log: Path, out: Path, *, quant: str, name: str | None = None, config:
     if config is not None:
         import yaml
 
+        from rin_train.run_config import yaml_problem
+
         if not config.is_file():
             raise SrddError(f"--config {config} does not exist")
         try:
             loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise SrddError(f"--config {config} is not valid YAML: {exc}") from None
+            raise SrddError(f"--config {config} is not valid YAML: {yaml_problem(exc)}") from None
         if not isinstance(loaded, dict):
             raise SrddError(f"--config {config}: expected a mapping")
         check_plain(loaded, f"--config {config}")

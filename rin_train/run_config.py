@@ -83,7 +83,8 @@ def _error_text(exc: ValidationError, where: str) -> str:
     for err in exc.errors(include_url=False):
         loc = where
         for part in err["loc"]:
-            loc += f"[{part}]" if isinstance(part, int) else " (key)" if part == "[key]" else f".{part}"
+            named = isinstance(part, str) and part.isidentifier()
+            loc += " (key)" if part == "[key]" else f".{part}" if named else f"[{part}]"
         loc = loc.lstrip(".")
         got = err.get("input")
         parts.append(f"{loc}: {err['msg']}" + ("" if isinstance(got, dict) else f", got {got!r}"))
@@ -351,6 +352,13 @@ class RunConfig:
 
 # --- loading ---------------------------------------------------------------------------------------
 
+def yaml_problem(exc: Exception) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(exc, 'problem', None) or exc}{where}"
+
+
 def parse_set(assignment: str) -> tuple[list[str], Any]:
     """'grpo.steps=10' -> (['grpo', 'steps'], 10); values are YAML ('[rmsnorm]', '{0: 2.0}', 'null')."""
     if "=" not in assignment:
@@ -362,7 +370,7 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise SrddError(f"--set {key}: value {raw!r} is not valid YAML: {exc}") from None
+        raise SrddError(f"--set {key}: value {raw!r} is not valid YAML: {yaml_problem(exc)}") from None
     return parts, value
 
 
@@ -397,9 +405,9 @@ def read_config_file(path: str | Path) -> dict:
     if not path.is_file():
         raise SrddError(f"config {path} does not exist")
     try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SrddError(f"config {path} is not valid YAML: {exc}") from None
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SrddError(f"config {path} is not valid YAML: {yaml_problem(exc)}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -433,15 +441,13 @@ def resolve(data: dict, *, name: str | None = None, stem: str | None = None) -> 
     if unknown:
         raise SrddError(f"config: unknown key(s) {unknown}; valid keys: {', '.join(TOP_LEVEL)}")
     scalars = {k: data[k] for k in SCALARS if k in data}
-    if name:
-        scalars["name"] = name
     scalars.setdefault("name", stem or "run")
     try:
-        top = _TOP_LEVEL.validate_python(scalars)
+        top = _TOP_LEVEL.validate_python(scalars)  # the file's name is checked even when `name` wins
     except ValidationError as exc:
         raise SrddError(_error_text(exc, "")) from None
     sections = {k: section_from_dict(SECTIONS[k], data.get(k), k) for k in SECTION_ORDER}
-    cfg = RunConfig(name=top.name, seed=top.seed, model=top.model, engine=top.engine, **sections)
+    cfg = RunConfig(name=name or top.name, seed=top.seed, model=top.model, engine=top.engine, **sections)
     check_cross_sections(cfg)
     return dataclasses.replace(cfg, grpo=dataclasses.replace(cfg.grpo, matmul_dtype=resolve_matmul_dtype(cfg)))
 

@@ -59,7 +59,7 @@ def preflight(cfg: RunConfig, out: Path, *, resume: bool) -> None:
     """Everything that can be checked before a model is loaded or a run directory made."""
     if cfg.engine != "trl":
         raise SrddError(f"engine {cfg.engine!r}: this process runs the trl engine (use srdd train --engine verl)")
-    if not resume and out.exists():
+    if not resume and (out.exists() or out.is_symlink()):
         raise SrddError(f"run directory {out} already exists; runs are never overwritten "
                         "(choose another --out, or pass --resume to continue that run)")
     check_against_model(cfg, model_num_layers(cfg.model))
