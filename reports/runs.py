@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from srdd.errors import SrddError
+from srdd.scan.schema import check_scan_layers
 
 SEED_SUFFIX = re.compile(r"[-_]s(eed)?\d+$")
 
@@ -62,15 +63,9 @@ def _finite(value, where: str, *, fraction: bool = False) -> float:
     return float(value)
 
 
-def _scan_metric(doc, metric: str, where: str) -> list[float]:
-    layers = doc.get("layers") if isinstance(doc, dict) else None
-    if not isinstance(layers, list) or not layers:
-        raise ValueError(f"{where}: no layers")
-    try:
-        return [_finite(layer["block_output"][metric], f"{where} layers[{i}].block_output.{metric}")
-                for i, layer in enumerate(layers)]
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"{where}: no block_output.{metric} per layer ({exc})") from None
+def _scan_metric(doc: dict, metric: str) -> list[float]:
+    """Per-layer block_output values of a scan that check_scan_layers accepted."""
+    return [float(layer["block_output"][metric]) for layer in doc["layers"]]
 
 
 def _metrics_line(line: str, i: int) -> dict:
@@ -150,12 +145,14 @@ def load_run(path: Path, metric: str) -> RunRecord:
     try:
         before = json.loads((path / "scan_before.json").read_text())
         after = json.loads((path / "scan_after.json").read_text())
-        rec.pre = _scan_metric(before, metric, "scan_before.json")
-        rec.delta = [a - b for a, b in zip(_scan_metric(after, metric, "scan_after.json"), rec.pre)]
+        check_scan_layers(before, "scan_before.json")
+        check_scan_layers(after, "scan_after.json")
+        rec.pre = _scan_metric(before, metric)
+        rec.delta = [a - b for a, b in zip(_scan_metric(after, metric), rec.pre)]
         model, fmt = before.get("model"), before.get("format")
         rec.model = model.get("name") if isinstance(model, dict) else None
         rec.fmt = fmt.get("name") if isinstance(fmt, dict) else None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, SrddError) as exc:
         rec.reason = rec.reason or f"scans missing or unreadable ({exc})"
     return rec
 

@@ -126,11 +126,11 @@ class ScanReport(ScanLayers):
 
 def _message(exc: ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
-    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or "file"
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
     got: Any = err.get("input")
     shown = "" if isinstance(got, (dict, list)) else f", got {got!r}"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{loc}: {err['msg'].removeprefix('Value error, ')}{shown}{more}"
+    return f"{loc + ': ' if loc else ''}{err['msg'].removeprefix('Value error, ')}{shown}{more}"
 
 
 def _check(model: type[BaseModel], doc: Any, what: str) -> None:
