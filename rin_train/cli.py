@@ -8,6 +8,8 @@ Engines: `trl` runs here (rin_train.train); `verl` is delegated to
 from __future__ import annotations
 
 import argparse
+import errno
+import sys
 from pathlib import Path
 
 from srdd.errors import SrddError
@@ -93,6 +95,12 @@ def run(args) -> int:
         result = run_training(cfg, args.out, resume=args.resume)
     except Terminated as exc:
         print(f"srdd train: {exc}; run {args.out} marked failed (continue it with --resume)")
+        return 1
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"srdd train: error: {exc}; run {args.out} marked failed (free some space, then continue it with "
+              "--resume)", file=sys.stderr)
         return 1
     info = result.info()
     evals = [r for r in result.logged_steps() if r.get("accuracy") is not None]

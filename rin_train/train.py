@@ -165,6 +165,7 @@ def run_training(cfg: RunConfig, out: Path, *, resume: bool = False) -> RunDir:
                     watchdog.stop()
                 if logger.stop_reason is not None:
                     run.finish("failed", logger.stop_reason)
+                    run.release()
                     return run
                 validated = final_validated(run, cfg.grpo.steps)
                 if validated and cfg.scan.after and not run.scan_path("after").exists():
@@ -181,6 +182,7 @@ def run_training(cfg: RunConfig, out: Path, *, resume: bool = False) -> RunDir:
             except OSError as write_error:  # e.g. the disk is still full: the original error matters more
                 print(f"could not mark run {out} failed ({write_error}); it stays 'running' with no live "
                       "process, which --resume continues", file=sys.stderr)
+            run.release()
             raise
         finally:
             if injector is not None:
@@ -190,5 +192,6 @@ def run_training(cfg: RunConfig, out: Path, *, resume: bool = False) -> RunDir:
     else:
         run.finish("invalid", f"training ended without validating the final step ({cfg.grpo.steps}); "
                               "its accuracy is not a final result")
+    run.release()  # the run is final: a later --resume (even in this process) may take it
     print(f"run {cfg.name}: {run.status} in {time.monotonic() - t0:.0f} s", flush=True)
     return run
