@@ -11,11 +11,11 @@ built the file.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
-import tempfile
 from pathlib import Path
+
+from srdd.jsonio import sha256_file, write_text_atomic
 
 SIDECAR_SUFFIX = ".sha256"
 
@@ -49,27 +49,9 @@ def private_dir(*parts: str) -> Path:
     return path
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def record_hash(path: Path, digest: str) -> None:
     """Write `<path>.sha256` atomically (temp file in the same directory, then rename)."""
-    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
-    fd, tmp = tempfile.mkstemp(prefix=f".{sidecar.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(digest + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, sidecar)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path.with_name(path.name + SIDECAR_SUFFIX), digest + "\n", force=True)
 
 
 def trusted_file(path: Path) -> bool:
@@ -81,6 +63,6 @@ def trusted_file(path: Path) -> bool:
             return False
         if not (_owned_private(st) and _owned_private(side) and _owned_private(os.stat(path.parent))):
             return False
-        return sidecar.read_text().strip() == sha256_of(path)
+        return sidecar.read_text().strip() == sha256_file(path)
     except OSError:
         return False

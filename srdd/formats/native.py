@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from srdd.cache import private_dir, record_hash, sha256_of, trusted_file
+from srdd.cache import private_dir, record_hash, trusted_file
+from srdd.jsonio import sha256_file
 from srdd.formats.elements import E4M3
 from srdd.formats.specs import IntFormat, MXFormat, NVFP4Format, PerTensorFormat, QuantFormatConfig, ScaleMode
 from srdd.formats.stats import SUM_FIELDS
@@ -89,7 +90,7 @@ def _build(variant: str) -> Path:
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip()[-2000:])
         os.chmod(tmp, 0o700)
-        digest = sha256_of(Path(tmp))
+        digest = sha256_file(Path(tmp))
         os.replace(tmp, target)  # atomic: a concurrent build of the same key writes the same bytes
         record_hash(target, digest)  # last: the library counts only once its hash is recorded
     finally:

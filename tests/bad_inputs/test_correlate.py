@@ -73,36 +73,34 @@ def test_correlate_refuses_bad_targets(tmp_path, refused, study, extra, expect):
     refused(["correlate", study, "-o", tmp_path / "report", *extra], tmp_path, expect)
 
 
+METRICS_LINES = {
+    "nan_accuracy": '{"step": 10, "accuracy": NaN, "eval_quant": "mxfp4/w4a4"}',
+    "string_accuracy": '{"step": 10, "accuracy": "56%", "eval_quant": "mxfp4/w4a4"}',
+    "percent_accuracy": '{"step": 10, "accuracy": 56.41, "eval_quant": "mxfp4/w4a4"}',
+    "line_is_list": "[1, 2]",
+    "missing_step": '{"accuracy": 0.5, "eval_quant": "mxfp4/w4a4"}',
+    "bool_step": '{"step": true, "accuracy": 0.5, "eval_quant": "mxfp4/w4a4"}',
+    "sigma_key": '{"step": 10, "accuracy": 0.5, "eval_quant": "mxfp4/w4a4", "sigma_layers": {"x": 1}}',
+}
+RUN_JSON_FIELDS = {"numeric_name": {"name": 42}, "config_string": {"config": "seed=0"}}
+SCAN_FILES = {
+    "scan_layers_string": ("scan_after.json", json.dumps({**_scan(), "layers": "abc"})),
+    "scan_nan": ("scan_before.json", json.dumps(_scan()).replace("17.0", "NaN")),
+    "scan_metric_string": ("scan_before.json", json.dumps(_scan()).replace('"relative_error": 0.3,',
+                                                                           '"relative_error": "x",')),
+    "run_json_list": ("run.json", "[1, 2]"),
+}
+
+
 def _break(path: Path, how: str) -> None:
-    metrics = path / "metrics.jsonl"
-    if how == "nan_accuracy":
-        metrics.write_text('{"step": 10, "accuracy": NaN, "eval_quant": "mxfp4/w4a4"}\n')
-    elif how == "string_accuracy":
-        metrics.write_text('{"step": 10, "accuracy": "56%", "eval_quant": "mxfp4/w4a4"}\n')
-    elif how == "percent_accuracy":
-        metrics.write_text('{"step": 10, "accuracy": 56.41, "eval_quant": "mxfp4/w4a4"}\n')
-    elif how == "line_is_list":
-        metrics.write_text('[1, 2]\n')
-    elif how == "missing_step":
-        metrics.write_text('{"accuracy": 0.5, "eval_quant": "mxfp4/w4a4"}\n')
-    elif how == "bool_step":
-        metrics.write_text('{"step": true, "accuracy": 0.5, "eval_quant": "mxfp4/w4a4"}\n')
-    elif how == "sigma_key":
-        metrics.write_text('{"step": 10, "accuracy": 0.5, "eval_quant": "mxfp4/w4a4", "sigma_layers": {"x": 1}}\n')
-    elif how == "run_json_list":
-        (path / "run.json").write_text("[1, 2]")
-    elif how == "numeric_name":
+    if how in METRICS_LINES:
+        (path / "metrics.jsonl").write_text(METRICS_LINES[how] + "\n")
+    elif how in RUN_JSON_FIELDS:
         info = json.loads((path / "run.json").read_text())
-        (path / "run.json").write_text(json.dumps({**info, "name": 42}))
-    elif how == "config_string":
-        info = json.loads((path / "run.json").read_text())
-        (path / "run.json").write_text(json.dumps({**info, "config": "seed=0"}))
-    elif how == "scan_layers_string":
-        (path / "scan_after.json").write_text(json.dumps({**_scan(), "layers": "abc"}))
-    elif how == "scan_nan":
-        (path / "scan_before.json").write_text(json.dumps(_scan()).replace("17.0", "NaN"))
-    elif how == "scan_metric_string":
-        (path / "scan_before.json").write_text(json.dumps(_scan()).replace('"relative_error": 0.3,', '"relative_error": "x",'))
+        (path / "run.json").write_text(json.dumps({**info, **RUN_JSON_FIELDS[how]}))
+    else:
+        name, text = SCAN_FILES[how]
+        (path / name).write_text(text)
 
 
 RUN_CASES = [

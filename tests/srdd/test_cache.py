@@ -10,6 +10,7 @@ import pytest
 
 from srdd import cache
 from srdd.formats import native
+from srdd.jsonio import sha256_file
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def test_only_the_library_srdd_built_is_loaded(fresh_cache, tamper):
     built = native._build("portable")
     good = built.read_bytes()
     sidecar = built.with_name(built.name + cache.SIDECAR_SUFFIX)
-    assert cache.trusted_file(built) and sidecar.read_text().strip() == cache.sha256_of(built)
+    assert cache.trusted_file(built) and sidecar.read_text().strip() == sha256_file(built)
     if tamper == "planted":  # a library with a constructor, dropped under the predictable name
         built.write_bytes(b"\x7fELF planted")
     elif tamper == "no_sidecar":
