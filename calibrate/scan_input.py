@@ -97,9 +97,14 @@ def _declared_count(declared, where: str) -> int | None:
         return None
     if isinstance(declared, bool) or not isinstance(declared, int) or declared < 1:
         raise SrddError(f"{where}: expected a positive integer, got {declared!r}")
-    if declared > MAX_LAYERS:
-        raise SrddError(f"{where}: {declared} layers is beyond any model (at most {MAX_LAYERS}); a corrupt file?")
+    _check_count(declared, where)
     return declared
+
+
+def _check_count(n: int, where: str) -> None:
+    """Bound a layer count before anything is sized by it (a corrupt 1e12 would allocate gigabytes)."""
+    if n > MAX_LAYERS:
+        raise SrddError(f"{where}: {n} layers is beyond any model (at most {MAX_LAYERS}); a corrupt file?")
 
 
 def _check_ids(ids: list, where: str, key: str, declared: int | None, declared_where: str) -> None:
@@ -140,8 +145,9 @@ def _table(entries: list[tuple[int, dict, str]], n: int) -> dict[str, list[float
 
 def _from_srdd(doc: dict) -> ScanTable:
     layers = doc.get("layers")
-    if not isinstance(layers, list) or not layers or len(layers) > MAX_LAYERS:
-        raise SrddError(f"layers: missing, empty or over {MAX_LAYERS} entries (expected one per decoder layer)")
+    if not isinstance(layers, list) or not layers:
+        raise SrddError("layers: missing or empty (expected one entry per decoder layer)")
+    _check_count(len(layers), "layers")
     for k, layer in enumerate(layers):
         _mapping(layer, f"layers[{k}]")
     model = _mapping(doc.get("model", {}), "model")
@@ -170,9 +176,9 @@ def _from_verl(doc: dict) -> ScanTable:
     cfg = _mapping(doc.get("config"), "config")
     report = _mapping(doc.get("report"), "report")
     per_layer = report.get("per_layer")
-    if not isinstance(per_layer, list) or not per_layer or len(per_layer) > MAX_LAYERS:
-        raise SrddError(f"report.per_layer: missing, empty or over {MAX_LAYERS} entries "
-                        "(expected one per decoder layer)")
+    if not isinstance(per_layer, list) or not per_layer:
+        raise SrddError("report.per_layer: missing or empty (expected one entry per decoder layer)")
+    _check_count(len(per_layer), "report.per_layer")
     for k, entry in enumerate(per_layer):
         _mapping(entry, f"report.per_layer[{k}]")
     declared = _declared_count(cfg.get("num_layers"), "config.num_layers")

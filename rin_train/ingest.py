@@ -138,6 +138,15 @@ def ingest(log: Path, out: Path, *, quant: str, name: str | None = None, config:
     for which, doc in scans.items():
         check_scan_layers(doc, f"--scan-{which} {scan_before if which == 'before' else scan_after}")
     run = RunDir.create(out, name=name or out.name, config=run_config, seed=seed)
+    try:
+        _store(run, steps, scans, quant)
+    except BaseException as exc:  # e.g. a full disk: the run says so instead of staying "running"
+        run.finish("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    return run
+
+
+def _store(run: RunDir, steps: dict[int, dict], scans: dict[str, dict], quant: str) -> None:
     for step in sorted(steps):
         data = steps[step]
         acc = _accuracy(data)
@@ -151,4 +160,3 @@ def ingest(log: Path, out: Path, *, quant: str, name: str | None = None, config:
         run.finish("invalid", f"the final step {final} has no validation accuracy in the log")
     else:
         run.finish("complete")
-    return run

@@ -72,8 +72,8 @@ SCAN_CASES = [
     ("percent_deadzone", "above 1"),
     ("duplicate_layer", "duplicated layer id 2"),
     ("string_metric", "expected a number"),
-    ("layers_string", "layers: missing, empty or over"),
-    ("too_many_layers", "layers: missing, empty or over 4096 entries"),
+    ("layers_string", "layers: missing or empty"),
+    ("too_many_layers", "layers: 5000 layers is beyond any model"),
     ("multipliers_file", "that is a multipliers file"),
     ("bool_layer_count", "model.num_layers: expected a positive integer"),
 ]
