@@ -125,3 +125,21 @@ def test_show_renders_the_valid_scan(tmp_path, scan_doc, capsys):
     (tmp_path / "scan.json").write_text(json.dumps(scan_doc))
     assert main(["show", str(tmp_path / "scan.json")]) == 0  # the schema accepts what srdd scan writes
     assert "Worst layers" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage,expect", [
+    ("truncate", "is truncated or corrupt"),
+    ("pickle_only", "holds its weights only as a pickle checkpoint"),
+], ids=["truncated-safetensors", "pickle-bin"])
+def test_scan_refuses_damaged_model_files(tmp_path, refused, tiny_model_dir, damage, expect):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    weights = next(model.glob("*.safetensors"))
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    else:
+        weights.unlink()
+        (model / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")  # a pickle: never unpickled
+    refused(["scan", "--fmt", "mxfp4", "--model", model, "--out", tmp_path / "scan.json"], tmp_path, expect)
