@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
+import re
 import statistics
 from decimal import Decimal
 from pathlib import Path
@@ -63,7 +65,30 @@ def _pair(text: str | None, flag: str) -> tuple[float, float] | None:
         a, b = (float(t) for t in text.split(","))
     except ValueError:
         raise SrddError(f"{flag}: expected START,END (two numbers), got {text!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise SrddError(f"{flag}: START and END must be finite numbers, got {text!r}")
     return a, b
+
+
+SUITE_ONLY = (("fmt", "--format"), ("baseline_acc", "--baseline-acc"), ("target_acc", "--target-acc"))
+"""Options that only shape the suite: given without --suite they would be silently ignored."""
+
+
+def _check_user_options(args) -> None:
+    """Flags that would be ignored or write a non-number into YAML are refused by name."""
+    if args.suite is None:
+        given = [flag for attr, flag in SUITE_ONLY if getattr(args, attr) is not None]
+        given += ["--inline-multipliers"] if args.inline_multipliers else []
+        if given:
+            raise SrddError(f"{', '.join(given)} only shape the experiment suite; give --suite DIR with them")
+    for flag, value in (("--band-std", args.band_std), ("--sigma-constant", args.sigma_constant)):
+        if not (math.isfinite(value) and value >= 0):
+            raise SrddError(f"{flag} must be a finite number >= 0, got {value}")
+    for pattern in (e for e in args.exclude.split(",") if e):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise SrddError(f"--exclude: bad regex {pattern!r}: {exc}") from None
 
 
 def _csv(text: str) -> list[str]:
@@ -177,8 +202,7 @@ def run(args) -> int:
     # 1. everything the user typed
     clip = parse_clip(args.clip) if args.clip else None
     tiers = Tiers.parse(args.tiers)
-    if not args.band_std >= 0:
-        raise SrddError(f"--band-std must be >= 0, got {args.band_std}")
+    _check_user_options(args)
     targets = _csv(args.targets)
     if not targets or set(targets) - set(TARGET_KINDS):
         raise SrddError(f"--targets: choose from {', '.join(TARGET_KINDS)}, got {args.targets!r}")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from srdd.errors import SrddError
+from srdd.scan.schema import MAX_LAYERS
 
 METRICS = ("relative_error", "deadzone_ratio", "sqnr_db")  # required in every layer
 OPTIONAL_METRICS = ("saturation_ratio",)
@@ -96,7 +97,14 @@ def _declared_count(declared, where: str) -> int | None:
         return None
     if isinstance(declared, bool) or not isinstance(declared, int) or declared < 1:
         raise SrddError(f"{where}: expected a positive integer, got {declared!r}")
+    _check_count(declared, where)
     return declared
+
+
+def _check_count(n: int, where: str) -> None:
+    """Bound a layer count before anything is sized by it (a corrupt 1e12 would allocate gigabytes)."""
+    if n > MAX_LAYERS:
+        raise SrddError(f"{where}: {n} layers is beyond any model (at most {MAX_LAYERS}); a corrupt file?")
 
 
 def _check_ids(ids: list, where: str, key: str, declared: int | None, declared_where: str) -> None:
@@ -139,6 +147,7 @@ def _from_srdd(doc: dict) -> ScanTable:
     layers = doc.get("layers")
     if not isinstance(layers, list) or not layers:
         raise SrddError("layers: missing or empty (expected one entry per decoder layer)")
+    _check_count(len(layers), "layers")
     for k, layer in enumerate(layers):
         _mapping(layer, f"layers[{k}]")
     model = _mapping(doc.get("model", {}), "model")
@@ -169,6 +178,7 @@ def _from_verl(doc: dict) -> ScanTable:
     per_layer = report.get("per_layer")
     if not isinstance(per_layer, list) or not per_layer:
         raise SrddError("report.per_layer: missing or empty (expected one entry per decoder layer)")
+    _check_count(len(per_layer), "report.per_layer")
     for k, entry in enumerate(per_layer):
         _mapping(entry, f"report.per_layer[{k}]")
     declared = _declared_count(cfg.get("num_layers"), "config.num_layers")

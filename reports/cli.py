@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import statistics
 import sys
@@ -51,6 +52,52 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+MARKER = ".srdd-report"
+"""Written into every report directory: --force replaces only a directory holding it."""
+
+
+def check_out(out: Path, runs: Path, force: bool) -> None:
+    """-o must be a new directory, or with --force a report srdd wrote, and never near the runs."""
+    if out.is_symlink():
+        raise SrddError(f"-o {out} is a symlink; srdd never writes through one (give a real path)")
+    if not out.parent.is_dir():
+        raise SrddError(f"cannot write {out}: {out.parent} does not exist")
+    real_out, real_runs = out.resolve(), runs.resolve()
+    if real_out == real_runs or real_runs in real_out.parents or real_out in real_runs.parents:
+        raise SrddError(f"-o {out} holds or is inside the runs directory {runs}; write the report elsewhere")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise SrddError(f"-o {out} exists and is not a directory; srdd writes a report directory there")
+    if not force:
+        raise SrddError(f"{out} already exists; pass --force to replace it")
+    if not (out / MARKER).is_file() or (out / MARKER).is_symlink():
+        raise SrddError(f"{out} is not a report srdd wrote (no {MARKER} in it); --force replaces only "
+                        "those, so remove it yourself or choose another -o")
+
+
+def parse_target(target: str | None) -> float | str | None:
+    """--target as an accuracy (a fraction 0..1) or a run/group name, checked later against the runs."""
+    if target is None:
+        return None
+    try:
+        value = float(target)
+    except ValueError:
+        return target
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise SrddError(f"--target {target}: an accuracy is a fraction 0..1 (e.g. 0.6088)")
+    return value
+
+
+def check_names(runs, baseline: str | None, target: float | str | None) -> None:
+    from reports.runs import group_runs
+
+    names = {g.name for g in group_runs([r for r in runs if r.valid])} | {r.name for r in runs if r.valid}
+    for flag, name in (("--baseline", baseline), ("--target", target)):
+        if isinstance(name, str) and name not in names:
+            raise SrddError(f"{flag} {name!r} names no valid run or group; valid: {', '.join(sorted(names))}")
+
+
 def run(args) -> int:
     from reports import figures
     from reports.build import build_report
@@ -59,15 +106,14 @@ def run(args) -> int:
     from reports.verdicts import VerdictSettings
     from srdd.jsonio import dumps_json
 
-    if args.out.exists() and not args.force:
-        raise SrddError(f"{args.out} already exists; pass --force to replace it")
-    if not args.out.parent.exists():
-        raise SrddError(f"cannot write {args.out}: {args.out.parent} does not exist")
+    check_out(args.out, args.runs, args.force)
+    target = parse_target(args.target)
     try:
         settings = VerdictSettings(test=args.test, margin=args.equivalence_margin)
     except ValueError as exc:
         raise SrddError(str(exc)) from None
     runs = load_runs(args.runs, args.metric, args.accuracy)
+    check_names(runs, args.baseline, target)
     for r in runs:
         if not r.valid:
             print(f"left out {r.name}: {r.reason}", file=sys.stderr)
@@ -87,6 +133,8 @@ def run(args) -> int:
         (tmp / "report.json").write_text(dumps_json(report))
         (tmp / "report.md").write_text(markdown(report, figs))
         (tmp / "report.html").write_text(html_page(report, figs))
+        (tmp / MARKER).write_text("a report written by srdd correlate; --force may replace this directory\n")
+        check_out(args.out, args.runs, args.force)  # unchanged while the report was built
         if args.out.exists():
             shutil.rmtree(args.out)
         tmp.rename(args.out)

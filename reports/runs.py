@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from srdd.errors import SrddError
+from srdd.scan.schema import check_scan_layers
 
 SEED_SUFFIX = re.compile(r"[-_]s(eed)?\d+$")
 ACCURACY_KINDS = ("merged", "separate")
@@ -76,11 +78,63 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _scan_metric(doc: dict, metric: str, where: str) -> list[float]:
+def _finite(value, where: str, *, fraction: bool = False) -> float:
+    """A number from a run file: finite, and a fraction 0..1 where DESIGN.md §4 says so."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where} is {value!r}, not a finite number")
+    if fraction and not 0.0 <= value <= 1.0:
+        raise ValueError(f"{where} is {value!r}; accuracies are fractions 0..1")
+    return float(value)
+
+
+def _scan_metric(doc: dict, metric: str) -> list[float]:
+    """Per-layer block_output values of a scan that check_scan_layers accepted."""
+    return [float(layer["block_output"][metric]) for layer in doc["layers"]]
+
+
+def _metrics_line(line: str, i: int) -> dict:
+    """One metrics.jsonl record, checked field by field (ValueError names the line and field)."""
+    where = f"metrics.jsonl line {i}"
     try:
-        return [float(layer["block_output"][metric]) for layer in doc["layers"]]
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"{where}: no block_output.{metric} per layer ({exc})") from None
+        r = json.loads(line)
+    except json.JSONDecodeError:
+        raise ValueError(f"{where} is corrupt") from None
+    if not isinstance(r, dict):
+        raise ValueError(f"{where} is a {type(r).__name__}, not an object")
+    step = r.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"{where}: step is {step!r}, not an integer >= 0")
+    if r.get("accuracy") is not None:
+        _finite(r["accuracy"], f"{where}: accuracy", fraction=True)
+    merged = r.get("eval_merged")
+    if merged is not None:
+        if not isinstance(merged, dict):
+            raise ValueError(f"{where}: eval_merged is a {type(merged).__name__}, not an object")
+        if merged.get("accuracy") is not None:
+            _finite(merged["accuracy"], f"{where}: eval_merged.accuracy", fraction=True)
+    for name in ("sigma_layers", "sigma_layers_effective"):
+        layers = r.get(name)
+        if layers is None:
+            continue
+        if not isinstance(layers, dict):
+            raise ValueError(f"{where}: {name} is a {type(layers).__name__}, not an object")
+        for key, value in layers.items():
+            if not str(key).isdigit():
+                raise ValueError(f"{where}: {name} key {key!r} is not a layer index")
+            _finite(value, f"{where}: {name}[{key}]")
+    return r
+
+
+def _read_info(path: Path) -> dict:
+    try:
+        info = json.loads((path / "run.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"run.json unreadable: {exc}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"run.json is a {type(info).__name__}, not an object")
+    if not isinstance(info.get("name", path.name), str) or not isinstance(info.get("config", {}), dict):
+        raise ValueError("run.json: name must be a string and config an object")
+    return info
 
 
 def _evaluations(record: dict) -> list[tuple[str, dict]]:
@@ -99,9 +153,9 @@ def load_run(path: Path, metric: str, accuracy: str = "merged") -> RunRecord:
         raise SrddError(f"accuracy must be one of {list(ACCURACY_KINDS)}, got {accuracy!r}")
     rec = RunRecord(name=path.name, path=path, accuracy_kind=accuracy)
     try:
-        info = json.loads((path / "run.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        rec.reason = f"run.json unreadable: {exc}"
+        info = _read_info(path)
+    except ValueError as exc:
+        rec.reason = str(exc)
         return rec
     rec.name, rec.config, rec.status = info.get("name", path.name), info.get("config", {}), info.get("status")
     if rec.status != "complete":
@@ -111,16 +165,16 @@ def load_run(path: Path, metric: str, accuracy: str = "merged") -> RunRecord:
     quants = set()
     try:
         lines = (path / "metrics.jsonl").read_text().splitlines()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         lines = []
-        rec.reason = rec.reason or "metrics.jsonl missing"
+        rec.reason = rec.reason or "metrics.jsonl missing or unreadable"
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            rec.reason = rec.reason or f"metrics.jsonl line {i} is corrupt"
+            r = _metrics_line(line, i)
+        except ValueError as exc:
+            rec.reason = rec.reason or str(exc)
             continue
         for kind, evaluation in _evaluations(r):
             (rec.merged if kind == "merged" else rec.trajectory).append((int(r["step"]), float(evaluation["accuracy"])))
@@ -143,10 +197,14 @@ def load_run(path: Path, metric: str, accuracy: str = "merged") -> RunRecord:
     try:
         before = json.loads((path / "scan_before.json").read_text())
         after = json.loads((path / "scan_after.json").read_text())
-        rec.pre = _scan_metric(before, metric, "scan_before.json")
-        rec.delta = [a - b for a, b in zip(_scan_metric(after, metric, "scan_after.json"), rec.pre)]
-        rec.model, rec.fmt = before.get("model", {}).get("name"), before.get("format", {}).get("name")
-    except (OSError, json.JSONDecodeError, ValueError) as exc:
+        check_scan_layers(before, "scan_before.json")
+        check_scan_layers(after, "scan_after.json")
+        rec.pre = _scan_metric(before, metric)
+        rec.delta = [a - b for a, b in zip(_scan_metric(after, metric), rec.pre)]
+        model, fmt = before.get("model"), before.get("format")
+        rec.model = model.get("name") if isinstance(model, dict) else None
+        rec.fmt = fmt.get("name") if isinstance(fmt, dict) else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, SrddError) as exc:
         rec.reason = rec.reason or f"scans missing or unreadable ({exc})"
     return rec
 

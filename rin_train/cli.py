@@ -8,6 +8,8 @@ Engines: `trl` runs here (rin_train.train); `verl` is delegated to
 from __future__ import annotations
 
 import argparse
+import errno
+import sys
 from pathlib import Path
 
 from srdd.errors import SrddError
@@ -57,12 +59,14 @@ def resolve_config(args):
     from rin_train.run_config import config_for_resume, load_run_config
 
     if args.resume:
-        if args.config is not None or args.preset or args.sets or args.name:
+        if args.config is not None or args.preset or args.sets or args.name or args.engine:
             raise SrddError("--resume continues a run with the config recorded in its run.json; "
-                            "do not give CONFIG, --preset, --set or --name with it")
+                            "do not give CONFIG, --preset, --set, --name or --engine with it")
         from rin_train.rundir import RunDir
 
-        return config_for_resume(RunDir.open(args.out).config)
+        run = RunDir.open(args.out)
+        run.refuse_symlinks()
+        return config_for_resume(run.config)
     if args.config is None and args.preset is None:
         raise SrddError("give a config file or --preset smoke|demo")
     sets = list(args.sets) + ([f"engine={args.engine}"] if args.engine else [])
@@ -70,7 +74,7 @@ def resolve_config(args):
 
 
 def run(args) -> int:
-    if not args.resume and args.out.exists():
+    if not args.resume and (args.out.exists() or args.out.is_symlink()):
         raise SrddError(f"run directory {args.out} already exists; runs are never overwritten "
                         "(choose another --out, or pass --resume to continue that run)")
     cfg = resolve_config(args)
@@ -91,6 +95,12 @@ def run(args) -> int:
         result = run_training(cfg, args.out, resume=args.resume)
     except Terminated as exc:
         print(f"srdd train: {exc}; run {args.out} marked failed (continue it with --resume)")
+        return 1
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"srdd train: error: {exc}; run {args.out} marked failed (free some space, then continue it with "
+              "--resume)", file=sys.stderr)
         return 1
     info = result.info()
     evals = [r for r in result.logged_steps() if r.get("accuracy") is not None]

@@ -50,6 +50,10 @@ class NoisyGRPOTrainer(GRPOTrainer):
         self.last_noise: dict = {"sigma": None, "sigma_layers": None, "sigma_layers_effective": None}
         super().__init__(*args, **kwargs)
 
+    def _send_telemetry(self) -> None:
+        """A local run reports nothing to the hub: TRL's usage ping would make DNS lookups and an HTTP
+        request at run time whenever HF_HUB_OFFLINE is unset, for a model that never left this machine."""
+
     def _generate_single_turn(self, *args, **kwargs):
         if self.injector is None or not self.model.training:
             return super()._generate_single_turn(*args, **kwargs)
@@ -167,6 +171,10 @@ class RunLogger(TrainerCallback):
         if self.should_validate(step) and step not in self.validated:
             self.pending_eval = self.validate(model, step)
 
+    def on_save(self, args, state, control, **kwargs):
+        """Trainer has written checkpoint-N whole: mark it complete (what --resume trusts)."""
+        self.run.mark_checkpoint(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         step = state.global_step
         if logs is None or "train_runtime" in logs or step == 0:
@@ -245,10 +253,9 @@ def grpo_args(cfg: RunConfig, output_dir: Path) -> GRPOConfig:
 
 
 def latest_checkpoint(run: RunDir) -> str | None:
-    """The newest complete TRL checkpoint (trainer_state.json is written last)."""
-    done = [p for p in run.checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
-            and p.name.split("-")[-1].isdigit()]
-    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+    """The newest complete TRL checkpoint (RunDir.latest_checkpoint skips broken ones)."""
+    found = run.latest_checkpoint()
+    return None if found is None else str(found)
 
 
 def train_grpo(model, tokenizer, cfg: RunConfig, run: RunDir, train: list[Example], test: list[Example], *,

@@ -10,17 +10,22 @@ must be given: an accuracy without its precision is not reported.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
 from srdd.errors import SrddError
-from srdd.jsonio import read_json
-from rin_train.rundir import RunDir
+from srdd.jsonio import check_plain, read_json
+from srdd.scan.schema import check_scan_layers
+from rin_train.rundir import MAX_SEED, RunDir
 
 VAL_KEYS = ("val-core/openai/gsm8k/acc/mean@1", "val-core/openai/gsm8k/reward/mean@1")
 SCORE_KEY = "critic/score/mean"
 SIGMA_KEY = "noise/sigma"
 _CONSOLE = re.compile(r"step:(\d+)\s+-\s+(.*)")
+
+
+MAX_STEP = 10**9
 
 
 def _value(raw: str):
@@ -30,9 +35,26 @@ def _value(raw: str):
         return raw.strip()
 
 
+def _check_step(step: int, data: dict, where: str) -> None:
+    """The fields a run directory stores: a step >= 0, finite numbers, an accuracy that is a fraction."""
+    if not 0 <= step <= MAX_STEP:
+        raise SrddError(f"{where}: step {step} is not in 0..{MAX_STEP}")
+    for key in (*VAL_KEYS, SCORE_KEY, SIGMA_KEY):
+        if key not in data or data[key] is None:
+            continue
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise SrddError(f"{where}: {key} is {value!r}, not a finite number")
+        if key in VAL_KEYS and not 0.0 <= value <= 1.0:
+            raise SrddError(f"{where}: {key} is {value}; accuracies are fractions 0..1 (a percentage?)")
+        if key == SIGMA_KEY and value < 0:
+            raise SrddError(f"{where}: {key} is {value}; a noise sigma cannot be negative")
+        data[key] = float(value)
+
+
 def parse_console(text: str) -> dict[int, dict]:
     steps: dict[int, dict] = {}
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         m = _CONSOLE.search(line)
         if not m:
             continue
@@ -41,7 +63,9 @@ def parse_console(text: str) -> dict[int, dict]:
             key, sep, raw = part.partition(":")
             if sep:
                 data[key.strip()] = _value(raw)
-        steps[int(m.group(1))] = data
+        step = int(m.group(1))
+        _check_step(step, data, f"log line {number}")
+        steps[step] = data
     return steps
 
 
@@ -52,9 +76,13 @@ def parse_jsonl(text: str, source: Path) -> dict[int, dict]:
             continue
         try:
             rec = json.loads(line)
-            steps[int(rec["step"])] = dict(rec["data"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            step, data = rec["step"], rec["data"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise SrddError(f"{source}:{i}: not a verl file-logger line ({exc})") from None
+        if isinstance(step, bool) or not isinstance(step, int) or not isinstance(data, dict):
+            raise SrddError(f"{source}:{i}: a verl file-logger line is {{\"step\": int, \"data\": {{...}}}}")
+        _check_step(step, data, f"{source}:{i}")
+        steps[step] = dict(data)
     return steps
 
 
@@ -80,24 +108,45 @@ def ingest(log: Path, out: Path, *, quant: str, name: str | None = None, config:
            seed: int = 0, scan_before: Path | None = None, scan_after: Path | None = None) -> RunDir:
     if not re.fullmatch(r"[a-z0-9_]+/[a-z0-9_]+", quant):
         raise SrddError(f"--quant must look like 'mxfp4/w4a4', got {quant!r}")
+    if not 0 <= seed <= MAX_SEED:
+        raise SrddError(f"--seed must be in 0..{MAX_SEED}, got {seed}")
+    if out.exists() or out.is_symlink():
+        raise SrddError(f"run directory {out} already exists; runs are never overwritten")
     steps = parse_log(log)
     run_config = {"engine": "verl", "source_log": str(log), "quant": dict(zip(("format", "mode"), quant.split("/")))}
     if config is not None:
         import yaml
 
+        from rin_train.run_config import yaml_problem
+
         if not config.is_file():
             raise SrddError(f"--config {config} does not exist")
-        loaded = yaml.safe_load(config.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise SrddError(f"--config {config} is not valid YAML: {yaml_problem(exc)}") from None
         if not isinstance(loaded, dict):
             raise SrddError(f"--config {config}: expected a mapping")
+        check_plain(loaded, f"--config {config}")
         run_config.update({k: v for k, v in loaded.items() if k != "quant"})
     noise = run_config.get("noise")
     if not isinstance(noise, dict) or not isinstance(noise.get("enabled"), bool):
         raise SrddError("the noise settings of the verl run are unknown: give --config with a "
                         "noise: {enabled: ..., ...} section (e.g. the E13 suite file the run used)")
-    scans = {which: read_json(p, what=f"scan_{which}") for which, p in (("before", scan_before),
-                                                                         ("after", scan_after)) if p}
+    scans = {which: read_json(p, what=f"--scan-{which}") for which, p in (("before", scan_before),
+                                                                           ("after", scan_after)) if p}
+    for which, doc in scans.items():
+        check_scan_layers(doc, f"--scan-{which} {scan_before if which == 'before' else scan_after}")
     run = RunDir.create(out, name=name or out.name, config=run_config, seed=seed)
+    try:
+        _store(run, steps, scans, quant)
+    except BaseException as exc:  # e.g. a full disk: the run says so instead of staying "running"
+        run.finish("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    return run
+
+
+def _store(run: RunDir, steps: dict[int, dict], scans: dict[str, dict], quant: str) -> None:
     for step in sorted(steps):
         data = steps[step]
         acc = _accuracy(data)
@@ -111,4 +160,3 @@ def ingest(log: Path, out: Path, *, quant: str, name: str | None = None, config:
         run.finish("invalid", f"the final step {final} has no validation accuracy in the log")
     else:
         run.finish("complete")
-    return run

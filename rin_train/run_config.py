@@ -23,15 +23,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
-import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from rin_train.noise import NoiseConfig
+from rin_train.rundir import MAX_SEED
 from rin_train.tasks import INSTRUCTION
 from srdd.errors import SrddError
 from srdd.mathdata import DIFFICULTIES
@@ -43,59 +45,101 @@ TASKS = ("arithmetic", "gsm8k")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-# --- generic section handling ----------------------------------------------------------------------
+# --- validation (pydantic v2) -----------------------------------------------------------------------
+# Every section is a pydantic dataclass: strict types (no "3" for 3, no 1.0 for an int, no bool for a
+# number), finite floats only (NaN/Infinity in YAML, `.inf`, never reach a run), ranges declared on the
+# field, and upper bounds on every size, so no value can ask for unbounded memory or time before a run
+# directory exists. Cross-field rules stay in __post_init__, which pydantic calls after the fields
+# validate. NoiseConfig belongs to rin_train.noise (a plain dataclass); its input is checked at this
+# boundary by a schema derived from its fields (`_NOISE_INPUT`).
 
-def _type_ok(value: Any, annotation: Any) -> bool:
-    """A small runtime check for the annotations used in the sections below."""
-    if annotation is Any:
-        return True
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if origin is list:
-        (item,) = typing.get_args(annotation) or (Any,)
-        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
-    if origin is dict or annotation is dict:
-        return isinstance(value, dict)
-    return True
+STRICT = ConfigDict(strict=True, allow_inf_nan=False)
+MAX_STEPS = 1_000_000
+MAX_TOKENS = 131_072
+MAX_BATCH = 65_536
+MAX_PROBLEMS = 10_000_000
+MAX_LAYER = 65_535
+
+PositiveInt = Annotated[int, Field(ge=1)]
+Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
+Tokens = Annotated[int, Field(ge=1, le=MAX_TOKENS)]
+BatchSize = Annotated[int, Field(ge=1, le=MAX_BATCH)]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+def _layer_index(value: Any) -> Any:
+    """A layer key as YAML (int) or JSON (a string of digits, run.json on --resume) writes it; 1.7 is not one."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value
+
+
+LayerIndex = Annotated[int, BeforeValidator(_layer_index), Field(ge=0, le=MAX_LAYER)]
+
+
+def _error_text(exc: ValidationError, where: str) -> str:
+    """One line per pydantic error, joined: `grpo.learning_rate: Input should be a finite number, got inf`."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = where
+        for part in err["loc"]:
+            named = isinstance(part, str) and part.isidentifier()
+            loc += " (key)" if part == "[key]" else f".{part}" if named else f"[{part}]"
+        loc = loc.lstrip(".")
+        got = err.get("input")
+        parts.append(f"{loc}: {err['msg']}" + ("" if isinstance(got, dict) else f", got {got!r}"))
+    return "; ".join(parts)
 
 
 def section_from_dict(cls: type, data: Any, where: str):
-    """Build dataclass `cls` from a (partial) mapping: unknown keys and wrong types are errors."""
+    """Build section `cls` from a (partial) mapping: unknown keys, wrong types and bad values are SrddErrors."""
     if data is None:
         data = {}
     if dataclasses.is_dataclass(data):
         return data
     if not isinstance(data, dict):
         raise SrddError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
-    hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
     unknown = sorted(set(map(str, data)) - set(names))
     if unknown:
         raise SrddError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(names)}")
-    values = {}
-    for name, value in data.items():
-        if not _type_ok(value, hints[name]):
-            raise SrddError(f"{where}.{name}: expected {_type_name(hints[name])}, got {value!r}")
-        values[name] = float(value) if hints[name] is float and isinstance(value, int) else value
+    schema = _INPUT_SCHEMAS.get(cls)
     try:
-        return cls(**values)
+        if schema is not None:
+            data = schema.validate_python(data).model_dump(exclude_unset=True)
+        return cls(**data)
+    except ValidationError as exc:
+        raise SrddError(_error_text(exc, where)) from None
     except TypeError as exc:
         raise SrddError(f"{where}: {exc}") from None
 
 
-def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+def _input_schema(cls: type, overrides: dict[str, Any]) -> TypeAdapter:
+    """A strict pydantic schema of a plain dataclass's fields (`overrides` tighten some), all optional."""
+    hints = typing.get_type_hints(cls)
+    spec = {f.name: (overrides.get(f.name, hints[f.name]), None) for f in fields(cls)}
+    model = create_model(f"{cls.__name__}Input", __config__=ConfigDict(**STRICT, extra="forbid"), **spec)
+    return TypeAdapter(model)
+
+
+class ZoneOverrideInput(BaseModel):
+    """One noise.zone_overrides entry: a named band of layers with its own sigma range."""
+
+    model_config = ConfigDict(**STRICT, extra="forbid")
+    name: str
+    layers: Annotated[list[LayerIndex], Field(min_length=1)]
+    sigma_start: NonNegative
+    sigma_end: NonNegative
+
+
+_NOISE_INPUT = _input_schema(NoiseConfig, {
+    "num_stages": Annotated[int, Field(ge=1, le=MAX_STEPS)],
+    "sigma_start": NonNegative, "sigma_end": NonNegative,
+    "target_layers": list[LayerIndex] | None,
+    "layer_multipliers": dict[LayerIndex, NonNegative] | None,
+    "zone_overrides": list[ZoneOverrideInput],
+})
+_INPUT_SCHEMAS: dict[type, TypeAdapter] = {NoiseConfig: _NOISE_INPUT}
 
 
 def section_to_dict(section: Any) -> Any:
@@ -115,7 +159,7 @@ def section_to_dict(section: Any) -> Any:
 
 # --- our sections ----------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=STRICT)
 class TaskConfig:
     """What the policy learns: the built-in word problems, or GSM8K files the user supplies."""
 
@@ -123,10 +167,10 @@ class TaskConfig:
     train_file: str | None = None
     """gsm8k: verl parquet (prompt chat list + reward_model.ground_truth) or JSONL (question, answer '#### n')."""
     test_file: str | None = None
-    train_size: int | None = 512
+    train_size: Annotated[int, Field(ge=1, le=MAX_PROBLEMS)] | None = 512
     """Problems used for training (null: every problem of a gsm8k file)."""
-    test_size: int | None = 64
-    format_score: float = 0.0
+    test_size: Annotated[int, Field(ge=1, le=MAX_PROBLEMS)] | None = 64
+    format_score: Annotated[float, Field(ge=0, lt=1)] = 0.0
     """Training reward for a well-formed but wrong '#### n' answer (verl's gsm8k `format_score`);
     a correct answer earns 1.0. 0.0: strict correctness only. Validation accuracy never uses it."""
     difficulty: str = "multi_step"
@@ -137,8 +181,6 @@ class TaskConfig:
     reward and accuracy grade. Default: verl's GSM8K instruction (a gsm8k file always uses it)."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.format_score < 1.0:
-            raise SrddError(f"task.format_score must be in [0, 1), got {self.format_score}")
         if self.name not in TASKS:
             raise SrddError(f"task.name must be one of {list(TASKS)}, got {self.name!r}")
         if self.name == "gsm8k":
@@ -159,49 +201,42 @@ class TaskConfig:
             raise SrddError(f"task.instruction must ask for the answer after '####' (what the strict reward "
                             f"grades), got {self.instruction!r}")
         for key in ("train_size", "test_size"):
-            value = getattr(self, key)
-            if value is None and self.name == "arithmetic":
+            if getattr(self, key) is None and self.name == "arithmetic":
                 raise SrddError(f"task.{key} must be a number for the built-in arithmetic task")
-            if value is not None and value < 1:
-                raise SrddError(f"task.{key} must be >= 1, got {value}")
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=STRICT)
 class LoraConfig:
-    r: int = 32
-    alpha: int = 64
-    dropout: float = 0.0
+    r: Annotated[int, Field(ge=1, le=4096)] = 32
+    alpha: Annotated[int, Field(ge=1, le=65536)] = 64
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
 
     def __post_init__(self) -> None:
-        if self.r < 1 or self.alpha < 1:
-            raise SrddError(f"lora.r and lora.alpha must be >= 1, got r={self.r} alpha={self.alpha}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise SrddError(f"lora.dropout must be in [0, 1), got {self.dropout}")
         if not self.target_modules:
             raise SrddError("lora.target_modules must name at least one module")
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=STRICT)
 class GrpoConfig:
-    steps: int = 58
+    steps: Steps = 58
     """Optimizer steps; the final one is always validated."""
-    num_generations: int = 8
+    num_generations: Annotated[int, Field(ge=2, le=MAX_BATCH)] = 8
     """Completions per prompt (one GRPO group)."""
-    batch_size: int = 8
+    batch_size: BatchSize = 8
     """Completions per step (batch_size / num_generations prompts)."""
-    max_prompt_length: int = 256
+    max_prompt_length: Tokens = 256
     """Prompts longer than this (in tokens) are dropped from the task, with a count printed."""
-    max_completion_length: int = 256
-    learning_rate: float = 1.0e-5
-    temperature: float = 1.0
-    beta: float = 0.0
+    max_completion_length: Tokens = 256
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 1.0e-5
+    temperature: Annotated[float, Field(gt=0, le=100)] = 1.0
+    beta: Annotated[float, Field(ge=0, le=1000)] = 0.0
     """KL coefficient (0: no reference model)."""
-    save_every: int = 10
+    save_every: Steps = 10
     """Checkpoint every N steps (what --resume continues from)."""
-    stall_timeout_s: float = 1800.0
+    stall_timeout_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = 1800.0
     """Watchdog: a step (or validation) running longer than this ends the run as failed."""
-    stop_after_zero_variance_steps: int | None = None
+    stop_after_zero_variance_steps: Steps | None = None
     """Lesson 9: after this many consecutive steps in which every reward group had zero variance
     (no learning signal) the run stops as failed, with that reason. null: log and continue."""
     dtype: str = "float32"
@@ -225,55 +260,31 @@ class GrpoConfig:
         if self.matmul_dtype == "float32" and self.dtype == "bfloat16":
             raise SrddError("grpo.matmul_dtype=float32 needs grpo.dtype=float32: a bf16 policy's weights and "
                             "activations are already rounded to bf16, so fp32 matmuls would only cost time")
-        for key in ("steps", "max_prompt_length", "max_completion_length", "save_every"):
-            if getattr(self, key) < 1:
-                raise SrddError(f"grpo.{key} must be >= 1, got {getattr(self, key)}")
-        if self.num_generations < 2:
-            raise SrddError("grpo.num_generations must be >= 2 (GRPO compares completions within a group)")
         if self.batch_size < self.num_generations or self.batch_size % self.num_generations:
             raise SrddError(f"grpo.batch_size {self.batch_size} must be a multiple of num_generations "
-                            f"{self.num_generations}")
-        if not self.learning_rate > 0:
-            raise SrddError(f"grpo.learning_rate must be > 0, got {self.learning_rate}")
-        if not self.temperature > 0:
-            raise SrddError(f"grpo.temperature must be > 0, got {self.temperature}")
-        if self.beta < 0:
-            raise SrddError(f"grpo.beta must be >= 0, got {self.beta}")
-        if not self.stall_timeout_s > 0:
-            raise SrddError(f"grpo.stall_timeout_s must be > 0, got {self.stall_timeout_s}")
-        if self.stop_after_zero_variance_steps is not None and self.stop_after_zero_variance_steps < 1:
-            raise SrddError("grpo.stop_after_zero_variance_steps must be >= 1 or null")
+                            f"{self.num_generations} (GRPO compares completions within a group of them)")
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=STRICT)
 class EvalConfig:
-    every: int = 10
+    every: Steps = 10
     """Validate at step 0, every N steps, and always at the final step."""
-    samples: int = 64
-    max_new_tokens: int = 256
-    batch_size: int = 16
-
-    def __post_init__(self) -> None:
-        for key in ("every", "samples", "max_new_tokens", "batch_size"):
-            if getattr(self, key) < 1:
-                raise SrddError(f"eval.{key} must be >= 1, got {getattr(self, key)}")
+    samples: Annotated[int, Field(ge=1, le=MAX_PROBLEMS)] = 64
+    max_new_tokens: Tokens = 256
+    batch_size: BatchSize = 16
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=STRICT)
 class ScanConfig:
     """The rescans of the policy before and after training (srdd.scan/v1, the training format)."""
 
     before: bool = True
     after: bool = True
-    samples: int = 8
-    max_tokens: int = 128
-
-    def __post_init__(self) -> None:
-        if self.samples < 1 or self.max_tokens < 2:
-            raise SrddError("scan.samples must be >= 1 and scan.max_tokens >= 2")
+    samples: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 8
+    max_tokens: Annotated[int, Field(ge=2, le=MAX_TOKENS)] = 128
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=STRICT)
 class QuantConfig:
     """The policy's fake quantization (srdd.qlinear): format, W4A4/W4A16/A4 mode, format options,
     regexes of linears left unquantized (lm_head and embed_tokens by default, DESIGN.md lesson 7)."""
@@ -297,6 +308,20 @@ SECTIONS: dict[str, type] = {"task": TaskConfig, "quant": QuantConfig, "lora": L
 SECTION_ORDER = ("task", "quant", "lora", "grpo", "eval", "noise", "scan")
 SCALARS = ("name", "seed", "model", "engine")
 TOP_LEVEL = (*SCALARS, *SECTION_ORDER)
+
+
+class TopLevel(BaseModel):
+    """The scalars beside the sections: what a run is called, its seed, model and engine."""
+
+    model_config = ConfigDict(**STRICT, extra="forbid")
+    name: Annotated[str, Field(min_length=1, max_length=255)]
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+    model: Annotated[str, Field(min_length=1)] = "smollm2"
+    """smollm2 | tiny | HF dir | hub id | .gguf file"""
+    engine: Literal[ENGINES] = "trl"
+
+
+_TOP_LEVEL = TypeAdapter(TopLevel)
 
 
 @dataclass(frozen=True)
@@ -327,6 +352,13 @@ class RunConfig:
 
 # --- loading ---------------------------------------------------------------------------------------
 
+def yaml_problem(exc: Exception) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(exc, 'problem', None) or exc}{where}"
+
+
 def parse_set(assignment: str) -> tuple[list[str], Any]:
     """'grpo.steps=10' -> (['grpo', 'steps'], 10); values are YAML ('[rmsnorm]', '{0: 2.0}', 'null')."""
     if "=" not in assignment:
@@ -338,7 +370,7 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise SrddError(f"--set {key}: value {raw!r} is not valid YAML: {exc}") from None
+        raise SrddError(f"--set {key}: value {raw!r} is not valid YAML: {yaml_problem(exc)}") from None
     return parts, value
 
 
@@ -373,9 +405,9 @@ def read_config_file(path: str | Path) -> dict:
     if not path.is_file():
         raise SrddError(f"config {path} does not exist")
     try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SrddError(f"config {path} is not valid YAML: {exc}") from None
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SrddError(f"config {path} is not valid YAML: {yaml_problem(exc)}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -408,20 +440,14 @@ def resolve(data: dict, *, name: str | None = None, stem: str | None = None) -> 
     unknown = sorted(set(map(str, data)) - set(TOP_LEVEL))
     if unknown:
         raise SrddError(f"config: unknown key(s) {unknown}; valid keys: {', '.join(TOP_LEVEL)}")
-    engine = data.get("engine", "trl")
-    if engine not in ENGINES:
-        raise SrddError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
-    seed = data.get("seed", 0)
-    if not _type_ok(seed, int) or seed < 0:
-        raise SrddError(f"seed must be an integer >= 0, got {seed!r}")
-    model = data.get("model", "smollm2")
-    if not isinstance(model, str) or not model:
-        raise SrddError(f"model must be a string (smollm2 | tiny | HF dir | .gguf file), got {model!r}")
-    run_name = name or data.get("name") or stem or "run"
-    if not isinstance(run_name, str):
-        raise SrddError(f"name must be a string, got {run_name!r}")
+    scalars = {k: data[k] for k in SCALARS if k in data}
+    scalars.setdefault("name", stem or "run")
+    try:
+        top = _TOP_LEVEL.validate_python(scalars)  # the file's name is checked even when `name` wins
+    except ValidationError as exc:
+        raise SrddError(_error_text(exc, "")) from None
     sections = {k: section_from_dict(SECTIONS[k], data.get(k), k) for k in SECTION_ORDER}
-    cfg = RunConfig(name=run_name, seed=seed, model=model, engine=engine, **sections)
+    cfg = RunConfig(name=name or top.name, seed=top.seed, model=top.model, engine=top.engine, **sections)
     check_cross_sections(cfg)
     return dataclasses.replace(cfg, grpo=dataclasses.replace(cfg.grpo, matmul_dtype=resolve_matmul_dtype(cfg)))
 

@@ -12,11 +12,16 @@ This is the one API through which every engine (TRL here, verl through
 - `run.json` (schema `srdd.run/v1`) is rewritten atomically (temp file + rename)
   only to change status/reason/finished; the config, versions and start time
   written by `create` never change.
-- `metrics.jsonl` is append-only: one JSON object per line, each line written by a
-  single `write`, flushed and fsync'ed, so a kill loses at most the line being
-  written. It is never truncated or rewritten.
-- `create` refuses an existing path (even an empty directory); `open_for_resume`
-  refuses a complete run and a run another live process holds.
+- `metrics.jsonl` is append-only: one JSON object per line, written whole (short
+  writes are continued) and fsync'ed, so a kill loses at most the line being
+  written. A line a failed write left half-written (disk full) is cut off at once
+  when possible, else by `open_for_resume`; nothing else is ever truncated or rewritten.
+- A checkpoint counts only once `mark_checkpoint` has fsync'ed its files and
+  renamed its marker into place (last); `latest_checkpoint` skips a newest one
+  that is unmarked or broken and resumes from the one before.
+- `create` refuses an existing path (even an empty directory) and leaves nothing
+  behind when it fails; `open_for_resume` refuses a complete run, a run another
+  live process holds, and a run directory holding a symlink (never written through).
 - A process that owns a run holds an exclusive `flock` on `run.lock` for as long
   as the RunDir object lives, so two writers can never interleave, and a reader
   can tell a crashed "running" run (lock free) from a live one (`is_live()`).
@@ -25,20 +30,30 @@ This is the one API through which every engine (TRL here, verl through
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import fcntl
+import hashlib
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 
 from srdd import __version__
 from srdd.errors import SrddError
-from srdd.jsonio import check_finite, write_json_atomic
+from srdd.jsonio import check_finite, dumps_json, write_json_atomic
 from srdd.provenance import versions
 
 SCHEMA = "srdd.run/v1"
 STATUSES = ("running", "complete", "failed", "invalid")
 FINAL_STATUSES = ("complete", "failed", "invalid")
 REQUIRED_METRIC_KEYS = ("step",)
+MAX_SEED = 2**32 - 1
+"""A run's seed: numpy's and the task sampler's seeds are 32-bit."""
+CHECKPOINT_MARK = "srdd_checkpoint.json"
+"""Written (atomically, last) into a checkpoint once every file of it is on disk."""
+WRITTEN = ("run.json", "run.lock", "metrics.jsonl", "scan_before.json", "scan_after.json", "checkpoints")
+"""What srdd writes in a run directory: none of it may be a symlink."""
 
 
 def now_iso() -> str:
@@ -80,23 +95,30 @@ class RunDir:
         `provenance` (model origin, command line, machine) is stored as given.
         """
         path = Path(path)
-        if path.exists():
+        if path.exists() or path.is_symlink():
             raise SrddError(f"run directory {path} already exists; runs are never overwritten "
                             "(choose another --out, or pass --resume to continue that run)")
+        config = {**config, "seed": seed}
+        _check_config(config)
+        info = {"schema": SCHEMA, "name": name, "status": "running", "reason": None, "config": config,
+                "versions": versions(), "provenance": provenance, "started": now_iso(), "finished": None,
+                "wall_time_s": None, "resumed": []}
+        dumps_json(info)  # a value JSON cannot hold fails here, before the directory exists
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             path.mkdir()  # atomic: of two racing creators exactly one succeeds
         except FileExistsError:
             raise SrddError(f"run directory {path} already exists; runs are never overwritten") from None
         run = cls(path)
-        run._lock()
-        config = {**config, "seed": seed}
-        _check_config(config)
-        run._write_info({"schema": SCHEMA, "name": name, "status": "running", "reason": None,
-                         "config": config, "versions": versions(), "provenance": provenance,
-                         "started": now_iso(), "finished": None, "wall_time_s": None, "resumed": []})
-        with open(run.metrics_path, "x", encoding="utf-8"):
-            pass
+        try:
+            run._lock()
+            run._write_info(info)
+            with open(run.metrics_path, "x", encoding="utf-8"):
+                pass
+        except BaseException:
+            run.release()
+            shutil.rmtree(path, ignore_errors=True)  # made by this call a moment ago: nothing else is in it
+            raise
         return run
 
     @classmethod
@@ -110,7 +132,9 @@ class RunDir:
         info = run.info()
         if info.get("status") == "complete":
             raise SrddError(f"run {path} is already complete; nothing to resume")
+        run.refuse_symlinks()
         run._lock()
+        run.repair_torn_tail()
         run.logged_steps()  # a corrupt metrics file is reported before any work
         run._update(status="running", reason=None, finished=None,
                     resumed=[*info.get("resumed", []), {"at": now_iso(), "previous_status": info.get("status"),
@@ -126,16 +150,33 @@ class RunDir:
         info = run.info()
         if info.get("schema") != SCHEMA:
             raise SrddError(f"{run.run_json}: schema {info.get('schema')!r}, expected {SCHEMA}")
+        if info.get("status") not in STATUSES:
+            raise SrddError(f"{run.run_json}: status {info.get('status')!r}, expected one of {list(STATUSES)}")
+        if not isinstance(info.get("config"), dict):
+            raise SrddError(f"{run.run_json}: no 'config' mapping (the resolved config a run records); "
+                            "this run cannot be continued or compared")
         return run
+
+    def refuse_symlinks(self) -> None:
+        """Refuse a run directory where anything srdd writes is a symlink: it would write outside the run."""
+        if self.path.is_symlink():
+            raise SrddError(f"run directory {self.path} is a symlink; give the real directory")
+        links = [name for name in WRITTEN if (self.path / name).is_symlink()]
+        if links:
+            raise SrddError(f"run {self.path}: {', '.join(links)} is a symlink; srdd never writes through a "
+                            "symlink in a run directory (replace it with the real file)")
 
     # --- run.json ------------------------------------------------------------------------------
     def info(self) -> dict:
         try:
-            return json.loads(self.run_json.read_text(encoding="utf-8"))
+            info = json.loads(self.run_json.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise SrddError(f"{self.run_json} does not exist") from None
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SrddError(f"{self.run_json} is not valid JSON: {exc}") from None
+        if not isinstance(info, dict):
+            raise SrddError(f"{self.run_json}: expected a JSON object, got {type(info).__name__}")
+        return info
 
     @property
     def status(self) -> str:
@@ -184,12 +225,63 @@ class RunDir:
             raise ValueError(f"a metrics record is a dict with at least {REQUIRED_METRIC_KEYS}, got {record!r}")
         check_finite(record)
         line = (json.dumps(record, allow_nan=False) + "\n").encode("utf-8")
-        fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND)
+        fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
         try:
-            os.write(fd, line)
+            start = os.fstat(fd).st_size
+            try:
+                _write_all(fd, line)
+            except OSError:
+                _truncate_quietly(fd, start)  # no half line left behind when the disk has room to say so
+                raise
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def repair_torn_tail(self) -> int:
+        """Cut a last line that a failed write left without its newline; returns the bytes removed.
+
+        Only the unterminated tail goes: every complete line was fsync'ed and stays.
+        """
+        if not self.metrics_path.is_file():
+            return 0
+        data = self.metrics_path.read_bytes()
+        if not data or data.endswith(b"\n"):
+            return 0
+        keep = data.rfind(b"\n") + 1
+        fd = os.open(self.metrics_path, os.O_WRONLY | os.O_NOFOLLOW)
+        try:
+            os.ftruncate(fd, keep)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        print(f"{self.metrics_path}: removed a torn last line ({len(data) - keep} bytes) left by an interrupted "
+              "write", file=sys.stderr)
+        return len(data) - keep
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def mark_checkpoint(self, checkpoint: Path) -> None:
+        """Count `checkpoint` as complete: fsync its files, then rename its marker into place, last."""
+        checkpoint = Path(checkpoint)
+        for item in sorted(checkpoint.rglob("*")):
+            if item.is_file() and not item.is_symlink():
+                _fsync_path(item)
+        state = checkpoint / "trainer_state.json"
+        mark = {"step": _checkpoint_step(checkpoint),
+                "trainer_state_sha256": hashlib.sha256(state.read_bytes()).hexdigest() if state.is_file() else None}
+        write_json_atomic(checkpoint / CHECKPOINT_MARK, mark, force=True)
+        _fsync_path(checkpoint)
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint; newer broken ones are skipped with a note on stderr."""
+        found = sorted((p for p in self.checkpoints.glob("checkpoint-*") if _checkpoint_step(p) is not None),
+                       key=_checkpoint_step, reverse=True)
+        marked = any((p / CHECKPOINT_MARK).exists() for p in found)  # runs from before markers: none has one
+        for checkpoint in found:
+            problem = _checkpoint_problem(checkpoint, require_mark=marked)
+            if problem is None:
+                return checkpoint
+            print(f"skipping checkpoint {checkpoint}: {problem}", file=sys.stderr)
+        return None
 
     def logged_steps(self) -> list[dict]:
         """Every record in metrics.jsonl, in file order; a corrupt line is an error naming it."""
@@ -250,3 +342,62 @@ def _check_config(config: dict) -> None:
     if not isinstance(noise, dict) or not isinstance(noise.get("enabled"), bool):
         raise ValueError("run config needs noise: {enabled: true|false, ...settings} (DESIGN.md §4); a run "
                          "whose noise settings are unknown cannot be compared with others, so say what it ran with")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written: a write may be short (signals, quotas, nearly full disks)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, "write wrote nothing")
+        view = view[n:]
+
+
+def _truncate_quietly(fd: int, size: int) -> None:
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass  # open_for_resume cuts the torn tail instead
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    tail = path.name.removeprefix("checkpoint-")
+    return int(tail) if path.is_dir() and tail.isdigit() else None
+
+
+def _checkpoint_problem(checkpoint: Path, *, require_mark: bool) -> str | None:
+    """Why `checkpoint` cannot be resumed from, or None.
+
+    trainer_state.json is what Trainer writes last; it must parse and name this step. In a run that
+    marks its checkpoints the marker must exist and match it; a run written before markers existed
+    counts its checkpoints on trainer_state.json alone.
+    """
+    state_path = checkpoint / "trainer_state.json"
+    try:
+        raw = state_path.read_bytes()
+        state = json.loads(raw)
+    except OSError:
+        return "no trainer_state.json (the save did not finish)"
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "trainer_state.json is truncated or corrupt"
+    if not isinstance(state, dict) or state.get("global_step") != _checkpoint_step(checkpoint):
+        return "trainer_state.json does not name this checkpoint's step"
+    mark_path = checkpoint / CHECKPOINT_MARK
+    if not mark_path.exists():
+        return f"no {CHECKPOINT_MARK} (the save did not finish)" if require_mark else None
+    try:
+        mark = json.loads(mark_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return f"{CHECKPOINT_MARK} is unreadable"
+    if not isinstance(mark, dict) or mark.get("trainer_state_sha256") != hashlib.sha256(raw).hexdigest():
+        return f"trainer_state.json changed after {CHECKPOINT_MARK} was written"
+    return None

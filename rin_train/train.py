@@ -19,6 +19,7 @@ no live lock holder (`RunDir.is_live()` is false): never complete, and
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from rin_train.signals import Terminated, terminate_on_signals
 from rin_train.run_config import RunConfig, check_against_model
 from rin_train.tasks import drop_long_prompts, load_task
 from srdd.errors import SrddError
+from srdd.model_files import check_model_files
 from srdd.models import ResolvedModel, load_causal_lm, model_info, resolve_model
 from srdd.provenance import command_line, machine
 from srdd.qlinear import quantization_disabled, quantize_linears
@@ -43,6 +45,7 @@ def model_num_layers(spec: str) -> int:
     if spec == "tiny":
         return TINY_LAYERS
     path = resolve_model(spec).path
+    check_model_files(str(path))
     try:
         config = json.loads((path / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -57,7 +60,7 @@ def preflight(cfg: RunConfig, out: Path, *, resume: bool) -> None:
     """Everything that can be checked before a model is loaded or a run directory made."""
     if cfg.engine != "trl":
         raise SrddError(f"engine {cfg.engine!r}: this process runs the trl engine (use srdd train --engine verl)")
-    if not resume and out.exists():
+    if not resume and (out.exists() or out.is_symlink()):
         raise SrddError(f"run directory {out} already exists; runs are never overwritten "
                         "(choose another --out, or pass --resume to continue that run)")
     check_against_model(cfg, model_num_layers(cfg.model))
@@ -153,6 +156,7 @@ def run_training(cfg: RunConfig, out: Path, *, resume: bool = False) -> RunDir:
                     watchdog.stop()
                 if logger.stop_reason is not None:
                     run.finish("failed", logger.stop_reason)
+                    run.release()
                     return run
                 validated = final_validated(run, cfg.grpo.steps)
                 if validated and cfg.scan.after and not run.scan_path("after").exists():
@@ -164,7 +168,12 @@ def run_training(cfg: RunConfig, out: Path, *, resume: bool = False) -> RunDir:
                 reason = "interrupted (Ctrl-C)"
             else:
                 reason = f"{type(exc).__name__}: {exc}"
-            run.finish("failed", reason)
+            try:
+                run.finish("failed", reason)
+            except OSError as write_error:  # e.g. the disk is still full: the original error matters more
+                print(f"could not mark run {out} failed ({write_error}); it stays 'running' with no live "
+                      "process, which --resume continues", file=sys.stderr)
+            run.release()
             raise
         finally:
             if injector is not None:
@@ -174,5 +183,6 @@ def run_training(cfg: RunConfig, out: Path, *, resume: bool = False) -> RunDir:
     else:
         run.finish("invalid", f"training ended without validating the final step ({cfg.grpo.steps}); "
                               "its accuracy is not a final result")
+    run.release()  # the run is final: a later --resume (even in this process) may take it
     print(f"run {cfg.name}: {run.status} in {time.monotonic() - t0:.0f} s", flush=True)
     return run

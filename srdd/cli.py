@@ -50,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SrddError as exc:
-        print(f"srdd {args.command}: error: {exc}", file=sys.stderr)
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"srdd {args.command}: error: {message}", file=sys.stderr)  # one line, whatever the message
         return 2
     except KeyboardInterrupt:
         print(f"srdd {args.command}: interrupted", file=sys.stderr)

@@ -31,6 +31,27 @@ def check_finite(obj: Any, where: str = "$") -> None:
             check_finite(v, f"{where}[{i}]")
 
 
+def check_plain(obj: Any, where: str) -> None:
+    """User data (e.g. a YAML file) that a JSON file will hold: strings, finite numbers, bools, null,
+    lists and string-keyed mappings only. YAML dates, sets, binary and NaN/Infinity are SrddErrors naming
+    the path, raised before anything is written."""
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise SrddError(f"{where}: {obj} is not a finite number")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise SrddError(f"{where}: key {k!r} is not a string")
+            check_plain(v, f"{where}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            check_plain(v, f"{where}[{i}]")
+    else:
+        raise SrddError(f"{where}: {type(obj).__name__} value {obj!r} cannot be stored (use a string or number)")
+
+
 def dumps_json(obj: Any) -> str:
     """Serialise strictly: non-finite floats are a bug in the caller, not data."""
     check_finite(obj)

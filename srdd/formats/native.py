@@ -6,7 +6,10 @@ CPU the quantized formats run through one hand-written kernel instead; it is
 bit-identical to the eager path and tested against it. The source is compiled
 once per machine with the system C compiler (`$CC`, default `cc`) into the
 srdd cache, keyed by source, flags and compiler, and loaded with ctypes, which
-releases the GIL during the call. Without a compiler, for INT4 groups other
+releases the GIL during the call. Only a library srdd built itself is loaded: the
+kernels directory is private (0700) and a `.so` must be ours, writable by nobody
+else, and match the sha256 recorded when it was built (srdd.cache.trusted_file);
+anything else there is rebuilt over. Without a compiler, for INT4 groups other
 than 16 or 32, fp16 inputs, GPU tensors or a last dim that is not a whole
 number of blocks, callers keep the PyTorch path.
 """
@@ -25,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from srdd.cache import cache_root
+from srdd.cache import private_dir, record_hash, trusted_file
+from srdd.jsonio import sha256_file
 from srdd.formats.elements import E4M3
 from srdd.formats.specs import IntFormat, MXFormat, NVFP4Format, PerTensorFormat, QuantFormatConfig, ScaleMode
 from srdd.formats.stats import SUM_FIELDS
@@ -77,10 +81,9 @@ def _build(variant: str) -> Path:
     flags = CFLAGS + VARIANTS[variant]
     version = subprocess.run([_compiler(), "--version"], capture_output=True, text=True, check=True).stdout
     key = hashlib.sha256(SOURCE.read_bytes() + repr(flags).encode() + version.encode()).hexdigest()[:16]
-    target = cache_root() / "kernels" / f"fakequant-{variant}-{key}.so"
-    if target.exists():
+    target = private_dir("kernels") / f"fakequant-{variant}-{key}.so"
+    if trusted_file(target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     print(f"srdd: compiling the C fake-quant kernel ({variant}) once for this machine into {target.parent}",
           file=sys.stderr, flush=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
@@ -89,10 +92,15 @@ def _build(variant: str) -> Path:
         done = subprocess.run([_compiler(), *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip()[-2000:])
+        os.chmod(tmp, 0o700)
+        digest = sha256_file(Path(tmp))
         os.replace(tmp, target)  # atomic: a concurrent build of the same key writes the same bytes
+        record_hash(target, digest)  # last: the library counts only once its hash is recorded
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    if not trusted_file(target):
+        raise OSError(f"{target} changed while it was being built; not loading it")
     return target
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import torch
 from srdd.errors import SrddError
 from srdd.formats import list_formats
 from srdd.jsonio import ensure_writable, read_json, write_json_atomic
+from srdd.model_files import check_model_files
+from srdd.scan.schema import check_scan_report
 
 SCAN_EPILOG = """examples:
   srdd scan --fmt mxfp4 --model Qwen2.5-7B
@@ -112,11 +115,14 @@ def run_scan(args) -> int:
         ensure_writable(path, force=args.force)
     if args.data is not None and not Path(args.data).is_file():
         raise SrddError(f"data file {args.data} does not exist")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
+        raise SrddError(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SrddError("--device cuda requested but no CUDA device is available")
     if args.max_memory is not None and args.max_memory <= 0:
         raise SrddError(f"--max-memory must be > 0 GiB, got {args.max_memory:g}")
     source = resolve_model(args.model, revision=args.revision)
+    check_model_files(str(source.path))
     dtype = getattr(torch, args.dtype)
     decision = decide_offload(source.path, dtype, args.device, force=args.offload,
                               limit_bytes=None if args.max_memory is None else int(args.max_memory * GIB))
@@ -142,8 +148,7 @@ def run_show(args) -> int:
     from srdd.scan.render import render
 
     doc = read_json(args.scan, what="scan")
-    if not isinstance(doc, dict) or doc.get("schema") != "srdd.scan/v1":
-        raise SrddError(f"{args.scan} is not a srdd.scan/v1 file (schema: {doc.get('schema') if isinstance(doc, dict) else None!r})")
+    check_scan_report(doc, str(args.scan))
     for path in (args.csv, args.plot):
         if path is not None:
             ensure_writable(path, force=args.force)

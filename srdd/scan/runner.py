@@ -21,6 +21,11 @@ from srdd.scan.report import build_report
 from srdd.scan.rows import ValidRows
 
 
+LIMITS = {"samples": 65_536, "max_tokens": 131_072, "batch_size": 4096}
+"""Upper bounds checked before anything is read or allocated."""
+OPTION_FLAGS = {"scale_mode": "--scale-mode", "per_tensor_scale": "--no-per-tensor-scale", "group_size": "--group-size"}
+
+
 class ScanMode(str, enum.Enum):
     ISOLATED = "isolated"
     """Each full-precision tensor is quantized on the side; errors do not propagate."""
@@ -55,8 +60,21 @@ class ScanConfig:
         if bad or not self.sites:
             raise SrddError(f"unknown site(s) {bad}; choose from {', '.join(SITES)}")
         for name in ("samples", "max_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise SrddError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+            if not 1 <= getattr(self, name) <= LIMITS[name]:
+                raise SrddError(f"--{name.replace('_', '-')} must be in 1..{LIMITS[name]}, got {getattr(self, name)}")
+        if len(set(self.formats)) != len(self.formats):
+            raise SrddError(f"--fmt names a format twice: {','.join(self.formats)}")
+        self._check_options_apply()
+
+    def _check_options_apply(self) -> None:
+        """An option no requested format takes is an error, not silently dropped (--group-size with mxfp4)."""
+        from srdd.formats import FORMATS
+
+        for key in self.format_options:
+            if not any(key in FORMATS[fmt].options for fmt in self.formats):
+                takers = sorted(f for f in FORMATS if key in FORMATS[f].options)
+                raise SrddError(f"{OPTION_FLAGS.get(key, key)} does not apply to {','.join(self.formats)}; "
+                                f"it is an option of {', '.join(takers)}")
 
     def options_for(self, fmt: str) -> dict:
         """Format options apply to the formats that accept them (e.g. scale_mode to MX formats)."""

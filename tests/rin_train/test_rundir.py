@@ -102,3 +102,56 @@ def test_finish_scans_and_resume(tmp_path):
 def test_open_refuses_a_non_run(tmp_path):
     with pytest.raises(SrddError, match="not a run directory"):
         RunDir.open(tmp_path)
+
+
+def test_short_writes_are_continued(tmp_path, monkeypatch):
+    import os
+
+    run = _create(tmp_path / "r")
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, bytes(data[:3])))  # 3 bytes per call
+    run.append_metrics({"step": 0, "accuracy": 0.5, "eval_quant": "mxfp4/w4a4"})
+    monkeypatch.undo()
+    assert run.logged_steps() == [{"step": 0, "accuracy": 0.5, "eval_quant": "mxfp4/w4a4"}]
+
+
+def test_a_failed_create_leaves_nothing(tmp_path):
+    with pytest.raises(ValueError, match="non-finite"):
+        RunDir.create(tmp_path / "r", name="r", config={**CONFIG, "lr": float("inf")}, seed=0)
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_cuts_only_a_torn_last_line(tmp_path):
+    run = _create(tmp_path / "r")
+    run.append_metrics({"step": 0})
+    run.release()
+    with open(run.metrics_path, "a") as fh:
+        fh.write('{"step": 1, "sig')
+    again = RunDir.open_for_resume(run.path)
+    assert run.metrics_path.read_text() == '{"step": 0}\n' and [r["step"] for r in again.logged_steps()] == [0]
+
+
+def _checkpoint(run, step, state=None):
+    path = run.checkpoints / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "trainer_state.json").write_text(state if state is not None else json.dumps({"global_step": step}))
+    return path
+
+
+def test_latest_checkpoint_skips_broken_and_unmarked_ones(tmp_path):
+    run = _create(tmp_path / "r")
+    good = _checkpoint(run, 2)
+    run.mark_checkpoint(good)
+    assert run.latest_checkpoint() == good
+    _checkpoint(run, 4)  # trainer_state whole, but the marker never written: the save did not finish
+    _checkpoint(run, 6, state='{"global_step": 6, "lo')  # truncated by a full disk
+    assert run.latest_checkpoint() == good
+    (good / "trainer_state.json").write_text(json.dumps({"global_step": 2, "changed": True}))
+    assert run.latest_checkpoint() is None  # the marker's hash no longer matches
+
+
+def test_legacy_checkpoints_without_markers_still_count(tmp_path):
+    run = _create(tmp_path / "r")
+    old = _checkpoint(run, 2)
+    _checkpoint(run, 4, state="{")
+    assert run.latest_checkpoint() == old

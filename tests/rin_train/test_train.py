@@ -146,7 +146,7 @@ def test_watchdog_ends_a_stalled_step_as_failed(tmp_path):
     (["bogus=1"], "unknown key(s) ['bogus']"),
     (["grpo.stepz=3"], "grpo: unknown key(s) ['stepz']"),
     (["noise.sigma_start=0.001", "noise.sigma_end=0.01"], "sigma_end 0.01 > sigma_start 0.001"),
-    (["noise.sigma_start=-1"], ">= 0"),
+    (["noise.sigma_start=-1"], "noise.sigma_start: Input should be greater than or equal to 0"),
     (["grpo.dtype=float16"], "grpo.dtype must be one of ['float32', 'bfloat16']"),
     (["noise.layer_multipliers={9: 1.0}"], "layers [9]"),
     (["noise.zone_overrides=[{name: z, layers: [1, 4], sigma_start: 0.05, sigma_end: 0.01}]"], "layers [4]"),

@@ -61,7 +61,7 @@ def test_several_formats_in_one_pass(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--model", "/nonexistent"], "not found"),
     (["--fmt", "mxfp3"], "unknown format"),
-    (["--samples", "0"], "--samples must be >= 1"),
+    (["--samples", "0"], "--samples must be in 1..65536"),
     (["--data", "/nonexistent.jsonl"], "does not exist"),
     (["--out", "/nonexistent-dir/scan.json"], "does not exist"),
 ])

@@ -1,0 +1,145 @@
+"""`srdd scan` and `srdd show` refuse bad input in one line, before any output exists."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from srdd.cli import main
+
+
+SCAN_CASES = [
+    (["--fmt", "mxfp4,mxfp4"], "names a format twice"),
+    (["--fmt", "mxfp4", "--group-size", "32"], "--group-size does not apply to mxfp4"),
+    (["--fmt", "nvfp4", "--scale-mode", "rceil"], "--scale-mode does not apply to nvfp4"),
+    (["--fmt", "mxfp4", "--no-per-tensor-scale"], "--no-per-tensor-scale does not apply to mxfp4"),
+    (["--fmt", "mxfp4", "--samples", "1000000000"], "--samples must be in 1..65536"),
+    (["--fmt", "mxfp4", "--samples", "0"], "--samples must be in 1.."),
+    (["--fmt", "mxfp4", "--max-tokens", "0"], "--max-tokens must be in 1.."),
+    (["--fmt", "mxfp4", "--batch-size", "100000"], "--batch-size must be in 1..4096"),
+    (["--fmt", "nosuch"], "unknown format 'nosuch'"),
+    (["--fmt", "mxfp4", "--sites", "nowhere"], "unknown site(s) ['nowhere']"),
+    (["--fmt", "mxfp4", "--device", "foo"], "--device must be cpu, cuda or cuda:N"),
+    (["--fmt", "mxfp4", "--data", "missing.jsonl"], "data file missing.jsonl does not exist"),
+    (["--fmt", "mxfp4", "--model", "nosuch-model"], "model 'nosuch-model' not found"),
+    (["--fmt", "mxfp4", "--model", "EMPTY_GGUF"], "not a GGUF file"),
+    (["--fmt", "mxfp4", "--model", "RANDOM_GGUF"], "not a GGUF file"),
+    (["--fmt", "mxfp4", "--model", "NOCONFIG"], "no config.json"),
+    (["--fmt", "mxfp4", "--out", "EXISTING"], "already exists; pass --force"),
+    (["--fmt", "mxfp4", "--out", "nodir/scan.json"], "does not exist"),
+    (["--fmt", "int4", "--group-size", "-3"], "group"),
+]
+
+
+@pytest.mark.parametrize("extra,expect", SCAN_CASES, ids=[c[1][:40] for c in SCAN_CASES])
+def test_scan_refuses(tmp_path, monkeypatch, refused, tiny_model_dir, extra, expect):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.gguf").write_bytes(b"")
+    (tmp_path / "random.gguf").write_bytes(bytes(range(256)) * 16)
+    (tmp_path / "noconfig").mkdir()
+    (tmp_path / "existing.json").write_text("keep me")
+    subs = {"EMPTY_GGUF": "empty.gguf", "RANDOM_GGUF": "random.gguf", "NOCONFIG": "noconfig",
+            "EXISTING": "existing.json"}
+    extra = [subs.get(a, a) for a in extra]
+    argv = ["scan", *extra]
+    if "--model" not in extra:
+        argv += ["--model", str(tiny_model_dir)]
+    if "--out" not in extra:
+        argv += ["--out", "scan.json"]
+    refused(argv, tmp_path, expect)
+
+
+def test_scan_refusal_through_the_executable(tmp_path, refused, tiny_model_dir):
+    refused(["scan", "--fmt", "mxfp4,mxfp4", "--model", tiny_model_dir, "--out", "s.json"], tmp_path,
+            "names a format twice", subprocess_run=True)
+
+
+def _set(doc: dict, path: str, value) -> dict:
+    doc = copy.deepcopy(doc)
+    node = doc
+    keys = [int(k) if k.isdigit() else k for k in path.split(".")]
+    for k in keys[:-1]:
+        node = node[k]
+    if value is KeyError:
+        del node[keys[-1]]
+    else:
+        node[keys[-1]] = value
+    return doc
+
+
+SHOW_CASES = [
+    ("summary", None, "summary"),
+    ("layers", "abc", "layers"),
+    ("layers", [], "layers"),
+    ("schema", "srdd.scan/v2", "not a srdd.scan/v1 file"),
+    ("summary.sqnr_db", KeyError, "summary lacks ['sqnr_db']"),
+    ("summary.sqnr_db.mean", "high", "summary.sqnr_db.mean"),
+    ("layers.0.primary.deadzone_ratio", 1.5, "layers[0].primary.deadzone_ratio"),
+    ("layers.0.primary.relative_error", -0.1, "layers[0].primary.relative_error"),
+    ("layers.0.primary", KeyError, "every layer needs its 'primary' metrics"),
+    ("layers.0.layer", 7, "layer ids must be 0.."),
+    ("layers.1.layer", "one", "layers[1].layer"),
+    ("model.num_layers", 10**12, "model.num_layers"),
+    ("model.num_layers", 2, "model.num_layers is 2 but the file has 3 layers"),
+    ("zones.0.layers", [], "zones[0].layers"),
+    ("zones.0.kind", "weird", "zones[0].kind"),
+    ("worst_layers.0.sqnr_db", KeyError, "worst_layers[0].sqnr_db"),
+    ("calibration", KeyError, "calibration"),
+    ("mode", "sideways", "mode"),
+    ("model", "tiny", "model"),
+    ("layers.0.linear_inputs", {"q": "bad"}, "layers[0].linear_inputs.q"),
+    ("warnings", "oops", "warnings"),
+]
+
+
+@pytest.mark.parametrize("field,value,expect", SHOW_CASES, ids=[f"{c[0]}={c[1]!r}"[:40] for c in SHOW_CASES])
+def test_show_refuses_malformed_scans(tmp_path, refused, scan_doc, field, value, expect):
+    path = tmp_path / "scan.json"
+    path.write_text(json.dumps(_set(scan_doc, field, value)))
+    refused(["show", path, "--csv", tmp_path / "out.csv", "--plot", tmp_path / "out.png"], tmp_path, expect)
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("not json", "is not valid JSON"),
+    ("[1, 2]", "expected a JSON object"),
+    ("NAN_TOKEN", "layers[0].primary.sqnr_db: Input should be a finite number"),
+], ids=["not-json", "list", "nan-token"])
+def test_show_refuses_bad_json(tmp_path, refused, scan_doc, text, expect):
+    if text == "NAN_TOKEN":
+        text = json.dumps(_set(scan_doc, "layers.0.primary.sqnr_db", float("nan")))
+    (tmp_path / "scan.json").write_text(text)
+    refused(["show", tmp_path / "scan.json"], tmp_path, expect)
+
+
+def test_show_refuses_an_existing_csv_through_the_executable(tmp_path, refused, scan_doc):
+    (tmp_path / "scan.json").write_text(json.dumps(scan_doc))
+    (tmp_path / "layers.csv").write_text("mine")
+    refused(["show", "scan.json", "--csv", "layers.csv"], tmp_path, "already exists; pass --force",
+            subprocess_run=True)
+
+
+def test_show_renders_the_valid_scan(tmp_path, scan_doc, capsys):
+    (tmp_path / "scan.json").write_text(json.dumps(scan_doc))
+    assert main(["show", str(tmp_path / "scan.json")]) == 0  # the schema accepts what srdd scan writes
+    assert "Worst layers" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage,expect", [
+    ("truncate", "is truncated or corrupt"),
+    ("pickle_only", "holds its weights only as a pickle checkpoint"),
+], ids=["truncated-safetensors", "pickle-bin"])
+def test_scan_refuses_damaged_model_files(tmp_path, refused, tiny_model_dir, damage, expect):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    weights = next(model.glob("*.safetensors"))
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    else:
+        weights.unlink()
+        (model / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")  # a pickle: never unpickled
+    refused(["scan", "--fmt", "mxfp4", "--model", model, "--out", tmp_path / "scan.json"], tmp_path, expect)
