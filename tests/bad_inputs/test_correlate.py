@@ -24,8 +24,10 @@ def write_run(root: Path, name: str, seed: int = 0, acc: float = 0.5) -> Path:
     config = {"model": "tiny", "seed": seed, "quant": {"format": "mxfp4", "mode": "w4a4"}, "noise": {"enabled": False}}
     (path / "run.json").write_text(json.dumps({"schema": "srdd.run/v1", "name": name, "status": "complete",
                                                "reason": None, "config": config}))
-    lines = [{"step": 0, "accuracy": 0.4, "eval_quant": "mxfp4/w4a4", "sigma_layers": None},
-             {"step": 10, "accuracy": acc, "eval_quant": "mxfp4/w4a4", "sigma_layers": {"0": 0.01}}]
+    lines = [{"step": 0, "accuracy": 0.4, "eval_quant": "mxfp4/w4a4", "eval_lora": "separate", "sigma_layers": None},
+             {"step": 10, "accuracy": acc, "eval_quant": "mxfp4/w4a4", "eval_lora": "separate",
+              "sigma_layers": {"0": 0.01}, "sigma_layers_effective": {"0": 0.03},
+              "eval_merged": {"accuracy": acc, "eval_quant": "mxfp4/w4a4", "eval_lora": "merged"}}]
     (path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     (path / "scan_before.json").write_text(json.dumps(_scan()))
     (path / "scan_after.json").write_text(json.dumps(_scan(-0.01)))
@@ -81,6 +83,9 @@ METRICS_LINES = {
     "missing_step": '{"accuracy": 0.5, "eval_quant": "mxfp4/w4a4"}',
     "bool_step": '{"step": true, "accuracy": 0.5, "eval_quant": "mxfp4/w4a4"}',
     "sigma_key": '{"step": 10, "accuracy": 0.5, "eval_quant": "mxfp4/w4a4", "sigma_layers": {"x": 1}}',
+    "effective_key": '{"step": 10, "accuracy": 0.5, "eval_quant": "mxfp4/w4a4", "sigma_layers_effective": {"x": 1}}',
+    "merged_percent": '{"step": 10, "accuracy": 0.5, "eval_quant": "mxfp4/w4a4", "eval_merged": {"accuracy": 56.4}}',
+    "merged_list": '{"step": 10, "accuracy": 0.5, "eval_quant": "mxfp4/w4a4", "eval_merged": [0.5]}',
 }
 RUN_JSON_FIELDS = {"numeric_name": {"name": 42}, "config_string": {"config": "seed=0"}}
 SCAN_FILES = {
@@ -107,6 +112,8 @@ RUN_CASES = [
     ("nan_accuracy", "accuracy is nan"), ("string_accuracy", "accuracy is '56%'"),
     ("percent_accuracy", "accuracies are fractions 0..1"), ("line_is_list", "is a list, not an object"),
     ("missing_step", "step is None"), ("bool_step", "step is True"), ("sigma_key", "sigma_layers key 'x'"),
+    ("effective_key", "sigma_layers_effective key 'x'"), ("merged_percent", "eval_merged.accuracy is 56.4"),
+    ("merged_list", "eval_merged is a list"),
     ("run_json_list", "run.json is a list"), ("numeric_name", "name must be a string"),
     ("config_string", "config an object"), ("scan_layers_string", "scan_after.json: layers: Input should be a valid list"),
     ("scan_nan", "sqnr_db: Input should be a finite number"), ("scan_metric_string", "relative_error"),
