@@ -10,12 +10,56 @@ from srdd.metrics import get_metric
 PLOT_METRICS = ("sqnr_db", "relative_error", "deadzone_ratio")
 
 
+FORWARD_ORDER = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _forward_order(name: str) -> tuple[int, str]:
+    """Llama-family linears in the order a decoder layer runs them; others after, by name."""
+    leaf = name.rpartition(".")[2]
+    return (FORWARD_ORDER.index(leaf) if leaf in FORWARD_ORDER else len(FORWARD_ORDER), name)
+
+
+def shared_inputs(doc: dict) -> list[list[str]]:
+    """Linear layers grouped by input activation: q/k/v_proj (and gate/up_proj) read the same tensor.
+
+    Two linears share a group when their input statistics are identical in every
+    layer, so the CSV holds one column per distinct input instead of three equal ones.
+    """
+    names = sorted(dict.fromkeys(n for layer in doc["layers"] for n in layer.get("linear_inputs", {})),
+                   key=_forward_order)
+
+    def sums(layer: dict, name: str):
+        return layer.get("linear_inputs", {}).get(name, {}).get("sums")
+
+    groups: list[list[str]] = []
+    for name in names:
+        home = next((g for g in groups if all(sums(l_, g[0]) == sums(l_, name) for l_ in doc["layers"])), None)
+        if home is None:
+            groups.append([name])
+        else:
+            home.append(name)
+    return groups
+
+
+def input_column(group: list[str], metric: str) -> str:
+    """'input_sqnr_db:self_attn.q_proj/k_proj/v_proj': the input activation of the listed linears."""
+    parent, _, _ = group[0].rpartition(".")
+    if parent and all(n.startswith(parent + ".") for n in group):
+        names = f"{parent}." + "/".join(n[len(parent) + 1:] for n in group)
+    else:
+        names = "/".join(group)
+    return f"input_{metric}:{names}"
+
+
 def layer_rows(doc: dict) -> list[dict]:
+    groups = shared_inputs(doc)
     rows = []
     for layer in doc["layers"]:
         row = {"layer": layer["layer"], **layer["primary"]}
-        for name, site in layer.get("linear_inputs", {}).items():
-            row[f"{name}.sqnr_db"] = site["sqnr_db"]
+        for group in groups:
+            site = layer.get("linear_inputs", {}).get(group[0])
+            if site is not None:
+                row[input_column(group, "sqnr_db")] = site["sqnr_db"]
         rows.append(row)
     return rows
 
