@@ -23,7 +23,7 @@ from calibrate.suite import (DICT_STYLES, Sigmas, check_accuracies, experiments,
 from srdd.errors import SrddError
 from srdd.jsonio import dumps_json, ensure_writable, sha256_file, write_text_atomic
 from srdd.metrics import definitions, get_metric
-from srdd.zones import ZoneRule
+from srdd.zones import ZoneRule, span
 
 SUITE_FIXED_FILES = ("plan.md", "suite.json")
 
@@ -301,7 +301,7 @@ def _print_tables(scan, metric_name: str, mults, zones: list[dict], rule: ZoneRu
           f"{rule.band_std:g} std = {rule.threshold(scan.values[metric_name]):.6g})")
     print(_table(header, rows, left=(len(header) - 1,)))
     print(definitions(METRICS))
-    zone_rows = [[z["name"], z["kind"], f"{z['layers'][0]}-{z['layers'][-1]}",
+    zone_rows = [[z["name"], z["kind"], span(z["layers"]),
                   *[get_metric(k).format(z[k]) for k in METRICS], f"{z['multiplier_mean']:.2f}"] for z in zones]
     print("\nzones (means over each zone's layers; the same zones as srdd scan/show with --zone-metric "
           f"{metric_name} --band-std {rule.band_std:g})")

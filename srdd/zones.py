@@ -44,9 +44,14 @@ class Zone:
 
     @property
     def label(self) -> str:
-        if not self.layers:
-            return "-"
-        return f"{self.layers[0]}-{self.layers[-1]}" if len(self.layers) > 1 else str(self.layers[0])
+        return span(self.layers)
+
+
+def span(layers: Sequence[int]) -> str:
+    """'10-19' for a run of layers, '7' for one, '-' for none."""
+    if not layers:
+        return "-"
+    return f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(layers[0])
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,7 @@ def write_plot(doc: dict, path: Path, *, force: bool = False) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     layers = [l_["layer"] for l_ in doc["layers"]]
     fig, axes = plt.subplots(len(PLOT_METRICS), 1, figsize=(9, 7.5), sharex=True)
@@ -91,8 +92,15 @@ def write_plot(doc: dict, path: Path, *, force: bool = False) -> Path:
         ax.plot(layers, values, marker="o", ms=3, color="#1f4e9c")
         ax.set_ylabel(f"{m} ({'%' if metric.is_ratio else 'dB' if m.endswith('db') else ''})")
         ax.grid(alpha=0.3)
-    axes[-1].set_xlabel("decoder layer (shaded: depth zones; red: high-error bands)")
-    fig.suptitle(f"{doc['model']['name']} under {doc['format']['name']} ({doc['mode']})")
+    for zone in doc["zones"]:
+        middle = (zone["layers"][0] + zone["layers"][-1]) / 2
+        top = zone["kind"] == "depth"
+        axes[0].annotate(zone["name"], (middle, 1.0 if top else 0.0), xycoords=("data", "axes fraction"),
+                         xytext=(0, 2 if top else 3), textcoords="offset points", ha="center",
+                         va="bottom", fontsize=7, color="#555555" if top else "#a33")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[-1].set_xlabel("decoder layer (grey/blue: depth zones; red: high-error zones, named at the top panel)")
+    fig.suptitle(f"{doc['model']['name']} under {doc['format']['name']} ({doc['mode']})", y=0.995)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

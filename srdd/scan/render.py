@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from srdd.metrics import definitions, get_metric
-from srdd.zones import ZoneRule
+from srdd.zones import ZoneRule, span
 
 TABLE_METRICS = ("sqnr_db", "relative_error", "deadzone_ratio", "saturation_ratio")
 
@@ -32,7 +32,7 @@ def render(doc: dict) -> str:
                      f"{metric.format(s['mean'])} ± {spread}"])
     out += ["", "Overall (per-layer values)", table(["metric", "min", "max", "mean ± std"], rows),
             definitions(TABLE_METRICS)]
-    zone_rows = [[z["name"], z["kind"], f"{z['layers'][0]}-{z['layers'][-1]}"]
+    zone_rows = [[z["name"], z["kind"], span(z["layers"])]
                  + [get_metric(m).format(z[m]) for m in TABLE_METRICS[:3]] for z in doc["zones"]]
     rule = ZoneRule(**{k: v for k, v in doc.get("zone_rule", {}).items() if k != "min_layers"})
     out += ["", "Zones (metric means over each zone's layers)",

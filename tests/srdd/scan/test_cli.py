@@ -8,6 +8,7 @@ import subprocess
 import pytest
 import yaml
 
+from srdd.zones import span
 from tests.conftest import build_tiny_llama
 
 
@@ -188,7 +189,7 @@ def test_scan_show_and_calibrate_report_the_same_zones(tmp_path):
              "--out", scan)
     assert r.returncode == 0, r.stderr
     doc = json.loads(scan.read_text())
-    stored = {z["name"]: f"{z['layers'][0]}-{z['layers'][-1]}" for z in doc["zones"]}
+    stored = {z["name"]: span(z["layers"]) for z in doc["zones"]}
     assert any(z["kind"] == "data" for z in doc["zones"]), "the test needs a scan with a high-error band"
     assert doc["zone_rule"] == {"metric": "relative_error", "band_std": 0.5, "min_layers": 2}
     shown = srdd("show", scan, "--csv", csv)
@@ -197,7 +198,7 @@ def test_scan_show_and_calibrate_report_the_same_zones(tmp_path):
     assert calibrated.returncode == 0, calibrated.stderr
     assert _printed_zones(r.stdout) == _printed_zones(shown.stdout) == _printed_zones(calibrated.stdout) == stored
     noise = yaml.safe_load((tmp_path / "m.yaml").read_text())["zones"]
-    assert {z["name"]: f"{z['layers'][0]}-{z['layers'][-1]}" for z in noise} == stored
+    assert {z["name"]: span(z["layers"]) for z in noise} == stored
     # every layer of a data zone is starred in calibrate's table, with the zone's name
     band = next(z for z in doc["zones"] if z["name"] == "high_error")
     for layer in band["layers"]:
