@@ -26,10 +26,12 @@ def register(sub) -> None:
                                    "report.json, report.md, report.html and figures/.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", type=Path, help="directory holding run directories")
-    p.add_argument("-o", "--out", type=Path, required=True)
+    p.add_argument("-o", "--out", type=Path, required=True,
+                   help="report directory to write (report.json, report.md, report.html, figures)")
     p.add_argument("--baseline", help="baseline run or group name (default: the group named *baseline*)")
     p.add_argument("--target", help="target: a run/group name or an accuracy (fraction)")
-    p.add_argument("--metric", choices=["relative_error", "deadzone_ratio", "sqnr_db"], default="relative_error")
+    p.add_argument("--metric", choices=["relative_error", "deadzone_ratio", "sqnr_db"], default="relative_error",
+                   help="scan metric whose per-layer change (scan after vs before) is correlated (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--force", action="store_true", help="replace an existing OUT directory")
     p.set_defaults(func=run)
