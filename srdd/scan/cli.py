@@ -54,7 +54,7 @@ def register(sub) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                    help="dtype the model runs in; the tensors it produces are what gets quantized (default float32)")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda or cuda:N")
-    p.add_argument("--scale-mode", choices=["floor", "rceil"], help="MX scale rule (default floor, OCP)")
+    p.add_argument("--scale-mode", type=str.lower, choices=["floor", "rceil"], help="MX scale rule (default floor, OCP)")
     p.add_argument("--no-per-tensor-scale", action="store_true",
                    help="NVFP4 one-level scaling (no fp32 tensor scale)")
     p.add_argument("--group-size", type=int, help="INT4 group size (default 32)")
