@@ -42,7 +42,7 @@ def run(args) -> int:
     from reports.build import build_report
     from reports.render import html_page, markdown
     from reports.runs import load_runs
-    from srdd.jsonio import dumps_json
+    from srdd.jsonio import dumps_json, new_dir_mode
 
     if args.out.exists() and not args.force:
         raise SrddError(f"{args.out} already exists; pass --force to replace it")
@@ -60,6 +60,7 @@ def run(args) -> int:
                 [statistics.fmean(r.delta) for r in valid], [r.final_accuracy for r in valid],
                 [r.name for r in valid], args.metric)}
     tmp = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.", dir=args.out.parent))
+    tmp.chmod(new_dir_mode())  # the report directory is as readable as one mkdir makes
     try:
         (tmp / "figures").mkdir()
         for name, png in figs.items():

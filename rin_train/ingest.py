@@ -111,4 +111,5 @@ def ingest(log: Path, out: Path, *, quant: str, name: str | None = None, config:
         run.finish("invalid", f"the final step {final} has no validation accuracy in the log")
     else:
         run.finish("complete")
+    run.release()
     return run

@@ -183,10 +183,9 @@ class RunDir:
 
     def _write_info(self, info: dict) -> None:
         write_json_atomic(self.run_json, info, force=True)
-        os.chmod(self.run_json, 0o644)
 
     def _lock(self) -> None:
-        fd = os.open(self.path / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path / "run.lock", os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -195,8 +194,15 @@ class RunDir:
         self._lock_fd = fd
 
     def release(self) -> None:
-        """Drop the writer lock (also dropped when the process exits, however it exits)."""
+        """Drop the writer lock (also dropped when the process exits, however it exits).
+
+        A finished run (complete, failed, invalid) also loses its run.lock file,
+        removed while still locked, so no writer can be holding it; only a run
+        left "running" by a crash keeps it, unlocked.
+        """
         if self._lock_fd is not None:
+            if self.status in FINAL_STATUSES:
+                (self.path / "run.lock").unlink(missing_ok=True)
             os.close(self._lock_fd)
             self._lock_fd = None
 
@@ -238,7 +244,6 @@ class RunDir:
         if path.exists():
             raise SrddError(f"{path} already exists; scans of a run are never overwritten")
         write_json_atomic(path, doc)
-        os.chmod(path, 0o644)
 
 
 def _check_config(config: dict) -> None:

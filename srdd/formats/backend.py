@@ -25,6 +25,7 @@ import torch
 
 from srdd.formats import native
 from srdd.formats.specs import Family, QuantFormatConfig
+from srdd.quiet import library_notices_silenced
 
 BACKENDS = ("auto", "eager", "compiled", "native")
 COMPILE_MIN_NUMEL = 1 << 16
@@ -92,6 +93,8 @@ def compiled(fn: Callable[..., Any], spec: QuantFormatConfig) -> Callable[..., A
         _compiled[key] = torch.compile(
             bound, fullgraph=True, options={"emulate_precision_casts": True}
         )
+        with library_notices_silenced():  # Inductor's import touches deprecated torch.jit APIs
+            import torch._inductor.compile_fx  # noqa: F401
     return _compiled[key]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from srdd.jsonio import write_text_atomic
+from srdd.jsonio import write_bytes_atomic, write_text_atomic
 from srdd.metrics import get_metric
 
 PLOT_METRICS = ("sqnr_db", "relative_error", "deadzone_ratio")
@@ -105,10 +105,4 @@ def write_plot(doc: dict, path: Path, *, force: bool = False) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    from srdd.jsonio import ensure_writable
-
-    path = ensure_writable(Path(path), force=force)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
-    return path
+    return write_bytes_atomic(Path(path), buf.getvalue(), force=force)

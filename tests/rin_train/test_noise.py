@@ -26,8 +26,8 @@ def test_layer_multipliers_reach_the_perturbed_weights(model):
     clean_q0 = q0.detach().clone()
     with inj.applied(0, 10) as record:
         # read back what is really in the module, independent of the injector's own report
-        d0 = (_norm_weights(model, 0) - clean0) / clean0.pow(2).mean().sqrt()
-        dq0 = (q0 - clean_q0) / clean_q0.pow(2).mean().sqrt()
+        d0 = (_norm_weights(model, 0).detach() - clean0) / clean0.pow(2).mean().sqrt()
+        dq0 = (q0.detach() - clean_q0) / clean_q0.pow(2).mean().sqrt()
         assert torch.equal(_norm_weights(model, 1), clean1)
         assert float(dq0.std()) / 0.04 == pytest.approx(1.0, rel=0.05)  # 4096 samples: ~1 % spread
         assert float(d0.std()) / 0.04 == pytest.approx(1.0, rel=0.35)  # 64 samples: ~9 % spread
