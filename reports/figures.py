@@ -34,6 +34,15 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _accuracy_axis(ax) -> None:
+    """Accuracy in % never leaves [0, 100]; equal values get a 10-point window instead of a ±0.05 one."""
+    lo, hi = ax.get_ylim()
+    if hi - lo < 1.0:
+        mid = (lo + hi) / 2
+        lo, hi = mid - 5, mid + 5
+    ax.set_ylim(max(lo, -1.0), min(hi, 101.0))
+
+
 def _styles(names: Sequence[str]) -> dict[str, tuple[str, str, str]]:
     """run name -> (group, colour, marker): one colour per group, one marker per seed within it."""
     groups = list(dict.fromkeys(SEED_SUFFIX.sub("", n) for n in names))
@@ -68,13 +77,17 @@ def layer_profiles(runs: list[RunRecord], metric: str) -> bytes:
     if not runs:
         bottom.text(0.5, 0.5, "no valid runs", ha="center", transform=bottom.transAxes)
         return _png(fig)
+    styles = _styles([r.name for r in runs])
     befores: dict[tuple[float, ...], list[str]] = {}
     for r in runs:
         befores.setdefault(tuple(r.pre), []).append(r.name)
-    for k, (pre, names) in enumerate(befores.items()):
-        label = "before training (all runs)" if len(befores) == 1 else f"before: {', '.join(names)}"
-        top.plot(range(len(pre)), pre, color="black" if k == 0 else None, lw=1.5, marker=".", label=label)
-    styles = _styles([r.name for r in runs])
+    for pre, names in befores.items():
+        if len(befores) == 1:  # one base model: one black line
+            top.plot(range(len(pre)), pre, color="black", lw=1.5, marker=".", label="before training (all runs)")
+        else:  # each run's own base, in the run's colour and marker
+            _, colour, marker = styles[names[0]]
+            top.plot(range(len(pre)), pre, color=colour, marker=marker, ms=4, lw=1.2,
+                     label=f"before: {', '.join(names)}")
     for r in runs:
         _, colour, marker = styles[r.name]
         bottom.plot(range(len(r.delta)), r.delta, color=colour, marker=marker, ms=4, lw=1, alpha=0.85, label=r.name)
@@ -100,8 +113,8 @@ def trajectories(runs: list[RunRecord]) -> bytes:
     groups = list(dict.fromkeys(styles[r.name][0] for r in runs)) or ["(no runs)"]
     cols = min(3, len(groups))
     rows = math.ceil(len(groups) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows + 0.6), sharex=True, sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.2 * cols, 8.0), 3.0 * rows + 0.6), sharex=True,
+                             sharey=True, squeeze=False)
     for ax in axes.flat[len(groups):]:
         ax.set_visible(False)
     panel = {g: axes.flat[i] for i, g in enumerate(groups)}
@@ -116,6 +129,7 @@ def trajectories(runs: list[RunRecord]) -> bytes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="lower right")
+    _accuracy_axis(axes.flat[0])  # shared by every panel
     for ax in axes[-1]:
         ax.set_xlabel("step")
     for ax in axes[:, 0]:
@@ -139,6 +153,7 @@ def delta_vs_accuracy(xs: list[float], ys: list[float], names: list[str], metric
         ax.legend(fontsize=7, ncol=1 if len(names) <= 14 else 2, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_xlabel(f"mean change of {metric} over layers (after - before)")
     ax.set_ylabel("final accuracy (%)")
+    _accuracy_axis(ax)
     ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
     ax.grid(alpha=0.3)
     return _png(fig)

@@ -44,9 +44,9 @@ def baseline_line(report: dict) -> str:
         head = f"Baseline: {report['baseline']}."
     else:
         groups = ", ".join(r["group"] for r in report["results"]) or "none"
-        head = ("Baseline: none, so no Δ vs baseline, gap closed or config differences: --baseline was not given "
-                "(or named no run or group) and not exactly one group's name contains 'baseline'. "
-                f"Pick one with --baseline GROUP (groups here: {groups}).")
+        head = ("Baseline: none. --baseline was not given (or named no run or group here), and not exactly one "
+                "group's name contains 'baseline'; so Δ vs baseline, gap closed and the config differences are "
+                f"left empty. Pick one with --baseline GROUP (groups here: {groups}).")
     return f"{head} Target accuracy: {_pct(report['target_accuracy'])}; bootstrap seed {report['bootstrap_seed']}."
 
 

@@ -99,7 +99,9 @@ def write_plot(doc: dict, path: Path, *, force: bool = False) -> Path:
                          xytext=(0, 2 if top else 3), textcoords="offset points", ha="center",
                          va="bottom", fontsize=7, color="#555555" if top else "#a33")
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[-1].set_xlabel("decoder layer (grey/blue: depth zones; red: high-error zones, named at the top panel)")
+    by = doc.get("zone_rule", {}).get("metric", "")
+    axes[-1].set_xlabel(f"decoder layer (grey/blue: depth zones; red: high-error zones{' by ' + by if by else ''}, "
+                        "named in the top panel)")
     fig.suptitle(f"{doc['model']['name']} under {doc['format']['name']} ({doc['mode']})", y=0.995)
     fig.tight_layout()
     buf = io.BytesIO()
