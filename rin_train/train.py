@@ -35,7 +35,7 @@ from srdd.errors import SrddError
 from srdd.jsonio import write_text_atomic
 from srdd.models import load_causal_lm, model_info, resolve_model
 from srdd.qlinear import count_by_kind, quantization_disabled, quantize_linears
-from srdd.quiet import library_notices_silenced
+from srdd.quiet import library_notices_silenced, progress_bars_hidden
 from srdd.tiny import TINY_LAYERS, build_tiny_llama
 
 
@@ -76,7 +76,8 @@ def load_policy(cfg: RunConfig, workdir: Path, *, verbose: bool = False):
     spec = cfg.model
     if spec == "tiny":
         path = build_tiny_llama(workdir / "tiny", seed=cfg.seed)
-        model, tokenizer = load_causal_lm(str(path), dtype=getattr(torch, cfg.grpo.dtype))
+        with progress_bars_hidden():
+            model, tokenizer = load_causal_lm(str(path), dtype=getattr(torch, cfg.grpo.dtype))
         info = model_info(model, "tiny", path)
     else:
         model, tokenizer = load_causal_lm(spec, dtype=getattr(torch, cfg.grpo.dtype))

@@ -53,3 +53,17 @@ def library_notices_silenced() -> Iterator[None]:
     finally:
         for logger, drop in filters:
             logger.removeFilter(drop)
+
+
+@contextmanager
+def progress_bars_hidden() -> Iterator[None]:
+    """No transformers progress bars inside the block (saving or loading a model srdd built itself, --no-progress)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()

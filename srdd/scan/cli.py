@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ from srdd.errors import SrddError
 from srdd.formats import list_formats
 from srdd.jsonio import ensure_writable, read_json, write_json_atomic
 from srdd.metrics import PRIMARY_METRICS
+from srdd.quiet import progress_bars_hidden
 from srdd.zones import DEFAULT_BAND_STD, DEFAULT_ZONE_METRIC, ZoneRule
 
 SCAN_EPILOG = """examples:
@@ -60,7 +62,7 @@ def register(sub) -> None:
     p.add_argument("--group-size", type=int, help="INT4 group size (default 32)")
     p.add_argument("--offload", action="store_true",
                    help="load each decoder layer's weights only while it runs (big models, small RAM)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (model loading, scanning): for logs and CI")
     p.set_defaults(func=run_scan)
 
     s = sub.add_parser("show", help="re-render a scan.json; export CSV or a plot",
@@ -109,10 +111,11 @@ def run_scan(args) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SrddError("--device cuda requested but no CUDA device is available")
     dtype = getattr(torch, args.dtype)
-    if args.offload:
-        model, tokenizer = load_offloaded(args.model, dtype=dtype, device=args.device)
-    else:
-        model, tokenizer = load_causal_lm(args.model, dtype=dtype, device=args.device)
+    with progress_bars_hidden() if args.no_progress else contextlib.nullcontext():
+        if args.offload:
+            model, tokenizer = load_offloaded(args.model, dtype=dtype, device=args.device)
+        else:
+            model, tokenizer = load_causal_lm(args.model, dtype=dtype, device=args.device)
     info = model_info(model, args.model, resolve_model(args.model))
     docs = scan_model(model, tokenizer, cfg, model_info=info, progress=not args.no_progress)
     for doc, path in zip(docs, paths):
