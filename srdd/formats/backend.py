@@ -16,6 +16,7 @@ identical bits; `SRDD_FAKEQUANT_BACKEND` (or `set_backend`) picks one:
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import warnings
 from collections.abc import Callable
@@ -94,7 +95,7 @@ def compiled(fn: Callable[..., Any], spec: QuantFormatConfig) -> Callable[..., A
             bound, fullgraph=True, options={"emulate_precision_casts": True}
         )
         with library_notices_silenced():  # Inductor's import touches deprecated torch.jit APIs
-            import torch._inductor.compile_fx  # noqa: F401
+            importlib.import_module("torch._inductor.compile_fx")
     return _compiled[key]
 
 
