@@ -18,13 +18,14 @@ from pathlib import Path
 import yaml
 
 from calibrate.multipliers import Mode, Tiers, basis_description, compute, damage, parse_clip, statistics_of
-from calibrate.noise_file import TARGET_KINDS, band_threshold, build_document, find_zones, high_error_band
+from calibrate.noise_file import TARGET_KINDS, build_document, calibrate_zones, high_error_band
 from calibrate.scan_input import METRICS, read_scan
 from calibrate.suite import (DICT_STYLES, Sigmas, check_accuracies, experiments, plan_markdown, rin_train_config,
                              suite_document, verl_overrides)
 from srdd.errors import SrddError
 from srdd.jsonio import dumps_json, ensure_writable, sha256_file, write_text_atomic
-from srdd.metrics import get_metric
+from srdd.metrics import definitions, get_metric
+from srdd.zones import ZoneRule, span
 
 SUITE_FIXED_FILES = ("plan.md", "suite.json")
 
@@ -34,12 +35,14 @@ from zero, on the exact decimal value -- the published spreadsheet's ROUND):
   inverse       m_i = 2 - round(v_i / mean(v), 2)
   ceiling       m_i = round((2 - p_i) / max_j(2 - p_j), 2)      p = proportional; largest is 1
   tiers         by z_i = (v_i - mean) / std: default z >= 0.5 -> 1.5, z >= -0.5 -> 1.2, else 1.0 (--tiers)
-  targeted      1.0 inside the high-error band, 0.0 elsewhere
+  targeted      1.0 inside the high-error zone, 0.0 elsewhere
 v_i: relative_error and deadzone_ratio as they are; for sqnr_db (higher is better) v_i = 10^(-SQNR_i/20),
 the relative RMS error, so a layer 3 dB below another gets 1.41x its multiplier under proportional.
-The high-error band: contiguous runs (>= 2 layers) with v_i > mean + K*std (K = --band-std, default 0.5;
-the published 1.5B scan gives layers 10-19). Depth zones: first/early_mid/middle/late_mid/last at
-4/28, 10/28, 20/28, 26/28 of depth.
+Zones are srdd's one definition (srdd scan and srdd show print the same ones for the same metric and K).
+Data zones: contiguous runs (>= 2 layers) with v_i > mean + K*std (K = --band-std, default 0.5), named by
+rank of their mean v_i: high_error (the worst; the one targeted mode perturbs), high_error_2, ...; the
+published 1.5B scan gives high_error = layers 10-19. Depth zones: first/early_mid/middle/late_mid/last
+at 4/28, 10/28, 20/28, 26/28 of depth.
 
 SCAN is a srdd.scan/v1 file (metrics under layers[i].block_output) or a scan written by the published
 verl-fork scanner ({config, report: {per_layer: [...]}, recommendations, timestamp}); the layout found is
@@ -105,12 +108,13 @@ def register(sub) -> None:
     p.add_argument("-o", "--out", type=Path, required=True, help="multipliers YAML to write (srdd.noise/v1)")
     p.add_argument("--metric", choices=METRICS, default="relative_error",
                    help="per-layer value the multipliers follow (default relative_error, the published choice)")
-    p.add_argument("--mode", choices=[m.value for m in Mode], default="proportional")
+    p.add_argument("--mode", choices=[m.value for m in Mode], default="proportional",
+                   help="how a layer's value becomes its multiplier (default %(default)s; see the modes below)")
     p.add_argument("--clip", metavar="LO,HI", help="bound every multiplier to [LO, HI] after the mode")
     p.add_argument("--tiers", metavar="SPEC", default="0.5:1.5,-0.5:1.2,1.0",
                    help="tiers mode: 'Z1:M1,Z2:M2,...,REST' -- z_i >= Z1 gets M1, ... (default %(default)s)")
     p.add_argument("--band-std", type=float, default=0.5, metavar="K",
-                   help="high-error band: v_i > mean + K*std (default %(default)s)")
+                   help="data zones (high-error bands): v_i > mean + K*std (default %(default)s, as srdd scan/show)")
     p.add_argument("--targets", default="linear", help="noise targets for training: linear,rmsnorm (default linear)")
     p.add_argument("--exclude", default="", help="comma list of module-name regexes never perturbed")
     p.add_argument("--explain", action="store_true", help="print the formula, with the numbers, for every layer")
@@ -203,6 +207,7 @@ def run(args) -> int:
     clip = parse_clip(args.clip) if args.clip else None
     tiers = Tiers.parse(args.tiers)
     _check_user_options(args)
+    rule = ZoneRule(args.metric, args.band_std)
     targets = _csv(args.targets)
     if not targets or set(targets) - set(TARGET_KINDS):
         raise SrddError(f"--targets: choose from {', '.join(TARGET_KINDS)}, got {args.targets!r}")
@@ -231,7 +236,7 @@ def run(args) -> int:
     raw = scan.values[args.metric]
     v = damage(args.metric, raw)
     st = statistics_of(v)
-    zones = find_zones(v, st, args.band_std)
+    zones = calibrate_zones(scan, rule)
     band = high_error_band(zones)
     if mode is Mode.TARGETED and not band:
         raise SrddError(f"targeted mode needs a high-error band and this scan has none with --band-std "
@@ -243,7 +248,7 @@ def run(args) -> int:
         sigma_block = {"schedule": "exponential", "sigma_start": sigmas.baseline[0],
                        "sigma_end": sigmas.baseline[1], "num_stages": sigmas.stages}
     doc = build_document(scan_path=args.scan, scan_sha256=scan_sha, scan=scan, metric=args.metric, mode=mode,
-                         clip=clip, tiers=tiers, band_std=args.band_std, st=st, mults=mults, zones=zones,
+                         clip=clip, tiers=tiers, rule=rule, st=st, mults=mults, zones=zones,
                          targets=targets, exclude=exclude, sigma=sigma_block)
     noise_text = _dump_yaml(doc)
 
@@ -275,9 +280,9 @@ def run(args) -> int:
             band=band, baseline=args.baseline_acc, target=args.target_acc, fmt=fmt))))
 
     # 4. the screen
-    _print_tables(scan, args.metric, v, mults, doc["zones"], band, st, args.band_std, mode)
+    _print_tables(scan, args.metric, mults, doc["zones"], rule, mode)
     if args.explain:
-        print(f"\nwhy ({mode.value}; {basis_description(args.metric)}; mean {st.mean.normalize():f}, "
+        print(f"\nwhy ({mode.value}; {basis_description(args.metric)}; mean {_short(st.mean)}, "
               f"std {_short(st.std)}):")
         for m in mults:
             print(f"  layer {m.layer:>3}: {args.metric} {metric.format(raw[m.layer])}; {m.why}")
@@ -306,25 +311,28 @@ def _suite_format(requested: str | None, scanned: str) -> str:
     return fmt
 
 
-def _print_tables(scan, metric_name: str, v, mults, zones: list[dict], band, st, band_std: float,
-                  mode: Mode) -> None:
+def _print_tables(scan, metric_name: str, mults, zones: list[dict], rule: ZoneRule, mode: Mode) -> None:
     metric = get_metric(metric_name)
     depth = {i: z["name"] for z in zones if z["kind"] == "depth" for i in z["layers"]}
+    data = {i: z["name"] for z in zones if z["kind"] == "data" for i in z["layers"]}
     transformed = metric.higher_is_better
     header = ["layer", *[m for m in METRICS], *(["v_i"] if transformed else []), "multiplier", "zone"]
     rows = []
     for m in mults:
         i = m.layer
+        zone = depth.get(i, "") + (f" * {data[i]}" if i in data else "")
         rows.append([str(i), *[get_metric(k).format(scan.values[k][i]) for k in METRICS],
-                     *([_short(m.value)] if transformed else []), f"{m.multiplier:.2f}",
-                     depth.get(i, "") + (" *" if i in band else "")])
-    print(f"\n{mode.value} multipliers from {metric_name} (* = high-error band, v_i > mean + {band_std} std = "
-          f"{_short(band_threshold(st, band_std))})")
+                     *([_short(m.value)] if transformed else []), f"{m.multiplier:.2f}", zone])
+    print(f"\n{mode.value} multipliers from {metric_name} (* = in a high-error zone: v_i > mean + "
+          f"{rule.band_std:g} std = {rule.threshold(scan.values[metric_name]):.6g})")
     print(_table(header, rows, left=(len(header) - 1,)))
-    zone_rows = [[z["name"], z["kind"], f"{z['layers'][0]}-{z['layers'][-1]}",
+    print(definitions(METRICS))
+    zone_rows = [[z["name"], z["kind"], span(z["layers"]),
                   *[get_metric(k).format(z[k]) for k in METRICS], f"{z['multiplier_mean']:.2f}"] for z in zones]
-    print("\nzones")
+    print("\nzones (means over each zone's layers; the same zones as srdd scan/show with --zone-metric "
+          f"{metric_name} --band-std {rule.band_std:g})")
     print(_table(["zone", "kind", "layers", *METRICS, "mean mult."], zone_rows, left=(0, 1)))
+    print("  " + rule.describe())
 
 
 def _write_all(files: list[tuple[Path, str]], *, force: bool) -> None:

@@ -8,53 +8,35 @@ from __future__ import annotations
 
 import datetime as _dt
 import statistics
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 from calibrate.multipliers import LayerMultiplier, Mode, Statistics, Tiers, basis_description
 from calibrate.scan_input import ScanTable
 from srdd import __version__
-from srdd.zones import depth_zones, high_error_bands
+from srdd.zones import Zone, ZoneRule, layer_zones
+from srdd.zones import zone_entries as metric_means
 
 SCHEMA = "srdd.noise/v1"
 TARGET_KINDS = ("linear", "rmsnorm")
 
 
-@dataclass(frozen=True)
-class ZoneRow:
-    name: str
-    kind: str  # "depth" (the published five-zone split) or "data" (contiguous high-error band)
-    layers: tuple[int, ...]
-
-    @property
-    def label(self) -> str:
-        return f"{self.layers[0]}-{self.layers[-1]}" if len(self.layers) > 1 else str(self.layers[0])
+def calibrate_zones(scan: ScanTable, rule: ZoneRule) -> list[Zone]:
+    """The zones `srdd scan` and `srdd show` report for this scan under the same rule."""
+    return layer_zones(scan.values, rule)
 
 
-def band_threshold(st: Statistics, band_std: float) -> Decimal:
-    return st.mean + Decimal(repr(band_std)) * st.std
-
-
-def find_zones(v: list[Decimal], st: Statistics, band_std: float) -> list[ZoneRow]:
-    """Depth zones, then the data-driven bands: runs of >= 2 layers with v_i > mean + band_std * std."""
-    zones = [ZoneRow(z.name, "depth", z.layers) for z in depth_zones(len(v))]
-    bands = high_error_bands([float(x) for x in v], threshold=float(band_threshold(st, band_std)))
-    return zones + [ZoneRow(z.name, "data", z.layers) for z in bands]
-
-
-def high_error_band(zones: list[ZoneRow]) -> tuple[int, ...]:
+def high_error_band(zones: list[Zone]) -> tuple[int, ...]:
+    """The worst data zone's layers (what targeted noise perturbs), or () when the scan has none."""
     return next((z.layers for z in zones if z.kind == "data" and z.name == "high_error"), ())
 
 
-def zone_entries(zones: list[ZoneRow], scan: ScanTable, mults: list[LayerMultiplier]) -> list[dict]:
-    out = []
-    for z in zones:
-        entry: dict = {"name": z.name, "kind": z.kind, "layers": list(z.layers)}
-        for metric, values in scan.values.items():
-            entry[metric] = round(statistics.fmean(values[i] for i in z.layers), 8)
-        entry["multiplier_mean"] = round(statistics.fmean(float(mults[i].multiplier) for i in z.layers), 4)
-        out.append(entry)
+def zone_entries(zones: list[Zone], scan: ScanTable, mults: list[LayerMultiplier]) -> list[dict]:
+    """srdd's zone entries, rounded for the YAML, with each zone's mean multiplier."""
+    out = metric_means(zones, scan.values)
+    for entry in out:
+        entry.update({m: round(entry[m], 8) for m in scan.values})
+        entry["multiplier_mean"] = round(statistics.fmean(float(mults[i].multiplier) for i in entry["layers"]), 4)
     return out
 
 
@@ -63,8 +45,8 @@ def _stat(x: Decimal) -> float:
 
 
 def build_document(*, scan_path: Path, scan_sha256: str, scan: ScanTable, metric: str, mode: Mode,
-                   clip: tuple[Decimal, Decimal] | None, tiers: Tiers | None, band_std: float,
-                   st: Statistics, mults: list[LayerMultiplier], zones: list[ZoneRow],
+                   clip: tuple[Decimal, Decimal] | None, tiers: Tiers | None, rule: ZoneRule,
+                   st: Statistics, mults: list[LayerMultiplier], zones: list[Zone],
                    targets: list[str], exclude: list[str], sigma: dict | None) -> dict:
     doc = {
         "schema": SCHEMA,
@@ -79,7 +61,8 @@ def build_document(*, scan_path: Path, scan_sha256: str, scan: ScanTable, metric
         "clip": [float(clip[0]), float(clip[1])] if clip else None,
         "statistics": {"mean": _stat(st.mean), "std": _stat(st.std), "min": _stat(st.minimum),
                        "max": _stat(st.maximum)},
-        "band_threshold": {"std": band_std, "value": float(band_threshold(st, band_std))},
+        "zone_rule": rule.to_dict(),
+        "band_threshold": {"std": rule.band_std, "value": rule.threshold(scan.values[metric])},
     }
     if mode is Mode.TIERS:
         tiers = tiers or Tiers()

@@ -34,10 +34,12 @@ def register(sub) -> None:
                                    "report.json, report.md, report.html and figures/.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", type=Path, help="directory holding run directories")
-    p.add_argument("-o", "--out", type=Path, required=True)
+    p.add_argument("-o", "--out", type=Path, required=True,
+                   help="report directory to write (report.json, report.md, report.html, figures)")
     p.add_argument("--baseline", help="baseline run or group name (default: the group named *baseline*)")
     p.add_argument("--target", help="target: a run/group name or an accuracy (fraction)")
-    p.add_argument("--metric", choices=["relative_error", "deadzone_ratio", "sqnr_db"], default="relative_error")
+    p.add_argument("--metric", choices=["relative_error", "deadzone_ratio", "sqnr_db"], default="relative_error",
+                   help="scan metric whose per-layer change (scan after vs before) is correlated (default %(default)s)")
     p.add_argument("--accuracy", choices=["merged", "separate"], default="merged",
                    help="which final accuracy arms are compared on: merged = LoRA merged into the weights and "
                         "re-quantized, as deployed (default); separate = fp LoRA beside the quantized base, as "
@@ -104,7 +106,7 @@ def run(args) -> int:
     from reports.render import html_page, markdown
     from reports.runs import load_runs
     from reports.verdicts import VerdictSettings
-    from srdd.jsonio import dumps_json
+    from srdd.jsonio import dumps_json, new_dir_mode
 
     check_out(args.out, args.runs, args.force)
     target = parse_target(args.target)
@@ -126,6 +128,7 @@ def run(args) -> int:
                 [statistics.fmean(r.delta) for r in valid], [r.final_accuracy for r in valid],
                 [r.name for r in valid], args.metric)}
     tmp = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.", dir=args.out.parent))
+    tmp.chmod(new_dir_mode())  # the report directory is as readable as one mkdir makes
     try:
         (tmp / "figures").mkdir()
         for name, png in figs.items():

@@ -1,16 +1,29 @@
-"""The report's figures as PNG bytes (matplotlib, Agg)."""
+"""The report's figures as PNG bytes (matplotlib, Agg).
+
+Runs of one group (configs equal but for the seed) share a colour and differ
+by marker, so a reader sees the groups first and the seeds second; nothing is
+labelled point by point, which is what made names pile up on each other.
+"""
 
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from reports.runs import RunRecord  # noqa: E402
+from reports.runs import SEED_SUFFIX, RunRecord  # noqa: E402
+from srdd.zones import depth_zones  # noqa: E402
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+ZONE_SHADES = ("#f4f4f4", "#e3eaf6")
 
 
 def _label(name: str) -> str:
@@ -26,43 +39,127 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _accuracy_axis(ax) -> None:
+    """Accuracy in % never leaves [0, 100]; equal values get a 10-point window instead of a ±0.05 one."""
+    lo, hi = ax.get_ylim()
+    if hi - lo < 1.0:
+        mid = (lo + hi) / 2
+        lo, hi = mid - 5, mid + 5
+    ax.set_ylim(max(lo, -1.0), min(hi, 101.0))
+
+
+def _styles(names: Sequence[str]) -> dict[str, tuple[str, str, str]]:
+    """run name -> (group, colour, marker): one colour per group, one marker per seed within it."""
+    groups = list(dict.fromkeys(SEED_SUFFIX.sub("", n) for n in names))
+    cmap = plt.get_cmap("tab10")
+    seen: dict[str, int] = {}
+    out = {}
+    for name in names:
+        group = SEED_SUFFIX.sub("", name)
+        k = seen.get(group, 0)
+        seen[group] = k + 1
+        out[name] = (group, cmap(groups.index(group) % 10), MARKERS[k % len(MARKERS)])
+    return out
+
+
+def _shade_depth_zones(axes, num_layers: int) -> Patch:
+    """Alternate shading of the five depth zones, named above the top axis; returns the legend handle."""
+    zones = depth_zones(num_layers)
+    for ax in axes:
+        for k, zone in enumerate(zones):
+            ax.axvspan(zone.layers[0] - 0.5, zone.layers[-1] + 0.5, color=ZONE_SHADES[k % 2], zorder=0)
+    for zone in zones:
+        axes[0].annotate(zone.name, ((zone.layers[0] + zone.layers[-1]) / 2, 1.0),
+                         xycoords=("data", "axes fraction"), xytext=(0, 2), textcoords="offset points",
+                         ha="center", va="bottom", fontsize=7, color="#555555")
+    return Patch(facecolor=ZONE_SHADES[1], edgecolor="#bbbbbb", label="depth zones (shaded alternately)")
+
+
 def layer_profiles(runs: list[RunRecord], metric: str) -> bytes:
-    fig, ax = plt.subplots(figsize=(9, 4))
-    ax.plot(runs[0].pre, color="black", lw=2, label="before (first run)")
+    """Top: each distinct before-training profile. Bottom: every run's own change (after - before) per layer."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [1, 1.4]})
+    if not runs:
+        bottom.text(0.5, 0.5, "no valid runs", ha="center", transform=bottom.transAxes)
+        return _png(fig)
+    styles = _styles([r.name for r in runs])
+    befores: dict[tuple[float, ...], list[str]] = {}
     for r in runs:
-        ax.plot([p + d for p, d in zip(r.pre, r.delta)], lw=1, alpha=0.8, label=f"after: {_label(r.name)}")
-    ax.set_xlabel("decoder layer")
-    ax.set_ylabel(metric)
-    ax.set_title(f"per-layer {metric} before and after training")
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
+        befores.setdefault(tuple(r.pre), []).append(r.name)
+    for pre, names in befores.items():
+        if len(befores) == 1:  # one base model: one black line
+            top.plot(range(len(pre)), pre, color="black", lw=1.5, marker=".", label="before training (all runs)")
+        else:  # each run's own base, in the run's colour and marker
+            _, colour, marker = styles[names[0]]
+            top.plot(range(len(pre)), pre, color=colour, marker=marker, ms=4, lw=1.2,
+                     label=_label(f"before: {', '.join(names)}"))
+    for r in runs:
+        _, colour, marker = styles[r.name]
+        bottom.plot(range(len(r.delta)), r.delta, color=colour, marker=marker, ms=4, lw=1, alpha=0.85,
+                    label=_label(r.name))
+    bottom.axhline(0.0, color="black", lw=0.8)
+    zone_handle = _shade_depth_zones([top, bottom], max(len(r.pre) for r in runs))
+    top.set_ylabel(metric)
+    top.set_title(f"per-layer {metric}: before training (top) and each run's change after - before (bottom)",
+                  fontsize=10, pad=14)
+    bottom.set_ylabel(f"Δ {metric} (after - before)")
+    bottom.set_xlabel("decoder layer")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, labels = top.get_legend_handles_labels()
+    top.legend(handles + [zone_handle], labels + [zone_handle.get_label()], fontsize=7, loc="best")
+    bottom.legend(fontsize=7, ncol=1 if len(runs) <= 12 else 2, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
     return _png(fig)
 
 
 def trajectories(runs: list[RunRecord]) -> bytes:
-    fig, ax = plt.subplots(figsize=(9, 4))
+    """One panel per group (small multiples, shared axes); its seeds as lines with distinct markers."""
+    styles = _styles([r.name for r in runs])
+    groups = list(dict.fromkeys(styles[r.name][0] for r in runs)) or ["(no runs)"]
+    cols = min(3, len(groups))
+    rows = math.ceil(len(groups) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.2 * cols, 8.0), 3.0 * rows + 0.6), sharex=True,
+                             sharey=True, squeeze=False)
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    panel = {g: axes.flat[i] for i, g in enumerate(groups)}
     for r in runs:
+        group, colour, marker = styles[r.name]
         steps, acc = zip(*r.trajectory)
-        ax.plot(steps, [100 * a for a in acc], marker="o", ms=3, label=_label(r.name))
-    ax.set_xlabel("step")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("validation accuracy (greedy, no noise, training quantization)")
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
+        panel[group].plot(steps, [100 * a for a in acc], color=colour, marker=marker, ms=5, lw=1.2, alpha=0.85,
+                          label=_label(r.name))
+    for group, ax in panel.items():
+        ax.set_title(group, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower right")
+    _accuracy_axis(axes.flat[0])  # shared by every panel
+    for ax in axes[-1]:
+        ax.set_xlabel("step")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy (%)")
+    fig.suptitle("validation accuracy by group (greedy, no noise, training quantization)", fontsize=11)
     return _png(fig)
 
 
 def delta_vs_accuracy(xs: list[float], ys: list[float], names: list[str], metric: str) -> bytes:
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.scatter(xs, [100 * y for y in ys])
-    for x, y, n in zip(xs, ys, names):
-        ax.annotate(_label(n), (x, 100 * y), fontsize=7)
+    """Final accuracy against the run's mean per-layer change; colour = group, marker = seed, legend by run."""
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    styles = _styles(names)
+    for x, y, name in zip(xs, ys, names):
+        _, colour, marker = styles[name]
+        ax.scatter([x], [100 * y], color=colour, marker=marker, s=40, label=_label(name), zorder=3)
     if len(xs) >= 2 and np.ptp(xs) > 0:
         slope, icept = np.polyfit(xs, [100 * y for y in ys], 1)
         grid = np.linspace(min(xs), max(xs), 20)
-        ax.plot(grid, slope * grid + icept, color="red", lw=1, label=f"fit: {slope:.3g} x + {icept:.3g}")
-        ax.legend(fontsize=8)
-    ax.set_xlabel(f"mean change of {metric} over layers")
+        ax.plot(grid, slope * grid + icept, color="red", lw=1, label=f"least-squares fit: {slope:.3g} x + {icept:.3g}")
+    if names:
+        ax.legend(fontsize=7, ncol=1 if len(names) <= 14 else 2, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_xlabel(f"mean change of {metric} over layers (after - before)")
     ax.set_ylabel("final accuracy (%)")
+    _accuracy_axis(ax)
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
     ax.grid(alpha=0.3)
     return _png(fig)

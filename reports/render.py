@@ -59,15 +59,28 @@ def sections(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     out.append(("Correlations", ["scope", "run", "x", "y", "n", "pearson r", "pearson p", "spearman ρ", "spearman p",
                                  "95% CI of r", "note"], corr))
     diff = [[run, key, str(a), str(b)] for run, keys in report["config_diff"].items() for key, (a, b) in keys.items()]
-    out.append((f"Config differences vs baseline ({report['baseline']})", ["run", "key", "baseline", "run"], diff))
+    title = (f"Config differences vs baseline ({report['baseline']})" if report["baseline"] is not None
+             else "Config differences vs baseline (no baseline: pass --baseline GROUP to see them)")
+    out.append((title, ["run", "key", "baseline", "run"], diff))
     out.append(("Runs left out", ["run", "reason"], [[r["name"], r["reason"]] for r in report["invalid_runs"]]))
     return out
 
 
+def baseline_line(report: dict) -> str:
+    """What the report compares against, and, when nothing, why and how to choose."""
+    if report["baseline"] is not None:
+        head = f"Baseline: {report['baseline']}."
+    else:
+        groups = ", ".join(r["group"] for r in report["results"]) or "none"
+        head = ("Baseline: none. --baseline was not given (or named no run or group here), and not exactly one "
+                "group's name contains 'baseline'; so Δ vs baseline, gap closed and the config differences are "
+                f"left empty. Pick one with --baseline GROUP (groups here: {groups}).")
+    return f"{head} Target accuracy: {_pct(report['target_accuracy'])}; bootstrap seed {report['bootstrap_seed']}."
+
+
 def markdown(report: dict, figures: dict[str, bytes]) -> str:
-    lines = [f"# srdd correlate report — metric {report['metric']}", "",
-             f"Baseline: {report['baseline']}; target accuracy: {_pct(report['target_accuracy'])}; "
-             f"bootstrap seed {report['bootstrap_seed']}.", "", statistics_line(report), ""]
+    lines = [f"# srdd correlate report — metric {report['metric']}", "", baseline_line(report), "",
+             statistics_line(report), ""]
     for title, header, rows in sections(report):
         lines += [f"## {title}", "", "```", table(header, rows) if rows else "(none)", "```", ""]
     lines += ["## Figures", ""] + [f"![{name}](figures/{name})" for name in figures]
@@ -81,9 +94,7 @@ def html_page(report: dict, figures: dict[str, bytes]) -> str:
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body or '<tr><td>(none)</td></tr>'}</tbody></table>"
 
     parts = [f"<h1>srdd correlate report — metric {html.escape(report['metric'])}</h1>",
-             f"<p>Baseline: {html.escape(str(report['baseline']))}; target accuracy "
-             f"{_pct(report['target_accuracy'])}; bootstrap seed {report['bootstrap_seed']}.</p>",
-             f"<p>{html.escape(statistics_line(report))}</p>"]
+             f"<p>{html.escape(baseline_line(report))}</p>", f"<p>{html.escape(statistics_line(report))}</p>"]
     for title, header, rows in sections(report):
         parts += [f"<h2>{html.escape(title)}</h2>", tbl(header, rows)]
     parts.append("<h2>Figures</h2>")

@@ -51,6 +51,8 @@ def register(sub) -> None:
     p.add_argument("--engine", choices=["trl", "verl"], default=None,
                    help="trl: GRPO on this machine (default); verl: write the verl command for this config")
     p.add_argument("--launch", action="store_true", help="verl engine: also run the command it writes")
+    p.add_argument("--verbose", action="store_true",
+                   help="print every quantized module (always written to quantized_modules.txt in the run directory)")
     p.set_defaults(func=run)
 
 
@@ -92,7 +94,7 @@ def run(args) -> int:
     from rin_train.train import run_training
 
     try:
-        result = run_training(cfg, args.out, resume=args.resume)
+        result = run_training(cfg, args.out, resume=args.resume, verbose=args.verbose)
     except Terminated as exc:
         print(f"srdd train: {exc}; run {args.out} marked failed (continue it with --resume)")
         return 1

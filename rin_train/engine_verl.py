@@ -236,6 +236,7 @@ def launch(cfg: RunConfig, run: RunDir) -> int:
     print(f"launching {command}", flush=True)
     code = run_verl(["bash", str(command)], run, collector, env={**os.environ, "PYTHON": sys.executable},
                     final_step=cfg.grpo.steps, stall_timeout_s=cfg.grpo.stall_timeout_s)
+    run.release()
     info = run.info()
     print(f"run {cfg.name}: {info['status']}" + (f" ({info['reason']})" if info.get("reason") else "") + f" -> {root}")
     return code

@@ -143,6 +143,7 @@ def ingest(log: Path, out: Path, *, quant: str, name: str | None = None, config:
     except BaseException as exc:  # e.g. a full disk: the run says so instead of staying "running"
         run.finish("failed", f"{type(exc).__name__}: {exc}")
         raise
+    run.release()
     return run
 
 

@@ -18,16 +18,18 @@ The run is `complete` only when the last logged step carries a validation accura
 def register(sub) -> None:
     p = sub.add_parser("ingest", help="turn a verl run's logs into a srdd run directory",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("engine", choices=["verl"])
-    p.add_argument("log", type=Path)
-    p.add_argument("-o", "--out", type=Path, required=True)
+    p.add_argument("engine", choices=["verl"], help="the engine that wrote the log (verl)")
+    p.add_argument("log", type=Path, help="verl's console log or its JSONL file-logger output")
+    p.add_argument("-o", "--out", type=Path, required=True,
+                   help="run directory to create (never overwritten), e.g. runs/E13i-baseline-s1")
     p.add_argument("--quant", required=True, help="precision the validation ran under, e.g. mxfp4/w4a4")
-    p.add_argument("--name")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", help="run name recorded in run.json (default: the name of the --out directory)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the seed the verl run used (default 0); reports group runs that differ only by seed")
     p.add_argument("--config", type=Path, required=True,
                    help="YAML with the run's settings (must hold its noise section), e.g. the E13 suite file")
-    p.add_argument("--scan-before", type=Path)
-    p.add_argument("--scan-after", type=Path)
+    p.add_argument("--scan-before", type=Path, help="srdd.scan/v1 of the model before training, copied into the run")
+    p.add_argument("--scan-after", type=Path, help="srdd.scan/v1 of the trained model, copied into the run")
     p.set_defaults(func=run)
 
 

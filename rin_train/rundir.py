@@ -204,7 +204,6 @@ class RunDir:
 
     def _write_info(self, info: dict) -> None:
         write_json_atomic(self.run_json, info, force=True)
-        os.chmod(self.run_json, 0o644)
 
     def _lock(self) -> None:
         fd = try_lock(self.path / "run.lock")
@@ -213,8 +212,15 @@ class RunDir:
         self._lock_fd = fd
 
     def release(self) -> None:
-        """Drop the writer lock (also dropped when the process exits, however it exits)."""
+        """Drop the writer lock (also dropped when the process exits, however it exits).
+
+        A finished run (complete, failed, invalid) also loses its run.lock file,
+        removed while still locked, so no writer can be holding it; only a run
+        left "running" by a crash keeps it, unlocked.
+        """
         if self._lock_fd is not None:
+            if self.status in FINAL_STATUSES:
+                (self.path / "run.lock").unlink(missing_ok=True)
             os.close(self._lock_fd)
             self._lock_fd = None
 
@@ -307,7 +313,6 @@ class RunDir:
         if path.exists():
             raise SrddError(f"{path} already exists; scans of a run are never overwritten")
         write_json_atomic(path, doc)
-        os.chmod(path, 0o644)
 
 
 def try_lock(path: Path) -> int | None:

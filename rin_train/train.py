@@ -1,7 +1,7 @@
 """One training run end to end.
 
     preflight (config vs model, task files, --out free)   <- every config error lands here, no run dir yet
-    load policy: base model + LoRA + fake quantization (list of quantized modules printed)
+    load policy: base model + LoRA + fake quantization (modules counted by kind; the list into the run dir)
     noise injector (validated against the model)
     RunDir.create / open_for_resume
     scan_before (policy under the training format)
@@ -19,6 +19,7 @@ no live lock holder (`RunDir.is_live()` is false): never complete, and
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 import sys
 import tempfile
 import time
@@ -33,10 +34,12 @@ from rin_train.signals import Terminated, terminate_on_signals
 from rin_train.run_config import RunConfig, check_against_model
 from rin_train.tasks import drop_long_prompts, load_task
 from srdd.errors import SrddError
+from srdd.jsonio import write_text_atomic
 from srdd.model_files import check_model_files
 from srdd.models import ResolvedModel, load_causal_lm, model_info, resolve_model
 from srdd.provenance import command_line, machine
-from srdd.qlinear import quantization_disabled, quantize_linears
+from srdd.qlinear import count_by_kind, quantization_disabled, quantize_linears
+from srdd.quiet import library_notices_silenced, progress_bars_hidden
 from srdd.tiny import TINY_LAYERS, build_tiny_llama
 
 
@@ -67,7 +70,10 @@ def preflight(cfg: RunConfig, out: Path, *, resume: bool) -> None:
     load_task(cfg.task, cfg.seed)  # task files readable, sizes satisfiable
 
 
-def load_policy(cfg: RunConfig, workdir: Path):
+QUANTIZED_LIST = "quantized_modules.txt"
+
+
+def load_policy(cfg: RunConfig, workdir: Path, *, verbose: bool = False):
     """Base model (grpo.dtype) + LoRA (peft) + fake quantization of every targeted linear (adapters full precision),
     whose GEMMs run in grpo.matmul_dtype."""
     from peft import LoraConfig, get_peft_model
@@ -77,7 +83,8 @@ def load_policy(cfg: RunConfig, workdir: Path):
         source = ResolvedModel(spec, build_tiny_llama(workdir / "tiny", seed=cfg.seed))
     else:
         source = resolve_model(spec)
-    model, tokenizer = load_causal_lm(source, dtype=getattr(torch, cfg.grpo.dtype))
+    with progress_bars_hidden() if spec == "tiny" else nullcontext():  # a model srdd builds itself: no bars
+        model, tokenizer = load_causal_lm(source, dtype=getattr(torch, cfg.grpo.dtype))
     info = model_info(model, source)
     if tokenizer.chat_template is None:
         raise SrddError(f"model {spec!r} has no chat template; GRPO prompts are chat messages")
@@ -89,11 +96,21 @@ def load_policy(cfg: RunConfig, workdir: Path):
     except ValueError as exc:
         raise SrddError(f"lora.target_modules {cfg.lora.target_modules}: {exc}") from None
     names = quantize_linears(model, cfg.quant.linear_config(cfg.grpo.matmul_dtype))
-    print(f"quantized {len(names)} linear modules under {cfg.quant_label}, matmuls in {cfg.grpo.matmul_dtype} "
-          f"(excluded: {', '.join(cfg.quant.exclude) or 'none'}; LoRA adapters stay full precision):")
-    for name in names:
-        print(f"  {name}")
-    return model, tokenizer, info
+    print(f"quantized {len(names)} linear modules under {cfg.quant_label}, matmuls in {cfg.grpo.matmul_dtype}: "
+          f"{count_by_kind(names) or 'none'} (excluded: {', '.join(cfg.quant.exclude) or 'none'}; "
+          f"LoRA adapters stay full precision; the full list goes to {QUANTIZED_LIST} in the run directory"
+          f"{'' if verbose else ', or here with --verbose'})")
+    if verbose:
+        for name in names:
+            print(f"  {name}")
+    return model, tokenizer, info, names
+
+
+def write_module_list(run: RunDir, names: list[str]) -> None:
+    """The quantized modules, one per line, in the run directory (written once; a resume finds it there)."""
+    path = run.path / QUANTIZED_LIST
+    if not path.exists():
+        write_text_atomic(path, "".join(f"{n}\n" for n in names))
 
 
 def rescan(model, tokenizer, cfg: RunConfig, info: dict) -> dict:
@@ -122,17 +139,21 @@ def final_validated(run: RunDir, steps: int) -> bool:
                for r in run.logged_steps())
 
 
-def run_training(cfg: RunConfig, out: Path, *, resume: bool = False) -> RunDir:
-    """Train one run into `out`; returns its RunDir (read `info()['status']`)."""
+def run_training(cfg: RunConfig, out: Path, *, resume: bool = False, verbose: bool = False) -> RunDir:
+    """Train one run into `out`; returns its RunDir (read `info()['status']`), its lock released."""
+    with library_notices_silenced():
+        return _run_training(cfg, Path(out), resume=resume, verbose=verbose)
+
+
+def _run_training(cfg: RunConfig, out: Path, *, resume: bool, verbose: bool) -> RunDir:
     from rin_train.engine_trl import train_grpo
     from rin_train.watchdog import Watchdog
 
-    out = Path(out)
     t0 = time.monotonic()
     preflight(cfg, out, resume=resume)
     torch.manual_seed(cfg.seed)
     with tempfile.TemporaryDirectory(prefix="rin-train-") as tmp:
-        model, tokenizer, info = load_policy(cfg, Path(tmp))
+        model, tokenizer, info, names = load_policy(cfg, Path(tmp), verbose=verbose)
         train, test = load_task(cfg.task, cfg.seed)
         train = drop_long_prompts(train, tokenizer, cfg.grpo.max_prompt_length, "train set")
         test = test[: cfg.eval.samples]
@@ -140,6 +161,7 @@ def run_training(cfg: RunConfig, out: Path, *, resume: bool = False) -> RunDir:
         injector = NoiseInjector(model, cfg.noise, seed=cfg.seed, effective=True) if cfg.noise.enabled else None
         run = RunDir.open_for_resume(out) if resume else RunDir.create(out, name=cfg.name, config=cfg.to_dict(),
                                                                       seed=cfg.seed, provenance=provenance(info))
+        write_module_list(run, names)
         print(f"run {cfg.name} -> {out} ({'resumed' if resume else 'new'}); accuracies measured under "
               f"{cfg.quant_label}", flush=True)
         watchdog = Watchdog(cfg.grpo.stall_timeout_s, lambda idle, what: run.finish(
@@ -183,6 +205,6 @@ def run_training(cfg: RunConfig, out: Path, *, resume: bool = False) -> RunDir:
     else:
         run.finish("invalid", f"training ended without validating the final step ({cfg.grpo.steps}); "
                               "its accuracy is not a final result")
-    run.release()  # the run is final: a later --resume (even in this process) may take it
-    print(f"run {cfg.name}: {run.status} in {time.monotonic() - t0:.0f} s", flush=True)
+    run.release()
+    print(f"training took {time.monotonic() - t0:.0f} s", flush=True)
     return run

@@ -21,7 +21,8 @@ STALL_EXIT_CODE = 3
 
 class Watchdog:
     def __init__(self, timeout_s: float, on_stall: Callable[[float, str], None], *, poll_s: float | None = None,
-                 exit_code: int = STALL_EXIT_CODE, exit: Callable[[int], None] = os._exit) -> None:
+                 exit_code: int = STALL_EXIT_CODE, exit: Callable[[int], None] = os._exit,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.timeout_s = float(timeout_s)
@@ -29,14 +30,15 @@ class Watchdog:
         self.poll_s = poll_s if poll_s is not None else min(1.0, self.timeout_s / 4)
         self.exit_code = exit_code
         self._exit = exit
-        self._last = time.monotonic()
+        self._clock = clock
+        self._last = clock()
         self._what = "start"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rin-train-watchdog", daemon=True)
         self.fired = False
 
     def beat(self, what: str = "") -> None:
-        self._last = time.monotonic()
+        self._last = self._clock()
         if what:
             self._what = what
 
@@ -56,15 +58,25 @@ class Watchdog:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def check(self) -> bool:
+        """One look at the clock: when the last beat is older than timeout_s, call on_stall, then exit.
+
+        The polling thread calls this every poll_s; it is public so a test can
+        drive it with its own clock instead of sleeping.
+        """
+        idle = self._clock() - self._last
+        if idle <= self.timeout_s or self._stop.is_set():
+            return False
+        self.fired = True
+        print(f"watchdog: no progress for {idle:.0f} s (last: {self._what}); ending the run as failed",
+              file=sys.stderr, flush=True)
+        try:
+            self.on_stall(idle, self._what)
+        finally:
+            self._exit(self.exit_code)
+        return True
+
     def _run(self) -> None:
         while not self._stop.wait(self.poll_s):
-            idle = time.monotonic() - self._last
-            if idle > self.timeout_s and not self._stop.is_set():
-                self.fired = True
-                print(f"watchdog: no progress for {idle:.0f} s (last: {self._what}); ending the run as failed",
-                      file=sys.stderr, flush=True)
-                try:
-                    self.on_stall(idle, self._what)
-                finally:
-                    self._exit(self.exit_code)
+            if self.check():
                 return

@@ -73,20 +73,42 @@ def ensure_writable(path: Path, *, force: bool = False) -> Path:
     return path
 
 
-def write_text_atomic(path: Path, text: str, *, force: bool = False) -> Path:
-    """Write via a temp file in the same directory, then rename over the target."""
+def _umask() -> int:
+    """The process umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_dir_mode() -> int:
+    """The mode `mkdir` would give a new directory (0777 less the umask); mkdtemp's is 0700."""
+    return 0o777 & ~_umask()
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, force: bool = False) -> Path:
+    """Write via a temp file in the same directory, then rename over the target.
+
+    mkstemp creates the temp file 0600; it gets the mode any new file would
+    (0666 less the umask) before the rename, so outputs are as readable as the user's other files.
+    """
     path = ensure_writable(Path(path), force=force)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text_atomic(path: Path, text: str, *, force: bool = False) -> Path:
+    """UTF-8 text through `write_bytes_atomic`."""
+    return write_bytes_atomic(path, text.encode("utf-8"), force=force)
 
 
 def write_json_atomic(path: Path, obj: Any, *, force: bool = False) -> Path:

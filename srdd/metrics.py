@@ -8,6 +8,7 @@ names, keeps the three commands from disagreeing (lm-evaluation-harness style).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -49,14 +50,19 @@ def get_metric(name: str) -> Metric:
 
 
 register_metric(Metric("relative_error", False, True,
-                       "mean |q-x|/|x| over nonzero x; dominated by the deadzone"))
+                       "mean |q-x|/|x| over x != 0 (a zeroed x counts 100 %, so the deadzone dominates)"))
 register_metric(Metric("deadzone_ratio", False, True,
-                       "fraction of nonzero x that quantize to zero"))
+                       "share of x != 0 quantized to 0"))
 register_metric(Metric("sqnr_db", True, False,
-                       "10*log10(sum x^2 / sum (q-x)^2) over all elements; primary fidelity metric"))
+                       "10 log10(sum x^2 / sum (q-x)^2) over all elements, higher is better (primary)"))
 register_metric(Metric("saturation_ratio", False, True,
-                       "fraction of elements whose scaled magnitude exceeded the largest element"))
+                       "share of elements clipped at the format's largest value"))
 register_metric(Metric("mse", False, False, "mean (q-x)^2 over all elements"))
+
+def definitions(names: Sequence[str]) -> str:
+    """One line defining `names`, printed under every table that shows them."""
+    return "  " + "; ".join(f"{n}: {get_metric(n).description}" for n in names)
+
 
 # The three metrics every table and plot shows, primary first (DESIGN.md lesson 12).
 PRIMARY_METRICS: tuple[str, ...] = ("sqnr_db", "relative_error", "deadzone_ratio")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from srdd.quiet import progress_bars_hidden
+
 TINY_LAYERS = 3
 """Decoder depth of the default tiny model (what configs naming model `tiny` are checked against)."""
 
@@ -57,7 +59,8 @@ def build_tiny_llama(path: Path, *, layers: int = TINY_LAYERS, hidden: int = 64,
                         pad_token_id=0, bos_token_id=1, eos_token_id=2)
     model = model_cls(config)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path, safe_serialization=True)
+    with progress_bars_hidden():  # a model of a few hundred kB needs no progress bar
+        model.save_pretrained(path, safe_serialization=True)
     fast.save_pretrained(path)
     return path
 

@@ -16,6 +16,7 @@ identical bits; `SRDD_FAKEQUANT_BACKEND` (or `set_backend`) picks one:
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import warnings
 from collections.abc import Callable
@@ -25,6 +26,7 @@ import torch
 
 from srdd.formats import native
 from srdd.formats.specs import Family, QuantFormatConfig
+from srdd.quiet import library_notices_silenced
 
 BACKENDS = ("auto", "eager", "compiled", "native")
 COMPILE_MIN_NUMEL = 1 << 16
@@ -92,6 +94,8 @@ def compiled(fn: Callable[..., Any], spec: QuantFormatConfig) -> Callable[..., A
         _compiled[key] = torch.compile(
             bound, fullgraph=True, options={"emulate_precision_casts": True}
         )
+        with library_notices_silenced():  # Inductor's import touches deprecated torch.jit APIs
+            importlib.import_module("torch._inductor.compile_fx")
     return _compiled[key]
 
 

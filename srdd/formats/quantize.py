@@ -147,8 +147,13 @@ def fake_quantize(
     Same shape and dtype as `x`; blocks run along the last dimension. With
     `out`, the result is written there (same shape, dtype and device) and
     `out` is returned. Not differentiable: use `fake_quantize_ste` in training.
+    A tensor that requires grad (with grad enabled) is refused rather than
+    silently detached, which would fail later with a generic autograd error.
     """
     _check_input(x)
+    if x.requires_grad and torch.is_grad_enabled():
+        raise ValueError("fake_quantize is not differentiable and would detach x from the autograd graph: use "
+                         "fake_quantize_ste(x, fmt) for a straight-through gradient, or pass x.detach()")
     spec = get_format(fmt, **options)
     if out is not None:
         if not isinstance(out, torch.Tensor):

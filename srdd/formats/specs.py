@@ -50,7 +50,8 @@ class MXFormat:
 
     def __post_init__(self) -> None:
         try:
-            object.__setattr__(self, "scale_mode", ScaleMode(self.scale_mode))
+            mode = self.scale_mode.lower() if isinstance(self.scale_mode, str) else self.scale_mode
+            object.__setattr__(self, "scale_mode", ScaleMode(mode))  # case-insensitive, like format names
         except ValueError:
             raise ValueError(
                 f"{self.name}: scale_mode must be one of {[m.value for m in ScaleMode]}, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 from pathlib import Path
@@ -14,6 +15,9 @@ from srdd.formats import list_formats
 from srdd.jsonio import ensure_writable, read_json, write_json_atomic
 from srdd.model_files import check_model_files
 from srdd.scan.schema import check_scan_report
+from srdd.metrics import PRIMARY_METRICS
+from srdd.quiet import progress_bars_hidden
+from srdd.zones import DEFAULT_BAND_STD, DEFAULT_ZONE_METRIC, ZoneRule
 
 SCAN_EPILOG = """examples:
   srdd scan --fmt mxfp4 --model Qwen2.5-7B
@@ -52,16 +56,18 @@ def register(sub) -> None:
                                   "(default: built-in math word problems)")
     p.add_argument("--samples", type=int, default=8, help="number of calibration samples (default 8)")
     p.add_argument("--max-tokens", type=int, default=256, help="truncate each sample (default 256)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="samples per forward pass (default 8); lower it when memory is short")
     p.add_argument("--seed", type=int, default=0, help="seed of the built-in problems (default 0)")
     p.add_argument("--sites", type=_csv, default=["block_output", "linear_input"],
                    help="comma list of block_output, linear_input, weight (default: block_output,linear_input)")
     p.add_argument("--mode", choices=["isolated", "propagated"], default="isolated",
                    help="isolated: quantize each fp tensor on the side; propagated: run W4A4 and compare "
                         "each layer's output with the fp model's")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--scale-mode", choices=["floor", "rceil"], help="MX scale rule (default floor, OCP)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="dtype the model runs in; the tensors it produces are what gets quantized (default float32)")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda or cuda:N")
+    p.add_argument("--scale-mode", type=str.lower, choices=["floor", "rceil"], help="MX scale rule (default floor, OCP)")
     p.add_argument("--no-per-tensor-scale", action="store_true",
                    help="NVFP4 one-level scaling (no fp32 tensor scale)")
     p.add_argument("--group-size", type=int, help="INT4 group size (default 32)")
@@ -70,16 +76,22 @@ def register(sub) -> None:
                         "default: automatic, when the weights would not fit in the memory available")
     p.add_argument("--max-memory", type=float, metavar="GIB",
                    help="memory the model may use, in GiB (default: what is available on the device)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (model loading, scanning): for logs and CI")
     p.set_defaults(func=run_scan)
 
     s = sub.add_parser("show", help="re-render a scan.json; export CSV or a plot",
+                       description="Print a scan's tables again, with zones computed by the rule srdd "
+                                   "calibrate uses, and export them.",
                        epilog="example: srdd show scan.json --csv layers.csv --plot profile.png",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("scan", type=Path)
-    s.add_argument("--csv", type=Path, help="write per-layer metrics as CSV")
+    s.add_argument("scan", type=Path, help="a srdd.scan/v1 JSON written by srdd scan")
+    s.add_argument("--csv", type=Path, help="write per-layer metrics as CSV (one row per layer)")
     s.add_argument("--plot", type=Path, help="write per-layer profiles (PNG), zones shaded")
-    s.add_argument("--force", action="store_true")
+    s.add_argument("--zone-metric", choices=PRIMARY_METRICS, default=DEFAULT_ZONE_METRIC,
+                   help="metric whose high-error bands are the data zones (default %(default)s, as srdd calibrate)")
+    s.add_argument("--band-std", type=float, default=DEFAULT_BAND_STD, metavar="K",
+                   help="data zones: v > mean + K std (default %(default)s, as srdd calibrate)")
+    s.add_argument("--force", action="store_true", help="overwrite existing --csv/--plot files")
     s.set_defaults(func=run_show)
 
 
@@ -128,9 +140,11 @@ def run_scan(args) -> int:
                               limit_bytes=None if args.max_memory is None else int(args.max_memory * GIB))
     if decision.offload:
         print(f"srdd scan: {decision.reason}", file=sys.stderr, flush=True)
-        model, tokenizer = load_offloaded(source, dtype=dtype, device=args.device)
-    else:
-        model, tokenizer = load_causal_lm(source, dtype=dtype, device=args.device)
+    with progress_bars_hidden() if args.no_progress else contextlib.nullcontext():
+        if decision.offload:
+            model, tokenizer = load_offloaded(source, dtype=dtype, device=args.device)
+        else:
+            model, tokenizer = load_causal_lm(source, dtype=dtype, device=args.device)
     info = model_info(model, source)
     docs = scan_model(model, tokenizer, cfg, model_info=info, progress=not args.no_progress)
     provenance = {"command": command_line(), "versions": versions(), "machine": machine(args.device),
@@ -146,12 +160,14 @@ def run_scan(args) -> int:
 def run_show(args) -> int:
     from srdd.scan.export import write_csv, write_plot
     from srdd.scan.render import render
+    from srdd.scan.report import with_zones
 
     doc = read_json(args.scan, what="scan")
     check_scan_report(doc, str(args.scan))
     for path in (args.csv, args.plot):
         if path is not None:
             ensure_writable(path, force=args.force)
+    doc = with_zones(doc, ZoneRule(args.zone_metric, args.band_std))
     print(render(doc))
     if args.csv:
         print(f"wrote {write_csv(doc, args.csv, force=args.force)}")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from srdd.metrics import get_metric
+from srdd.metrics import definitions, get_metric
+from srdd.zones import ZoneRule, span
 
 TABLE_METRICS = ("sqnr_db", "relative_error", "deadzone_ratio", "saturation_ratio")
 
@@ -29,11 +30,15 @@ def render(doc: dict) -> str:
         spread = metric.format(s["std"]) if not metric.is_ratio else f"{100 * s['std']:.2f}%"
         rows.append([m, metric.format(s["min"]), metric.format(s["max"]),
                      f"{metric.format(s['mean'])} ± {spread}"])
-    out += ["", "Overall (per-layer values)", table(["metric", "min", "max", "mean ± std"], rows)]
-    zone_rows = [[z["name"], z["kind"], f"{z['layers'][0]}-{z['layers'][-1]}"]
+    out += ["", "Overall (per-layer values)", table(["metric", "min", "max", "mean ± std"], rows),
+            definitions(TABLE_METRICS)]
+    zone_rows = [[z["name"], z["kind"], span(z["layers"])]
                  + [get_metric(m).format(z[m]) for m in TABLE_METRICS[:3]] for z in doc["zones"]]
-    out += ["", "Zones", table(["zone", "kind", "layers", *TABLE_METRICS[:3]], zone_rows)]
+    rule = ZoneRule(**{k: v for k, v in doc.get("zone_rule", {}).items() if k != "min_layers"})
+    out += ["", "Zones (metric means over each zone's layers)",
+            table(["zone", "kind", "layers", *TABLE_METRICS[:3]], zone_rows), "  " + rule.describe()]
     worst = [[str(w["layer"])] + [get_metric(m).format(w[m]) for m in TABLE_METRICS] for w in doc["worst_layers"]]
-    out += ["", f"Worst layers (by {doc['rank_metric']})", table(["layer", *TABLE_METRICS], worst)]
+    out += ["", f"Worst layers (by {doc['rank_metric']})", table(["layer", *TABLE_METRICS], worst),
+            f"  ranked by {doc['rank_metric']}, the primary metric; README 'Reading a scan' explains each column"]
     out += [f"warning: {w}" for w in doc.get("warnings", [])]
     return "\n".join(out)

@@ -15,7 +15,7 @@ from srdd import __version__
 from srdd.formats import QuantStats, get_format
 from srdd.metrics import get_metric
 from srdd.scan.accumulate import LayerStats, ScanStats
-from srdd.zones import depth_zones, high_error_bands
+from srdd.zones import ZoneRule, layer_zones, zone_entries
 
 SCHEMA = "srdd.scan/v1"
 SUMMARY_METRICS = ("sqnr_db", "relative_error", "deadzone_ratio", "saturation_ratio", "mse")
@@ -37,13 +37,6 @@ def _summary(values: dict[str, list[float]]) -> dict:
     return {m: {"min": min(v), "max": max(v), "mean": statistics.fmean(v),
                 "std": statistics.pstdev(v) if len(v) > 1 else 0.0}
             for m, v in values.items()}
-
-
-def _zone_entry(name: str, layers: tuple[int, ...], values: dict[str, list[float]], kind: str) -> dict:
-    entry = {"name": name, "kind": kind, "layers": list(layers)}
-    for metric, v in values.items():
-        entry[metric] = statistics.fmean(v[i] for i in layers)
-    return entry
 
 
 def format_block(key: str, cfg) -> dict:
@@ -72,9 +65,7 @@ def build_report(stats: ScanStats, key: str, cfg, model_info: dict, calibration:
         layers_out.append(entry)
 
     rank = get_metric(RANK_METRIC)
-    zones = [_zone_entry(z.name, z.layers, values, "depth") for z in depth_zones(len(layers_out))]
-    bands = high_error_bands([rank.badness(v) for v in values[RANK_METRIC]])
-    zones += [_zone_entry(z.name, z.layers, values, "data") for z in bands]
+    rule = ZoneRule()
     order = sorted(range(len(layers_out)), key=lambda i: rank.badness(values[RANK_METRIC][i]), reverse=True)
     worst = [{"layer": i, **{m: values[m][i] for m in SUMMARY_METRICS}} for i in order[:WORST_COUNT]]
     nonfinite = sum(primary_stats(layer, cfg.sites).nonfinite for layer in stats.layers[key])
@@ -92,10 +83,22 @@ def build_report(stats: ScanStats, key: str, cfg, model_info: dict, calibration:
         "calibration": calibration,
         "layers": layers_out,
         "summary": _summary(values),
-        "zones": zones,
+        "zone_rule": rule.to_dict(),
+        "zones": zone_entries(layer_zones(values, rule), values),
         "worst_layers": worst,
         "warnings": _warnings(nonfinite, capped),
     }
+
+
+def layer_values(doc: dict) -> dict[str, list[float]]:
+    """metric -> per-layer values of a scan document's primary site."""
+    return {m: [layer["primary"][m] for layer in doc["layers"]] for m in SUMMARY_METRICS}
+
+
+def with_zones(doc: dict, rule: ZoneRule) -> dict:
+    """`doc` with its zones recomputed under `rule`, so a scan written by any srdd version shows today's zones."""
+    values = layer_values(doc)
+    return {**doc, "zone_rule": rule.to_dict(), "zones": zone_entries(layer_zones(values, rule), values)}
 
 
 def _warnings(nonfinite: int, capped: bool) -> list[str]:

@@ -35,7 +35,7 @@ def test_both_layouts_give_the_published_multipliers(scan_fixture, layout, reque
     assert {"relative_error", "deadzone_ratio", "sqnr_db", "multiplier_mean"} <= set(zones["middle"])
     assert doc["target_modules"] == ["linear"] and doc["exclude_patterns"] == [] and "sigma" not in doc
     # the screen: per-layer table with zone and metric, and the zone table
-    assert "\n   15          42.65%          28.71%  17.20 dB        1.17  middle *\n" in r.stdout
+    assert "\n   15          42.65%          28.71%  17.20 dB        1.17  middle * high_error\n" in r.stdout
     assert "\nhigh_error  data    10-19          40.51%          26.66%  17.19 dB        1.11\n" in r.stdout
 
 

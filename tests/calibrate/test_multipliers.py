@@ -3,8 +3,9 @@ from decimal import Decimal
 import pytest
 
 from calibrate.multipliers import Mode, Tiers, compute, damage, parse_clip, round2, statistics_of
-from calibrate.noise_file import find_zones, high_error_band
+from calibrate.noise_file import high_error_band
 from srdd.errors import SrddError
+from srdd.zones import ZoneRule, layer_zones
 
 from .conftest import HIGH_ERROR_BAND, PUBLISHED_MULTIPLIERS, REL, SQNR
 
@@ -114,11 +115,10 @@ def test_all_zero_metric_is_refused():
 
 
 def test_published_high_error_band_is_10_to_19():
-    v = damage("relative_error", REL)
-    st = statistics_of(v)
-    zones = find_zones(v, st, 0.5)
+    values = {"relative_error": REL}
+    zones = layer_zones(values, ZoneRule("relative_error", 0.5))
     assert high_error_band(zones) == tuple(HIGH_ERROR_BAND)
     assert [z.name for z in zones if z.kind == "depth"] == ["first", "early_mid", "middle", "late_mid", "last"]
     assert [z.layers for z in zones if z.name == "middle"] == [tuple(range(10, 20))]
     # layers 9 and 20 (1.02x the mean) are above the mean: the plain mean cut widens the band
-    assert high_error_band(find_zones(v, st, 0.0)) == tuple(range(9, 21))
+    assert high_error_band(layer_zones(values, ZoneRule("relative_error", 0.0))) == tuple(range(9, 21))

@@ -21,6 +21,14 @@ def test_smoke_run_produces_a_valid_run_directory(tmp_path):
     assert "quantized 21 linear modules under mxfp4/w4a4" in r.stdout and "lm_head" not in r.stdout.split(
         "LoRA adapters")[1].split("run smoke")[0]
     assert "step    3:" in r.stdout and "run smoke: complete" in r.stdout
+    assert r.stdout.count("complete") == 1  # said once, at the end
+    # the modules are counted on screen and listed in the run directory
+    assert "q_proj 3, k_proj 3, v_proj 3, o_proj 3, gate_proj 3, up_proj 3, down_proj 3" in r.stdout
+    assert "base_layer" not in r.stdout
+    listed = (out / "quantized_modules.txt").read_text().splitlines()
+    assert len(listed) == 21 and listed[0] == "base_model.model.model.layers.0.self_attn.q_proj.base_layer"
+    assert "Warning" not in r.stderr and "mtime" not in r.stderr, r.stderr[-3000:]
+    assert not (out / "run.lock").exists()  # a finished run carries no lock file
     info = json.loads((out / "run.json").read_text())
     assert info["schema"] == "srdd.run/v1" and info["status"] == "complete" and info["reason"] is None
     assert info["name"] == "smoke" and info["finished"] and info["config"]["seed"] == 0

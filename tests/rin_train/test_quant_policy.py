@@ -8,12 +8,14 @@ from rin_train.noise import NoiseConfig, NoiseInjector
 from srdd.errors import SrddError
 from srdd.models import load_causal_lm
 from srdd.qlinear import LinearQuantConfig, QuantLinear, quantization_disabled, quantize_linears
+from srdd.quiet import library_notices_silenced
 
 
 def _policy(tiny_model_dir, config: LinearQuantConfig):
     model, tok = load_causal_lm(str(tiny_model_dir))
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
-                                             task_type="CAUSAL_LM"))
+    with library_notices_silenced():  # peft asks transformers 5 a deprecated attribute
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8,
+                                                 target_modules=["q_proj", "v_proj", "down_proj"], task_type="CAUSAL_LM"))
     names = quantize_linears(model, config)
     return model, names
 

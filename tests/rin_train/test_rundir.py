@@ -87,14 +87,18 @@ def test_finish_scans_and_resume(tmp_path):
     with pytest.raises(ValueError):
         run.finish("running")
     run.release()
-    assert not RunDir.open(run.path).is_live()
+    assert not RunDir.open(run.path).is_live() and not (run.path / "run.lock").exists()  # finished: no lock file
     again = RunDir.open_for_resume(run.path)
     info = again.info()
     assert info["status"] == "running" and info["finished"] is None
     assert info["resumed"][0]["previous_reason"] == "simulated" and info["config"]["seed"] == 3
     assert again.is_live()
+    again.release()  # released while still running (a crash): the lock file stays, unlocked
+    assert (run.path / "run.lock").exists() and not RunDir.open(run.path).is_live()
+    again = RunDir.open_for_resume(run.path)
     again.finish("complete")
     again.release()
+    assert sorted(p.name for p in run.path.iterdir()) == ["metrics.jsonl", "run.json", "scan_before.json"]
     with pytest.raises(SrddError, match="already complete"):
         RunDir.open_for_resume(run.path)
 

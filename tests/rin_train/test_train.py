@@ -124,14 +124,18 @@ def test_resume_without_a_checkpoint_keeps_logged_steps(tmp_path):
 def test_watchdog_ends_a_stalled_step_as_failed(tmp_path):
     out = tmp_path / "run"
     script = (
+        # step 2 stalls: its last beat is made to look 1e6 s old and the step never ends. The timeout is
+        # the preset's 300 s, which real work on a loaded machine never reaches, so only the stall fires it.
         "import time, rin_train.engine_trl as e\n"
         "orig = e.RunLogger.on_step_begin\n"
-        "def slow(self, args, state, *a, **k):\n"
+        "def stalled(self, args, state, *a, **k):\n"
         "    orig(self, args, state, *a, **k)\n"
-        "    if state.global_step == 1: time.sleep(600)\n"
-        "e.RunLogger.on_step_begin = slow\n"
+        "    if state.global_step == 1:\n"
+        "        self.watchdog._last -= 1e6\n"
+        "        time.sleep(600)\n"
+        "e.RunLogger.on_step_begin = stalled\n"
         "from srdd.cli import main\n"
-        f"raise SystemExit(main(['train', '--preset', 'smoke', '--out', {str(out)!r}, '--set', 'grpo.stall_timeout_s=6']))\n"
+        f"raise SystemExit(main(['train', '--preset', 'smoke', '--out', {str(out)!r}]))\n"
     )
     t0 = time.monotonic()
     r = _python(script)

@@ -36,6 +36,7 @@ from srdd.errors import SrddError
 from srdd.formats import fake_quantize
 from srdd.models import decoder_layers, load_causal_lm
 from srdd.qlinear import LinearQuantConfig, QuantLinear, quantization_disabled, quantize_linears
+from srdd.quiet import library_notices_silenced
 
 HAS_VERL = importlib.util.find_spec("verl") is not None
 verl_only = pytest.mark.skipif(not HAS_VERL, reason="verl is not installed here")
@@ -52,8 +53,9 @@ def _peft_actor(model_dir):
     from peft import LoraConfig, TaskType, get_peft_model
 
     model = load_causal_lm(str(model_dir))[0]
-    return get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8,
-                                            target_modules=LORA_TARGETS, bias="none"))
+    with library_notices_silenced():  # peft asks transformers 5 a deprecated attribute
+        return get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8,
+                                                target_modules=LORA_TARGETS, bias="none"))
 
 
 # --- actor ---------------------------------------------------------------------------------------------

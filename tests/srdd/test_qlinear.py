@@ -9,6 +9,7 @@ from srdd.errors import SrddError
 from srdd.formats import fake_quantize
 from srdd.models import load_causal_lm
 from srdd.qlinear import LinearQuantConfig, QuantLinear, bf16_exact, quantize_linears
+from srdd.quiet import library_notices_silenced
 
 BF16 = LinearQuantConfig("mxfp4", "w4a4", matmul_dtype="bfloat16")
 
@@ -69,8 +70,9 @@ def test_a_changed_frozen_weight_is_requantized_into_the_same_buffers(linear):
 
 def test_lora_gets_gradients_through_bf16_matmuls(tiny_model_dir):
     model, _ = load_causal_lm(str(tiny_model_dir))
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"],
-                                             task_type="CAUSAL_LM"))
+    with library_notices_silenced():  # peft asks transformers 5 a deprecated attribute
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"],
+                                                 task_type="CAUSAL_LM"))
     quantize_linears(model, BF16)
     ids = torch.randint(4, 100, (2, 12))
     model(input_ids=ids, labels=ids).loss.backward()

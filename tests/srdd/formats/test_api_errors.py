@@ -95,3 +95,20 @@ def test_one_dim_and_many_dim_inputs_block_along_the_last_dim():
         assert q.shape == x.shape and q.dtype == x.dtype
         assert torch.equal(q, fake_quantize(x.reshape(-1, 48), fmt).reshape(x.shape))
     assert torch.equal(fake_quantize(x[0, 0, 0], "mxfp4"), fake_quantize(x[0, 0, :1], "mxfp4")[0])
+
+
+def test_fake_quantize_refuses_a_tensor_that_requires_grad():
+    x = torch.randn(4, 32, requires_grad=True)
+    with pytest.raises(ValueError, match="fake_quantize_ste"):
+        fake_quantize(x, "mxfp4")
+    # detached, or without grad, it is the same quantizer
+    with torch.no_grad():
+        assert torch.equal(fake_quantize(x, "mxfp4"), fake_quantize(x.detach(), "mxfp4"))
+    fake_quantize_ste(x, "mxfp4").sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_scale_mode_is_case_insensitive_like_format_names():
+    x = torch.randn(4, 64)
+    assert get_format("MXFP4", scale_mode="RCEIL") == get_format("mxfp4", scale_mode="rceil")
+    assert torch.equal(fake_quantize(x, "mxfp4", scale_mode="Rceil"), fake_quantize(x, "mxfp4", scale_mode="rceil"))

@@ -2,11 +2,14 @@
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
 import torch
+import yaml
 
+from srdd.zones import span
 from tests.conftest import build_tiny_llama
 
 
@@ -173,3 +176,48 @@ def test_readme_main_job_on_smollm2(tmp_path):
     mean_rel = doc["summary"]["relative_error"]["mean"]
     assert 0.2 < mean_rel < 0.5  # the published MXFP4 scans sit at 28-43 %
     assert "Worst layers" in r.stdout
+
+
+def _printed_zones(stdout: str) -> dict[str, str]:
+    """zone name -> layers label, from the zone table srdd show / srdd calibrate print."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lower().startswith("zones")) + 3
+    out = {}
+    for line in lines[start:]:
+        cells = line.split()
+        if len(cells) < 3 or cells[1] not in ("depth", "data"):
+            break
+        out[cells[0]] = cells[2]
+    return out
+
+
+def test_scan_show_and_calibrate_report_the_same_zones(tmp_path):
+    model = build_tiny_llama(tmp_path / "deep", layers=12, seed=3)
+    scan, csv = tmp_path / "scan.json", tmp_path / "layers.csv"
+    r = srdd("scan", "--fmt", "mxfp4", "--model", model, "--samples", "4", "--max-tokens", "16", "--no-progress",
+             "--out", scan)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(scan.read_text())
+    stored = {z["name"]: span(z["layers"]) for z in doc["zones"]}
+    assert any(z["kind"] == "data" for z in doc["zones"]), "the test needs a scan with a high-error band"
+    assert doc["zone_rule"] == {"metric": "relative_error", "band_std": 0.5, "min_layers": 2}
+    shown = srdd("show", scan, "--csv", csv)
+    assert shown.returncode == 0, shown.stderr
+    calibrated = srdd("calibrate", scan, "-o", tmp_path / "m.yaml")
+    assert calibrated.returncode == 0, calibrated.stderr
+    assert _printed_zones(r.stdout) == _printed_zones(shown.stdout) == _printed_zones(calibrated.stdout) == stored
+    noise = yaml.safe_load((tmp_path / "m.yaml").read_text())["zones"]
+    assert {z["name"]: span(z["layers"]) for z in noise} == stored
+    # every layer of a data zone is starred in calibrate's table, with the zone's name
+    band = next(z for z in doc["zones"] if z["name"] == "high_error")
+    for layer in band["layers"]:
+        assert re.search(rf"^\s+{layer}\s.*\* high_error$", calibrated.stdout, re.M)
+    # another metric: show and calibrate still agree with each other
+    shown = srdd("show", scan, "--zone-metric", "sqnr_db", "--band-std", "0")
+    calibrated = srdd("calibrate", scan, "-o", tmp_path / "s.yaml", "--metric", "sqnr_db", "--band-std", "0")
+    assert _printed_zones(shown.stdout) == _printed_zones(calibrated.stdout)
+    # q/k/v_proj and gate/up_proj read one input each: one CSV column per input activation
+    header = csv.read_text().splitlines()[0].split(",")
+    assert "input_sqnr_db:self_attn.q_proj/k_proj/v_proj" in header
+    assert "input_sqnr_db:mlp.gate_proj/up_proj" in header
+    assert not any("k_proj.sqnr_db" in h for h in header)

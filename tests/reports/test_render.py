@@ -1,0 +1,44 @@
+"""What a reader sees: the baseline line, distinct column headers, figures that tell runs apart."""
+
+from reports.build import build_report
+from reports.figures import _styles, delta_vs_accuracy, layer_profiles, trajectories
+from reports.render import markdown, sections
+from reports.runs import load_runs
+
+from .conftest import write_run
+
+
+def _two_groups(root):
+    for s in range(2):
+        write_run(root, f"alpha-s{s}", seed=s, acc=[0.4, 0.5 + 0.01 * s])
+        write_run(root, f"beta-s{s}", seed=s, acc=[0.4, 0.6 + 0.01 * s], noise={"sigma_start": 0.01})
+    return load_runs(root, "relative_error")
+
+
+def test_without_a_baseline_the_report_says_why_and_how_to_pick_one(tmp_path):
+    report = build_report(_two_groups(tmp_path), metric="relative_error", baseline=None, target=None)
+    assert report["baseline"] is None
+    text = markdown(report, {})
+    assert "None" not in text
+    assert "Baseline: none" in text and "--baseline GROUP (groups here: alpha, beta)" in text
+    titles = [title for title, _, _ in sections(report)]
+    assert "Config differences vs baseline (no baseline: pass --baseline GROUP to see them)" in titles
+    named = build_report(_two_groups(tmp_path / "b"), metric="relative_error", baseline="alpha", target=None)
+    assert markdown(named, {}).splitlines()[2].startswith("Baseline: alpha. Target accuracy")
+
+
+def test_correlation_columns_have_distinct_headers(study):
+    report = build_report(load_runs(study, "relative_error"), metric="relative_error", baseline=None, target=None)
+    header = next(h for title, h, _ in sections(report) if title == "Correlations")
+    assert len(header) == len(set(header)) and {"pearson p", "spearman p"} <= set(header)
+
+
+def test_figures_colour_by_group_and_mark_by_seed(study):
+    runs = [r for r in load_runs(study, "relative_error") if r.valid]
+    styles = _styles([r.name for r in runs])
+    assert styles["E13i-baseline-s0"][1] == styles["E13i-baseline-s2"][1] != styles["E13j-variable-s0"][1]
+    assert len({styles[f"E13i-baseline-s{s}"][2] for s in range(3)}) == 3
+    for png in (layer_profiles(runs, "relative_error"), trajectories(runs),
+                delta_vs_accuracy([sum(r.delta) for r in runs], [r.final_accuracy for r in runs],
+                                  [r.name for r in runs], "relative_error")):
+        assert png.startswith(b"\x89PNG")
