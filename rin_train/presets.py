@@ -39,6 +39,7 @@ import copy
 from srdd.errors import SrddError
 
 DEMO_INSTRUCTION = 'Write the answer as "#### <number>".'
+ECHO_INSTRUCTION = "Answer #### and the number."
 
 PRESETS: dict[str, dict] = {
     "smoke": {
@@ -50,6 +51,18 @@ PRESETS: dict[str, dict] = {
                  "max_completion_length": 8, "learning_rate": 1.0e-3, "save_every": 2, "stall_timeout_s": 300.0},
         "eval": {"every": 2, "samples": 8, "max_new_tokens": 8},
         "noise": {"targets": ["rmsnorm", "linear"], "sigma_start": 0.05, "sigma_end": 0.01, "num_stages": 3},
+        "scan": {"samples": 2, "max_tokens": 16},
+    },
+    "learn": {
+        "model": "tiny-echo",
+        "task": {"train_size": 64, "test_size": 32, "difficulty": "echo", "instruction": ECHO_INSTRUCTION,
+                 "format_score": 0.1},
+        "quant": {"format": "mxfp4", "mode": "w4a4"},
+        "lora": {"r": 8, "alpha": 16},
+        "grpo": {"steps": 20, "num_generations": 8, "batch_size": 64, "max_prompt_length": 64,
+                 "max_completion_length": 4, "learning_rate": 1.0e-2, "save_every": 20, "stall_timeout_s": 300.0},
+        "eval": {"every": 10, "samples": 32, "max_new_tokens": 4, "batch_size": 32},
+        "noise": {"targets": ["linear"], "sigma_start": 0.002, "sigma_end": 0.0005, "num_stages": 3},
         "scan": {"samples": 2, "max_tokens": 16},
     },
     "demo": {

@@ -34,12 +34,12 @@ from rin_train.tasks import drop_long_prompts, load_task
 from srdd.errors import SrddError
 from srdd.models import load_causal_lm, model_info, resolve_model
 from srdd.qlinear import quantization_disabled, quantize_linears
-from srdd.tiny import TINY_LAYERS, build_tiny_llama
+from srdd.tiny import TINY_LAYERS, TINY_MODELS, build_tiny_model
 
 
 def model_num_layers(spec: str) -> int:
     """Decoder depth from the model's config.json, without loading weights."""
-    if spec == "tiny":
+    if spec in TINY_MODELS:
         return TINY_LAYERS
     path = resolve_model(spec)
     try:
@@ -69,10 +69,10 @@ def load_policy(cfg: RunConfig, workdir: Path):
     from peft import LoraConfig, get_peft_model
 
     spec = cfg.model
-    if spec == "tiny":
-        path = build_tiny_llama(workdir / "tiny", seed=cfg.seed)
+    if spec in TINY_MODELS:
+        path = build_tiny_model(spec, workdir / spec, seed=cfg.seed)
         model, tokenizer = load_causal_lm(str(path), dtype=getattr(torch, cfg.grpo.dtype))
-        info = model_info(model, "tiny", path)
+        info = model_info(model, spec, path)
     else:
         model, tokenizer = load_causal_lm(spec, dtype=getattr(torch, cfg.grpo.dtype))
         info = model_info(model, spec, resolve_model(spec))
