@@ -16,6 +16,7 @@ from srdd.errors import SrddError
 
 EPILOG = """examples:
   srdd train --preset smoke --out runs/smoke                # tiny random model, seconds
+  srdd train --preset learn --out runs/learn                # tiny model that learns its task, < 1 minute
   srdd train --preset demo --out runs/demo                  # SmolLM2-135M, a few dozen steps, minutes
   srdd train study/E13j-variable.yaml --out runs/E13j-variable-s0 --set seed=0
   srdd train study/E13i-baseline.yaml --out runs/b-s1 --set seed=1 --set grpo.steps=29
@@ -34,14 +35,17 @@ overwritten; a run is `complete` only when its final step was validated. Exit co
 
 
 def register(sub) -> None:
+    from rin_train.presets import PRESETS
+
     p = sub.add_parser("train", help="quantized GRPO with scan-guided noise (TRL here, or verl)",
                        description="Train a LoRA policy with GRPO under 4-bit fake quantization and noise "
                                    "injection; write a run directory.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", type=Path, help="run config YAML (partial configs are filled with defaults)")
     p.add_argument("--out", type=Path, required=True, help="run directory to create (runs/NAME); never overwritten")
-    p.add_argument("--preset", choices=["smoke", "demo"], help="smoke: tiny random model, seconds; "
-                                                               "demo: SmolLM2-135M, a few dozen steps")
+    p.add_argument("--preset", choices=list(PRESETS), help="smoke: tiny random model, seconds; learn: tiny model "
+                                                          "on a task it learns in 20 steps, under a minute; "
+                                                          "demo: SmolLM2-135M, a few dozen steps")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key with a YAML value, e.g. --set grpo.steps=10 "
                         "--set 'noise.targets=[rmsnorm]' (repeatable)")
@@ -70,7 +74,7 @@ def resolve_config(args):
         run.refuse_symlinks()
         return config_for_resume(run.config)
     if args.config is None and args.preset is None:
-        raise SrddError("give a config file or --preset smoke|demo")
+        raise SrddError("give a config file or --preset smoke|learn|demo")
     sets = list(args.sets) + ([f"engine={args.engine}"] if args.engine else [])
     return load_run_config(args.config, sets, preset=preset(args.preset), name=args.name or args.out.name)
 

@@ -168,11 +168,11 @@ def plan(cfg: RunConfig, tiny_dir: Path) -> Plan:
     """Check the config against verl, the model and the task; `tiny_dir` receives the tiny model if asked for."""
     from rin_train.train import model_num_layers
     from srdd.models import resolve_model
-    from srdd.tiny import build_tiny_llama
+    from srdd.tiny import TINY_MODELS, build_tiny_model
 
     check_config(cfg)
-    if cfg.model == "tiny":
-        model_dir, tokenizer_dir = None, build_tiny_llama(tiny_dir, seed=cfg.seed)
+    if cfg.model in TINY_MODELS:
+        model_dir, tokenizer_dir = None, build_tiny_model(cfg.model, tiny_dir, seed=cfg.seed)
     else:
         model_dir = tokenizer_dir = resolve_model(cfg.model).path.resolve()
     num_layers = model_num_layers(cfg.model)

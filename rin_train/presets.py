@@ -3,6 +3,21 @@
 - `smoke`: a tiny random Llama (3 layers, word-level tokenizer built locally by
   srdd.tiny, no download), 3 GRPO steps, noise on RMSNorm and linear weights,
   validations at steps 0, 2 and 3, both rescans. Seconds; what the tests run.
+- `learn`: the same kind of tiny Llama, `tiny-echo` (17-token vocabulary, larger
+  init; srdd.tiny), on `echo` problems ("Ava has 7 books. How many ..." -> 7):
+  a random policy writes "#### <digit>" in some short completions, and 20 GRPO steps
+  (64 completions each, LoRA lr 1e-2) turn that into greedy strict accuracy above 0.
+  Light linear-weight noise (0.2 % -> 0.05 % nominal), validations at steps 0, 10, 20
+  on 32 problems, both rescans. What end-to-end tests of train -> correlate run, so
+  that the report's deltas and correlations are not all zeros. Measured (2026-11-29,
+  2 cores at load ~12): 32 s wall, 9 s CPU with OMP_NUM_THREADS=1, but 3 min 54 s wall,
+  78 s CPU with torch's 2 threads spinning against the load -- on a shared machine run
+  it with OMP_NUM_THREADS=1. Strict accuracy 0 % at step 0 for seeds 0-3, 25.0 / 15.6
+  / 9.4 / 6.2 % at step 20 (the same merged).
+  Why it looks like this: with Llama's init (0.02) a LoRA policy cannot move far from
+  uniform (lm_head is not trained); without `format_score` 0.1 a correct
+  "#### <digit>" is too rare (0-2 % of random completions, measured) for GRPO to
+  build on in 20 steps; with it the format is learned first and the digit follows.
 - `demo`: the embedded SmolLM2-135M-Instruct under NVFP4 W4A16 with decaying noise
   on every linear weight (1 % -> 0.1 % of its RMS, 4 stages), 36 GRPO steps
   (2 prompts x 8 completions at temperature 0.5) on the built-in one-step word
@@ -39,6 +54,7 @@ import copy
 from srdd.errors import SrddError
 
 DEMO_INSTRUCTION = 'Write the answer as "#### <number>".'
+ECHO_INSTRUCTION = "Answer #### and the number."
 
 PRESETS: dict[str, dict] = {
     "smoke": {
@@ -50,6 +66,18 @@ PRESETS: dict[str, dict] = {
                  "max_completion_length": 8, "learning_rate": 1.0e-3, "save_every": 2, "stall_timeout_s": 300.0},
         "eval": {"every": 2, "samples": 8, "max_new_tokens": 8},
         "noise": {"targets": ["rmsnorm", "linear"], "sigma_start": 0.05, "sigma_end": 0.01, "num_stages": 3},
+        "scan": {"samples": 2, "max_tokens": 16},
+    },
+    "learn": {
+        "model": "tiny-echo",
+        "task": {"train_size": 64, "test_size": 32, "difficulty": "echo", "instruction": ECHO_INSTRUCTION,
+                 "format_score": 0.1},
+        "quant": {"format": "mxfp4", "mode": "w4a4"},
+        "lora": {"r": 8, "alpha": 16},
+        "grpo": {"steps": 20, "num_generations": 8, "batch_size": 64, "max_prompt_length": 64,
+                 "max_completion_length": 4, "learning_rate": 1.0e-2, "save_every": 20, "stall_timeout_s": 300.0},
+        "eval": {"every": 10, "samples": 32, "max_new_tokens": 4, "batch_size": 32},
+        "noise": {"targets": ["linear"], "sigma_start": 0.002, "sigma_end": 0.0005, "num_stages": 3},
         "scan": {"samples": 2, "max_tokens": 16},
     },
     "demo": {

@@ -8,7 +8,7 @@ and lists the valid keys; every value is type-checked; cross-section rules are
 checked here, before a model is loaded (the published study lost runs to
 silently dropped keys and to settings that only failed hours in).
 
-Top level: `name`, `seed`, `model` (smollm2 | tiny | HF dir | .gguf), `engine`
+Top level: `name`, `seed`, `model` (smollm2 | tiny | tiny-echo | HF dir | .gguf), `engine`
 (trl | verl) and the sections `task` (TaskConfig), `quant` (QuantConfig),
 `lora` (LoraConfig), `grpo` (GrpoConfig), `eval` (EvalConfig), `noise`
 (rin_train.noise.NoiseConfig), `scan` (ScanConfig). Layer-dependent checks

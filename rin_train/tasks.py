@@ -1,8 +1,8 @@
 """Train/test problems: the built-in deterministic word problems, or GSM8K files the user supplies.
 
 - `arithmetic`: `srdd.mathdata.generate_problems` (GSM8K-like templates, integer
-  answers, train/test disjoint by construction) at `task.difficulty` (`multi_step`
-  or `one_step`), each question followed by `task.instruction`. The train set depends
+  answers, train/test disjoint by construction) at `task.difficulty` (`multi_step`,
+  `one_step` or `echo`), each question followed by `task.instruction`. The train set depends
   on the run's seed; the test set never does, so every run is validated on the same problems.
 - `gsm8k`: verl's parquet layout (column `prompt` = chat list, column
   `reward_model` = {"ground_truth": ...}; the prompt is used exactly as verl
@@ -108,11 +108,13 @@ def read_task_file(path: Path) -> list[Example]:
 def load_task(cfg, seed: int) -> tuple[list[Example], list[Example]]:
     """(train, test) for a TaskConfig."""
     if cfg.name == "arithmetic":
-        train = [Example.from_question(p.question, p.answer, cfg.instruction)
-                 for p in generate_problems(cfg.train_size, seed=seed, split="train", difficulty=cfg.difficulty)]
-        test = [Example.from_question(p.question, p.answer, cfg.instruction)
-                for p in generate_problems(cfg.test_size, seed=0, split="test", difficulty=cfg.difficulty)]
-        return train, test
+        try:
+            train = generate_problems(cfg.train_size, seed=seed, split="train", difficulty=cfg.difficulty)
+            test = generate_problems(cfg.test_size, seed=0, split="test", difficulty=cfg.difficulty)
+        except ValueError as exc:  # a split with fewer distinct problems than asked for
+            raise SrddError(f"task: {exc}") from None
+        return ([Example.from_question(p.question, p.answer, cfg.instruction) for p in train],
+                [Example.from_question(p.question, p.answer, cfg.instruction) for p in test])
     if cfg.name == "gsm8k":
         train, test = read_task_file(Path(cfg.train_file)), read_task_file(Path(cfg.test_file))
         return train[: cfg.train_size], test[: cfg.test_size]

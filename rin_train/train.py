@@ -40,12 +40,12 @@ from srdd.models import ResolvedModel, load_causal_lm, model_info, resolve_model
 from srdd.provenance import command_line, machine
 from srdd.qlinear import count_by_kind, quantization_disabled, quantize_linears
 from srdd.quiet import library_notices_silenced, progress_bars_hidden
-from srdd.tiny import TINY_LAYERS, build_tiny_llama
+from srdd.tiny import TINY_LAYERS, TINY_MODELS, build_tiny_model
 
 
 def model_num_layers(spec: str) -> int:
     """Decoder depth from the model's config.json, without loading weights."""
-    if spec == "tiny":
+    if spec in TINY_MODELS:
         return TINY_LAYERS
     path = resolve_model(spec).path
     check_model_files(str(path))
@@ -79,11 +79,11 @@ def load_policy(cfg: RunConfig, workdir: Path, *, verbose: bool = False):
     from peft import LoraConfig, get_peft_model
 
     spec = cfg.model
-    if spec == "tiny":
-        source = ResolvedModel(spec, build_tiny_llama(workdir / "tiny", seed=cfg.seed))
+    if spec in TINY_MODELS:
+        source = ResolvedModel(spec, build_tiny_model(spec, workdir / spec, seed=cfg.seed))
     else:
         source = resolve_model(spec)
-    with progress_bars_hidden() if spec == "tiny" else nullcontext():  # a model srdd builds itself: no bars
+    with progress_bars_hidden() if spec in TINY_MODELS else nullcontext():  # srdd built it: no bars
         model, tokenizer = load_causal_lm(source, dtype=getattr(torch, cfg.grpo.dtype))
     info = model_info(model, source)
     if tokenizer.chat_template is None:

@@ -5,11 +5,13 @@ task, so that neither needs a data download. Problems come from templates
 filled by a seeded RNG; each question is assigned to train or test by its hash and
 duplicates are skipped, so no question appears in both splits.
 
-Two difficulties: `multi_step` (the default and the scanner's set: two or three
-operations, GSM8K-like) and `one_step` (a single +, - or x on numbers up to 30).
-The second exists because a model as small as SmolLM2-135M solves almost none of
-the multi-step problems even at full precision, which leaves an RL demo no reward
-to learn from.
+Three difficulties: `multi_step` (the default and the scanner's set: two or three
+operations, GSM8K-like), `one_step` (a single +, - or x on numbers up to 30) and
+`echo` (no operation: the answer is the one digit 0-9 in the question). `one_step`
+exists because a model as small as SmolLM2-135M solves almost none of the multi-step
+problems even at full precision, which leaves an RL demo no reward to learn from;
+`echo` because a random tiny model (srdd.tiny's `tiny-echo`) can learn it in ~20
+GRPO steps, which gives end-to-end tests of training a real learning signal.
 """
 
 from __future__ import annotations
@@ -102,11 +104,21 @@ def _groups(r: random.Random) -> Problem:
                    boxes * per)
 
 
+def _echo(r: random.Random) -> Problem:
+    n, item = r.choice(NAMES), r.choice(ITEMS)
+    d = r.randint(0, 9)
+    return Problem(f"{n} has {d} {item}. How many {item} does {n} have?", d)
+
+
 ONE_STEP_TEMPLATES: tuple[Callable[[random.Random], Problem], ...] = (_add, _take_away, _groups)
 DIFFICULTIES: dict[str, tuple[Callable[[random.Random], Problem], ...]] = {
     "multi_step": TEMPLATES,
     "one_step": ONE_STEP_TEMPLATES,
+    "echo": (_echo,),
 }
+MAX_FRUITLESS_DRAWS = 100_000
+"""Draws in a row that add no new problem after which a split counts as exhausted (`echo` has
+20 names x 8 items x 10 digits = 1600 questions across both splits)."""
 
 
 def split_of(question: str) -> str:
@@ -116,7 +128,9 @@ def split_of(question: str) -> str:
 
 def generate_problems(n: int, *, seed: int = 0, split: str = "train",
                       difficulty: str = "multi_step") -> list[Problem]:
-    """`n` distinct problems of `split`; the same (n, seed, split, difficulty) always gives the same list."""
+    """`n` distinct problems of `split`; the same (n, seed, split, difficulty) always gives the same list.
+
+    ValueError when the split has fewer than `n` distinct problems of that difficulty."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if split not in SPLIT_SEEDS:
@@ -127,12 +141,17 @@ def generate_problems(n: int, *, seed: int = 0, split: str = "train",
     rng = random.Random(SPLIT_SEEDS[split] * 1_000_003 + seed)
     seen: set[str] = set()
     problems: list[Problem] = []
-    i = 0
+    i = fruitless = 0
     while len(problems) < n:
         p = templates[i % len(templates)](rng)
         i += 1
         if p.question in seen or split_of(p.question) != split:
+            fruitless += 1
+            if fruitless > MAX_FRUITLESS_DRAWS:
+                raise ValueError(f"the {split} split has only {len(problems)} distinct {difficulty} problems, "
+                                 f"{n} were asked for")
             continue
+        fruitless = 0
         seen.add(p.question)
         problems.append(p)
     return problems

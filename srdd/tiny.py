@@ -1,7 +1,16 @@
-"""Tiny random models with a word-level tokenizer, built locally in seconds.
+"""Tiny random models with word-level tokenizers, built locally in seconds.
 
 Smoke runs and fast tests need a real causal LM with a chat-free tokenizer
-that never touches a hub; the vocabulary covers the built-in math problems.
+that never touches a hub. Two models, each a name a run config may give:
+
+- `tiny`: a vocabulary of every word of the built-in math problems and the
+  numbers 0..999 (~1300 words): any problem tokenizes, but a random policy
+  never writes a correct "#### n", so GRPO on it has no reward to learn from.
+- `tiny-echo`: only '####', the digits 0-9 and the chat roles (17 tokens with the
+  specials; every other word is <unk>), and a larger init (ECHO_INIT_STD). A
+  random policy writes "#### <digit>" often enough that GRPO learns the `echo`
+  problems within ~20 steps (rin_train's `learn` preset).
+
 `hub_snapshot` lays a model directory out the way the Hugging Face cache does,
 so hub ids and bare names resolve offline against a cache built in a temp dir
 (tests, and the 7B-shaped benchmark model).
@@ -10,6 +19,8 @@ so hub ids and bare names resolve offline against a cache built in a temp dir
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -17,23 +28,29 @@ import torch
 from srdd.quiet import progress_bars_hidden
 
 TINY_LAYERS = 3
-"""Decoder depth of the default tiny model (what configs naming model `tiny` are checked against)."""
+"""Decoder depth of every tiny model (what configs naming one are checked against)."""
+SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
+CHAT_ROLES = ("user:", "assistant:")
 
 
-def build_tiny_tokenizer():
-    """A word-level fast tokenizer over the math problems' words, digits 0-999 and a chat template."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
+def math_words() -> list[str]:
+    """The `tiny` vocabulary: the words of the built-in problems and instruction, then the numbers 0..999."""
     from srdd.mathdata import generate_problems
 
     text = " ".join(p.question for split in ("train", "test") for p in generate_problems(300, seed=1, split=split))
-    words = sorted(set(text.replace("?", " ? ").replace(".", " . ").split()) | {"####", "Let's", "think", "step",
-                                                                               "by", "and", "output", "the",
-                                                                               "final", "answer", "after",
-                                                                               '"####".', "user:", "assistant:"})
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
-    for w in words + [str(d) for d in range(1000)]:
+    words = set(text.replace("?", " ? ").replace(".", " . ").split())
+    words |= {"####", "Let's", "think", "step", "by", "and", "output", "the", "final", "answer", "after", '"####".',
+              *CHAT_ROLES}
+    return sorted(words) + [str(d) for d in range(1000)]
+
+
+def build_tiny_tokenizer(words: Sequence[str] | None = None):
+    """A word-level fast tokenizer over SPECIALS + `words` (default: math_words()) with a chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(SPECIALS)}
+    for w in math_words() if words is None else words:
         vocab.setdefault(w, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -44,18 +61,20 @@ def build_tiny_tokenizer():
     return fast
 
 
-def build_tiny_llama(path: Path, *, layers: int = TINY_LAYERS, hidden: int = 64, intermediate: int = 128,
-                     seed: int = 0, architecture: str = "llama") -> Path:
-    """A random decoder-only model (`llama`, or `qwen2` with its q/k/v biases) saved as an HF directory."""
+def build_tiny_llama(path: Path, *, words: Sequence[str] | None = None, layers: int = TINY_LAYERS,
+                     hidden: int = 64, intermediate: int = 128, init_std: float = 0.02, seed: int = 0,
+                     architecture: str = "llama") -> Path:
+    """A random decoder-only model (`llama`, or `qwen2` with its q/k/v biases; weights ~ N(0, init_std))
+    whose tokenizer knows SPECIALS + `words`, saved as an HF directory."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     classes = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
     config_cls, model_cls = classes[architecture]
-    fast = build_tiny_tokenizer()
+    fast = build_tiny_tokenizer(words)
     torch.manual_seed(seed)
     config = config_cls(vocab_size=len(fast), hidden_size=hidden, intermediate_size=intermediate,
                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                        max_position_embeddings=1024, tie_word_embeddings=False,
+                        max_position_embeddings=1024, tie_word_embeddings=False, initializer_range=init_std,
                         pad_token_id=0, bos_token_id=1, eos_token_id=2)
     model = model_cls(config)
     path.mkdir(parents=True, exist_ok=True)
@@ -63,6 +82,25 @@ def build_tiny_llama(path: Path, *, layers: int = TINY_LAYERS, hidden: int = 64,
         model.save_pretrained(path, safe_serialization=True)
     fast.save_pretrained(path)
     return path
+
+
+ECHO_WORDS = ("####", *map(str, range(10)), *CHAT_ROLES)
+"""The `tiny-echo` vocabulary: what a correct answer to an `echo` problem is made of, and the chat roles."""
+ECHO_INIT_STD = 0.1
+"""`tiny-echo`'s init std. GRPO trains LoRA adapters, never lm_head, so the output layer's random scale
+bounds how far any policy can move from uniform: at Llama's 0.02 and a hidden size of 64 the logit gap
+between two tokens stays below ~2, and 20 steps barely lower the entropy."""
+
+TINY_MODELS: dict[str, Callable[..., Path]] = {
+    "tiny": build_tiny_llama,
+    "tiny-echo": partial(build_tiny_llama, words=ECHO_WORDS, init_std=ECHO_INIT_STD),
+}
+"""Model names a run config may give instead of a path, and how each is built: f(path, seed=...)."""
+
+
+def build_tiny_model(name: str, path: Path, *, seed: int = 0) -> Path:
+    """The tiny model `name` (a key of TINY_MODELS), saved as an HF directory at `path`."""
+    return TINY_MODELS[name](path, seed=seed)
 
 
 def hub_snapshot(hub_cache: Path, repo_id: str, *, commit: str | None = None) -> Path:

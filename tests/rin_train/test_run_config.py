@@ -76,7 +76,7 @@ def test_a_run_recorded_before_matmul_dtype_resumes_with_the_matmuls_it_ran():
     ({"quant": {"format": "mxfp3"}}, "mxfp3"),
     ({"quant": {"mode": "w8a8"}}, "w8a8"),
     ({"task": {"name": "mmlu"}}, "task.name"),
-    ({"task": {"difficulty": "hard"}}, "task.difficulty must be one of ['multi_step', 'one_step']"),
+    ({"task": {"difficulty": "hard"}}, "task.difficulty must be one of ['multi_step', 'one_step', 'echo']"),
     ({"task": {"instruction": "Answer with the number."}}, "task.instruction must ask for the answer after '####'"),
     ({"quant": {"exclude": ["("]}}, "quant.exclude: bad regex"),
     ({"seed": -1}, "seed"),
@@ -108,7 +108,7 @@ def test_layers_the_model_lacks():
 
 def test_presets_resolve():
     labels = {name: load_run_config(None, preset=preset(name)).quant_label for name in PRESETS}
-    assert labels == {"smoke": "mxfp4/w4a4", "demo": "nvfp4/w4a16"}  # demo: see rin_train/presets.py
+    assert labels == {"smoke": "mxfp4/w4a4", "learn": "mxfp4/w4a4", "demo": "nvfp4/w4a16"}  # demo: see rin_train/presets.py
     assert all(load_run_config(None, preset=preset(name)).noise.enabled for name in PRESETS)  # noise is the point
     with pytest.raises(SrddError, match="unknown preset"):
         preset("huge")

@@ -38,6 +38,18 @@ def test_one_step_difficulty_and_instruction():
     assert {e.question for e in default_train}.isdisjoint({e.question for e in train})
 
 
+def test_echo_difficulty_and_an_exhausted_split():
+    """The learnable level: the answer is the question's one digit; a split has finitely many such questions."""
+    train, test = load_task(TaskConfig(train_size=200, test_size=50, difficulty="echo"), seed=0)
+    assert {e.question for e in train}.isdisjoint({e.question for e in test})
+    for e in train + test:
+        (digit,) = [w for w in e.question.split() if w.isdigit()]
+        assert e.answer == digit and len(digit) == 1
+    assert {e.answer for e in train} == {str(d) for d in range(10)}
+    with pytest.raises(SrddError, match="task: the test split has only 312 distinct echo problems, 400 were"):
+        load_task(TaskConfig(train_size=10, test_size=400, difficulty="echo"), seed=0)
+
+
 def test_difficulty_and_instruction_are_for_the_builtin_task(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text(json.dumps({"question": "Q?", "answer": "#### 1"}) + "\n")

@@ -14,7 +14,7 @@ from rin_train.run_config import load_run_config
 from rin_train.rundir import RunDir
 from rin_train.train import model_num_layers, run_training
 from srdd.cli import main
-from srdd.tiny import build_tiny_llama
+from srdd.tiny import ECHO_INIT_STD, build_tiny_llama, build_tiny_model
 
 
 def _smoke(*sets):
@@ -34,6 +34,25 @@ def test_model_depth_is_read_without_loading_weights(tmp_path):
     config = json.loads((build_tiny_llama(tmp_path / "tiny") / "config.json").read_text())
     assert model_num_layers("tiny") == config["num_hidden_layers"] == 3
     assert model_num_layers(str(tmp_path / "tiny")) == 3
+    echo = build_tiny_model("tiny-echo", tmp_path / "echo")
+    assert model_num_layers("tiny-echo") == json.loads((echo / "config.json").read_text())["num_hidden_layers"]
+
+
+def test_the_echo_model_knows_only_what_an_answer_is_made_of(tmp_path):
+    """tiny-echo's 17 tokens: a prompt's digit and '####' survive, every other word is <unk>."""
+    from transformers import AutoTokenizer
+
+    from safetensors.torch import load_file
+
+    path = build_tiny_model("tiny-echo", tmp_path / "echo")
+    tok = AutoTokenizer.from_pretrained(path)
+    assert len(tok) == 17
+    lm_head = load_file(path / "model.safetensors")["lm_head.weight"]
+    assert lm_head.shape[0] == 17 and lm_head.std().item() == pytest.approx(ECHO_INIT_STD, rel=0.1)
+    ids = tok("Ava has 7 books. Answer #### and the number.", add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens(ids) == ["<unk>", "<unk>", "7", "<unk>", "<unk>", "####", "<unk>", "<unk>",
+                                              "<unk>"]
+    assert tok.decode(tok("#### 7", add_special_tokens=False)["input_ids"]) == "#### 7"
 
 
 def test_hub_names_resolve_as_in_srdd_scan(offline_hub):
