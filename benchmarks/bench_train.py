@@ -121,7 +121,7 @@ def interleaved(policies: dict, batch: torch.Tensor, *, warmup: int, steps: int)
 RSS_SAMPLE_S = 0.02
 
 
-def rss_child(preset_name: str, steps: int) -> None:
+def rss_child(preset_name: str, steps: int, sets: list[str]) -> None:
     """Run one preset with phase-attributed RSS sampling; print one JSON line {phase: peak MiB}."""
     import json
     import threading
@@ -164,8 +164,9 @@ def rss_child(preset_name: str, steps: int) -> None:
     train.rescan = phased("rescan", train.rescan)
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    cfg = load_run_config(None, [f"grpo.steps={steps}", f"eval.every={steps}", f"grpo.save_every={steps}",
-                                       "noise.num_stages=1", "grpo.stall_timeout_s=7200"], preset=preset(preset_name))
+    overrides = [f"grpo.steps={steps}", f"eval.every={steps}", f"grpo.save_every={steps}", "noise.num_stages=1",
+                 "grpo.stall_timeout_s=7200", *sets]
+    cfg = load_run_config(None, overrides, preset=preset(preset_name))
     with tempfile.TemporaryDirectory() as tmp:
         status = train.run_training(cfg, Path(tmp) / "run").status
     stop.set()
@@ -173,20 +174,21 @@ def rss_child(preset_name: str, steps: int) -> None:
     print(json.dumps({"status": status, "peaks_mib": {k: v / 2**20 for k, v in peaks.items()}}))
 
 
-def rss_report(presets: list[str], steps: int) -> None:
+def rss_report(presets: list[str], steps: int, sets: list[str]) -> None:
     import json
     import subprocess
     import sys
 
     for name in presets:
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--rss-child", name, "--rss-steps", str(steps)],
-                              capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, __file__, "--rss-child", name, "--rss-steps", str(steps),
+                               *[x for s in sets for x in ("--rss-set", s)]], capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"preset {name}: the run failed:\n{proc.stderr[-3000:]}")
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         peaks = result["peaks_mib"]
-        print(f"preset {name} ({steps} steps, {time.perf_counter() - t0:.0f} s, {result['status']}): peak RSS "
+        print(f"preset {name}{''.join(' ' + s for s in sets)} ({steps} steps, {time.perf_counter() - t0:.0f} s, "
+              f"{result['status']}): peak RSS "
               f"{max(peaks.values()):.0f} MiB")
         for phase_name, mib in sorted(peaks.items(), key=lambda kv: -kv[1]):
             print(f"  {phase_name:<28} {mib:8.0f} MiB")
@@ -202,15 +204,17 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="timed rounds; min and median are reported (default 5)")
     p.add_argument("--rss", metavar="PRESETS", help="instead: peak RSS of `srdd train --preset P`, e.g. smoke,demo")
     p.add_argument("--rss-steps", type=int, default=2, help="GRPO steps of each --rss run (default 2)")
+    p.add_argument("--rss-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override of the --rss runs, e.g. grpo.micro_batch_size=4 (repeatable)")
     p.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.warmup < 1 or args.steps < 1 or args.rss_steps < 1:
         p.error("--warmup, --steps and --rss-steps must be >= 1")
     if args.rss_child:
-        rss_child(args.rss_child, args.rss_steps)
+        rss_child(args.rss_child, args.rss_steps, args.rss_set)
         return
     if args.rss:
-        rss_report(args.rss.split(","), args.rss_steps)
+        rss_report(args.rss.split(","), args.rss_steps, args.rss_set)
         return
     spec = args.model
     tmp = tempfile.TemporaryDirectory()

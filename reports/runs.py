@@ -254,7 +254,9 @@ class Group:
 
 
 def config_key(config: dict) -> str:
-    flat = {k: v for k, v in flatten(config).items() if k not in ("seed", "name")}
+    """Runs with equal keys differ only in seed. A key set to null reads as absent (a run recorded before a new
+    optional setting existed groups with the runs after it, as config_diff also sees no difference)."""
+    flat = {k: v for k, v in flatten(config).items() if k not in ("seed", "name") and v is not None}
     return json.dumps(flat, sort_keys=True, default=str)
 
 

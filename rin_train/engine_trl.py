@@ -242,8 +242,11 @@ def grpo_args(cfg: RunConfig, output_dir: Path) -> GRPOConfig:
     renamed = "activation_checkpointing" in GRPOConfig.__dataclass_fields__
     no_ckpt = {"activation_checkpointing": False} if renamed else {"gradient_checkpointing": False}
     return GRPOConfig(
-        output_dir=str(output_dir), max_steps=g.steps, per_device_train_batch_size=g.batch_size,
-        gradient_accumulation_steps=1, num_generations=g.num_generations,
+        output_dir=str(output_dir), max_steps=g.steps,
+        # one generation of batch_size completions per optimizer step, consumed in accumulation_steps passes
+        per_device_train_batch_size=g.batch_size // g.accumulation_steps,
+        gradient_accumulation_steps=g.accumulation_steps, steps_per_generation=g.accumulation_steps,
+        num_generations=g.num_generations,
         max_completion_length=g.max_completion_length, learning_rate=g.learning_rate,
         temperature=g.temperature, beta=g.beta, logging_steps=1, save_strategy="steps", save_steps=g.save_every,
         save_only_model=False, save_total_limit=2, use_cpu=True, bf16=False, fp16=False,

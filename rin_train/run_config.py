@@ -225,6 +225,11 @@ class GrpoConfig:
     """Completions per prompt (one GRPO group)."""
     batch_size: BatchSize = 8
     """Completions per step (batch_size / num_generations prompts)."""
+    micro_batch_size: BatchSize | None = None
+    """Completions per forward/backward pass (null: batch_size, all at once). A step still generates and
+    rewards batch_size completions and makes one optimizer update, from batch_size / micro_batch_size
+    accumulated passes (TRL's gradient accumulation): peak memory for activations and logits falls by that
+    factor. The GRPO loss is then normalized per pass rather than over the whole batch."""
     max_prompt_length: Tokens = 256
     """Prompts longer than this (in tokens) are dropped from the task, with a count printed."""
     max_completion_length: Tokens = 256
@@ -263,6 +268,14 @@ class GrpoConfig:
         if self.batch_size < self.num_generations or self.batch_size % self.num_generations:
             raise SrddError(f"grpo.batch_size {self.batch_size} must be a multiple of num_generations "
                             f"{self.num_generations} (GRPO compares completions within a group of them)")
+        if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
+            raise SrddError(f"grpo.micro_batch_size {self.micro_batch_size} must divide batch_size {self.batch_size} "
+                            "(a step's completions are split into equal passes)")
+
+    @property
+    def accumulation_steps(self) -> int:
+        """Forward/backward passes per optimizer step."""
+        return self.batch_size // (self.micro_batch_size or self.batch_size)
 
 
 @pydantic_dataclass(frozen=True, config=STRICT)

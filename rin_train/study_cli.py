@@ -60,7 +60,7 @@ def register(sub) -> None:
     r.set_defaults(func=run)
 
     s = ss.add_parser("status", help="arm x seed table: status, steps, final accuracies, wall time, time left")
-    s.add_argument("runs", type=Path)
+    s.add_argument("runs", type=Path, help="the study's runs directory (the --runs of srdd study run)")
     s.set_defaults(func=status)
 
     import reports.cli

@@ -47,6 +47,7 @@ def model_num_layers(spec: str) -> int:
     """Decoder depth from the model's config.json, without loading weights."""
     if spec in TINY_MODELS:
         return TINY_LAYERS
+    check_model_files(spec)  # a local file is checked before anything parses it
     path = resolve_model(spec).path
     check_model_files(str(path))
     try:

@@ -133,6 +133,7 @@ def run_scan(args) -> int:
         raise SrddError("--device cuda requested but no CUDA device is available")
     if args.max_memory is not None and args.max_memory <= 0:
         raise SrddError(f"--max-memory must be > 0 GiB, got {args.max_memory:g}")
+    check_model_files(args.model)  # a local file is checked before anything parses it
     source = resolve_model(args.model, revision=args.revision)
     check_model_files(str(source.path))
     dtype = getattr(torch, args.dtype)

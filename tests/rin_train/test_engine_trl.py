@@ -111,3 +111,23 @@ def test_scan_after_is_a_scan_of_the_trained_policy(tmp_path, monkeypatch):
     # the LoRA delta is merged for the rescan: the weight statistics see W + BA
     key = "self_attn.q_proj.base_layer"
     assert before["layers"][0]["weights"][key] != after["layers"][0]["weights"][key]
+
+
+def test_micro_batches_accumulate_into_one_generation_and_update_per_step(tmp_path, monkeypatch):
+    calls = []
+    generate = engine.GRPOTrainer._generate_single_turn
+
+    def spy_generate(self, *a, **k):
+        calls.append(self.state.global_step)
+        return generate(self, *a, **k)
+
+    monkeypatch.setattr(engine.GRPOTrainer, "_generate_single_turn", spy_generate)
+    cfg = _smoke("grpo.micro_batch_size=2")
+    args = engine.grpo_args(cfg, tmp_path / "ckpt")
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 2)
+    run = run_training(cfg, tmp_path / "run")
+    assert run.status == "complete"
+    assert calls == [0, 1, 2]  # one rollout of batch_size completions per optimizer step
+    records = run.logged_steps()
+    assert [r["step"] for r in records] == [0, 1, 2, 3]
+    assert all(r["groups"] == 2 for r in records[1:])  # 4 completions / 2 per group, as without micro-batches

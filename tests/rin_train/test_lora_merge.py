@@ -30,15 +30,18 @@ def test_merged_forward_is_the_requantized_merged_weight(policy):
     base = lora_q.base_layer
     x = torch.randn(3, 5, base.in_features)
     w0 = base.weight.detach().clone()
-    separate = lora_q(x)  # Q(W)·Q(x) + B·A·x, and it fills the frozen-weight cache with Q(W)
-    delta = lora_q.get_delta_weight("default")
-    with lora_merged(policy):
+    with torch.no_grad():
+        separate = lora_q(x)  # Q(W)·Q(x) + B·A·x, and it fills the frozen-weight cache with Q(W)
+    with torch.no_grad():
+        delta = lora_q.get_delta_weight("default")
+    with lora_merged(policy), torch.no_grad():
         merged = lora_q(x)
         expected = F.linear(fake_quantize(x, "mxfp4"), fake_quantize(w0 + delta, "mxfp4"), base.bias)
         assert torch.equal(merged, expected)  # not the stale cached Q(W): the cache was refreshed
         assert not torch.equal(merged, separate)
     assert torch.equal(base.weight, w0)  # restored bit for bit, not W + BA - BA
-    assert torch.equal(lora_q(x), separate)
+    with torch.no_grad():
+        assert torch.equal(lora_q(x), separate)
     assert not any(getattr(m, "merged", False) for m in policy.modules() if hasattr(m, "merged_adapters"))
 
 

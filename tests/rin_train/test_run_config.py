@@ -135,3 +135,12 @@ def test_suite_configs_from_calibrate_load(tmp_path):
     assert variable.noise.layer_multipliers and variable.noise.multipliers_file
     with pytest.raises(SrddError):
         load_run_config({"noise": {"layer_multipliers": {0: 1.0}, "multipliers_file": str(tmp_path / "m.yaml")}})
+
+
+def test_micro_batch_size_must_divide_the_batch():
+    from rin_train.run_config import load_run_config
+
+    assert load_run_config(None, ["grpo.batch_size=8", "grpo.micro_batch_size=2"]).grpo.accumulation_steps == 4
+    assert load_run_config(None, ["grpo.batch_size=8"]).grpo.accumulation_steps == 1
+    with pytest.raises(SrddError, match="micro_batch_size 3 must divide batch_size 8"):
+        load_run_config(None, ["grpo.batch_size=8", "grpo.micro_batch_size=3"])
