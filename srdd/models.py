@@ -160,7 +160,23 @@ def load_causal_lm(model: str | ResolvedModel, *, dtype: torch.dtype = torch.flo
         raise SrddError(f"cannot load a causal LM from {path}: {exc}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    check_chat_template(tokenizer, path)
     return model.to(device).eval(), tokenizer
+
+
+def check_chat_template(tokenizer, path: Path) -> None:
+    """Render the model's chat template once, so a broken or hostile one (transformers renders it in jinja's
+    sandbox, which raises on attribute tricks) is refused here, with its model named, not mid-run."""
+    import jinja2
+
+    if not getattr(tokenizer, "chat_template", None):
+        return
+    try:
+        tokenizer.apply_chat_template([{"role": "user", "content": "1 + 1 = ?"}], tokenize=False,
+                                      add_generation_prompt=True)
+    except (jinja2.TemplateError, TypeError, ValueError) as exc:
+        raise SrddError(f"the chat template of {path} does not render ({type(exc).__name__}: {exc}); "
+                        "fix or remove its chat template (chat_template.jinja or tokenizer_config.json)") from None
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

@@ -91,3 +91,18 @@ def test_importing_srdd_sets_no_hub_variable():
             "print([k for k in os.environ if k.startswith(('HF_', 'TRANSFORMERS_'))])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_hostile_chat_template_is_refused_with_one_line(tmp_path, tiny_model_dir):
+    import shutil
+    import subprocess
+
+    model = tmp_path / "hostile"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "chat_template.jinja").write_text("{{ ''.__class__.__mro__[1].__subclasses__() }}")
+    r = subprocess.run(["srdd", "scan", "--fmt", "mxfp4", "--model", str(model), "--out", str(tmp_path / "s.json"),
+                        "--samples", "1", "--max-tokens", "8", "--no-progress"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith("srdd scan: error: the chat template of")
+    assert not (tmp_path / "s.json").exists()
