@@ -106,6 +106,15 @@ class EffectiveBasis:
             # monotone for interpolation: rounding makes tiny non-monotone wiggles in effective(nominal)
             self.curves.append((GRID.copy(), np.maximum.accumulate(np.asarray(effective))))
 
+    def floor(self, index: int) -> float:
+        """The effective sigma of target `index` at the grid's smallest nominal sigma (1e-5 of its RMS).
+
+        It need not approach 0: weights sitting exactly on a rounding tie (common in weights converted from
+        an already quantized file) flip under any noise at all, so below this floor no nominal sigma
+        delivers the effective sigma asked for.
+        """
+        return float(self.curves[index][1][0])
+
     def nominal(self, index: int, effective: float) -> float:
         """The nominal sigma whose effective sigma is `effective` for target `index` (log-log interpolation;
         below the grid's smallest measurable effect, proportional to its first point)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -284,6 +285,23 @@ class NoiseInjector:
         self._effective: dict[int, float] = {}
         self._hooks: list = []
         self.basis = EffectiveBasis(self.targets, seed) if cfg.sigma_basis is SigmaBasis.EFFECTIVE else None
+        if self.basis is not None:
+            self._warn_below_floor()
+
+    def _warn_below_floor(self) -> None:
+        """Say once, with numbers, when the schedule asks for less effective noise than any noise gives."""
+        positive = [x for s in self.schedules.values() for x in s.stage_sigmas() if x > 0]
+        multipliers = [m for m in (self.multiplier(t.layer) for t in self.targets) if m > 0]
+        if not positive or not multipliers:
+            return
+        lowest = min(positive) * min(multipliers)
+        floors = [self.basis.floor(i) for i in range(len(self.targets))]
+        above = sum(f > lowest for f in floors)
+        if above:
+            print(f"noise.sigma_basis effective: the schedule reaches an effective sigma of {lowest:.3g}, but on "
+                  f"{above} of {len(floors)} targeted weights even 1e-5 nominal noise gives more (up to "
+                  f"{max(floors):.3g}: weights on rounding ties flip under any noise); there the schedule's tail "
+                  "cannot be honoured and sigma_layers_effective shows what was", file=sys.stderr, flush=True)
 
     def weights_of(self, name: str, module: nn.Module) -> list[tuple[str, torch.Tensor]]:
         """The tensors of `module` perturbed as separate targets, each with the name exclude_patterns see: its

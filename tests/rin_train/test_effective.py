@@ -91,6 +91,16 @@ def test_effective_basis_delivers_the_requested_effective_sigma(model):
     inj.restore()
 
 
+def test_an_unreachable_effective_tail_is_said_once(model, capsys):
+    cfg = NoiseConfig(schedule="exponential", sigma_start=0.02, sigma_end=1e-9, num_stages=3, sigma_basis="effective")
+    inj = NoiseInjector(model, cfg, seed=5)
+    err = capsys.readouterr().err
+    assert err.count("cannot be honoured") == 1 and "1e-09" in err
+    assert any(inj.basis.floor(i) > 1e-9 for i in range(len(inj.targets)))
+    NoiseInjector(model, _constant(0.02, sigma_basis="effective"), seed=5)
+    assert "cannot be honoured" not in capsys.readouterr().err
+
+
 def test_effective_basis_is_refused_for_rmsnorm_targets():
     from srdd.errors import SrddError
 
