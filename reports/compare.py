@@ -76,15 +76,16 @@ class Comparison:
 
     def to_dict(self) -> dict:
         """JSON fields of a single comparison (NaN written as None)."""
-        ci = None if np.isnan(self.ci_low) else [_scalar(self.ci_low), _scalar(self.ci_high)]
+        ci = None if np.isnan(self.ci_low) else [finite_or_none(self.ci_low), finite_or_none(self.ci_high)]
         return {"test": self.test.value, "n_treatment": self.n_treatment, "n_control": self.n_control,
-                "mean_treatment": _scalar(self.mean_treatment), "mean_control": _scalar(self.mean_control),
-                "sd_treatment": _scalar(self.sd_treatment), "sd_control": _scalar(self.sd_control),
-                "difference": _scalar(self.difference), "ci95": ci, "p": _scalar(self.p), "df": _scalar(self.df),
+                "mean_treatment": finite_or_none(self.mean_treatment), "mean_control": finite_or_none(self.mean_control),
+                "sd_treatment": finite_or_none(self.sd_treatment), "sd_control": finite_or_none(self.sd_control),
+                "difference": finite_or_none(self.difference), "ci95": ci, "p": finite_or_none(self.p), "df": finite_or_none(self.df),
                 "note": self.note}
 
 
-def _scalar(value) -> float | None:
+def finite_or_none(value) -> float | None:
+    """A float for JSON: NaN and infinities (an undefined statistic) become None."""
     value = float(value)
     return value if math.isfinite(value) else None
 

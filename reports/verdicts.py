@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from calibrate.suite import HYPOTHESES, Hypothesis
 import numpy as np
 
-from reports.compare import (ALPHA, MIN_SEEDS, POWER, Comparison, Method, _scalar, compare, detectable_effect,
-                             equivalence_p, holm)
+from reports.compare import (ALPHA, MIN_SEEDS, POWER, Comparison, Method, compare, detectable_effect,
+                             equivalence_p, finite_or_none, holm)
 from reports.runs import Group, config_diff
 
 DEFAULT_MARGIN = 0.005
@@ -90,11 +90,11 @@ def assess_family(pairs: Sequence[tuple[Sequence[float], Sequence[float]]],
     strictest = settings.alpha / max(family, 1)
     out = []
     for i, c in enumerate(comparisons):
-        mde = detectable_effect(_scalar(c.sd_treatment), _scalar(c.sd_control), c.n_treatment, c.n_control,
+        mde = detectable_effect(finite_or_none(c.sd_treatment), finite_or_none(c.sd_control), c.n_treatment, c.n_control,
                                 alpha=strictest)
         code = int(verdict_codes(c, p_holm[i], tost_holm[i], settings))
-        row = {**c.to_dict(), "p_holm": _scalar(p_holm[i]), "p_equivalence": _scalar(tost[i]),
-               "p_equivalence_holm": _scalar(tost_holm[i]), "equivalence_margin": settings.margin,
+        row = {**c.to_dict(), "p_holm": finite_or_none(p_holm[i]), "p_equivalence": finite_or_none(tost[i]),
+               "p_equivalence_holm": finite_or_none(tost_holm[i]), "equivalence_margin": settings.margin,
                "detectable_effect": mde, "detectable_effect_alpha": strictest, "detectable_effect_power": POWER,
                "alpha": settings.alpha, "family_size": family}
         out.append({"verdict": _VERDICT_NAMES[code].format(m=settings.margin), "reason": _reason(row, code, settings),
