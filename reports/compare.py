@@ -78,9 +78,11 @@ class Comparison:
         """JSON fields of a single comparison (NaN written as None)."""
         ci = None if np.isnan(self.ci_low) else [finite_or_none(self.ci_low), finite_or_none(self.ci_high)]
         return {"test": self.test.value, "n_treatment": self.n_treatment, "n_control": self.n_control,
-                "mean_treatment": finite_or_none(self.mean_treatment), "mean_control": finite_or_none(self.mean_control),
+                "mean_treatment": finite_or_none(self.mean_treatment),
+                "mean_control": finite_or_none(self.mean_control),
                 "sd_treatment": finite_or_none(self.sd_treatment), "sd_control": finite_or_none(self.sd_control),
-                "difference": finite_or_none(self.difference), "ci95": ci, "p": finite_or_none(self.p), "df": finite_or_none(self.df),
+                "difference": finite_or_none(self.difference), "ci95": ci, "p": finite_or_none(self.p),
+                "df": finite_or_none(self.df),
                 "note": self.note}
 
 

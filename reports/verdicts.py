@@ -90,8 +90,8 @@ def assess_family(pairs: Sequence[tuple[Sequence[float], Sequence[float]]],
     strictest = settings.alpha / max(family, 1)
     out = []
     for i, c in enumerate(comparisons):
-        mde = detectable_effect(finite_or_none(c.sd_treatment), finite_or_none(c.sd_control), c.n_treatment, c.n_control,
-                                alpha=strictest)
+        mde = detectable_effect(finite_or_none(c.sd_treatment), finite_or_none(c.sd_control), c.n_treatment,
+                                c.n_control, alpha=strictest)
         code = int(verdict_codes(c, p_holm[i], tost_holm[i], settings))
         row = {**c.to_dict(), "p_holm": finite_or_none(p_holm[i]), "p_equivalence": finite_or_none(tost[i]),
                "p_equivalence_holm": finite_or_none(tost_holm[i]), "equivalence_margin": settings.margin,

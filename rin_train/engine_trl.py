@@ -154,7 +154,8 @@ class RunLogger(TrainerCallback):
         if self.watchdog is not None:  # armed once training starts: loading models is not a step
             self.watchdog.start()
         if 0 not in self.logged:
-            record = {"step": 0, "sigma": None, "sigma_layers": None, "sigma_layers_effective": None, "reward_mean": None,
+            record = {"step": 0, "sigma": None, "sigma_layers": None, "sigma_layers_effective": None,
+                      "reward_mean": None,
                       **self.validate(model, 0), "wall_s": round(time.monotonic() - self.t0, 3)}
             self.run.append_metrics(record)
             self.logged.add(0)
