@@ -35,10 +35,11 @@ GRID = np.logspace(-5, 0, 26)
 
 
 def relative_std(delta: torch.Tensor, rms: float) -> float:
-    """std(delta) / rms in float64 (0 for a one-element tensor or a zero reference)."""
+    """std(delta) / rms (0 for a one-element tensor or a zero reference). torch accumulates an fp32 std in
+    float64 on the CPU, so no float64 copy of a weight-sized tensor is made."""
     if delta.numel() < 2 or rms == 0:
         return 0.0
-    return float(delta.double().std()) / rms
+    return float(delta.to(torch.float32).std()) / rms
 
 
 def gemm_weight_view(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

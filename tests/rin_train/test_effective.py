@@ -70,7 +70,7 @@ def test_rmsnorm_effective_sigma_is_measured_on_the_first_rollout_batch(model):
     expected_post = float(seen.double().std()) / float(reference.double().pow(2).mean().sqrt())
     values = inj._effective  # per target: the layer averages its input and post-attention norms
     post = next(i for i, t in enumerate(inj.targets) if t.module is norm)
-    assert values[post] == pytest.approx(expected_post, rel=1e-9)
+    assert values[post] == pytest.approx(expected_post, rel=1e-6)  # std of fp32 values there
     assert set(inj.effective_layers()) == {"0", "1", "2"}
     inj.restore()
     with torch.no_grad():  # no hook left behind: a clean forward measures nothing more
