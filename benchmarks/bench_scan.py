@@ -86,7 +86,7 @@ def peak_rss_mib(model: str, offload: bool) -> float:
 PLAIN_FORWARD = """
 import re, sys
 import torch
-from srdd.calibration import load_samples, tokenize
+from srdd.calibration_prompts import load_samples, tokenize
 from srdd.models import resolve_model
 from srdd.scan.offload import load_offloaded
 from srdd.scan.runner import ScanConfig, batches

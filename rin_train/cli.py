@@ -1,7 +1,7 @@
 """`srdd train`: one quantized GRPO run with noise injection, into a run directory.
 
 Engines: `trl` runs here (rin_train.train); `verl` is delegated to
-`rin_train.engine_verl`, imported only when asked for, which must expose
+`rin_train.verl.engine`, imported only when asked for, which must expose
 `main(cfg: RunConfig, args: argparse.Namespace) -> int` (args carries out, launch, ...).
 """
 
@@ -88,9 +88,9 @@ def run(args) -> int:
         import importlib
         import importlib.util
 
-        if importlib.util.find_spec("rin_train.engine_verl") is None:
-            raise SrddError("the verl engine (rin_train.engine_verl) is not part of this installation")
-        engine_verl = importlib.import_module("rin_train.engine_verl")
+        if importlib.util.find_spec("rin_train.verl.engine") is None:
+            raise SrddError("the verl engine (rin_train.verl.engine) is not part of this installation")
+        engine_verl = importlib.import_module("rin_train.verl.engine")
         return int(engine_verl.main(cfg, args) or 0)
     if args.launch:
         raise SrddError("--launch is for --engine verl")

@@ -1,7 +1,7 @@
 """Validation: greedy, noise-free, under the training quantization; strict and flexible accuracy.
 
 The caller guarantees the model is the quantized policy with clean weights
-(`engine_trl` asserts no noise is applied); the result carries the precision
+(`rin_train.trl.engine` asserts no noise is applied); the result carries the precision
 label it was measured under, so no accuracy ever exists without its quant mode
 (DESIGN.md lesson 5).
 """

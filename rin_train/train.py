@@ -5,7 +5,7 @@
     noise injector (validated against the model)
     RunDir.create / open_for_resume
     scan_before (policy under the training format)
-    GRPO (engine_trl) with validation at step 0, every N and at the final step; watchdog
+    GRPO (rin_train.trl.engine) with validation at step 0, every N and at the final step; watchdog
     scan_after (trained policy, LoRA applied)
     status: complete only when the final step was validated (lesson 6);
             failed (exception, SIGTERM, watchdog, zero-variance stop) with the reason;
@@ -147,7 +147,7 @@ def run_training(cfg: RunConfig, out: Path, *, resume: bool = False, verbose: bo
 
 
 def _run_training(cfg: RunConfig, out: Path, *, resume: bool, verbose: bool) -> RunDir:
-    from rin_train.engine_trl import train_grpo
+    from rin_train.trl.engine import train_grpo
     from rin_train.watchdog import Watchdog
 
     t0 = time.monotonic()

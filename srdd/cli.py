@@ -20,8 +20,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "srdd.scan.cli",
     "calibrate.cli",
     "rin_train.cli",
-    "rin_train.ingest_cli",
-    "rin_train.study_cli",
+    "rin_train.verl.ingest_cli",
+    "rin_train.study.cli",
     "reports.cli",
 )
 

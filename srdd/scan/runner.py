@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from srdd.calibration import load_samples, tokenize
+from srdd.calibration_prompts import load_samples, tokenize
 from srdd.errors import SrddError
 from srdd.formats import get_format, list_formats
 from srdd.models import decoder_layers

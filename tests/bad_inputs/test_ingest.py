@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).parents[1] / "rin_train" / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "rin_train" / "verl" / "fixtures"
 ACC = "val-core/openai/gsm8k/acc/mean@1"
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-import rin_train.engine_trl as engine
+import rin_train.trl.engine as engine
 from rin_train.presets import preset
 from rin_train.run_config import load_run_config
 from rin_train.rundir import RunDir
@@ -81,7 +81,7 @@ def test_a_crash_marks_the_run_failed(tmp_path, monkeypatch):
 
 
 KILL_IN_FINAL_VALIDATION = """
-import os, rin_train.engine_trl as e
+import os, rin_train.trl.engine as e
 orig = e.RunLogger.validate
 def dying(self, model, step):
     if step == 3:
@@ -121,7 +121,7 @@ def test_sigterm_marks_the_run_failed(tmp_path):
 def test_resume_without_a_checkpoint_keeps_logged_steps(tmp_path):
     out = tmp_path / "run"
     script = (
-        "import os, rin_train.engine_trl as e\n"
+        "import os, rin_train.trl.engine as e\n"
         "orig = e.RunLogger.on_log\n"
         "def dying(self, args, state, *a, **k):\n"
         "    orig(self, args, state, *a, **k)\n"
@@ -145,7 +145,7 @@ def test_watchdog_ends_a_stalled_step_as_failed(tmp_path):
     script = (
         # step 2 stalls: its last beat is made to look 1e6 s old and the step never ends. The timeout is
         # the preset's 300 s, which real work on a loaded machine never reaches, so only the stall fires it.
-        "import time, rin_train.engine_trl as e\n"
+        "import time, rin_train.trl.engine as e\n"
         "orig = e.RunLogger.on_step_begin\n"
         "def stalled(self, args, state, *a, **k):\n"
         "    orig(self, args, state, *a, **k)\n"

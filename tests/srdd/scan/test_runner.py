@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from srdd.calibration import load_samples, tokenize
+from srdd.calibration_prompts import load_samples, tokenize
 from srdd.formats import fake_quantize
 from srdd.models import decoder_layers, load_causal_lm, model_info, resolve_model
 from srdd.qlinear import LinearQuantConfig, quantize_linears

@@ -12,7 +12,7 @@ import yaml
 from reports.runs import SEED_SUFFIX
 from rin_train.run_config import load_run_config
 from rin_train.rundir import RunDir
-from rin_train.study import (CONTROL, State, build_settings, inspect, load_settings, open_study, plan,
+from rin_train.study.runner import (CONTROL, State, build_settings, inspect, load_settings, open_study, plan,
                              train_argv)
 from srdd.cli import main
 

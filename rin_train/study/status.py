@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rin_train.rundir import RunDir
-from rin_train.study import RunSpec, RunState, Settings, State, StudyLock, duration, inspect, plan, wall_times
+from rin_train.study.runner import RunSpec, RunState, Settings, State, StudyLock, duration, inspect, plan, wall_times
 from srdd.errors import SrddError
 
 Accuracy = tuple[float, float | None]  # strict, flexible

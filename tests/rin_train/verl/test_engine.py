@@ -16,14 +16,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rin_train import engine_verl
+from rin_train.verl import engine as engine_verl
 from rin_train.presets import preset
 from rin_train.rundir import RunDir
 from rin_train.run_config import config_for_resume, load_run_config
 from rin_train.tasks import drop_long_prompts, load_task, read_task_file
-from rin_train.verl_command import PLUGIN_MODULE, REWARD_FILE
-from rin_train.verl_launch import MetricsCollector, metrics_record, run_verl
-from rin_train.verl_settings import SETTINGS_ENV, PluginSettings
+from rin_train.verl.command import PLUGIN_MODULE, REWARD_FILE
+from rin_train.verl.launch import MetricsCollector, metrics_record, run_verl
+from rin_train.verl.settings import SETTINGS_ENV, PluginSettings
 from srdd.cli import main
 
 CAN_LAUNCH = not engine_verl.missing_imports()
@@ -301,7 +301,7 @@ STAND_IN_VERL = {
         import json, os, sys
         import pandas as pd
         if __name__ == "__main__":
-            import rin_train.verl_plugin as plugin
+            import rin_train.verl.plugin as plugin
             args = dict(a.split("=", 1) for a in sys.argv[1:])
             steps, every = int(args["trainer.total_training_steps"]), int(args["trainer.test_freq"])
             source = pd.read_parquet(args["data.val_files"])["data_source"][0]
@@ -327,7 +327,7 @@ def test_launch_through_the_real_entry_point_with_a_stand_in_verl(tmp_path):
         (tmp_path / "fake" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "fake" / rel).write_text(text)
     out = tmp_path / "runs" / "launched"
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'fake'}:{Path(__file__).parents[2]}"}
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'fake'}:{Path(__file__).parents[3]}"}
     r = subprocess.run([sys.executable, "-m", "srdd", "train", "--preset", "smoke", "--engine", "verl", "--out",
                         str(out), "--launch"], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]

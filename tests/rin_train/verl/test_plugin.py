@@ -27,11 +27,11 @@ from rin_train.post_import import when_imported
 from rin_train.presets import preset
 from rin_train.rewards import flexible_reward, strict_reward, training_reward
 from rin_train.run_config import load_run_config
-from rin_train.verl_hooks import (VLLM_PACKED, LinearFakeQuant, RolloutNoise, RolloutNoiseInjector, TrainerNoise,
+from rin_train.verl.hooks import (VLLM_PACKED, LinearFakeQuant, RolloutNoise, RolloutNoiseInjector, TrainerNoise,
                                   install_on_actor, install_on_rollout, invalidate_rollout_quant)
-from rin_train.verl_launch import read_noise_logs
-from rin_train.verl_reward import compute_score
-from rin_train.verl_settings import SETTINGS_ENV, PluginSettings
+from rin_train.verl.launch import read_noise_logs
+from rin_train.verl.reward import compute_score
+from rin_train.verl.settings import SETTINGS_ENV, PluginSettings
 from srdd.errors import SrddError
 from srdd.formats import fake_quantize
 from srdd.models import decoder_layers, load_causal_lm
@@ -406,7 +406,7 @@ def test_prefix_cache_reset_follows_every_noise_change(tmp_path):
     _settings(tmp_path).write(tmp_path / "s.json")
     r = _python("""
         import sys, types
-        import rin_train.verl_plugin as plugin
+        import rin_train.verl.plugin as plugin
 
         events = []
         class Call:  # a Ray ObjectRef: awaited (async trainer code) or ray.get (sync)
@@ -514,7 +514,7 @@ def _python(code: str, **env) -> subprocess.CompletedProcess:
 
 
 def test_plugin_refuses_to_load_without_its_settings():
-    r = _python("import rin_train.verl_plugin")
+    r = _python("import rin_train.verl.plugin")
     assert r.returncode != 0 and f"${SETTINGS_ENV} is not set" in r.stderr
 
 
@@ -522,7 +522,7 @@ def test_plugin_refuses_to_load_without_its_settings():
 def test_plugin_registers_its_verl_patches(tmp_path, noise, targets):
     _settings(tmp_path, f"noise.enabled={noise}").write(tmp_path / "s.json")
     r = _python("""
-        import rin_train.verl_plugin as plugin
+        import rin_train.verl.plugin as plugin
         from rin_train.post_import import registered
         print(sorted(registered()))
         print(sorted(n for n in registered() if n.startswith("verl.")) == sorted(list(plugin.TARGETS.values())[:%d]))
@@ -584,7 +584,7 @@ def test_verl_build_lora_module_quantizes_through_the_plugin(tiny_model_dir, tmp
                                               exclude_modules=None, lora_adapter_path=None, use_shm=False)
         model = engine._build_lora_module(load_causal_lm({str(tiny_model_dir)!r})[0])
         print(type(model).__name__, sum(isinstance(m, QuantLinear) for m in model.modules()))
-    """, VERL_USE_EXTERNAL_MODULES="rin_train.verl_plugin", **{SETTINGS_ENV: str(tmp_path / "s.json")})
+    """, VERL_USE_EXTERNAL_MODULES="rin_train.verl.plugin", **{SETTINGS_ENV: str(tmp_path / "s.json")})
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.splitlines()[-1] == "PeftModelForCausalLM 21"
     assert "actor: quantized 21 linear modules" in r.stdout
@@ -639,7 +639,7 @@ def test_verl_trainer_pushes_noise_after_syncs_and_clears_it_for_validation(tmp_
             Overriding.__new__(Overriding).init()
         except RuntimeError as exc:
             print("refused:", exc)
-    """, VERL_USE_EXTERNAL_MODULES="rin_train.verl_plugin", **{SETTINGS_ENV: str(tmp_path / "s.json")})
+    """, VERL_USE_EXTERNAL_MODULES="rin_train.verl.plugin", **{SETTINGS_ENV: str(tmp_path / "s.json")})
     assert r.returncode == 0, r.stderr[-3000:]
     lines = r.stdout.splitlines()
     assert lines[-4] == "[0, None, None, 0, 1]" and lines[-3] == "True"  # each noise call, then a cache reset

@@ -34,7 +34,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from rin_train.ingest import ingest
+    from rin_train.verl.ingest import ingest
 
     result = ingest(args.log, args.out, quant=args.quant, name=args.name, config=args.config, seed=args.seed,
                     scan_before=args.scan_before, scan_after=args.scan_after)

@@ -1,6 +1,6 @@
 """The settings file that carries a run's quantization and noise into every verl process.
 
-`srdd train --engine verl` writes it into the run directory; `rin_train.verl_plugin`,
+`srdd train --engine verl` writes it into the run directory; `rin_train.verl.plugin`,
 imported by verl inside its driver, trainer, FSDP actor and vLLM worker processes,
 reads it from the path in `$SRDD_VERL_SETTINGS`. A file (not Hydra overrides) because
 upstream verl's config has no place for our settings and refuses unknown keys, and

@@ -1,6 +1,6 @@
 """What the verl plugin installs on models, written against the model objects only (no verl import).
 
-`rin_train.verl_plugin` calls these from inside verl's processes; keeping them
+`rin_train.verl.plugin` calls these from inside verl's processes; keeping them
 free of verl and vLLM imports lets the tests run them on CPU on the same model
 layouts verl holds:
 
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rin_train.noise import NoiseInjector
-from rin_train.verl_settings import PluginSettings
+from rin_train.verl.settings import PluginSettings
 from srdd.errors import SrddError
 from srdd.formats import fake_quantize, get_format
 from srdd.qlinear import LinearQuantConfig, QuantMode, quantize_linears

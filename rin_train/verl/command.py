@@ -32,11 +32,11 @@ from pathlib import Path
 
 from calibrate.suite import hydra_value
 from rin_train.run_config import RunConfig
-from rin_train.verl_data import TaskFiles
-from rin_train.verl_settings import SETTINGS_ENV
+from rin_train.verl.data import TaskFiles
+from rin_train.verl.settings import SETTINGS_ENV
 
-PLUGIN_MODULE = "rin_train.verl_plugin"
-REWARD_FILE = Path(__file__).with_name("verl_reward.py")
+PLUGIN_MODULE = "rin_train.verl.plugin"
+REWARD_FILE = Path(__file__).with_name("reward.py")
 ENTRY = "verl.trainer.main_ppo"
 
 

@@ -87,8 +87,8 @@ def correlate(runs: Path, out: Path, *, force: bool) -> int:
 
 
 def status(args) -> int:
-    from rin_train.study import load_settings
-    from rin_train.study_status import status_lines
+    from rin_train.study.runner import load_settings
+    from rin_train.study.status import status_lines
 
     print("\n".join(status_lines(load_settings(args.runs), args.runs)))
     return 0
@@ -104,7 +104,7 @@ def _command(args) -> str:
 
 
 def run(args) -> int:
-    from rin_train.study import (CONTROL, State, Stop, StudyLock, build_settings, check_only, inspect, open_study,
+    from rin_train.study.runner import (CONTROL, State, Stop, StudyLock, build_settings, check_only, inspect, open_study,
                                  parse_seeds, plan, read_suite, run_study)
 
     seeds = parse_seeds(args.seeds)

@@ -13,16 +13,16 @@ vLLM rollout can mirror); with --launch, every module a verl run imports
 (RUN_IMPORTS) must import here. It then writes:
 
     run.json, metrics.jsonl        srdd.run/v1; config = the resolved config, as the TRL engine writes it
-    verl_command.sh                the exact command (rin_train.verl_command); extra arguments are Hydra overrides
-    verl/plugin_settings.json      quantization + noise for rin_train.verl_plugin inside verl's workers
-    data/train.parquet, test.parquet   the run's problems in verl's GSM8K layout (rin_train.verl_data)
+    verl_command.sh                the exact command (rin_train.verl.command); extra arguments are Hydra overrides
+    verl/plugin_settings.json      quantization + noise for rin_train.verl.plugin inside verl's workers
+    data/train.parquet, test.parquet   the run's problems in verl's GSM8K layout (rin_train.verl.data)
     model/                         the tiny model, for model: tiny
 
 A prepared run that was not launched has status "invalid" with the reason
 "prepared, not run ...": the schema has no "prepared" state, "running" would
 claim a live process and "failed" a failure; "invalid" says what matters to
 every reader (`srdd correlate` included): it holds no result. The exit code is 0.
-With --launch, rin_train.verl_launch runs the command and sets the final status
+With --launch, rin_train.verl.launch runs the command and sets the final status
 (complete only when the final step was validated); exit codes as for the TRL engine.
 """
 
@@ -41,11 +41,11 @@ from pathlib import Path
 from rin_train.run_config import RunConfig, check_against_model
 from rin_train.rundir import RunDir, now_iso
 from rin_train.tasks import Example
-from rin_train.verl_command import VerlPaths, script
-from rin_train.verl_data import DATA_SOURCES, select_problems, write_task_files
-from rin_train.verl_hooks import check_rollout_exclusions
-from rin_train.verl_launch import MetricsCollector, run_verl
-from rin_train.verl_settings import SETTINGS_ENV, PluginSettings
+from rin_train.verl.command import VerlPaths, script
+from rin_train.verl.data import DATA_SOURCES, select_problems, write_task_files
+from rin_train.verl.hooks import check_rollout_exclusions
+from rin_train.verl.launch import MetricsCollector, run_verl
+from rin_train.verl.settings import SETTINGS_ENV, PluginSettings
 from srdd import __version__
 from srdd.errors import SrddError
 
@@ -101,7 +101,7 @@ def missing_imports(python: str = sys.executable) -> dict[str, str]:
     """RUN_IMPORTS that `python` cannot import, with the first line of each error.
 
     Imported in a child process (vLLM and verl are heavy, and they would stay in this one) without
-    the plugin's environment, so verl does not import rin_train.verl_plugin on the way.
+    the plugin's environment, so verl does not import rin_train.verl.plugin on the way.
     """
     env = {k: v for k, v in os.environ.items() if k not in ("VERL_USE_EXTERNAL_MODULES", SETTINGS_ENV)}
     r = subprocess.run([python, "-c", _IMPORT_PROBE, *RUN_IMPORTS], capture_output=True, text=True, env=env,
@@ -206,7 +206,7 @@ def prepare(cfg: RunConfig, out: Path) -> RunDir:
             run.finish("failed", f"preparing the verl run failed: {type(exc).__name__}: {exc}")
             raise
     print(f"verl run {cfg.name} prepared in {out}: {files.train_rows} training and {files.test_rows} validation "
-          f"problems, quantization {cfg.quant_label} (rin_train.verl_plugin in verl's actor and vLLM workers), "
+          f"problems, quantization {cfg.quant_label} (rin_train.verl.plugin in verl's actor and vLLM workers), "
           f"noise {'on the rollout copy' if cfg.noise.enabled else 'off'}")
     if cfg.scan.before or cfg.scan.after:
         print("note: verl runs get no scan_before/scan_after here; scan the base and the merged checkpoint with "

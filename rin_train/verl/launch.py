@@ -33,7 +33,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from rin_train.ingest import SCORE_KEY, parse_jsonl
+from rin_train.verl.ingest import SCORE_KEY, parse_jsonl
 from rin_train.rundir import RunDir
 from rin_train.signals import Terminated, terminate_on_signals
 from rin_train.watchdog import STALL_EXIT_CODE, Watchdog

@@ -2,19 +2,19 @@
 
 verl has no trainer callbacks. `srdd train --engine verl` makes verl import this
 module in every process it starts:
-- `VERL_USE_EXTERNAL_MODULES=rin_train.verl_plugin`: read by `verl/__init__.py`,
+- `VERL_USE_EXTERNAL_MODULES=rin_train.verl.plugin`: read by `verl/__init__.py`,
   so it reaches every process that imports verl, vLLM's worker subprocesses
   included (they import verl's worker extension class by name);
-- `actor_rollout_ref.model.external_lib=rin_train.verl_plugin`: imported by
+- `actor_rollout_ref.model.external_lib=rin_train.verl.plugin`: imported by
   `HFModelConfig.__post_init__` (verl/workers/config/model.py) in the trainer,
   the FSDP actor and the vLLM server;
-- `SRDD_VERL_SETTINGS`: the run's rin_train.verl_settings file. Without it this
+- `SRDD_VERL_SETTINGS`: the run's rin_train.verl.settings file. Without it this
   module refuses to load: a verl run that silently trained unquantized would be
   worse than one that does not start.
 
 Each patch below names the verl 0.9.1 function it wraps and is installed when
 that module is imported (rin_train.post_import). What the patches install lives
-in rin_train.verl_hooks, which the tests exercise without verl:
+in rin_train.verl.hooks, which the tests exercise without verl:
 
 1. verl/workers/engine/fsdp/transformer_impl.py `FSDPEngine._build_lora_module`:
    the actor's HF model right after PEFT and before FSDP wraps it (where verl
@@ -45,9 +45,9 @@ import os
 from dataclasses import dataclass
 
 from rin_train.post_import import when_imported
-from rin_train.verl_hooks import (RolloutNoise, TrainerNoise, install_on_actor, install_on_rollout,
+from rin_train.verl.hooks import (RolloutNoise, TrainerNoise, install_on_actor, install_on_rollout,
                                   invalidate_rollout_quant)
-from rin_train.verl_settings import SETTINGS_ENV, PluginSettings
+from rin_train.verl.settings import SETTINGS_ENV, PluginSettings
 from srdd.errors import SrddError
 
 TARGETS = {
@@ -62,7 +62,7 @@ NOISE_METHOD = "srdd_set_noise"
 def _load_settings() -> PluginSettings:
     path = os.environ.get(SETTINGS_ENV)
     if not path:
-        raise SrddError(f"rin_train.verl_plugin was imported but ${SETTINGS_ENV} is not set; it must name the run's "
+        raise SrddError(f"rin_train.verl.plugin was imported but ${SETTINGS_ENV} is not set; it must name the run's "
                         "verl/plugin_settings.json (srdd train --engine verl writes it and the command exports it)")
     return PluginSettings.read(path)
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-import rin_train.engine_trl as engine
-from rin_train.engine_trl import RewardTracker
+import rin_train.trl.engine as engine
+from rin_train.trl.engine import RewardTracker
 from rin_train.presets import preset
 from rin_train.run_config import load_run_config
 from rin_train.train import run_training
