@@ -25,6 +25,9 @@ This is the one API through which every engine (TRL here, verl through
 - A process that owns a run holds an exclusive `flock` on `run.lock` for as long
   as the RunDir object lives, so two writers can never interleave, and a reader
   can tell a crashed "running" run (lock free) from a live one (`is_live()`).
+- The owner also keeps `run.reserve`, a small file of allocated blocks, and
+  frees it to write the final status when the disk is full: a run that died of
+  a full disk still says "failed" and why, instead of "running" forever.
 """
 
 from __future__ import annotations
@@ -47,12 +50,13 @@ from srdd.provenance import versions
 SCHEMA = "srdd.run/v1"
 STATUSES = ("running", "complete", "failed", "invalid")
 FINAL_STATUSES = ("complete", "failed", "invalid")
+RESERVE_BYTES = 1 << 20  # run.json is a few KiB; a MiB also covers its temp file and directory growth
 REQUIRED_METRIC_KEYS = ("step",)
 MAX_SEED = 2**32 - 1
 """A run's seed: numpy's and the task sampler's seeds are 32-bit."""
 CHECKPOINT_MARK = "srdd_checkpoint.json"
 """Written (atomically, last) into a checkpoint once every file of it is on disk."""
-WRITTEN = ("run.json", "run.lock", "metrics.jsonl", "scan_before.json", "scan_after.json", "checkpoints")
+WRITTEN = ("run.json", "run.lock", "run.reserve", "metrics.jsonl", "scan_before.json", "scan_after.json", "checkpoints")
 """What srdd writes in a run directory: none of it may be a symlink."""
 
 
@@ -112,6 +116,7 @@ class RunDir:
         run = cls(path)
         try:
             run._lock()
+            run._reserve()
             run._write_info(info)
             with open(run.metrics_path, "x", encoding="utf-8"):
                 pass
@@ -134,6 +139,7 @@ class RunDir:
             raise SrddError(f"run {path} is already complete; nothing to resume")
         run.refuse_symlinks()
         run._lock()
+        run._reserve()
         run.repair_torn_tail()
         run.logged_steps()  # a corrupt metrics file is reported before any work
         run._update(status="running", reason=None, finished=None,
@@ -197,13 +203,37 @@ class RunDir:
             raise ValueError(f"status must be one of {FINAL_STATUSES}, got {status!r}")
         finished = now_iso()
         elapsed = _dt.datetime.fromisoformat(finished) - _dt.datetime.fromisoformat(self.info()["started"])
-        self._update(status=status, reason=reason, finished=finished, wall_time_s=elapsed.total_seconds())
+        fields = {"status": status, "reason": reason, "finished": finished, "wall_time_s": elapsed.total_seconds()}
+        try:
+            self._update(**fields)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self.reserve_path.exists():
+                raise
+            self.reserve_path.unlink()  # the blocks it held are what the new run.json needs
+            self._update(**fields)
 
     def _update(self, **fields) -> None:
         self._write_info({**self.info(), **fields})
 
     def _write_info(self, info: dict) -> None:
         write_json_atomic(self.run_json, info, force=True)
+
+    @property
+    def reserve_path(self) -> Path:
+        return self.path / "run.reserve"
+
+    def _reserve(self) -> None:
+        """Allocate RESERVE_BYTES for `finish` to free on a full disk; a disk already too full is not an error."""
+        try:
+            fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError:
+            return
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        except OSError:
+            pass  # whatever was allocated still helps
+        finally:
+            os.close(fd)
 
     def _lock(self) -> None:
         fd = try_lock(self.path / "run.lock")
@@ -219,6 +249,7 @@ class RunDir:
         left "running" by a crash keeps it, unlocked.
         """
         if self._lock_fd is not None:
+            self.reserve_path.unlink(missing_ok=True)
             if self.status in FINAL_STATUSES:
                 (self.path / "run.lock").unlink(missing_ok=True)
             os.close(self._lock_fd)

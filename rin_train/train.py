@@ -92,10 +92,12 @@ def load_policy(cfg: RunConfig, workdir: Path, *, verbose: bool = False):
     torch.manual_seed(cfg.seed)  # LoRA A initialisation
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+    head = model.get_output_embeddings()
     try:
         model = get_peft_model(model, lora)
     except ValueError as exc:
         raise SrddError(f"lora.target_modules {cfg.lora.target_modules}: {exc}") from None
+    refuse_adapted_head(model, head, cfg.lora.target_modules)
     names = quantize_linears(model, cfg.quant.linear_config(cfg.grpo.matmul_dtype))
     print(f"quantized {len(names)} linear modules under {cfg.quant_label}, matmuls in {cfg.grpo.matmul_dtype}: "
           f"{count_by_kind(names) or 'none'} (excluded: {', '.join(cfg.quant.exclude) or 'none'}; "
@@ -105,6 +107,18 @@ def load_policy(cfg: RunConfig, workdir: Path, *, verbose: bool = False):
         for name in names:
             print(f"  {name}")
     return model, tokenizer, info, names
+
+
+def refuse_adapted_head(model, head, targets: list[str]) -> None:
+    """GRPO computes log-probabilities from the output layer's weight directly (TRL does, to save the
+    logits' memory), so an adapter there would never train: refuse it by identity, whatever the head is called."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer) and module.get_base_layer() is head:
+            raise SrddError(f"lora.target_modules {targets}: {name.split('.')[-1]} is the model's output layer; "
+                            "GRPO computes log-probabilities from its weight directly, so an adapter there would "
+                            "never train (remove it)")
 
 
 def write_module_list(run: RunDir, names: list[str]) -> None:

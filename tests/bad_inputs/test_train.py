@@ -33,6 +33,8 @@ SET_CASES = [
     ("name=[a, b]", "name: Input should be a valid string"),
     ("grpo.stepz=3", "grpo: unknown key(s) ['stepz']"),
     ("noise.layer_multipliers={7: 1.0}", "noise settings name layers [7]"),
+    ("lora.target_modules=[q_proj, lm_head]", "lm_head is the model's output layer"),
+    ("lora.target_modules=[nosuch]", "lora.target_modules ['nosuch']"),
 ]
 
 

@@ -1,10 +1,12 @@
 """Run directories: created once, append-only metrics, atomic status, resumable, lock-protected."""
 
+import errno
 import json
 
 import pytest
 
-from rin_train.rundir import SCHEMA, RunDir
+from rin_train import rundir
+from rin_train.rundir import RESERVE_BYTES, SCHEMA, RunDir
 from srdd.errors import SrddError
 
 CONFIG = {"quant": {"format": "mxfp4", "mode": "w4a4"}, "noise": {"enabled": True, "sigma_start": 0.05}}
@@ -23,6 +25,48 @@ def test_create_writes_run_json_per_design(tmp_path):
     assert {"python", "torch", "transformers", "trl", "peft", "srdd"} <= set(info["versions"])
     assert info["started"] and info["finished"] is None and info["wall_time_s"] is None
     assert (run.path / "metrics.jsonl").read_text() == ""
+
+
+def _disk_full_while_reserved(monkeypatch, run):
+    """Every run.json write fails with ENOSPC for as long as run.reserve holds its blocks."""
+    real = rundir.write_json_atomic
+
+    def write(path, obj, **kw):
+        if run.reserve_path.exists():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, obj, **kw)
+
+    monkeypatch.setattr(rundir, "write_json_atomic", write)
+
+
+def test_a_full_disk_still_gets_the_final_status_written(tmp_path, monkeypatch):
+    run = _create(tmp_path / "r")
+    assert run.reserve_path.stat().st_blocks * 512 >= RESERVE_BYTES  # allocated, not a sparse promise
+    _disk_full_while_reserved(monkeypatch, run)
+    run.finish("failed", "[Errno 28] No space left on device")
+    info = run.info()
+    assert info["status"] == "failed" and "No space left" in info["reason"] and not run.reserve_path.exists()
+    run.release()
+    assert sorted(p.name for p in run.path.iterdir()) == ["metrics.jsonl", "run.json"]
+
+
+def test_a_full_disk_without_a_reserve_is_an_error_not_silence(tmp_path, monkeypatch):
+    run = _create(tmp_path / "r")
+    run.reserve_path.unlink()  # as after a resume on a disk too full to allocate one
+    monkeypatch.setattr(rundir, "write_json_atomic",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(OSError, match="No space left"):
+        run.finish("failed", "disk full")
+
+
+def test_resume_takes_a_new_reserve_and_release_drops_it(tmp_path):
+    run = _create(tmp_path / "r")
+    run.release()  # released while still "running": the reserve goes, the lock file stays
+    again = RunDir.open_for_resume(run.path)
+    assert again.reserve_path.exists()
+    again.finish("complete")
+    again.release()
+    assert not again.reserve_path.exists()
 
 
 @pytest.mark.parametrize("existing", ["dir", "empty_dir", "file"])
