@@ -8,6 +8,7 @@ from rin_train.lora_merge import lora_merged
 from srdd.formats import fake_quantize
 from srdd.models import decoder_layers, load_causal_lm
 from srdd.qlinear import LinearQuantConfig, quantize_linears
+from srdd.quiet import library_notices_silenced
 
 
 @pytest.fixture
@@ -16,7 +17,8 @@ def policy(tiny_model_dir):
 
     model = load_causal_lm(str(tiny_model_dir))[0]
     torch.manual_seed(0)
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"]))
+    with library_notices_silenced():  # as srdd train wraps it: transformers' deprecation notice is not ours
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"]))
     with torch.no_grad():  # a trained-looking adapter: B is zero at initialisation
         for name, p in model.named_parameters():
             if "lora_B" in name:
