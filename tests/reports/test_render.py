@@ -42,3 +42,10 @@ def test_figures_colour_by_group_and_mark_by_seed(study):
                 delta_vs_accuracy([sum(r.delta) for r in runs], [r.final_accuracy for r in runs],
                                   [r.name for r in runs], "relative_error")):
         assert png.startswith(b"\x89PNG")
+
+
+def test_results_headers_name_the_accuracy_each_column_holds(tmp_path):
+    """The final column is the compared kind; best is over the (LoRA-separate) validations during training."""
+    report = build_report(_two_groups(tmp_path), metric="relative_error", baseline=None, target=None)
+    header = next(h for title, h, _ in sections(report) if title == "Results")
+    assert f"final ({report['accuracy']})" in header and "best (separate)" in header and "final" not in header
