@@ -93,10 +93,10 @@ class EffectiveBasis:
     run starts (seconds for a 135M model, a few minutes for 7B on a CPU); nothing per step.
     """
 
-    def __init__(self, targets: list, seed: int) -> None:
+    def __init__(self, targets: list, views: list[Callable[[torch.Tensor], torch.Tensor]], seed: int) -> None:
+        """`views[i]`: what target i's GEMM multiplies by for a weight w (`gemm_weight_view` of its module)."""
         self.curves: list[tuple[np.ndarray, np.ndarray]] = []
-        for index, t in enumerate(targets):
-            view = gemm_weight_view(t.module)
+        for index, (t, view) in enumerate(zip(targets, views, strict=True)):
             clean_view = view(t.clean.to(t.param.dtype)).to(torch.float32)
             generator = torch.Generator().manual_seed(seed * 7919 + index)
             unit = torch.randn(t.clean.shape, generator=generator, dtype=torch.float32)

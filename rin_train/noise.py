@@ -243,8 +243,9 @@ class NoiseInjector:
     def __init__(self, model: nn.Module, cfg: NoiseConfig, *, seed: int = 0, workers: int | None = None,
                  effective: bool = False) -> None:
         """`workers`: threads drawing noise (default torch.get_num_threads()); the noise does not depend on it.
-        `effective`: also measure the effective sigma per layer (rin_train.effective) on every perturbation:
-        for the model's own QuantLinear quantizers (srdd.qlinear), not for a vLLM rollout copy."""
+        `effective`: also measure the effective sigma per layer (rin_train.effective) on every perturbation,
+        through the quantizers `gemm_view` and `norm_quantizer` find (srdd.qlinear's here; a rollout copy whose
+        layers are quantized another way overrides them)."""
         self.cfg = cfg
         self.seed = seed
         self.workers = max(1, workers or torch.get_num_threads())
@@ -279,14 +280,26 @@ class NoiseInjector:
         self._check_absolute_sigma()
         self.perturbed = False
         self.effective = effective or cfg.sigma_basis is SigmaBasis.EFFECTIVE
-        self._weight_views = [gemm_weight_view(t.module) for t in self.targets]
-        self._activation_views = {i: activation_quantizer(layers[t.layer]) for i, t in enumerate(self.targets)
-                                  if t.kind == "rmsnorm"}
+        self._weight_views = [self.gemm_view(t.module) for t in self.targets]
+        self._activation_views = {i: self.norm_quantizer(layers[t.layer]) for i, t in enumerate(self.targets)
+                                  if t.kind == "rmsnorm" and self.norm_measurable}
         self._effective: dict[int, float] = {}
         self._hooks: list = []
-        self.basis = EffectiveBasis(self.targets, seed) if cfg.sigma_basis is SigmaBasis.EFFECTIVE else None
+        self.basis = (EffectiveBasis(self.targets, self._weight_views, seed)
+                      if cfg.sigma_basis is SigmaBasis.EFFECTIVE else None)
         if self.basis is not None:
             self._warn_below_floor()
+
+    norm_measurable = True
+    """Whether an RMSNorm target's effective sigma can be read by a forward hook on the norm (HF norms can)."""
+
+    def gemm_view(self, module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        """w -> what `module`'s GEMM multiplies by for weight w (the effective sigma is measured through it)."""
+        return gemm_weight_view(module)
+
+    def norm_quantizer(self, layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The input quantizer of the linears a layer's norms feed, or None without A4."""
+        return activation_quantizer(layer)
 
     def _warn_below_floor(self) -> None:
         """Say once, with numbers, when the schedule asks for less effective noise than any noise gives."""

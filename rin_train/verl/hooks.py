@@ -32,6 +32,7 @@ import os
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -263,11 +264,19 @@ class RolloutNoiseInjector(NoiseInjector):
     k_proj's) and noise.exclude_patterns written with HF names (`q_proj`, `up_proj`) match as they
     do on the actor. The fp32 masters of CUDA weights live in pinned CPU memory: for linear targets
     they are twice the size of the bf16 weights and sit outside vLLM's sleep pool.
+
+    The effective sigma of a linear target is measured through the layer's LinearFakeQuant (each
+    packed matrix quantized on its own, as the GEMM does), so `sigma_layers_effective` and
+    `noise.sigma_basis: effective` mean in the rollout what they mean in the TRL engine. That of an
+    RMSNorm target is not measured here: vLLM's norm fuses the residual add and returns a tuple, so
+    the hook the TRL engine uses would read the wrong tensor; such a layer reports its linears alone.
     """
 
-    def __init__(self, model: nn.Module, cfg, *, seed: int) -> None:
+    norm_measurable = False
+
+    def __init__(self, model: nn.Module, cfg, *, seed: int, effective: bool = False) -> None:
         self.packed = dict(getattr(model, "packed_modules_mapping", None) or {})
-        super().__init__(model, cfg, seed=seed)
+        super().__init__(model, cfg, seed=seed, effective=effective)
 
     def weights_of(self, name: str, module: nn.Module) -> list[tuple[str, torch.Tensor]]:
         names = packed_part_names(name, self.packed)
@@ -277,6 +286,13 @@ class RolloutNoiseInjector(NoiseInjector):
         if len(rows) != len(names):
             raise RuntimeError(f"srdd verl plugin: {name} packs {names} but has output partitions {rows}")
         return list(zip(names, module.weight.split(rows)))
+
+    def gemm_view(self, module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        quant = getattr(module, "srdd_quant", None)
+        if not isinstance(quant, LinearFakeQuant) or not quant.config.mode.weights:
+            return lambda w: w
+        fmt, options = quant.config.format, quant.config.options
+        return lambda w: fake_quantize(w, fmt, **options)
 
     def master_of(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.device.type != "cuda":
@@ -309,7 +325,8 @@ class RolloutNoise:
     def after_sync(self, model: nn.Module) -> None:
         """Re-read the fp32 masters from the freshly synced (clean) weights."""
         self.injector = None  # free the old masters first: for linear targets they are a copy of every weight
-        self.injector = RolloutNoiseInjector(model, self.config, seed=_rank_seed(self.settings.seed, self.rank))
+        self.injector = RolloutNoiseInjector(model, self.config, seed=_rank_seed(self.settings.seed, self.rank),
+                                             effective=True)
 
     def apply(self, version: int | None) -> dict:
         """Noise for weights `version` (restore, then perturb), or clean weights for None."""
@@ -317,8 +334,9 @@ class RolloutNoise:
             raise RuntimeError("srdd verl plugin: rollout noise set before the first weight sync")
         if version is None:
             self.injector.restore()
-            return {"version": None, "sigma": None, "sigma_layers": None}
-        record = {"version": version, **self.injector.perturb(version, self.settings.total_steps)}
+            return {"version": None, "sigma": None, "sigma_layers": None, "sigma_layers_effective": None}
+        record = {"version": version, **self.injector.perturb(version, self.settings.total_steps),
+                  "sigma_layers_effective": self.injector.effective_layers()}
         self._log(record)
         return record
 

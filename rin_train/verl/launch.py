@@ -14,7 +14,8 @@
 
 Record per step (the TRL engine's keys where verl has the value):
     step, sigma (scheduled, for the rollouts of this step), sigma_layers (achieved std per layer,
-    mean over tensor-parallel ranks), reward_mean (critic/score/mean: the training reward),
+    mean over tensor-parallel ranks), sigma_layers_effective (the std the quantized GEMM sees, same
+    averaging; linear targets only, see rin_train.verl.hooks), reward_mean (critic/score/mean: the training reward),
     loss (actor/pg_loss), completion_mean_length (response_length/mean),
     accuracy / accuracy_flexible (val-core/<source>/acc/mean@1, val-aux/<source>/acc_flexible/mean@1:
     strict and flexible, greedy, no noise), eval_samples, eval_quant, step_s (timing_s/step), wall_s.
@@ -47,7 +48,7 @@ def _number(value) -> float | None:
 
 
 def read_noise_logs(directory: Path) -> dict[int, dict]:
-    """weights version -> {"sigma", "sigma_layers"} from the rollout workers' noise logs.
+    """weights version -> {"sigma", "sigma_layers", "sigma_layers_effective"} from the rollout workers' noise logs.
 
     Each worker process writes its own file; within a file the last record of a
     (rank, version) wins (noise is re-applied, identically, after each validation);
@@ -68,15 +69,22 @@ def read_noise_logs(directory: Path) -> dict[int, dict]:
     by_version: dict[int, list[dict]] = defaultdict(list)
     for (_, _, version), rec in latest.items():
         by_version[version].append(rec)
-    out = {}
-    for version, recs in by_version.items():
-        layers: dict[str, list[float]] = defaultdict(list)
-        for rec in recs:
-            for layer, std in (rec.get("sigma_layers") or {}).items():
-                layers[layer].append(std)
-        out[version] = {"sigma": recs[0].get("sigma"),
-                        "sigma_layers": {k: sum(v) / len(v) for k, v in sorted(layers.items(), key=lambda kv: int(kv[0]))}}
-    return out
+    return {version: {"sigma": recs[0].get("sigma"), **{key: _mean_by_layer(recs, key) for key in NOISE_LAYER_KEYS}}
+            for version, recs in by_version.items()}
+
+
+NOISE_LAYER_KEYS = ("sigma_layers", "sigma_layers_effective")
+"""Per-layer values of a noise log record, averaged over the ranks that logged its version."""
+
+
+def _mean_by_layer(recs: list[dict], key: str) -> dict[str, float] | None:
+    layers: dict[str, list[float]] = defaultdict(list)
+    for rec in recs:
+        for layer, value in (rec.get(key) or {}).items():
+            layers[layer].append(value)
+    if not layers:
+        return None  # not logged (clean weights, or a value the workers do not measure)
+    return {k: sum(v) / len(v) for k, v in sorted(layers.items(), key=lambda kv: int(kv[0]))}
 
 
 def metrics_record(step: int, data: dict, *, data_source: str, quant_label: str, eval_samples: int,
@@ -85,6 +93,7 @@ def metrics_record(step: int, data: dict, *, data_source: str, quant_label: str,
     accuracy = _number(data.get(f"val-core/{data_source}/acc/mean@1"))
     validated = accuracy is not None
     return {"step": step, "sigma": (noise or {}).get("sigma"), "sigma_layers": (noise or {}).get("sigma_layers"),
+            "sigma_layers_effective": (noise or {}).get("sigma_layers_effective"),
             "reward_mean": _number(data.get(SCORE_KEY)), "loss": _number(data.get("actor/pg_loss")),
             "completion_mean_length": _number(data.get("response_length/mean")),
             "accuracy": accuracy,

@@ -289,6 +289,51 @@ def test_linear_noise_reaches_vllm_linear_layers(tmp_path):
     assert "layers.1.self_attn.qkv_proj.base_layer" in names  # ones included; lm_head is outside the layers
 
 
+def _packed_parts(model: nn.Module):
+    """(layer index, fused module, HF part rows) of every quantized rollout linear, LoRA wrappers unwrapped."""
+    for i, layer in enumerate(model.model.layers):
+        for name, module in layer.named_modules():
+            if isinstance(module.__dict__.get("srdd_quant"), LinearFakeQuant):
+                yield i, module, module.output_partition_sizes
+
+
+def test_rollout_effective_sigma_is_what_the_quantized_gemm_sees(tmp_path):
+    """Each packed matrix on its own, as the rollout's GEMM quantizes it: std(Q(W+n) - Q(W)) / rms(W)."""
+    model = _vllm_model()
+    settings = _settings(tmp_path, "noise.targets=[linear]", "noise.schedule=constant", "noise.sigma_start=0.02",
+                         "noise.sigma_end=0.02", "noise.num_stages=1")
+    install_on_rollout(model, settings)
+    clean = {id(m): m.weight.detach().clone() for _, m, _ in _packed_parts(model)}
+    noise = RolloutNoise(settings, rank=0)
+    noise.after_sync(model)
+    record = noise.apply(1)
+    expected: dict[str, list[float]] = {}
+    for i, module, rows in _packed_parts(model):
+        for now, was in zip(module.weight.detach().split(rows), clean[id(module)].split(rows)):
+            seen = fake_quantize(now, "mxfp4") - fake_quantize(was, "mxfp4")
+            expected.setdefault(str(i), []).append(float(seen.std()) / float(was.pow(2).mean().sqrt()))
+    effective = record["sigma_layers_effective"]
+    assert effective.keys() == expected.keys()
+    for layer, values in expected.items():
+        assert effective[layer] == pytest.approx(sum(values) / len(values), rel=1e-5)
+        assert effective[layer] > 2 * record["sigma_layers"][layer]  # MXFP4 rounding amplifies small noise
+    assert read_noise_logs(tmp_path / "noise")[1]["sigma_layers_effective"] == pytest.approx(effective)
+    assert noise.apply(None)["sigma_layers_effective"] is None
+
+
+def test_rollout_sigma_basis_effective_inverts_the_rollout_quantizer(tmp_path):
+    """Asked for an effective 0.1, the rollout delivers about 0.1 through its own W4 quantizer, with a smaller
+    nominal sigma; an identity view (the layer's quantizer overlooked) would have delivered the nominal 0.1."""
+    model = _vllm_model()
+    settings = _settings(tmp_path, "noise.targets=[linear]", "noise.schedule=constant", "noise.sigma_start=0.1",
+                         "noise.sigma_end=0.1", "noise.num_stages=1", "noise.sigma_basis=effective")
+    install_on_rollout(model, settings)
+    injector = RolloutNoiseInjector(model, settings.noise_config(), seed=0, effective=True)
+    applied = injector.perturb(1, 3)["sigma_layers"]
+    for layer, value in injector.effective_layers().items():
+        assert value == pytest.approx(0.1, rel=0.15) and applied[layer] < 0.08, layer
+
+
 def test_linear_fake_quant_modes(tmp_path):
     layer = VllmLinear(64, 32)
     x = torch.randn(3, 64)
