@@ -42,12 +42,13 @@ def test_the_old_spread_rule_was_not_a_test():
     assert old.mean() > 0.10 and new.mean() < 0.05
 
 
-@pytest.mark.parametrize("seeds, sds", [(5, 5.0), (3, 6.0)])
+@pytest.mark.parametrize("seeds, sds", [(5, 5.0), (4, 5.0), (3, 6.0)])
 def test_large_effects_are_found(seeds, sds):
     """A variable arm better by `sds` seed-sds is called supported (H3) at least 80 % of the time.
 
     At 3 seeds a 5-sd effect on one comparison is found ~70 % of the time under Holm over four
-    hypotheses (Welch has 2-4 df there); the report's detectable |difference| says so for each arm.
+    hypotheses (Welch has 2-4 df there; 4 seeds: 98 %); the report's detectable |difference| says so
+    for each arm.
     """
     codes = simulate_family(*_studies(np.random.default_rng(seeds), seeds, {"E13j-variable": sds}))
     h3 = [h for h in FAMILY].index(("E13j-variable", "E13i-baseline"))
