@@ -126,7 +126,7 @@ def run(args) -> int:
             "trajectories.png": figures.trajectories(valid),
             "delta_vs_accuracy.png": figures.delta_vs_accuracy(
                 [statistics.fmean(r.delta) for r in valid], [r.final_accuracy for r in valid],
-                [r.name for r in valid], args.metric)}
+                [r.name for r in valid], args.metric, report["accuracy"])}
     tmp = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.", dir=args.out.parent))
     tmp.chmod(new_dir_mode())  # the report directory is as readable as one mkdir makes
     try:

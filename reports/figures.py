@@ -114,7 +114,10 @@ def layer_profiles(runs: list[RunRecord], metric: str) -> bytes:
 
 
 def trajectories(runs: list[RunRecord]) -> bytes:
-    """One panel per group (small multiples, shared axes); its seeds as lines with distinct markers."""
+    """One panel per group (small multiples, shared axes); its seeds as lines with distinct markers.
+
+    The lines are the validations during training (LoRA separate); the merged-LoRA accuracy of the
+    final step, the one a deployment would see, is the same marker unfilled."""
     styles = _styles([r.name for r in runs])
     groups = list(dict.fromkeys(styles[r.name][0] for r in runs)) or ["(no runs)"]
     cols = min(3, len(groups))
@@ -129,6 +132,10 @@ def trajectories(runs: list[RunRecord]) -> bytes:
         steps, acc = zip(*r.trajectory)
         panel[group].plot(steps, [100 * a for a in acc], color=colour, marker=marker, ms=5, lw=1.2, alpha=0.85,
                           label=_label(r.name))
+        if r.merged:
+            steps, acc = zip(*r.merged)
+            panel[group].scatter(steps, [100 * a for a in acc], s=60, marker=marker, facecolors="none",
+                                 edgecolors=colour, linewidths=1.2, zorder=3, label=f"{_label(r.name)}, merged")
     for group, ax in panel.items():
         ax.set_title(group, fontsize=9)
         ax.grid(alpha=0.3)
@@ -140,12 +147,14 @@ def trajectories(runs: list[RunRecord]) -> bytes:
         ax.set_xlabel("step")
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy (%)")
-    fig.suptitle("validation accuracy by group (greedy, no noise, training quantization)", fontsize=11)
+    fig.suptitle("validation accuracy by group (greedy, no noise, training quantization; lines: LoRA separate, "
+                 "unfilled: LoRA merged)", fontsize=11)
     return _png(fig)
 
 
-def delta_vs_accuracy(xs: list[float], ys: list[float], names: list[str], metric: str) -> bytes:
-    """Final accuracy against the run's mean per-layer change; colour = group, marker = seed, legend by run."""
+def delta_vs_accuracy(xs: list[float], ys: list[float], names: list[str], metric: str, accuracy: str) -> bytes:
+    """Final accuracy (of kind `accuracy`: merged | separate) against the run's mean per-layer change;
+    colour = group, marker = seed, legend by run."""
     fig, ax = plt.subplots(figsize=(8.5, 4.8))
     styles = _styles(names)
     for x, y, name in zip(xs, ys, names):
@@ -158,7 +167,7 @@ def delta_vs_accuracy(xs: list[float], ys: list[float], names: list[str], metric
     if names:
         ax.legend(fontsize=7, ncol=1 if len(names) <= 14 else 2, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_xlabel(f"mean change of {metric} over layers (after - before)")
-    ax.set_ylabel("final accuracy (%)")
+    ax.set_ylabel(f"final accuracy, LoRA {accuracy} (%)")
     _accuracy_axis(ax)
     ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
     ax.grid(alpha=0.3)

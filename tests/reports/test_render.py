@@ -1,5 +1,6 @@
 """What a reader sees: the baseline line, distinct column headers, figures that tell runs apart."""
 
+from reports import figures
 from reports.build import build_report
 from reports.figures import _styles, delta_vs_accuracy, layer_profiles, trajectories
 from reports.render import markdown, sections
@@ -40,7 +41,7 @@ def test_figures_colour_by_group_and_mark_by_seed(study):
     assert len({styles[f"E13i-baseline-s{s}"][2] for s in range(3)}) == 3
     for png in (layer_profiles(runs, "relative_error"), trajectories(runs),
                 delta_vs_accuracy([sum(r.delta) for r in runs], [r.final_accuracy for r in runs],
-                                  [r.name for r in runs], "relative_error")):
+                                  [r.name for r in runs], "relative_error", "merged")):
         assert png.startswith(b"\x89PNG")
 
 
@@ -49,3 +50,16 @@ def test_results_headers_name_the_accuracy_each_column_holds(tmp_path):
     report = build_report(_two_groups(tmp_path), metric="relative_error", baseline=None, target=None)
     header = next(h for title, h, _ in sections(report) if title == "Results")
     assert f"final ({report['accuracy']})" in header and "best (separate)" in header and "final" not in header
+
+
+def test_figures_say_which_accuracy_they_plot(study, monkeypatch):
+    """Lines are LoRA-separate validations, unfilled markers the merged final; the scatter names its kind."""
+    monkeypatch.setattr(figures, "_png", lambda fig: fig)  # the figure itself, to read its labels
+    runs = [r for r in load_runs(study, "relative_error") if r.valid]
+    fig = trajectories(runs)
+    assert "lines: LoRA separate, unfilled: LoRA merged" in fig._suptitle.get_text()
+    merged_points = [c for ax in fig.axes for c in ax.collections]
+    assert len(merged_points) == sum(1 for r in runs if r.merged) > 0
+    scatter = delta_vs_accuracy([0.0] * len(runs), [r.final_accuracy for r in runs], [r.name for r in runs],
+                                "relative_error", "separate")
+    assert scatter.axes[0].get_ylabel() == "final accuracy, LoRA separate (%)"
