@@ -141,7 +141,7 @@ def trajectories(runs: list[RunRecord]) -> bytes:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="best")  # the spot covering fewest points
     _accuracy_axis(axes.flat[0])  # shared by every panel
     for ax in axes[-1]:
         ax.set_xlabel("step")
