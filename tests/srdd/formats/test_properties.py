@@ -182,5 +182,6 @@ def test_int4_outputs_are_integer_levels_times_the_group_scale(x):
             assert (bq == 0).all()
             continue
         s32 = np.float32(scale)
-        allowed = {float(np.float32(level) * s32) for level in range(-8, 8)}
+        with np.errstate(over="ignore"):  # near fp32's max, -8 x scale overflows: -inf joins the set, unused
+            allowed = {float(np.float32(level) * s32) for level in range(-8, 8)}
         assert {float(v) for v in bq} <= allowed
