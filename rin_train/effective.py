@@ -12,10 +12,13 @@ batch of each noise version.
 Both are relative to the clean tensor's RMS, as the nominal sigma is, so the two
 read on one scale: nominal = std(n) / rms(W0), effective = std(Q(W0+n) - Q(W0)) / rms(W0).
 
-`EffectiveBasis` inverts the relation for `noise.sigma_basis: effective`: per
-linear target it measures effective sigma on a log grid of nominal sigmas (one
-fixed draw each), and interpolates in log-log space to find the nominal sigma
-that yields a requested effective one.
+`noise.sigma_basis: effective` inverts the relation: effective sigma is measured
+on a log grid of nominal sigmas (one fixed draw each) and interpolated in log-log
+space to find the nominal sigma that yields a requested effective one. For a
+linear target the curve depends on the weight alone, so `EffectiveBasis` measures
+it once when the run starts; for an RMSNorm target it depends on the activations
+the norm scales, so `rmsnorm_nominal` measures it on the first rollout batch of each
+noise version, with that version's draw.
 """
 
 from __future__ import annotations
@@ -86,17 +89,93 @@ def rmsnorm_effective(module: nn.Module, clean: torch.Tensor, hidden: torch.Tens
         return relative_std(output.to(torch.float32) - reference.to(torch.float32), rms)
 
 
+CALIBRATION_TOKENS = 4096
+"""Tokens of the first rollout batch an RMSNorm target is calibrated on (bounds its cost per version)."""
+
+BISECTIONS = 8
+"""Bisections of the grid interval where an RMSNorm target's effective sigma crosses the one asked for: its
+curve is measured on the very batch and draw it serves, so it can be solved on the raw, jagged values rather
+than interpolated (8 halvings of a log-interval of 1.58x leave 0.2 %)."""
+
+Curve = tuple[np.ndarray, np.ndarray]
+"""(nominal sigmas ascending, effective sigmas made non-decreasing)."""
+
+
+def monotone_curve(nominal, effective) -> Curve:
+    """The measured points sorted by nominal sigma, effective made non-decreasing: rounding makes tiny wiggles
+    in effective(nominal) that would break interpolation."""
+    order = np.argsort(np.asarray(nominal, dtype=np.float64), kind="stable")
+    return (np.asarray(nominal, dtype=np.float64)[order],
+            np.maximum.accumulate(np.asarray(effective, dtype=np.float64)[order]))
+
+
+def nominal_for(curve: Curve, effective: float) -> float:
+    """The nominal sigma whose effective sigma is `effective` on `curve` (log-log interpolation; beyond the
+    measured points, proportional to the nearest)."""
+    if effective <= 0:
+        return 0.0
+    nominal, eff = curve
+    positive = eff > 0
+    if not positive.any():
+        return float(nominal[-1])
+    nominal, eff = nominal[positive], eff[positive]
+    if effective <= eff[0]:
+        return float(nominal[0] * effective / eff[0])
+    if effective >= eff[-1]:
+        return float(nominal[-1] * effective / eff[-1])
+    return float(math.exp(np.interp(math.log(effective), np.log(eff), np.log(nominal))))
+
+
+def rmsnorm_nominal(module: nn.Module, clean: torch.Tensor, unit: torch.Tensor, rms: float, hidden: torch.Tensor,
+                    quantizer: Callable[[torch.Tensor], torch.Tensor] | None, effective: float) -> float:
+    """The nominal sigma s for which the RMSNorm weight clean + unit * s * rms gives `effective` on (at most
+    CALIBRATION_TOKENS tokens of) the norm's input `hidden`, where effective(s) = std(Qa(y_s) - Qa(y)) / rms(y).
+
+    Cost per call: len(GRID) + BISECTIONS norm outputs and activation fake-quantizations of those tokens.
+    """
+    quantize = quantizer or (lambda x: x)
+    with torch.no_grad():
+        hidden = hidden.reshape(-1, hidden.shape[-1])[:CALIBRATION_TOKENS]
+        dtype, eps = module.weight.dtype, norm_eps(module)
+        reference = rmsnorm_output(clean.to(dtype), hidden, eps)
+        scale = float(reference.double().pow(2).mean().sqrt())
+        seen_clean = quantize(reference).to(torch.float32)
+
+        def measure(s: float) -> float:
+            noisy = rmsnorm_output((clean + unit * float(s * rms)).to(dtype), hidden, eps)
+            return relative_std(quantize(noisy).to(torch.float32) - seen_clean, scale)
+
+        def miss(value: float) -> float:
+            return abs(math.log(max(value, 1e-30) / effective))
+
+        measured = [measure(s) for s in GRID]
+        crossing = next((k for k in range(len(GRID) - 1) if measured[k] <= effective <= measured[k + 1]), None)
+        if crossing is None:  # below the floor or above the grid: proportional to the nearest point
+            return nominal_for(monotone_curve(GRID, measured), effective)
+        low, high = GRID[crossing], GRID[crossing + 1]
+        best = min(((low, measured[crossing]), (high, measured[crossing + 1])), key=lambda p: miss(p[1]))
+        for _ in range(BISECTIONS):
+            middle = math.sqrt(low * high)
+            value = measure(middle)
+            best = min(best, (middle, value), key=lambda p: miss(p[1]))
+            low, high = (middle, high) if value <= effective else (low, middle)
+    return float(best[0])
+
+
 class EffectiveBasis:
     """Nominal sigma per linear target for a requested effective sigma (`noise.sigma_basis: effective`).
 
-    Cost: len(GRID) = 26 noise draws and fake-quantizations of every targeted weight, once, when the
-    run starts (seconds for a 135M model, a few minutes for 7B on a CPU); nothing per step.
+    Cost: len(GRID) = 26 noise draws and fake-quantizations of every targeted linear weight, once, when
+    the run starts (seconds for a 135M model, a few minutes for 7B on a CPU); nothing per step.
     """
 
     def __init__(self, targets: list, views: list[Callable[[torch.Tensor], torch.Tensor]], seed: int) -> None:
-        """`views[i]`: what target i's GEMM multiplies by for a weight w (`gemm_weight_view` of its module)."""
-        self.curves: list[tuple[np.ndarray, np.ndarray]] = []
+        """`views[i]`: what target i's GEMM multiplies by for a weight w (`gemm_weight_view` of its module).
+        Only linear targets get a curve: an RMSNorm target's is measured per noise version (`rmsnorm_nominal`)."""
+        self.curves: dict[int, Curve] = {}
         for index, (t, view) in enumerate(zip(targets, views, strict=True)):
+            if t.kind != "linear":
+                continue
             clean_view = view(t.clean.to(t.param.dtype)).to(torch.float32)
             generator = torch.Generator().manual_seed(seed * 7919 + index)
             unit = torch.randn(t.clean.shape, generator=generator, dtype=torch.float32)
@@ -104,8 +183,7 @@ class EffectiveBasis:
             for sigma in GRID:
                 noisy = (t.clean + unit * float(sigma * t.rms)).to(t.param.dtype)
                 effective.append(relative_std(view(noisy).to(torch.float32) - clean_view, t.rms))
-            # monotone for interpolation: rounding makes tiny non-monotone wiggles in effective(nominal)
-            self.curves.append((GRID.copy(), np.maximum.accumulate(np.asarray(effective))))
+            self.curves[index] = monotone_curve(GRID, effective)
 
     def floor(self, index: int) -> float:
         """The effective sigma of target `index` at the grid's smallest nominal sigma (1e-5 of its RMS).
@@ -117,17 +195,5 @@ class EffectiveBasis:
         return float(self.curves[index][1][0])
 
     def nominal(self, index: int, effective: float) -> float:
-        """The nominal sigma whose effective sigma is `effective` for target `index` (log-log interpolation;
-        below the grid's smallest measurable effect, proportional to its first point)."""
-        if effective <= 0:
-            return 0.0
-        nominal, eff = self.curves[index]
-        positive = eff > 0
-        if not positive.any():
-            return float(nominal[-1])
-        nominal, eff = nominal[positive], eff[positive]
-        if effective <= eff[0]:
-            return float(nominal[0] * effective / eff[0])
-        if effective >= eff[-1]:
-            return float(nominal[-1] * effective / eff[-1])
-        return float(math.exp(np.interp(math.log(effective), np.log(eff), np.log(nominal))))
+        """The nominal sigma whose effective sigma is `effective` for target `index`."""
+        return nominal_for(self.curves[index], effective)

@@ -31,7 +31,8 @@ import torch
 import yaml
 from torch import nn
 
-from rin_train.effective import EffectiveBasis, activation_quantizer, gemm_weight_view, relative_std, rmsnorm_effective
+from rin_train.effective import (EffectiveBasis, activation_quantizer, gemm_weight_view, norm_eps,
+                                 relative_std, rmsnorm_nominal, rmsnorm_effective, rmsnorm_output)
 from rin_train.schedule import Schedule, SigmaSchedule
 from srdd.errors import SrddError
 from srdd.models import decoder_layers
@@ -47,8 +48,10 @@ class SigmaBasis(str, enum.Enum):
     NOMINAL = "nominal"
     """std of the noise written into the weight (what QeRL and the published study specify)."""
     EFFECTIVE = "effective"
-    """std of the noise the quantized GEMM sees, Q(W0+n) - Q(W0): the nominal sigma per weight is found by
-    a calibration when the run starts (rin_train.effective.EffectiveBasis; linear targets only)."""
+    """std of the noise the quantized GEMM sees, Q(W0+n) - Q(W0) (for an RMSNorm weight, on the quantized
+    activations it feeds): the nominal sigma is found by a calibration, once when the run starts for a
+    linear weight (rin_train.effective.EffectiveBasis), on the first rollout batch of every noise version
+    for an RMSNorm weight (rin_train.effective.rmsnorm_nominal)."""
 
 
 class SigmaMode(str, enum.Enum):
@@ -95,11 +98,9 @@ class NoiseConfig:
             object.__setattr__(self, "sigma_basis", SigmaBasis(self.sigma_basis))
         except ValueError:
             raise SrddError(f"noise.sigma_basis must be 'nominal' or 'effective', got {self.sigma_basis!r}") from None
-        if self.sigma_basis is SigmaBasis.EFFECTIVE and (self.targets != ["linear"]
-                                                          or self.sigma_mode is not SigmaMode.RELATIVE):
-            raise SrddError("noise.sigma_basis: effective needs targets [linear] and sigma_mode relative: an "
-                            "RMSNorm weight's effective sigma depends on the activations it scales, measured "
-                            "during rollouts but not calibrated ahead of them")
+        if self.sigma_basis is SigmaBasis.EFFECTIVE and self.sigma_mode is not SigmaMode.RELATIVE:
+            raise SrddError("noise.sigma_basis: effective needs sigma_mode relative: effective sigma is "
+                            "relative to the clean tensor's RMS, so an absolute schedule has no effective reading")
         self.schedule_for(None)  # validates sigma values, stages and decay direction
         if self.sigma_mode is SigmaMode.RELATIVE and self.sigma_start > MAX_RELATIVE_SIGMA:
             raise SrddError(f"noise.sigma_start {self.sigma_start} relative to the weight RMS would bury the "
@@ -283,11 +284,17 @@ class NoiseInjector:
         self._weight_views = [self.gemm_view(t.module) for t in self.targets]
         self._activation_views = {i: self.norm_quantizer(layers[t.layer]) for i, t in enumerate(self.targets)
                                   if t.kind == "rmsnorm" and self.norm_measurable}
+        self._nominal: dict[int, float] = {}
         self._effective: dict[int, float] = {}
+        self._pending: dict[int, tuple[torch.Tensor, float]] = {}
+        """RMSNorm target -> (this version's unit draw, requested effective sigma), until its first forward."""
         self._hooks: list = []
         self.basis = (EffectiveBasis(self.targets, self._weight_views, seed)
                       if cfg.sigma_basis is SigmaBasis.EFFECTIVE else None)
         if self.basis is not None:
+            if not self.norm_measurable and any(t.kind == "rmsnorm" for t in self.targets):
+                raise SrddError("noise.sigma_basis: effective on RMSNorm targets needs the norm's activations, "
+                                "which this rollout cannot read: use sigma_basis nominal or linear targets")
             self._warn_below_floor()
 
     norm_measurable = True
@@ -308,7 +315,9 @@ class NoiseInjector:
         if not positive or not multipliers:
             return
         lowest = min(positive) * min(multipliers)
-        floors = [self.basis.floor(i) for i in range(len(self.targets))]
+        floors = [self.basis.floor(i) for i in self.basis.curves]
+        if not floors:
+            return
         above = sum(f > lowest for f in floors)
         if above:
             print(f"noise.sigma_basis effective: the schedule reaches an effective sigma of {lowest:.3g}, but on "
@@ -357,21 +366,22 @@ class NoiseInjector:
         """
         self.perturbed = True  # from the first write on, restore() has something to undo
         self._remove_hooks()
-        self._effective = {}
+        self._nominal, self._effective, self._pending = {}, {}, {}
         jobs = [partial(self._draw, step, index) for index in range(len(self.targets))]
         sizes = [t.clean.numel() for t in self.targets]
-        achieved: dict[int, list[float]] = {}
         with torch.no_grad():
             for index, (t, noise) in enumerate(zip(self.targets, drawn_in_windows(jobs, sizes, self.workers))):
                 sigma = self.schedules[t.layer].sigma_at(step, total_steps) * self.multiplier(t.layer)
-                if self.basis is not None:
+                if self.basis is not None and t.kind == "linear":
                     sigma = self.basis.nominal(index, sigma)
+                elif self.basis is not None:  # written as asked for now, rescaled on the norm's first forward
+                    self._pending[index] = (noise.clone(), sigma)
                 scale = t.rms if self.cfg.sigma_mode is SigmaMode.RELATIVE else 1.0
                 noise = noise.mul_(sigma * scale).to(t.clean.device).add_(t.clean)
                 t.param.copy_(noise)
                 # what the parameter's dtype kept of the noise (read back to the master's device)
                 delta = torch.sub(t.param.to(t.clean.device), t.clean, out=noise)
-                achieved.setdefault(t.layer, []).append(float(delta.std()) / scale if delta.numel() > 1 else 0.0)
+                self._nominal[index] = float(delta.std()) / scale if delta.numel() > 1 else 0.0
                 if self.effective and t.kind == "linear":
                     view = self._weight_views[index]
                     self._effective[index] = relative_std(view(t.param.detach()).float()
@@ -379,7 +389,15 @@ class NoiseInjector:
         if self.effective:
             self._arm_norm_hooks()
         return {"sigma": self.schedules[0].sigma_at(step, total_steps) if self.num_layers else None,
-                "sigma_layers": _by_layer(achieved)}
+                "sigma_layers": self.nominal_layers()}
+
+    def nominal_layers(self) -> dict[str, float] | None:
+        """Mean nominal sigma per layer of the current perturbation: the std of the noise written, read back.
+
+        Under `sigma_basis: effective` an RMSNorm target's noise is rescaled on its first forward, so read
+        this after the rollout (perturb's record holds the values as first written).
+        """
+        return self._by_layer_of(self._nominal)
 
     def effective_layers(self) -> dict[str, float] | None:
         """Mean effective sigma per layer of the current perturbation (None unless measured).
@@ -387,10 +405,13 @@ class NoiseInjector:
         Linear targets are measured when the noise is written; RMSNorm targets on the first
         forward after it (a layer whose norm has not run yet reports its linears alone).
         """
-        if not self.effective or not self._effective:
+        return self._by_layer_of(self._effective) if self.effective else None
+
+    def _by_layer_of(self, per_target: dict[int, float]) -> dict[str, float] | None:
+        if not per_target:
             return None
         values: dict[int, list[float]] = {}
-        for index, value in self._effective.items():
+        for index, value in per_target.items():
             values.setdefault(self.targets[index].layer, []).append(value)
         return _by_layer(values)
 
@@ -399,9 +420,24 @@ class NoiseInjector:
             measure = partial(self._measure_norm, index, quantizer)
             self._hooks.append(self.targets[index].module.register_forward_hook(measure))
 
-    def _measure_norm(self, index: int, quantizer, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        if index not in self._effective:  # the first forward of this noise version only
-            self._effective[index] = rmsnorm_effective(module, self.targets[index].clean, args[0], output, quantizer)
+    def _measure_norm(self, index: int, quantizer, module: nn.Module, args: tuple,
+                      output: torch.Tensor) -> torch.Tensor | None:
+        """On the first forward of this noise version only: under `sigma_basis: effective`, rescale the
+        target's draw to the nominal sigma that gives the requested effective one on this batch (and return
+        the norm's output recomputed with it); then measure the effective sigma the forward produced."""
+        if index in self._effective:
+            return None
+        t, hidden = self.targets[index], args[0]
+        replaced = None
+        if index in self._pending:
+            unit, requested = self._pending.pop(index)
+            nominal = rmsnorm_nominal(module, t.clean, unit, t.rms, hidden, quantizer, requested)
+            with torch.no_grad():
+                t.param.copy_(t.clean + unit * (nominal * t.rms))
+                self._nominal[index] = relative_std(t.param.detach().to(t.clean.device) - t.clean, t.rms)
+                output = replaced = rmsnorm_output(t.param.detach(), hidden, norm_eps(module))
+        self._effective[index] = rmsnorm_effective(module, t.clean, hidden, output, quantizer)
+        return replaced
 
     def _remove_hooks(self) -> None:
         for handle in self._hooks:

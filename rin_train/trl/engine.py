@@ -59,7 +59,8 @@ class NoisyGRPOTrainer(GRPOTrainer):
             return super()._generate_single_turn(*args, **kwargs)
         with self.injector.applied(self.state.global_step, self.total_steps) as record:
             out = super()._generate_single_turn(*args, **kwargs)
-            self.last_noise = {"sigma": record.get("sigma"), "sigma_layers": record.get("sigma_layers"),
+            # read after the rollout: an RMSNorm target under sigma_basis effective is set on its first forward
+            self.last_noise = {"sigma": record.get("sigma"), "sigma_layers": self.injector.nominal_layers(),
                                "sigma_layers_effective": self.injector.effective_layers()}
         return out
 

@@ -38,6 +38,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from rin_train.noise import SigmaBasis
 from rin_train.run_config import RunConfig, check_against_model
 from rin_train.rundir import RunDir, now_iso
 from rin_train.tasks import Example
@@ -147,6 +148,10 @@ def check_config(cfg: RunConfig) -> None:
     if cfg.grpo.matmul_dtype != cfg.grpo.dtype:  # auto resolves to grpo.dtype for verl: this was asked for
         raise SrddError(f"grpo.matmul_dtype={cfg.grpo.matmul_dtype} is for the trl engine; verl runs its own FSDP "
                         "mixed precision, so leave grpo.matmul_dtype at auto for the verl engine")
+    if cfg.noise.enabled and cfg.noise.sigma_basis is SigmaBasis.EFFECTIVE and "rmsnorm" in cfg.noise.targets:
+        raise SrddError("noise.sigma_basis: effective on RMSNorm targets is calibrated on the norm's activations, "
+                        "which vLLM's fused norm does not expose; use noise.sigma_basis nominal or linear targets "
+                        "for the verl engine")
     if cfg.grpo.stop_after_zero_variance_steps is not None:
         raise SrddError("grpo.stop_after_zero_variance_steps cannot be enforced inside verl (its trainer exposes no "
                         "per-group rewards to stop on); set it to null for the verl engine")

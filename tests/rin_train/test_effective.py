@@ -101,10 +101,47 @@ def test_an_unreachable_effective_tail_is_said_once(model, capsys):
     assert "cannot be honoured" not in capsys.readouterr().err
 
 
-def test_effective_basis_is_refused_for_rmsnorm_targets():
+def test_rmsnorm_effective_basis_rescales_the_draw_on_the_first_rollout_batch(model):
+    """Asked for effective 0.05 on RMSNorm weights under A4, the first forward of each noise version finds the
+    nominal sigma giving it on that batch, rewrites the weight, and itself already runs with the rewritten one."""
+    inj = NoiseInjector(model, _constant(0.05, targets=["rmsnorm"], sigma_basis="effective"), seed=2)
+    cleans = [t.clean.clone() for t in inj.targets]
+    ids = torch.randint(4, 100, (8, 32), generator=torch.Generator().manual_seed(0))
+    for step in (0, 1):
+        record = inj.perturb(step, 10)
+        assert inj.effective_layers() is None and record["sigma_layers"] == inj.nominal_layers()
+        with torch.no_grad():
+            first = model(ids).logits
+            again = model(ids).logits  # no hook left: the weights as rewritten
+        assert torch.equal(first, again)  # the first forward already used the rescaled weights
+        for layer, value in inj.effective_layers().items():
+            assert value == pytest.approx(0.05, rel=0.02), layer  # 5.6 % off without REFINE_ROUNDS
+        nominal = inj.nominal_layers()
+        assert nominal != record["sigma_layers"]  # rescaled from the value first written
+        for index, t in enumerate(inj.targets):
+            written = float((t.param.detach() - cleans[index]).std()) / t.rms
+            assert inj._nominal[index] == pytest.approx(written, rel=1e-6)
+        assert all(0 < v < 0.05 for v in nominal.values())  # A4 rounding adds noise: less had to be written
+    inj.restore()
+    assert all(torch.equal(t.param.detach(), c) for t, c in zip(inj.targets, cleans))
+
+
+def test_rmsnorm_effective_basis_is_refused_where_norms_cannot_be_read(model):
     from srdd.errors import SrddError
 
-    with pytest.raises(SrddError, match="sigma_basis: effective needs targets"):
-        _constant(0.02, sigma_basis="effective", targets=["rmsnorm", "linear"])
+    class Unreadable(NoiseInjector):
+        norm_measurable = False
+
+    with pytest.raises(SrddError, match="cannot read"):
+        Unreadable(model, _constant(0.05, targets=["rmsnorm"], sigma_basis="effective"), seed=0)
+    Unreadable(model, _constant(0.05, targets=["linear"], sigma_basis="effective"), seed=0)  # linears are fine
+
+
+def test_effective_basis_needs_relative_sigma():
+    from srdd.errors import SrddError
+
+    with pytest.raises(SrddError, match="sigma_basis: effective needs sigma_mode relative"):
+        _constant(0.02, sigma_basis="effective", targets=["rmsnorm"], sigma_mode="absolute")
+    _constant(0.02, sigma_basis="effective", targets=["rmsnorm", "linear"])
     with pytest.raises(SrddError, match="sigma_basis must be"):
         _constant(0.02, sigma_basis="typo")

@@ -88,6 +88,21 @@ def test_every_step_is_recorded_with_sigma_and_zero_variance_counts(tmp_path):
     assert all("eval_merged" not in r for r in records[:-1])
 
 
+def test_rmsnorm_effective_basis_logs_the_rescaled_noise_of_each_rollout(tmp_path):
+    """sigma_basis effective on RMSNorm weights: each rollout's first batch sets the nominal sigma, and the
+    record is read after the rollout, so metrics.jsonl holds what was written, not the first guess."""
+    run = run_training(_smoke("noise.targets=[rmsnorm]", "noise.sigma_basis=effective"), tmp_path / "run")
+    records = run.logged_steps()[1:]
+    assert run.status == "complete" and len(records) == 3
+    for r in records:
+        effective, nominal = r["sigma_layers_effective"], r["sigma_layers"]
+        assert set(effective) == set(nominal) == {"0", "1", "2"}
+        for layer in effective:
+            # on a few dozen rollout tokens: close at 0.05, within the rounding regime's jumps at 0.01
+            assert effective[layer] == pytest.approx(r["sigma"], rel=0.1 if r["sigma"] > 0.04 else 0.5)
+            assert nominal[layer] < 0.5 * r["sigma"]  # the A4 rounding supplies the rest, not the first guess
+
+
 def test_zero_variance_steps_can_stop_the_run_with_a_reason(tmp_path):
     # the random tiny model never answers correctly: every group has zero variance
     run = run_training(_smoke("grpo.stop_after_zero_variance_steps=2"), tmp_path / "run")
