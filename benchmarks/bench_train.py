@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py                 # SmolLM2, batch 8 x 128 tokens
     python benchmarks/bench_train.py --model tiny    # seconds, for a quick check
+    python benchmarks/bench_train.py --format nvfp4 --mode w4a16   # the SmolLM2 study's policy
     python benchmarks/bench_train.py --rss smoke,demo --rss-steps 2   # peak RSS of `srdd train` per preset and phase
 
 A step is forward + backward of the causal-LM loss and an AdamW step on the
@@ -24,7 +25,8 @@ builds its default policy: fp32 weights, norms and noise, the quantized linears'
 GEMMs in the dtype `grpo.matmul_dtype: auto` resolves to (bf16 for MXFP4/MXFP6,
 whose values bf16 holds exactly, so only the GEMM output rounding differs from
 fp32; fp32 for the other formats). The default rows are the ones the criterion
-is about. Every policy is built first; then `--warmup` untimed rounds (weight
+is about. `--mode w4a16` quantizes the weights alone in every quantized row
+(`--format nvfp4 --mode w4a16` is the SmolLM2 study's policy). Every policy is built first; then `--warmup` untimed rounds (weight
 cache, compiled kernels) and `--steps` timed rounds, each round one step of every
 row in turn, so that a noisy machine slows all rows alike. Reported per row: min
 and median; ratios are of minima (the least disturbed step of each). The weight
@@ -64,13 +66,13 @@ class Row:
     label: str
     dtype: torch.dtype
     quant: LinearQuantConfig | None = None
-    """Fake quantization of the W4A4 rows; None: unquantized."""
+    """Fake quantization of the quantized rows; None: unquantized."""
     noise_targets: tuple[str, ...] = ()
 
 
-def default_quant(fmt: str) -> LinearQuantConfig:
-    """The quantized linears' config of `srdd train`'s default (fp32) W4A4 `fmt` policy, matmul dtype resolved."""
-    cfg = load_run_config({"quant": {"format": fmt, "mode": "w4a4"}})
+def default_quant(fmt: str, mode: str) -> LinearQuantConfig:
+    """The quantized linears' config of `srdd train`'s default (fp32) `fmt`/`mode` policy, matmul dtype resolved."""
+    cfg = load_run_config({"quant": {"format": fmt, "mode": mode}})
     return cfg.quant.linear_config(cfg.grpo.matmul_dtype)
 
 
@@ -197,7 +199,9 @@ def rss_report(presets: list[str], steps: int, sets: list[str]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2", help="'smollm2', a model dir, or 'tiny'")
-    p.add_argument("--format", default="mxfp4", help="fake-quant format of the W4A4 rows (default mxfp4)")
+    p.add_argument("--format", default="mxfp4", help="fake-quant format of the quantized rows (default mxfp4)")
+    p.add_argument("--mode", default="w4a4", choices=["w4a4", "w4a16"],
+                   help="what the quantized rows quantize (default w4a4; the SmolLM2 study trains w4a16)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--tokens", type=int, default=128)
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds (default 2)")
@@ -224,15 +228,16 @@ def main() -> None:
         spec = str(build_tiny_llama(Path(tmp.name) / "tiny", layers=4, hidden=256, intermediate=1024))
     torch.manual_seed(0)
     batch = torch.randint(10, 4000 if args.model != "tiny" else 500, (args.batch, args.tokens))
-    w4a4, default = LinearQuantConfig(args.format, "w4a4"), default_quant(args.format)
+    quant, default = LinearQuantConfig(args.format, args.mode), default_quant(args.format, args.mode)
+    kind = f"{args.mode.upper()} {args.format}"
     default_label = f"default (fp32 weights, {'bf16' if default.matmul_dtype == 'bfloat16' else 'fp32'} matmuls)"
     rows = (Row("bf16 LoRA", torch.bfloat16), Row("fp32 LoRA", torch.float32),
-            Row(f"W4A4 {args.format} + RMSNorm noise", torch.float32, w4a4, ("rmsnorm",)),
-            Row(f"W4A4 {args.format} + linear noise", torch.float32, w4a4, ("linear",)),
-            Row(f"W4A4 {args.format} + RMSNorm noise, bf16", torch.bfloat16, w4a4, ("rmsnorm",)),
-            Row(f"W4A4 {args.format} + linear noise, bf16", torch.bfloat16, w4a4, ("linear",)),
-            Row(f"W4A4 {args.format} + RMSNorm noise, {default_label}", torch.float32, default, ("rmsnorm",)),
-            Row(f"W4A4 {args.format} + linear noise, {default_label}", torch.float32, default, ("linear",)))
+            Row(f"{kind} + RMSNorm noise", torch.float32, quant, ("rmsnorm",)),
+            Row(f"{kind} + linear noise", torch.float32, quant, ("linear",)),
+            Row(f"{kind} + RMSNorm noise, bf16", torch.bfloat16, quant, ("rmsnorm",)),
+            Row(f"{kind} + linear noise, bf16", torch.bfloat16, quant, ("linear",)),
+            Row(f"{kind} + RMSNorm noise, {default_label}", torch.float32, default, ("rmsnorm",)),
+            Row(f"{kind} + linear noise, {default_label}", torch.float32, default, ("linear",)))
     width = max(len(row.label) for row in rows)
     print(f"model {args.model}, batch {args.batch} x {args.tokens} tokens, {torch.get_num_threads()} threads, "
           f"{args.warmup} warm-up + {args.steps} timed rounds, rows interleaved in each round")
