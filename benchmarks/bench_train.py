@@ -57,6 +57,7 @@ from rin_train.noise import NoiseConfig, NoiseInjector
 from rin_train.run_config import load_run_config
 from srdd.models import load_causal_lm
 from srdd.qlinear import LinearQuantConfig, quantize_linears, quantized_modules
+from srdd.quiet import library_notices_silenced
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -79,8 +80,9 @@ def default_quant(fmt: str, mode: str) -> LinearQuantConfig:
 def make_policy(spec: str, row: Row):
     model, _ = load_causal_lm(spec, dtype=row.dtype)
     torch.manual_seed(0)  # identical LoRA initialisation in every row
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, task_type="CAUSAL_LM",
-                                             target_modules=LORA_TARGETS))
+    with library_notices_silenced():  # as srdd train wraps it: transformers' deprecation notice is not ours
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, task_type="CAUSAL_LM",
+                                                 target_modules=LORA_TARGETS))
     if row.quant is not None:
         quantize_linears(model, row.quant)
     model.train()
