@@ -17,7 +17,7 @@ from reports.verdicts import VerdictSettings
 from srdd.jsonio import dumps_json
 
 ROOT = Path(__file__).resolve().parents[2] / "studies"
-REPORTS = sorted(ROOT.glob("*/report/report.json"))
+REPORTS = sorted(ROOT.glob("**/report/report.json"))  # a study and its side measurements
 UNVERSIONED = ("tool_version",)
 
 
@@ -28,7 +28,7 @@ def _strip(report: dict) -> dict:
 
 
 @pytest.mark.skipif(not REPORTS, reason="no study report is committed yet")
-@pytest.mark.parametrize("path", REPORTS, ids=[p.parent.parent.name for p in REPORTS])
+@pytest.mark.parametrize("path", REPORTS, ids=[str(p.parent.parent.relative_to(ROOT)) for p in REPORTS])
 def test_committed_report_equals_a_fresh_one(path):
     committed = json.loads(path.read_text())
     o = committed["options"]
