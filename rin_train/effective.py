@@ -45,6 +45,11 @@ def relative_std(delta: torch.Tensor, rms: float) -> float:
     return float(delta.to(torch.float32).std()) / rms
 
 
+def weight_rms(weight: torch.Tensor) -> float:
+    """rms of a weight as its fp32 master holds it, computed where the weight lives (never on a host copy)."""
+    return float(weight.detach().to(torch.float32).pow(2).mean().sqrt())
+
+
 def gemm_weight_view(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """w -> what the module's GEMM multiplies by for weight w: Q(w) under W4, w itself otherwise."""
     if not isinstance(module, QuantLinear) or not module.quant_enabled or not module.quant.mode.weights:
@@ -165,23 +170,34 @@ def rmsnorm_nominal(module: nn.Module, clean: torch.Tensor, unit: torch.Tensor, 
 class EffectiveBasis:
     """Nominal sigma per linear target for a requested effective sigma (`noise.sigma_basis: effective`).
 
-    Cost: len(GRID) = 26 noise draws and fake-quantizations of every targeted linear weight, once, when
-    the run starts (seconds for a 135M model, a few minutes for 7B on a CPU); nothing per step.
+    Cost: len(GRID) = 26 noise draws and fake-quantizations of every targeted linear weight, on the weight's
+    device, when the run starts (seconds for a 135M model, a few minutes for 7B on a CPU, seconds on a GPU)
+    and again only for weights that change (`measure`); nothing per step.
     """
 
-    def __init__(self, targets: list, views: list[Callable[[torch.Tensor], torch.Tensor]], seed: int) -> None:
-        """`views[i]`: what target i's GEMM multiplies by for a weight w (`gemm_weight_view` of its module).
+    def __init__(self, targets: list, views: list[Callable[[torch.Tensor], torch.Tensor]], seeds: list[int]) -> None:
+        """`views[i]`: what target i's GEMM multiplies by for a weight w (`gemm_weight_view` of its module);
+        `seeds[i]`: the seed of target i's noise stream (replicas of one tensor share it, so their curves agree).
         Only linear targets get a curve: an RMSNorm target's is measured per noise version (`rmsnorm_nominal`)."""
+        self.targets, self.views, self.seeds = targets, views, seeds
         self.curves: dict[int, Curve] = {}
-        for index, (t, view) in enumerate(zip(targets, views, strict=True)):
+        self.measure(range(len(targets)))
+
+    def measure(self, indices) -> None:
+        """(Re)measure the curves of the linear targets among `indices` from their current masters, each master
+        copied to its weight's device for the time of its own measurement."""
+        for index in indices:
+            t, view = self.targets[index], self.views[index]
             if t.kind != "linear":
                 continue
-            clean_view = view(t.clean.to(t.param.dtype)).to(torch.float32)
-            generator = torch.Generator().manual_seed(seed * 7919 + index)
-            unit = torch.randn(t.clean.shape, generator=generator, dtype=torch.float32)
+            device = t.param.device
+            clean = t.clean.to(device, non_blocking=True)
+            clean_view = view(clean.to(t.param.dtype)).to(torch.float32)
+            generator = torch.Generator(device).manual_seed(self.seeds[index] * 7919 + index)
+            unit = torch.randn(t.param.shape, generator=generator, dtype=torch.float32, device=device)
             effective = []
             for sigma in GRID:
-                noisy = (t.clean + unit * float(sigma * t.rms)).to(t.param.dtype)
+                noisy = (clean + unit * float(sigma * t.rms)).to(t.param.dtype)
                 effective.append(relative_std(view(noisy).to(torch.float32) - clean_view, t.rms))
             self.curves[index] = monotone_curve(GRID, effective)
 

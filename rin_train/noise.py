@@ -7,10 +7,16 @@ tensor's RMS), and reads back the noise actually present after the write into
 the parameter's dtype: bf16 rounds small noise away near 1.0, and the logged
 per-layer "achieved" sigma shows it instead of hiding it (DESIGN.md lessons 1-3).
 
-Each target draws from its own generator, seeded from (seed, step, target
-index), so draws can run in parallel threads (torch.randn is single-threaded
+Each target draws from its own generator, seeded from (its stream's seed, step,
+target index), so draws can run in parallel threads (torch.randn is single-threaded
 and releases the GIL) while the noise stays a function of the seed and step
 alone, whatever the number of workers.
+
+Every tensor operation runs on the parameter's device: the noise is drawn there
+(a CPU parameter draws from torch's CPU generator, a CUDA one from a CUDA
+generator: the same seed gives other values on the two), and a master kept
+elsewhere (the verl rollout's, in pinned CPU memory) is only ever copied to the
+parameter's device, one target at a time, never computed on where it lives.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import yaml
 from torch import nn
 
 from rin_train.effective import (EffectiveBasis, activation_quantizer, gemm_weight_view, norm_eps,
-                                 relative_std, rmsnorm_nominal, rmsnorm_effective, rmsnorm_output)
+                                 relative_std, rmsnorm_nominal, rmsnorm_effective, rmsnorm_output, weight_rms)
 from rin_train.schedule import Schedule, SigmaSchedule
 from srdd.errors import SrddError
 from srdd.models import decoder_layers
@@ -177,8 +183,17 @@ class Target:
     kind: str
     module: nn.Module
     param: nn.Parameter
-    clean: torch.Tensor  # fp32 master copy
+    clean: torch.Tensor  # fp32 master copy (on the parameter's device, or wherever master_of keeps it)
     rms: float
+    stream: int = 0
+    """Which noise stream the target draws from: targets that hold the same tensor in several processes
+    (tensor-parallel replicas) must share it; see NoiseInjector.stream_seed."""
+
+
+def on_device(master: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """The master where its parameter lives: itself when it is already there, else a copy (non-blocking from
+    pinned memory), so no operation ever mixes the two devices."""
+    return master.to(param.device, non_blocking=True)
 
 
 def _is_rmsnorm(module: nn.Module) -> bool:
@@ -266,12 +281,11 @@ class NoiseInjector:
                 kind = ("rmsnorm" if _is_rmsnorm(module) else "linear" if _is_linear(name, module) else None)
                 if kind not in cfg.targets:
                     continue
-                for full, weight in self.weights_of(f"layers.{index}.{name}", module):
+                for full, weight, stream in self.weights_of(f"layers.{index}.{name}", module):
                     if any(p.search(full) for p in excludes):
                         continue
-                    clean = self.master_of(weight)
-                    rms = float(clean.pow(2).mean().sqrt())
-                    self.targets.append(Target(full, index, kind, module, weight, clean, rms))
+                    self.targets.append(Target(full, index, kind, module, weight, self.master_of(weight),
+                                               weight_rms(weight), stream))
         if not self.targets:
             raise SrddError(f"noise targets {cfg.targets} match no weight in the selected layers")
         self.schedules = {i: cfg.schedule_for(None) for i in range(self.num_layers)}
@@ -289,7 +303,8 @@ class NoiseInjector:
         self._pending: dict[int, tuple[torch.Tensor, float]] = {}
         """RMSNorm target -> (this version's unit draw, requested effective sigma), until its first forward."""
         self._hooks: list = []
-        self.basis = (EffectiveBasis(self.targets, self._weight_views, seed)
+        self.basis = (EffectiveBasis(self.targets, self._weight_views,
+                                     [self.stream_seed(t.stream) for t in self.targets])
                       if cfg.sigma_basis is SigmaBasis.EFFECTIVE else None)
         if self.basis is not None:
             if not self.norm_measurable and any(t.kind == "rmsnorm" for t in self.targets):
@@ -325,14 +340,45 @@ class NoiseInjector:
                   f"{max(floors):.3g}: weights on rounding ties flip under any noise); there the schedule's tail "
                   "cannot be honoured and sigma_layers_effective shows what was", file=sys.stderr, flush=True)
 
-    def weights_of(self, name: str, module: nn.Module) -> list[tuple[str, torch.Tensor]]:
-        """The tensors of `module` perturbed as separate targets, each with the name exclude_patterns see: its
-        weight. (The verl rollout splits vLLM's fused weights into the matrices they pack.)"""
-        return [(name, module.weight)]
+    def weights_of(self, name: str, module: nn.Module) -> list[tuple[str, torch.Tensor, int]]:
+        """The tensors of `module` perturbed as separate targets, each with the name exclude_patterns see and
+        its noise stream: its weight, stream 0. (The verl rollout splits vLLM's fused weights into the matrices
+        they pack, and gives tensor-parallel shards their own streams.)"""
+        return [(name, module.weight, 0)]
+
+    def stream_seed(self, stream: int) -> int:
+        """The seed of noise stream `stream`: the run's seed (one process holds every tensor once)."""
+        return self.seed
 
     def master_of(self, weight: torch.Tensor) -> torch.Tensor:
         """The fp32 clean copy of `weight`, on its device (the verl rollout keeps them in pinned CPU memory)."""
         return weight.detach().to(torch.float32).clone()
+
+    def refresh(self) -> list[int] | None:
+        """After the weights were rewritten in place (a weight sync): re-read the master of every target whose
+        weight no longer equals it, re-measure those targets' effective-sigma curves, and return their indices.
+        Targets whose weights are unchanged (the base weights under LoRA) keep master and curve. None when a
+        target's tensor is no longer its module's weight (reallocated): then only a new injector is right.
+
+        Call it on clean weights (restore() before the write). Compared on the parameter's device, one
+        target at a time.
+        """
+        self._remove_hooks()
+        if any(t.param.untyped_storage().data_ptr() != t.module.weight.untyped_storage().data_ptr()
+               for t in self.targets):
+            return None
+        changed = []
+        with torch.no_grad():
+            for index, t in enumerate(self.targets):
+                if torch.equal(t.param.detach().to(torch.float32), on_device(t.clean, t.param)):
+                    continue
+                t.clean, t.rms = self.master_of(t.param), weight_rms(t.param)
+                changed.append(index)
+        self.perturbed = False
+        self._check_absolute_sigma()
+        if self.basis is not None:
+            self.basis.measure(changed)
+        return changed
 
     def _check_absolute_sigma(self) -> None:
         if self.cfg.sigma_mode is not SigmaMode.ABSOLUTE:
@@ -367,25 +413,22 @@ class NoiseInjector:
         self.perturbed = True  # from the first write on, restore() has something to undo
         self._remove_hooks()
         self._nominal, self._effective, self._pending = {}, {}, {}
-        jobs = [partial(self._draw, step, index) for index in range(len(self.targets))]
-        sizes = [t.clean.numel() for t in self.targets]
         with torch.no_grad():
-            for index, (t, noise) in enumerate(zip(self.targets, drawn_in_windows(jobs, sizes, self.workers))):
+            for index, (t, noise) in enumerate(zip(self.targets, self._draws(step))):
                 sigma = self.schedules[t.layer].sigma_at(step, total_steps) * self.multiplier(t.layer)
                 if self.basis is not None and t.kind == "linear":
                     sigma = self.basis.nominal(index, sigma)
                 elif self.basis is not None:  # written as asked for now, rescaled on the norm's first forward
                     self._pending[index] = (noise.clone(), sigma)
                 scale = t.rms if self.cfg.sigma_mode is SigmaMode.RELATIVE else 1.0
-                noise = noise.mul_(sigma * scale).to(t.clean.device).add_(t.clean)
-                t.param.copy_(noise)
-                # what the parameter's dtype kept of the noise (read back to the master's device)
-                delta = torch.sub(t.param.to(t.clean.device), t.clean, out=noise)
+                clean = on_device(t.clean, t.param)
+                t.param.copy_(noise.mul_(sigma * scale).add_(clean))
+                delta = torch.sub(t.param, clean, out=noise)  # what the parameter's dtype kept of the noise
                 self._nominal[index] = float(delta.std()) / scale if delta.numel() > 1 else 0.0
                 if self.effective and t.kind == "linear":
                     view = self._weight_views[index]
                     self._effective[index] = relative_std(view(t.param.detach()).float()
-                                                          - view(t.clean.to(t.param.dtype)).float(), t.rms)
+                                                          - view(clean.to(t.param.dtype)).float(), t.rms)
         if self.effective:
             self._arm_norm_hooks()
         return {"sigma": self.schedules[0].sigma_at(step, total_steps) if self.num_layers else None,
@@ -429,14 +472,15 @@ class NoiseInjector:
             return None
         t, hidden = self.targets[index], args[0]
         replaced = None
+        clean = on_device(t.clean, t.param)
         if index in self._pending:
             unit, requested = self._pending.pop(index)
-            nominal = rmsnorm_nominal(module, t.clean, unit, t.rms, hidden, quantizer, requested)
+            nominal = rmsnorm_nominal(module, clean, unit, t.rms, hidden, quantizer, requested)
             with torch.no_grad():
-                t.param.copy_(t.clean + unit * (nominal * t.rms))
-                self._nominal[index] = relative_std(t.param.detach().to(t.clean.device) - t.clean, t.rms)
+                t.param.copy_(clean + unit * (nominal * t.rms))
+                self._nominal[index] = relative_std(t.param.detach() - clean, t.rms)
                 output = replaced = rmsnorm_output(t.param.detach(), hidden, norm_eps(module))
-        self._effective[index] = rmsnorm_effective(module, t.clean, hidden, output, quantizer)
+        self._effective[index] = rmsnorm_effective(module, clean, hidden, output, quantizer)
         return replaced
 
     def _remove_hooks(self) -> None:
@@ -445,9 +489,18 @@ class NoiseInjector:
         self._hooks = []
 
     def _draw(self, step: int, index: int) -> torch.Tensor:
-        """Unit-variance fp32 noise for target `index` at `step` (runs in a worker thread)."""
-        generator = torch.Generator().manual_seed(noise_seed(self.seed, step, index))
-        return torch.randn(self.targets[index].clean.shape, generator=generator, dtype=torch.float32)
+        """Unit-variance fp32 noise for target `index` at `step`, on its parameter's device."""
+        t = self.targets[index]
+        generator = torch.Generator(t.param.device).manual_seed(noise_seed(self.stream_seed(t.stream), step, index))
+        return torch.randn(t.param.shape, generator=generator, dtype=torch.float32, device=t.param.device)
+
+    def _draws(self, step: int) -> Iterator[torch.Tensor]:
+        """Every target's draw in order: by `workers` threads when all of them are CPU tensors, else in this
+        thread (a GPU draws a weight's values in microseconds; threads would only interleave the launches)."""
+        jobs = [partial(self._draw, step, index) for index in range(len(self.targets))]
+        if any(t.param.device.type != "cpu" for t in self.targets):
+            return (job() for job in jobs)
+        return drawn_in_windows(jobs, [t.param.numel() for t in self.targets], self.workers)
 
     @contextmanager
     def applied(self, step: int, total_steps: int) -> Iterator[dict]:

@@ -5,6 +5,7 @@ import rin_train.noise
 from rin_train.noise import NoiseConfig, NoiseInjector, windows
 from srdd.errors import SrddError
 from srdd.models import decoder_layers, load_causal_lm
+from srdd.qlinear import LinearQuantConfig, quantize_linears
 
 
 @pytest.fixture
@@ -115,3 +116,54 @@ def test_windows_hold_one_job_per_worker_and_more_within_the_budget():
     assert list(windows([5, 1, 1, 10, 1], workers=2, budget=6)) == [range(0, 2), range(2, 4), range(4, 5)]
     assert list(windows([1] * 5, workers=1, budget=100)) == [range(0, 5)]
     assert list(windows([], workers=2, budget=6)) == []
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_masters_kept_off_the_parameters_device_are_only_ever_moved(tiny_model_dir, masters_off_device):
+    """With every master on another device (the verl rollout keeps them in pinned CPU memory beside CUDA
+    weights), the noise and effective-sigma paths only ever copy a master to its parameter's device: the
+    double raises on any other use, as a GPU would on a mixed-device operation. The results are the same."""
+    cfg = NoiseConfig(targets=["rmsnorm", "linear"], sigma_basis="effective", sigma_start=0.02, sigma_end=0.002)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    runs = []
+    for off_device in (False, True):
+        if off_device:
+            masters_off_device(NoiseInjector)
+        model = load_causal_lm(str(tiny_model_dir))[0]
+        quantize_linears(model, LinearQuantConfig("mxfp4", "w4a4"))
+        clean = _snapshot(model)
+        inj = NoiseInjector(model, cfg, seed=1)
+        assert all(type(t.clean).__name__ == ("HostOnly" if off_device else "Tensor") for t in inj.targets)
+        record = inj.perturb(2, 10)
+        model(input_ids=ids)  # RMSNorm targets: rescaled and measured on the first forward
+        effective = inj.effective_layers()
+        inj.restore()
+        assert all(torch.equal(p, clean[n]) for n, p in model.named_parameters())
+        with torch.no_grad():  # a weight sync rewrites one weight in place
+            decoder_layers(model)[1].mlp.up_proj.weight.mul_(1.5)
+        changed = inj.refresh()
+        assert [inj.targets[i].name for i in changed] == ["layers.1.mlp.up_proj"]
+        runs.append((record, effective, inj.perturb(3, 10), _snapshot(model)))
+    (record, effective, later, weights), (record2, effective2, later2, weights2) = runs
+    assert (record, effective, later) == (record2, effective2, later2)
+    assert all(torch.equal(weights[n], weights2[n]) for n in weights)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_noise_on_cuda_runs_on_the_device_and_restores_bitwise(tiny_model_dir):
+    model = load_causal_lm(str(tiny_model_dir))[0].to("cuda", torch.bfloat16)
+    quantize_linears(model, LinearQuantConfig("mxfp4", "w4a4"))
+    clean = _snapshot(model)
+    cfg = NoiseConfig(targets=["rmsnorm", "linear"], sigma_basis="effective", sigma_start=0.1, sigma_end=0.1,
+                      schedule="constant", num_stages=1)
+    inj = NoiseInjector(model, cfg, seed=1)
+    record = inj.perturb(1, 3)
+    model(input_ids=torch.tensor([[5, 6, 7, 8, 9, 10]], device="cuda"))
+    for layer, value in inj.effective_layers().items():
+        assert value == pytest.approx(0.1, rel=0.25), layer  # delivered through the device's quantizer
+        assert record["sigma_layers"][layer] > 0
+    inj.restore()
+    assert all(torch.equal(p, clean[n]) for n, p in model.named_parameters())
