@@ -5,10 +5,10 @@ free of verl and vLLM imports lets the tests run them on CPU on the same model
 layouts verl holds:
 
 - `install_on_actor`: the actor's policy as verl's FSDP engine holds it right
-  after `_build_lora_module` (a PEFT-wrapped `AutoModelForCausalLM`, not yet
-  FSDP-wrapped) gets srdd.qlinear's W4A4 fake quantization with STE, exactly as
-  the TRL engine's policy does: every plain linear except `quant.exclude`,
-  PEFT's base_layer included, LoRA adapters full precision.
+  before `_build_fsdp_module` wraps it (a PEFT-wrapped `AutoModelForCausalLM`, or
+  the plain one when lora_rank=0) gets srdd.qlinear's W4A4 fake quantization with
+  STE, exactly as the TRL engine's policy does: every plain linear except
+  `quant.exclude`, PEFT's base_layer included, LoRA adapters full precision.
 - `install_on_rollout`: vLLM's linear layers (`LinearBase`: a 2-D `weight`
   applied through `quant_method.apply(layer, x, bias)`, the call vLLM's LoRA
   wrappers also make for the base layer) compute q(x) q(W)^T + b instead of
@@ -16,11 +16,12 @@ layouts verl holds:
   quantized on its own (the actor's bits), and an exclude pattern may not split a
   fused module.
 - `RolloutNoise`: QeRL's AQN on the rollout copy only, per packed matrix
-  (`RolloutNoiseInjector`), masters in pinned CPU memory. Every weight sync leaves
-  the rollout clean (the fp32 masters are re-read from the freshly synced
-  weights); the trainer then sets the noise for the weights version the next
-  rollouts use, or none while validating. Restore-then-perturb, deterministic per
-  version, achieved std per layer appended to a log (DESIGN.md lessons 1-3).
+  (`RolloutNoiseInjector`), masters in pinned CPU memory, every operation on the
+  GPU. Every weight sync leaves the rollout clean (the fp32 masters of the weights
+  it changed are re-read; under LoRA it changes none); the trainer then sets the
+  noise for the weights version the next rollouts use, or none while validating.
+  Restore-then-perturb, deterministic per version, achieved std per layer appended
+  to a log (DESIGN.md lessons 1-3).
 - `TrainerNoise`: the trainer-side bookkeeping of which noise the rollout must
   carry: the last synced weights version, or none during validation (lesson 5).
 """
@@ -201,7 +202,7 @@ def install_on_rollout(model: nn.Module, settings: PluginSettings) -> list[str]:
         if type(method).__name__ != "UnquantizedLinearMethod":
             raise SrddError(f"{logical} runs {type(method).__name__} in the rollout; srdd's fake quantization "
                             "needs unquantized rollout weights (drop the rollout's own quantization)")
-        if per_tensor and getattr(module, "tp_size", 1) > 1:
+        if per_tensor and is_sharded(module):
             raise SrddError(f"{config.format} scales each weight by its whole-tensor amax, but {logical} is split "
                             f"over {module.tp_size} tensor-parallel ranks, so the rollout would quantize with "
                             "other scales than the actor; set actor_rollout_ref.rollout.tensor_model_parallel_size=1")
@@ -256,6 +257,31 @@ def packed_part_names(name: str, packed: dict[str, list[str]]) -> list[str]:
     return [f"{parent}.{part}{suffix}" if parent else f"{part}{suffix}" for part in packed.get(leaf, [leaf])]
 
 
+SHARDED_LINEARS = frozenset({"ColumnParallelLinear", "RowParallelLinear"})
+"""vLLM's linear classes whose weight each tensor-parallel rank holds a slice of (vllm/model_executor/layers/
+linear.py; QKVParallelLinear and MergedColumnParallelLinear derive from ColumnParallelLinear). A
+ReplicatedLinear also carries tp_size > 1 under TP (LinearBase sets it), but every rank holds it whole."""
+
+
+def is_sharded(module: nn.Module) -> bool:
+    """Whether this rank holds a tensor-parallel slice of `module`'s weight, not the whole of it."""
+    return getattr(module, "tp_size", 1) > 1 and any(c.__name__ in SHARDED_LINEARS for c in type(module).__mro__)
+
+
+def part_streams(module: nn.Module, parts: int) -> list[int]:
+    """The noise stream of each matrix packed into `module` on this rank: 0 for a tensor every rank holds whole
+    (RMSNorm weights, ReplicatedLinear, anything at TP=1), 1 + the shard's index for a tensor-parallel slice.
+    QKVParallelLinear holds a KV head on `num_kv_head_replicas` ranks when there are fewer KV heads than ranks:
+    those ranks hold the same k and v rows (shard tp_rank // num_kv_head_replicas), so they share a stream."""
+    if not is_sharded(module):
+        return [0] * parts
+    rank = module.tp_rank
+    replicas = getattr(module, "num_kv_head_replicas", None)
+    if replicas is None:
+        return [1 + rank] * parts
+    return [1 + rank] + [1 + rank // replicas] * (parts - 1)
+
+
 class RolloutNoiseInjector(NoiseInjector):
     """NoiseInjector on vLLM's rollout model, perturbing exactly the matrices the actor has.
 
@@ -264,6 +290,15 @@ class RolloutNoiseInjector(NoiseInjector):
     k_proj's) and noise.exclude_patterns written with HF names (`q_proj`, `up_proj`) match as they
     do on the actor. The fp32 masters of CUDA weights live in pinned CPU memory: for linear targets
     they are twice the size of the bf16 weights and sit outside vLLM's sleep pool.
+
+    Tensor parallelism: a tensor every rank holds whole (RMSNorm weights, replicated linears, KV heads
+    replicated over ranks) draws the same noise on every rank, from stream 0, so all ranks run one noisy
+    model; only a slice of a sharded linear draws from its shard's own stream. Relative sigma takes each
+    slice's own RMS: vLLM's slices of a matrix are equal-sized, so the full matrix's noise power is
+    sigma^2 * mean(rms_shard^2) = sigma^2 * rms_full^2, and std(n)/rms(W0) of the full matrix, the nominal
+    sigma of DESIGN.md §3, is exactly the scheduled sigma, with no communication between ranks. What
+    differs from TP=1 is how the noise spreads: a slice with a larger RMS (a louder head) gets
+    proportionally more; so compare runs at one tensor-parallel size (srdd's command sets 1).
 
     The effective sigma of a linear target is measured through the layer's LinearFakeQuant (each
     packed matrix quantized on its own, as the GEMM does), so `sigma_layers_effective` and
@@ -278,14 +313,17 @@ class RolloutNoiseInjector(NoiseInjector):
         self.packed = dict(getattr(model, "packed_modules_mapping", None) or {})
         super().__init__(model, cfg, seed=seed, effective=effective)
 
-    def weights_of(self, name: str, module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    def weights_of(self, name: str, module: nn.Module) -> list[tuple[str, torch.Tensor, int]]:
         names = packed_part_names(name, self.packed)
         if len(names) == 1:
-            return [(name, module.weight)]
+            return [(name, module.weight, part_streams(module, 1)[0])]
         rows = packed_rows(module)
         if len(rows) != len(names):
             raise RuntimeError(f"srdd verl plugin: {name} packs {names} but has output partitions {rows}")
-        return list(zip(names, module.weight.split(rows)))
+        return list(zip(names, module.weight.split(rows), part_streams(module, len(names))))
+
+    def stream_seed(self, stream: int) -> int:
+        return self.seed * 4096 + stream
 
     def gemm_view(self, module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         quant = getattr(module, "srdd_quant", None)
@@ -301,11 +339,6 @@ class RolloutNoiseInjector(NoiseInjector):
         return master.copy_(weight.detach())
 
 
-def _rank_seed(seed: int, rank: int) -> int:
-    """Tensor-parallel shards of one weight get different noise; replicas (same rank) the same noise."""
-    return seed * 4096 + rank
-
-
 class RolloutNoise:
     """The noise state of one rollout worker's model."""
 
@@ -315,6 +348,7 @@ class RolloutNoise:
         self.rank = rank
         self.replica = replica
         self.injector: NoiseInjector | None = None
+        self._model: nn.Module | None = None
         self.log_path = Path(settings.noise_log_dir) / f"{socket.gethostname()}-{os.getpid()}.jsonl"
 
     def before_sync(self) -> None:
@@ -323,10 +357,13 @@ class RolloutNoise:
             self.injector.restore()
 
     def after_sync(self, model: nn.Module) -> None:
-        """Re-read the fp32 masters from the freshly synced (clean) weights."""
+        """Make the masters those of the freshly synced (clean) weights: only the weights the sync changed are
+        re-read and get new effective-sigma curves (none under LoRA, where verl sends the adapters alone)."""
+        if self.injector is not None and model is self._model and self.injector.refresh() is not None:
+            return
         self.injector = None  # free the old masters first: for linear targets they are a copy of every weight
-        self.injector = RolloutNoiseInjector(model, self.config, seed=_rank_seed(self.settings.seed, self.rank),
-                                             effective=True)
+        self.injector = RolloutNoiseInjector(model, self.config, seed=self.settings.seed, effective=True)
+        self._model = model
 
     def apply(self, version: int | None) -> dict:
         """Noise for weights `version` (restore, then perturb), or clean weights for None."""

@@ -16,9 +16,13 @@ Each patch below names the verl 0.9.1 function it wraps and is installed when
 that module is imported (rin_train.post_import). What the patches install lives
 in rin_train.verl.hooks, which the tests exercise without verl:
 
-1. verl/workers/engine/fsdp/transformer_impl.py `FSDPEngine._build_lora_module`:
-   the actor's HF model right after PEFT and before FSDP wraps it (where verl
-   applies its own QAT) gets srdd.qlinear's fake quantization (`install_on_actor`).
+1. verl/workers/engine/fsdp/transformer_impl.py `FSDPEngine._build_fsdp_module`:
+   the actor's HF model right before FSDP wraps it (after PEFT when lora_rank > 0,
+   the plain model for full fine-tuning: `_build_model_optimizer` calls it for every
+   engine, `_build_lora_module` only under LoRA) gets srdd.qlinear's fake
+   quantization (`install_on_actor`); the reference model, built the same way, too.
+   `_build_model_optimizer` then refuses an engine that built its model without it
+   (a subclass overriding `_build_fsdp_module`): it would train unquantized.
 2. verl/workers/rollout/vllm_rollout/utils.py
    `vLLMColocateWorkerExtension.update_weights_from_ipc`, in each vLLM worker:
    restore the clean weights, let verl load the synced ones, then quantize the
@@ -85,18 +89,26 @@ def _patched(fn) -> bool:
 
 def patch_actor(module) -> None:
     engine = module.FSDPEngine
-    original = engine._build_lora_module
-    if _patched(original):
+    build_fsdp, build_all = engine._build_fsdp_module, engine._build_model_optimizer
+    if _patched(build_fsdp):
         return
 
     @_mark
-    def _build_lora_module(self, model):
-        model = original(self, model)
+    def _build_fsdp_module(self, model):
         if self.model_config.model_type == "language_model":
             install_on_actor(model, SETTINGS)
-        return model
+            self._srdd_quantized = True
+        return build_fsdp(self, model)
 
-    engine._build_lora_module = _build_lora_module
+    @_mark
+    def _build_model_optimizer(self):
+        build_all(self)
+        if self.model_config.model_type == "language_model" and not getattr(self, "_srdd_quantized", False):
+            raise RuntimeError(f"srdd verl plugin: {type(self).__name__} built its model without "
+                               "FSDPEngine._build_fsdp_module, so it would train unquantized; use "
+                               "actor_rollout_ref.actor.strategy=fsdp or fsdp2")
+
+    engine._build_fsdp_module, engine._build_model_optimizer = _build_fsdp_module, _build_model_optimizer
 
 
 # --- 2. rollout (vLLM worker) ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import subprocess
@@ -192,6 +193,28 @@ class VllmLinear(nn.Module):
         return self.quant_method.apply(self, x, None)
 
 
+class ColumnParallelLinear(VllmLinear):
+    """vLLM's classes by name (vllm/model_executor/layers/linear.py): under tensor parallelism a column- or
+    row-parallel layer holds this rank's slice (`tp_rank`, `tp_size`), a ReplicatedLinear the whole weight."""
+
+
+class QKVParallelLinear(ColumnParallelLinear):
+    num_kv_head_replicas = 1
+
+
+class RowParallelLinear(VllmLinear):
+    pass
+
+
+class ReplicatedLinear(VllmLinear):
+    pass
+
+
+def _tp(layer: VllmLinear, rank: int, size: int = 2) -> VllmLinear:
+    layer.tp_rank, layer.tp_size = rank, size
+    return layer
+
+
 class VllmLinearWithLoRA(nn.Module):
     """Stand-in for vLLM's LoRA wrapper (vllm/lora/layers/base.py BaseLayerWithLoRA): holds the linear as
     base_layer, forwards public attribute misses (quant_method, weight) to it, and computes the base output
@@ -334,6 +357,105 @@ def test_rollout_sigma_basis_effective_inverts_the_rollout_quantizer(tmp_path):
         assert value == pytest.approx(0.1, rel=0.15) and applied[layer] < 0.08, layer
 
 
+def test_rollout_noise_only_moves_its_off_device_masters(tmp_path, masters_off_device):
+    """The rollout's masters live in pinned CPU memory beside CUDA weights: from the first sync (verl's
+    PPOTrainerSync.on_init_end -> update_weights(0)) on, the noise and effective-sigma paths may only copy
+    them to the weights' device (the HostOnly double raises on anything else, as the GPU would)."""
+    settings = _settings(tmp_path, "noise.targets=[rmsnorm, linear]")
+    masters_off_device(RolloutNoiseInjector)
+    model = _vllm_model()
+    install_on_rollout(model, settings)
+    clean = {n: p.detach().clone() for n, p in model.named_parameters()}
+    noise = RolloutNoise(settings, rank=0)
+    noise.after_sync(model)
+    assert {type(t.clean).__name__ for t in noise.injector.targets} == {"HostOnly"}
+    record = noise.apply(0)
+    assert record["sigma_layers_effective"] and record["sigma_layers"]
+    noise.before_sync()
+    assert all(torch.equal(p, clean[n]) for n, p in model.named_parameters())
+    noise.after_sync(model)
+    noise.apply(1)
+
+
+def test_effective_sigma_curves_are_kept_while_the_base_weights_are_unchanged(tmp_path):
+    """Under LoRA verl syncs the adapters alone after the first sync (vllm_rollout/utils.py,
+    update_weights_from_ipc: `peft_config and base_sync_done`): masters and effective-sigma curves stay. A
+    sync that changes a weight re-reads that weight's master and curve only."""
+    settings = _settings(tmp_path, "noise.targets=[linear]", "noise.sigma_basis=effective")
+    model = _vllm_model()
+    install_on_rollout(model, settings)
+    noise = RolloutNoise(settings, rank=0)
+    noise.after_sync(model)
+    injector, curves = noise.injector, dict(noise.injector.basis.curves)
+    first = noise.apply(1)
+    for _ in range(2):  # two LoRA-only syncs
+        noise.before_sync()
+        noise.after_sync(model)
+    assert noise.injector is injector and all(injector.basis.curves[i] is c for i, c in curves.items())
+    assert noise.apply(1) == first
+    noise.before_sync()
+    down = model.model.layers[2].mlp.down_proj
+    old_rms = next(t.rms for t in injector.targets if t.name == "layers.2.mlp.down_proj")
+    with torch.no_grad():  # a full-weights sync that changes one matrix, written through .data as vLLM does
+        down.weight.data.mul_(2.0)
+    noise.after_sync(model)
+    renewed = [i for i, c in curves.items() if injector.basis.curves[i] is not c]
+    assert [injector.targets[i].name for i in renewed] == ["layers.2.mlp.down_proj"]
+    target = injector.targets[renewed[0]]
+    assert torch.equal(target.clean, down.weight.detach()) and target.rms == pytest.approx(2 * old_rms, rel=1e-6)
+
+
+def _tp_rank_model(rank: int) -> nn.Module:
+    """Rank `rank` of a 2-way tensor-parallel vLLM model with one KV head: the norms, the KV rows and a
+    ReplicatedLinear are whole on both ranks, q rows and o_proj's input columns are split."""
+    full = torch.Generator().manual_seed(0)
+    model = nn.Module()
+    model.model = nn.Module()
+    model.model.layers = nn.ModuleList()
+    for _ in range(3):
+        q, k, v = (torch.randn(n, 64, generator=full) * 0.05 for n in (64, 16, 16))
+        o, gate = torch.randn(64, 64, generator=full) * 0.05, torch.randn(32, 64, generator=full) * 0.05
+        layer = nn.Module()
+        layer.input_layernorm = VllmRMSNorm(64)
+        with torch.no_grad():
+            layer.input_layernorm.weight.add_(torch.randn(64, generator=full) * 0.1)
+        layer.self_attn = nn.Module()
+        qkv = QKVParallelLinear.packing(q[32 * rank:32 * (rank + 1)], k, v)
+        qkv.num_kv_head_replicas = 2
+        layer.self_attn.qkv_proj = _tp(qkv, rank)
+        o_proj = RowParallelLinear.packing(o[:, 32 * rank:32 * (rank + 1)])
+        layer.self_attn.o_proj = _tp(o_proj, rank)
+        layer.mlp = nn.Module()
+        layer.mlp.gate_proj = _tp(ReplicatedLinear.packing(gate), rank)
+        model.model.layers.append(layer)
+    model.packed_modules_mapping = VLLM_PACKED
+    return model
+
+
+def test_tensor_parallel_ranks_share_the_noise_of_the_tensors_they_both_hold(tmp_path):
+    """vLLM replicates RMSNorm weights (layernorm.py), ReplicatedLinear and, with fewer KV heads than ranks,
+    the k/v rows (QKVParallelLinear.num_kv_head_replicas) on every rank: those must carry one noise, or no
+    single noisy model exists. Only the slices of a split matrix draw per-rank noise."""
+    settings = _settings(tmp_path, "noise.targets=[rmsnorm, linear]")
+    noise_of = []
+    for rank in (0, 1):
+        model = _tp_rank_model(rank)
+        clean = {n: p.detach().clone() for n, p in model.named_parameters()}
+        rollout = RolloutNoise(settings, rank=rank)
+        rollout.after_sync(model)
+        rollout.apply(1)
+        noise_of.append({n: p.detach() - clean[n] for n, p in model.named_parameters()})
+    for name, n0 in noise_of[0].items():
+        n1 = noise_of[1][name]
+        assert n0.abs().sum() > 0, name
+        if name.endswith("qkv_proj.weight"):
+            assert not torch.equal(n0[:32], n1[:32]) and torch.equal(n0[32:], n1[32:]), name  # q split; k, v whole
+        elif name.endswith("o_proj.weight"):
+            assert not torch.equal(n0, n1), name
+        else:
+            assert torch.equal(n0, n1), name  # norms and the replicated linear
+
+
 def test_linear_fake_quant_modes(tmp_path):
     layer = VllmLinear(64, 32)
     x = torch.randn(3, 64)
@@ -402,6 +524,33 @@ def test_fused_rollout_quantization_on_cuda_equals_the_cpu_bits(fmt):
     assert torch.equal(cuda.cpu().view(torch.int16), cpu.view(torch.int16))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("basis", ["nominal", "effective"])
+def test_rollout_noise_on_cuda_with_pinned_masters(tmp_path, basis):
+    """Linear noise (the default) on CUDA weights with masters in pinned CPU memory, as the first sync sets it
+    (the crash of issue 26): it lands, its effective sigma is what the GPU's quantized GEMM sees, it restores."""
+    model = _vllm_model().to("cuda", torch.bfloat16)
+    settings = _settings(tmp_path, "noise.targets=[linear]", "noise.schedule=constant", "noise.sigma_start=0.1",
+                         "noise.sigma_end=0.1", "noise.num_stages=1", f"noise.sigma_basis={basis}")
+    install_on_rollout(model, settings)
+    clean = {n: p.detach().clone() for n, p in model.named_parameters()}
+    noise = RolloutNoise(settings, rank=0)
+    noise.after_sync(model)
+    assert all(t.clean.device.type == "cpu" and t.clean.is_pinned() for t in noise.injector.targets)
+    record = noise.apply(0)
+    for i, module, rows in _packed_parts(model):
+        was = clean[next(n for n, p in model.named_parameters() if p is module.weight)]
+        seen = [float((fake_quantize(now, "mxfp4").float() - fake_quantize(w, "mxfp4").float()).std())
+                / float(w.float().pow(2).mean().sqrt()) for now, w in zip(module.weight.split(rows), was.split(rows))]
+        assert min(seen) > 0
+    if basis == "effective":
+        assert all(v == pytest.approx(0.1, rel=0.15) for v in record["sigma_layers_effective"].values())
+    noise.before_sync()
+    assert all(torch.equal(p, clean[n]) for n, p in model.named_parameters())
+    noise.after_sync(model)
+    assert noise.apply(0) == record
+
+
 def test_rollout_noise_takes_sigma_and_exclusions_per_packed_matrix(tiny_model_dir, tmp_path):
     hf = load_causal_lm(str(tiny_model_dir))[0]
     with torch.no_grad():
@@ -434,10 +583,13 @@ def test_rollout_noise_takes_sigma_and_exclusions_per_packed_matrix(tiny_model_d
 
 def test_per_tensor_formats_refuse_tensor_parallel_rollout_and_large_caches_are_not_kept(tmp_path):
     model = _vllm_model()
-    model.model.layers[2].mlp.down_proj.tp_size = 2
+    model.model.layers[2].mlp.down_proj = _tp(RowParallelLinear(128, 64), rank=0)
     with pytest.raises(SrddError, match="tensor_model_parallel_size=1"):
         install_on_rollout(model, _settings(tmp_path, "quant.format=nvfp4"))
     assert install_on_rollout(model, _settings(tmp_path))  # MXFP4's block scales do not depend on the split
+    model = _vllm_model()  # a ReplicatedLinear carries tp_size under TP too, but every rank holds it whole
+    model.model.layers[2].mlp.down_proj = _tp(ReplicatedLinear(128, 64), rank=1)
+    assert install_on_rollout(model, _settings(tmp_path, "quant.format=nvfp4"))
 
     layer, x = VllmLinear(64, 32), torch.randn(3, 64)
     uncached = LinearFakeQuant(_settings(tmp_path).linear_quant(), cache=False)
@@ -576,6 +728,53 @@ def test_plugin_registers_its_verl_patches(tmp_path, noise, targets):
     assert r.stdout.splitlines()[-1] == "True"
 
 
+def test_actor_is_quantized_before_fsdp_wraps_it_with_or_without_lora(tiny_model_dir, tmp_path):
+    """A stand-in with verl 0.9.1's build order (transformer_impl.py, FSDPEngine._build_model_optimizer:
+    `_build_lora_module` only `if self._is_lora`, then `_build_fsdp_module` always): lora_rank=0 (full
+    fine-tuning, reachable through an extra override to verl_command.sh) gets a quantized actor too, and an
+    engine that bypasses _build_fsdp_module is refused instead of training unquantized."""
+    _settings(tmp_path).write(tmp_path / "s.json")
+    r = _python(f"""
+        import types
+        import rin_train.verl.plugin as plugin
+        from srdd.models import load_causal_lm
+        from srdd.qlinear import QuantLinear
+
+        class FSDPEngine:
+            def __init__(self, lora_rank):
+                self.model_config = types.SimpleNamespace(model_type="language_model", lora_rank=lora_rank)
+                self._is_lora = lora_rank > 0
+            def _build_lora_module(self, module):
+                from peft import LoraConfig, get_peft_model
+                return get_peft_model(module, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+            def _build_fsdp_module(self, module):
+                return module  # FSDP wraps it here
+            def _build_model_optimizer(self):
+                module = load_causal_lm({str(tiny_model_dir)!r})[0]
+                if self._is_lora:
+                    module = self._build_lora_module(module)
+                self.module = self._build_fsdp_module(module)
+
+        class Bypassing(FSDPEngine):
+            def _build_fsdp_module(self, module):
+                return module
+
+        plugin.patch_actor(types.SimpleNamespace(FSDPEngine=FSDPEngine))
+        for rank in (4, 0):
+            engine = FSDPEngine(rank)
+            engine._build_model_optimizer()
+            print("quantized", rank, sum(isinstance(m, QuantLinear) for m in engine.module.modules()))
+        try:
+            Bypassing(0)._build_model_optimizer()
+        except RuntimeError as exc:
+            print("refused:", exc)
+    """, **{SETTINGS_ENV: str(tmp_path / "s.json")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [line for line in r.stdout.splitlines() if line.startswith(("quantized", "refused"))]
+    assert lines[:2] == ["quantized 4 21", "quantized 0 21"]
+    assert lines[2].startswith("refused: srdd verl plugin: Bypassing built its model without")
+
+
 # --- reward ----------------------------------------------------------------------------------------
 
 COMPLETIONS = ["so 3 + 4 = 7 #### 7", "#### 7.00", "#### $7", "I think 7", "#### 8 but really 7", "####7",
@@ -600,7 +799,10 @@ def test_patch_targets_exist_in_verl():
     from verl.trainer.ppo.v1 import trainer_base, trainer_sync
     from verl.workers.engine.fsdp import transformer_impl
 
-    assert callable(transformer_impl.FSDPEngine._build_lora_module)
+    build = ast.parse(textwrap.dedent(inspect.getsource(transformer_impl.FSDPEngine._build_model_optimizer)))
+    top_level = [ast.unparse(node.value.func) for node in build.body[0].body
+                 if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)]
+    assert "self._build_fsdp_module" in top_level  # not under `if self._is_lora`: every engine calls it
     assert callable(base.CheckpointEngineManager.update_weights.__wrapped__) and callable(base.auto_await)
     assert all(callable(getattr(trainer_base.PPOTrainer, n)) for n in ("on_validate_begin", "on_validate_end", "init"))
     assert "on_validate_begin" not in vars(trainer_sync.PPOTrainerSync)  # the sync trainer inherits our hooks
@@ -614,8 +816,10 @@ def test_patch_targets_exist_in_verl():
 
 
 @verl_only
-def test_verl_build_lora_module_quantizes_through_the_plugin(tiny_model_dir, tmp_path):
-    """verl imports the plugin itself (VERL_USE_EXTERNAL_MODULES) and its real _build_lora_module runs on CPU."""
+def test_verl_build_fsdp_module_quantizes_through_the_plugin(tiny_model_dir, tmp_path):
+    """verl imports the plugin itself (VERL_USE_EXTERNAL_MODULES); its real _build_lora_module runs on CPU, and
+    the patched _build_fsdp_module quantizes the PEFT model before verl's own FSDP code (which needs a device
+    mesh this stand-in engine lacks, so it stops there)."""
     _settings(tmp_path).write(tmp_path / "s.json")
     r = _python(f"""
         from types import SimpleNamespace
@@ -628,6 +832,10 @@ def test_verl_build_lora_module_quantizes_through_the_plugin(tiny_model_dir, tmp
                                               target_modules={LORA_TARGETS!r}, target_parameters=None,
                                               exclude_modules=None, lora_adapter_path=None, use_shm=False)
         model = engine._build_lora_module(load_causal_lm({str(tiny_model_dir)!r})[0])
+        try:
+            engine._build_fsdp_module(model)
+        except AttributeError:  # verl's FSDP wrapping, past our hook
+            pass
         print(type(model).__name__, sum(isinstance(m, QuantLinear) for m in model.modules()))
     """, VERL_USE_EXTERNAL_MODULES="rin_train.verl.plugin", **{SETTINGS_ENV: str(tmp_path / "s.json")})
     assert r.returncode == 0, r.stderr[-3000:]
