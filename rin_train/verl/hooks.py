@@ -173,12 +173,13 @@ def check_rollout_exclusions(config: LinearQuantConfig, num_layers: int) -> None
             _excluded(f"model.layers.{layer}.{fused}", patterns, VLLM_PACKED)
 
 
-def install_on_rollout(model: nn.Module, settings: PluginSettings) -> list[str]:
+def install_on_rollout(model: nn.Module, settings: PluginSettings, outside: OutsidePool | None = None) -> list[str]:
     """Fake-quantize every vLLM linear layer of the rollout model not excluded; returns their names.
 
     A layer whose quant_method is not vLLM's UnquantizedLinearMethod (an FP8 or
     other real quantization) is refused: fake quantization needs the full
-    precision weights.
+    precision weights. `outside`: the GPU memory vLLM's pool leaves (on a CUDA rollout): the plugin's
+    memory must fit there (`keep_cache`).
     """
     config = settings.linear_quant()
     if config.mode is QuantMode.NONE:
@@ -210,8 +211,10 @@ def install_on_rollout(model: nn.Module, settings: PluginSettings) -> list[str]:
     if not layers:
         raise SrddError(f"no linear layer of the rollout model ({type(model).__name__}) can be quantized under "
                         f"{config.label}; expected vLLM linear layers")
-    cache = config.mode.weights and cache_fits(sum(m.weight.numel() * m.weight.element_size() for _, m in layers),
-                                               layers[0][1].weight.device)
+    cache_bytes = sum(m.weight.numel() * m.weight.element_size() for _, m in layers) if config.mode.weights else 0
+    weights = [m.weight for _, m in layers]
+    cache = config.mode.weights and (outside is None or keep_cache(outside, plugin_temporaries(config, weights, outside),
+                                                                   cache_bytes))
     for _, module in layers:
         quant = LinearFakeQuant(config, cache=cache)
         module.srdd_quant = quant
@@ -225,16 +228,65 @@ def install_on_rollout(model: nn.Module, settings: PluginSettings) -> list[str]:
 
 
 CACHE_SHARE = 0.05
-"""Largest share of the GPU's memory the rollout's cached quantized weights may take. They live outside
-vLLM's sleep pool (colocated with the FSDP actor, they stay while it trains), so a 7B model's 13 GB
-(bf16) are recomputed per call instead; the 1.5B reference model's 2.6 GB fit an 80 GB GPU."""
+"""Largest share of the GPU's memory the rollout's cached quantized weights (with the plugin's temporaries)
+may take. They live outside vLLM's pool (colocated with the FSDP actor, they stay while it trains), so a 7B
+model's 13 GB (bf16) are recomputed per call instead; the 1.5B reference model's 2.6 GB fit an 80 GB GPU."""
 
 
-def cache_fits(nbytes: int, device: torch.device) -> bool:
-    """Whether `nbytes` of cached quantized weights may stay on `device` (always on the CPU)."""
-    if device.type != "cuda":
-        return True
-    return nbytes <= CACHE_SHARE * torch.cuda.get_device_properties(device).total_memory
+@dataclass(frozen=True)
+class OutsidePool:
+    """What vLLM 0.24 leaves of a GPU: it sizes its KV cache so that weights, the activations of its profiling
+    run and the cache fill `gpu_memory_utilization` x the device (vllm/v1/worker/gpu_worker.py,
+    determine_available_memory). Its profiling ran at start-up, before the plugin installs at the first
+    weight sync, so everything the plugin allocates comes out of the rest, beside the CUDA context and
+    the colocated FSDP actor."""
+
+    total: int
+    """Bytes of device memory."""
+    utilization: float
+    """vLLM's gpu_memory_utilization (verl's rollout default: 0.5)."""
+    max_tokens: int
+    """vLLM's max_num_batched_tokens: the most rows one forward's activations have (verl's default: 8192)."""
+
+    @property
+    def headroom(self) -> int:
+        return int((1 - self.utilization) * self.total)
+
+
+NOISE_TEMPORARIES = 4
+"""fp32 copies of one target the noise path holds at once on the device (the draw, the master moved there,
+and a quantized view of the weight and of the master): it works one target at a time."""
+
+
+def plugin_temporaries(config: LinearQuantConfig, weights: list[torch.Tensor], outside: OutsidePool) -> int:
+    """Peak bytes the plugin allocates outside vLLM's pool besides a cache: the fake quantization of one
+    forward's widest activations (measured on the device, max_tokens rows) and of the largest weight (when
+    not cached), and the noise path's temporaries (NOISE_TEMPORARIES fp32 copies of the largest weight)."""
+    largest = max(weights, key=torch.Tensor.numel)
+    device = largest.device
+    widest = max(w.shape[1] for w in weights)
+    measured = 0
+    if device.type == "cuda" and config.mode.activations:
+        x = torch.zeros(outside.max_tokens, widest, dtype=largest.dtype, device=device)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fake_quantize(x, config.format, **config.options)
+        measured = torch.cuda.max_memory_allocated(device) - before
+        del x
+    return measured + largest.numel() * (largest.element_size() + NOISE_TEMPORARIES * 4)
+
+
+def keep_cache(outside: OutsidePool, temporaries: int, cache_bytes: int) -> bool:
+    """Whether the quantized weights may be cached; refuses a gpu_memory_utilization that leaves less than the
+    plugin's temporaries outside vLLM's pool (they would run the GPU out of memory in the first rollout)."""
+    gib = 2**30
+    if temporaries > outside.headroom:
+        raise SrddError(f"gpu_memory_utilization {outside.utilization} leaves {outside.headroom / gib:.2f} GiB of the "
+                        f"GPU outside vLLM's pool, less than the {temporaries / gib:.2f} GiB srdd's fake quantization "
+                        f"and noise need there (at max_num_batched_tokens {outside.max_tokens}); lower "
+                        "actor_rollout_ref.rollout.gpu_memory_utilization or max_num_batched_tokens")
+    return temporaries + cache_bytes <= min(CACHE_SHARE * outside.total, outside.headroom)
 
 
 def invalidate_rollout_quant(model: nn.Module) -> None:

@@ -49,7 +49,7 @@ import os
 from dataclasses import dataclass
 
 from rin_train.post_import import when_imported
-from rin_train.verl.hooks import (RolloutNoise, TrainerNoise, install_on_actor, install_on_rollout,
+from rin_train.verl.hooks import (OutsidePool, RolloutNoise, TrainerNoise, install_on_actor, install_on_rollout,
                                   invalidate_rollout_quant)
 from rin_train.verl.settings import SETTINGS_ENV, PluginSettings
 from srdd.errors import SrddError
@@ -131,6 +131,18 @@ def _worker_state(worker) -> _WorkerState:
     return state
 
 
+def _outside_pool(worker) -> OutsidePool | None:
+    """The GPU memory the worker's vLLM pool leaves (None for a rollout off CUDA)."""
+    import torch
+
+    device = next(worker.model_runner.model.parameters()).device
+    if device.type != "cuda":
+        return None
+    config = worker.model_runner.vllm_config
+    return OutsidePool(torch.cuda.get_device_properties(device).total_memory,
+                       config.cache_config.gpu_memory_utilization, config.scheduler_config.max_num_batched_tokens)
+
+
 def _set_noise(self, version: int | None = None):
     """vLLM worker method: noise for weights `version`, or clean weights for None."""
     state = _worker_state(self)
@@ -156,7 +168,7 @@ def patch_rollout(module) -> None:
         result = original(self, *args, **kwargs)
         model = self.model_runner.model
         if not state.quantized:
-            install_on_rollout(model, SETTINGS)
+            install_on_rollout(model, SETTINGS, _outside_pool(self))
             state.quantized = True
         invalidate_rollout_quant(model)
         if state.noise is not None:

@@ -28,8 +28,9 @@ from rin_train.post_import import when_imported
 from rin_train.presets import preset
 from rin_train.rewards import flexible_reward, strict_reward, training_reward
 from rin_train.run_config import load_run_config
-from rin_train.verl.hooks import (VLLM_PACKED, LinearFakeQuant, RolloutNoise, RolloutNoiseInjector, TrainerNoise,
-                                  install_on_actor, install_on_rollout, invalidate_rollout_quant)
+from rin_train.verl.hooks import (VLLM_PACKED, LinearFakeQuant, OutsidePool, RolloutNoise, RolloutNoiseInjector,
+                                  TrainerNoise, install_on_actor, install_on_rollout, invalidate_rollout_quant,
+                                  plugin_temporaries)
 from rin_train.verl.launch import read_noise_logs
 from rin_train.verl.reward import compute_score
 from rin_train.verl.settings import SETTINGS_ENV, PluginSettings
@@ -595,6 +596,28 @@ def test_per_tensor_formats_refuse_tensor_parallel_rollout_and_large_caches_are_
     uncached = LinearFakeQuant(_settings(tmp_path).linear_quant(), cache=False)
     assert torch.equal(uncached(layer, x), uncached(layer, x))
     assert uncached.weight_quantizations == 2 and uncached._cache is None  # recomputed, nothing kept
+
+
+def test_plugin_memory_must_fit_outside_vllms_pool(tmp_path):
+    """vLLM fills gpu_memory_utilization x the GPU before the plugin installs; what the plugin adds must fit
+    in the rest: a setting that leaves less than its temporaries is refused, a cache kept only where it fits."""
+    settings = _settings(tmp_path)
+    weights = [m.weight for _, m, _ in _packed_parts(_installed(settings))]
+    temporaries = plugin_temporaries(settings.linear_quant(), weights, OutsidePool(10**9, 0.5, 8192))
+    assert temporaries == 256 * 64 * (4 + 4 * 4)  # gate_up_proj, the largest weight: its copies (no CUDA here)
+    cache = sum(w.numel() * 4 for w in weights)
+    with pytest.raises(SrddError, match="gpu_memory_utilization 0.99 leaves 0.00 GiB"):
+        install_on_rollout(_vllm_model(), settings, OutsidePool(10**7, 0.99, 8192))
+    for total, kept in ((10**9, True), (20 * (temporaries + cache) - 1, False)):
+        model = _vllm_model()
+        install_on_rollout(model, settings, OutsidePool(total, 0.5, 8192))
+        assert {m.srdd_quant.cache for _, m, _ in _packed_parts(model)} == {kept}
+
+
+def _installed(settings: PluginSettings) -> nn.Module:
+    model = _vllm_model()
+    install_on_rollout(model, settings)
+    return model
 
 
 def test_prefix_cache_reset_follows_every_noise_change(tmp_path):
