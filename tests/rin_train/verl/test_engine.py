@@ -339,3 +339,21 @@ def test_launch_through_the_real_entry_point_with_a_stand_in_verl(tmp_path):
     assert [r["accuracy"] for r in records] == [0.25, None, 0.25, 0.25]
     assert all(r["sigma_layers"] == {"0": 0.05} for r in records[1:])
     assert "step:3 - critic/score/mean:0.5" in (out / "verl" / "verl.log").read_text()
+
+
+def _flags(words: list[str]) -> dict[str, str]:
+    return {w: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("--")}
+
+
+def test_readme_verl_example_trains_a_suite_calibrated_on_the_model_it_trains():
+    """Layer multipliers fit one model (check_against_model refuses SmolLM2's 30 for Qwen2.5-1.5B's 28 layers):
+    the README's verl example scans the model it trains, calibrates that scan into a suite, trains from it."""
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    block = readme.split("# verl: scan and calibrate the model you train", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].split() for line in block.splitlines() if line.startswith("srdd ")]
+    scan, calibrate, train = ([c for c in commands if c[1] == verb] for verb in ("scan", "calibrate", "train"))
+    assert len(scan) == len(calibrate) == len(train) == 1
+    scan, calibrate, train = _flags(scan[0]), calibrate[0], train[0]
+    suite = _flags(calibrate)["--suite"]
+    assert calibrate[2] == scan["--out"] and train[2].startswith(suite) and _flags(train)["--engine"] == "verl"
+    assert _flags(train)["--set"] == f"model={scan['--model']}"
