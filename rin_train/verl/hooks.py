@@ -211,10 +211,11 @@ def install_on_rollout(model: nn.Module, settings: PluginSettings, outside: Outs
     if not layers:
         raise SrddError(f"no linear layer of the rollout model ({type(model).__name__}) can be quantized under "
                         f"{config.label}; expected vLLM linear layers")
-    cache_bytes = sum(m.weight.numel() * m.weight.element_size() for _, m in layers) if config.mode.weights else 0
     weights = [m.weight for _, m in layers]
-    cache = config.mode.weights and (outside is None or keep_cache(outside, plugin_temporaries(config, weights, outside),
-                                                                   cache_bytes))
+    cache = config.mode.weights
+    if outside is not None:
+        cache_bytes = sum(w.numel() * w.element_size() for w in weights) if cache else 0
+        cache = keep_cache(outside, plugin_temporaries(config, weights, outside), cache_bytes) and cache
     for _, module in layers:
         quant = LinearFakeQuant(config, cache=cache)
         module.srdd_quant = quant
