@@ -27,7 +27,8 @@ timeout 150 python -m pytest -q -p no:cacheprovider \
 timeout 120 python benchmarks/rollout_noise_cost.py --device cuda --layers 4
 
 echo "== 3/3 two verl steps of the tiny model -> $out/smoke"
-timeout 420 python -m srdd train --preset smoke --engine verl --set grpo.steps=2 --out "$out/smoke" --launch
+timeout 420 python -m srdd train --preset smoke --engine verl --set grpo.steps=2 --set noise.num_stages=2 \
+    --out "$out/smoke" --launch
 python - "$out/smoke" <<'PY'
 import json, sys
 from pathlib import Path
