@@ -45,6 +45,12 @@ def relative_std(delta: torch.Tensor, rms: float) -> float:
     return float(delta.to(torch.float32).std()) / rms
 
 
+def on_device(master: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """The master where its parameter lives: itself when it is already there, else a copy (non-blocking from
+    pinned memory), so no operation ever mixes the two devices."""
+    return master.to(param.device, non_blocking=True)
+
+
 def weight_rms(weight: torch.Tensor) -> float:
     """rms of a weight as its fp32 master holds it, computed where the weight lives (never on a host copy)."""
     return float(weight.detach().to(torch.float32).pow(2).mean().sqrt())
@@ -190,8 +196,7 @@ class EffectiveBasis:
             t, view = self.targets[index], self.views[index]
             if t.kind != "linear":
                 continue
-            device = t.param.device
-            clean = t.clean.to(device, non_blocking=True)
+            device, clean = t.param.device, on_device(t.clean, t.param)
             clean_view = view(clean.to(t.param.dtype)).to(torch.float32)
             generator = torch.Generator(device).manual_seed(self.seeds[index] * 7919 + index)
             unit = torch.randn(t.param.shape, generator=generator, dtype=torch.float32, device=device)

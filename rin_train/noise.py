@@ -38,7 +38,8 @@ import yaml
 from torch import nn
 
 from rin_train.effective import (EffectiveBasis, activation_quantizer, gemm_weight_view, norm_eps,
-                                 relative_std, rmsnorm_nominal, rmsnorm_effective, rmsnorm_output, weight_rms)
+                                 on_device, relative_std, rmsnorm_nominal, rmsnorm_effective, rmsnorm_output,
+                                 weight_rms)
 from rin_train.schedule import Schedule, SigmaSchedule
 from srdd.errors import SrddError
 from srdd.models import decoder_layers
@@ -188,12 +189,6 @@ class Target:
     stream: int = 0
     """Which noise stream the target draws from: targets that hold the same tensor in several processes
     (tensor-parallel replicas) must share it; see NoiseInjector.stream_seed."""
-
-
-def on_device(master: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
-    """The master where its parameter lives: itself when it is already there, else a copy (non-blocking from
-    pinned memory), so no operation ever mixes the two devices."""
-    return master.to(param.device, non_blocking=True)
 
 
 def _is_rmsnorm(module: nn.Module) -> bool:

@@ -167,3 +167,11 @@ def test_noise_on_cuda_runs_on_the_device_and_restores_bitwise(tiny_model_dir):
         assert record["sigma_layers"][layer] > 0
     inj.restore()
     assert all(torch.equal(p, clean[n]) for n, p in model.named_parameters())
+
+
+def test_refresh_asks_for_a_new_injector_when_a_weight_was_reallocated(model):
+    inj = NoiseInjector(model, NoiseConfig(targets=["linear"]), seed=0)
+    assert inj.refresh() == []  # nothing rewritten: masters kept
+    layer = decoder_layers(model)[0].self_attn
+    layer.q_proj.weight = torch.nn.Parameter(layer.q_proj.weight.detach().clone())  # a new tensor, same values
+    assert inj.refresh() is None
