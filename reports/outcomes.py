@@ -109,8 +109,8 @@ def _read_text(path: Path) -> str:
     with os.fdopen(fd, "rb") as fh:
         data = fh.read(MAX_BYTES + 1)  # bounded even if the file grows after a size check
     if len(data) > MAX_BYTES:
-        raise SrddError(f"{path} is over {MAX_BYTES >> 20} MiB; not read (an outcomes file holds a few hundred "
-                        "KB per evaluation)")
+        raise SrddError(f"{path} is over {MAX_BYTES:,} bytes; not read (an outcomes file holds well under a MB "
+                        "per evaluation)")
     if b"\0" in data:
         raise SrddError(f"{path} is binary (holds NUL bytes), not JSON lines")
     try:

@@ -24,7 +24,7 @@ from rin_train.rundir import RunDir
 from rin_train.tasks import Example, problem_ids
 
 
-def test_set_sha256(ids: Sequence[str], examples: Sequence[Example]) -> str:
+def sha256_of_test_set(ids: Sequence[str], examples: Sequence[Example]) -> str:
     """sha256 of the ordered (id, prompt messages, answer) list as canonical JSON."""
     if len(ids) != len(examples):
         raise ValueError(f"{len(ids)} ids for {len(examples)} examples")
@@ -51,7 +51,7 @@ class OutcomeLog:
     @classmethod
     def for_test_set(cls, run: RunDir, examples: Sequence[Example]) -> OutcomeLog:
         ids = problem_ids(list(examples))
-        return cls(run, tuple(ids), test_set_sha256(ids, examples))
+        return cls(run, tuple(ids), sha256_of_test_set(ids, examples))
 
     def append(self, step: int, evaluation: dict, per_problem: dict[str, Sequence[bool]]) -> None:
         """Write the line of one evaluation (`evaluation` labels it: eval_quant, eval_lora).
