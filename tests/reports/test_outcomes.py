@@ -86,7 +86,7 @@ def test_huge_binary_and_symlinked_files_are_refused_unread(tmp_path, monkeypatc
         read_outcomes(tmp_path)
     monkeypatch.undo()
     (tmp_path / "eval_outcomes.jsonl").write_bytes(json.dumps(line(0)).encode() + b"\n\0\0\x89PNG")
-    with pytest.raises(SrddError, match="binary"):
+    with pytest.raises(SrddError, match=r"is binary \(holds NUL bytes\)"):
         read_outcomes(tmp_path)
     (tmp_path / "eval_outcomes.jsonl").write_bytes(b'{"step": "\xff"}\n')
     with pytest.raises(SrddError, match="not UTF-8"):
