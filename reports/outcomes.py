@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,9 @@ OUTCOMES = "eval_outcomes.jsonl"
 """rin_train.rundir.OUTCOMES, named here too: reading a report must not import the training stack (torch)."""
 EVAL_LORAS = ("separate", "merged")
 KINDS = ("strict", "flexible")
-MAX_BYTES = 256 << 20
-"""Refuse larger files unread: one evaluation of 10^4 problems is ~0.2 MB, so this is ~1000 such lines."""
+MAX_BYTES = 64 << 20
+"""Larger files are refused unread: an evaluation of GSM8K's 1319 test problems is a ~30 KB line, so this
+holds ~2000 of them."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _BITS = re.compile(r"[01]*")
 
@@ -98,19 +100,25 @@ class ProblemOutcomes:
 
 
 def _read_text(path: Path) -> str:
-    """The whole file, refused unread when over MAX_BYTES, binary, or a symlink (a run dir holds none)."""
+    """The whole file; refused unread when it is over MAX_BYTES, not a regular file, or a symlink (a run
+    directory holds none), and refused when binary."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block the reader
     except OSError as exc:
         if path.is_symlink():
             raise SrddError(f"{path} is a symlink; a run directory's files are never symlinks (replace it with "
                             "the real file)") from None
         raise SrddError(f"{path}: cannot read ({exc.strerror})") from None
     with os.fdopen(fd, "rb") as fh:
-        data = fh.read(MAX_BYTES + 1)  # bounded even if the file grows after a size check
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise SrddError(f"{path} is not a regular file")
+        if info.st_size > MAX_BYTES:
+            raise SrddError(f"{path} is {info.st_size:,} bytes, over the {MAX_BYTES:,} an outcomes file may have "
+                            "(well under a MB per evaluation); not read")
+        data = fh.read(MAX_BYTES + 1)  # bounded even if the file grows after the check
     if len(data) > MAX_BYTES:
-        raise SrddError(f"{path} is over {MAX_BYTES:,} bytes; not read (an outcomes file holds well under a MB "
-                        "per evaluation)")
+        raise SrddError(f"{path} grew past {MAX_BYTES:,} bytes while it was read; not read")
     if b"\0" in data:
         raise SrddError(f"{path} is binary (holds NUL bytes), not JSON lines")
     try:

@@ -1,6 +1,7 @@
 """Per-problem outcomes: reading eval_outcomes.jsonl, the final evaluation, flips, checks against metrics, `srdd flips`."""
 
 import json
+import os
 import subprocess
 
 import numpy as np
@@ -82,7 +83,10 @@ def test_corrupt_missing_fields_and_non_objects_are_named(tmp_path):
 def test_huge_binary_and_symlinked_files_are_refused_unread(tmp_path, monkeypatch):
     write_outcomes(tmp_path, *(line(s) for s in range(40)))
     monkeypatch.setattr(outcomes, "MAX_BYTES", 1000)
-    with pytest.raises(SrddError, match="over 1,000 bytes; not read"):
+    with pytest.raises(SrddError, match=r"is [\d,]+ bytes, over the 1,000 an outcomes file may have"):
+        read_outcomes(tmp_path)
+    monkeypatch.setattr(outcomes.os, "fstat", lambda fd: type("st", (), {"st_mode": 0o100644, "st_size": 10})())
+    with pytest.raises(SrddError, match="grew past 1,000 bytes while it was read"):  # checked, then bounded
         read_outcomes(tmp_path)
     monkeypatch.undo()
     (tmp_path / "eval_outcomes.jsonl").write_bytes(json.dumps(line(0)).encode() + b"\n\0\0\x89PNG")
@@ -90,6 +94,10 @@ def test_huge_binary_and_symlinked_files_are_refused_unread(tmp_path, monkeypatc
         read_outcomes(tmp_path)
     (tmp_path / "eval_outcomes.jsonl").write_bytes(b'{"step": "\xff"}\n')
     with pytest.raises(SrddError, match="not UTF-8"):
+        read_outcomes(tmp_path)
+    (tmp_path / "eval_outcomes.jsonl").unlink()
+    os.mkfifo(tmp_path / "eval_outcomes.jsonl")  # would block a plain open() forever
+    with pytest.raises(SrddError, match="not a regular file"):
         read_outcomes(tmp_path)
     elsewhere = tmp_path / "elsewhere.jsonl"
     elsewhere.write_text(json.dumps(line(0)) + "\n")
