@@ -1,4 +1,7 @@
-"""Reading run directories into validated records; invalid runs keep their reason."""
+"""Reading run directories into validated records; invalid runs keep their reason.
+
+A run's eval_outcomes.jsonl, where it has one, must agree with its metrics (reports.outcomes); a run
+without one (older runs, verl) is valid and has no per-problem outcomes."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reports.outcomes import outcomes_problem
 from srdd.errors import SrddError
 from srdd.scan.schema import check_scan_layers
 
@@ -189,6 +193,10 @@ def load_run(path: Path, metric: str, accuracy: str = "merged") -> RunRecord:
     if len(quants) > 1:
         rec.reason = rec.reason or f"accuracies measured under mixed quant modes {sorted(map(str, quants))}"
     rec.eval_quant = next(iter(quants)) if len(quants) == 1 else None
+    if rec.reason is None:
+        rec.reason = outcomes_problem(path, {kind: points[-1] for kind, points in (("separate", rec.trajectory),
+                                                                                   ("merged", rec.merged)) if points},
+                                      rec.eval_quant)
     if not rec.trajectory:
         rec.reason = rec.reason or "no evaluated accuracy"
     elif accuracy == "merged" and (not rec.merged or rec.merged[-1][0] != rec.trajectory[-1][0]):

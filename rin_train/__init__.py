@@ -6,7 +6,8 @@ record a run the same way:
     run_config, presets     the validated run config (`srdd train CONFIG --set k=v`)
     noise, schedule,        what noise each layer gets at each step, and what the
     effective               quantized GEMM really sees of it
-    evaluate, lora_merge    accuracy at a stated precision (LoRA separate or merged)
+    evaluate, lora_merge,   accuracy at a stated precision (LoRA separate or merged), and
+    outcomes                each problem's outcome behind it (eval_outcomes.jsonl)
     tasks, rewards          prompts, answers and the strict '#### n' reward
     rundir, watchdog,       the run directory (run.json, metrics.jsonl, scans), stalls,
     signals, train          signals, and the training loop around an engine

@@ -29,9 +29,10 @@ error before anything is trained.
 
 The run directory holds run.json (resolved config, versions, seed, status), metrics.jsonl (one
 line per step: sigma scheduled and achieved per layer, reward, zero-variance groups, accuracy with
-the quant mode it was measured under), scan_before.json and scan_after.json. It is never
-overwritten; a run is `complete` only when its final step was validated. Exit codes: 0 complete,
-1 failed/invalid, 2 bad input, 3 stalled (watchdog)."""
+the quant mode it was measured under), eval_outcomes.jsonl (each validation's per-problem strict
+and flexible correctness; `srdd flips` compares two runs with it), scan_before.json and
+scan_after.json. It is never overwritten; a run is `complete` only when its final step was
+validated. Exit codes: 0 complete, 1 failed/invalid, 2 bad input, 3 stalled (watchdog)."""
 
 
 def register(sub) -> None:

@@ -18,7 +18,9 @@ from rin_train.tasks import Example, prompt_text
 
 def evaluate(model, tokenizer, examples: list[Example], *, max_new_tokens: int, quant_label: str,
              eval_lora: str = "separate", batch_size: int = 16, heartbeat: Callable[[], None] | None = None) -> dict:
-    """{'accuracy' (strict), 'accuracy_flexible', 'eval_samples', 'eval_quant', 'eval_lora'} over `examples`.
+    """{'accuracy' (strict), 'accuracy_flexible', 'eval_samples', 'eval_quant', 'eval_lora', 'per_problem'}
+    over `examples`; 'per_problem' = {'strict': [bool], 'flexible': [bool]} in `examples` order (the caller
+    stores it apart from the metrics, rin_train.outcomes), and each accuracy is exactly the mean of its list.
 
     `eval_lora` labels how the caller set up the LoRA ("separate": the fp branch beside the quantized
     base, as trained; "merged": merged into the weights and re-quantized, as deployed)."""
@@ -35,7 +37,8 @@ def evaluate(model, tokenizer, examples: list[Example], *, max_new_tokens: int, 
     eos = tokenizer.eos_token_id
     gen = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                            eos_token_id=eos, temperature=None, top_p=None, top_k=None)
-    strict = flexible = 0.0
+    strict: list[bool] = []
+    flexible: list[bool] = []
     try:
         for start in range(0, len(examples), batch_size):
             chunk = examples[start:start + batch_size]
@@ -44,13 +47,13 @@ def evaluate(model, tokenizer, examples: list[Example], *, max_new_tokens: int, 
             with torch.no_grad():
                 out = model.generate(**enc, generation_config=gen)
             texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            strict += sum(strict_reward(t, e.answer) for t, e in zip(texts, chunk))
-            flexible += sum(flexible_reward(t, e.answer) for t, e in zip(texts, chunk))
+            strict += [strict_reward(t, e.answer) == 1.0 for t, e in zip(texts, chunk)]
+            flexible += [flexible_reward(t, e.answer) == 1.0 for t, e in zip(texts, chunk)]
             if heartbeat is not None:
                 heartbeat()
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
     n = len(examples)
-    return {"accuracy": strict / n, "accuracy_flexible": flexible / n, "eval_samples": n, "eval_quant": quant_label,
-            "eval_lora": eval_lora}
+    return {"accuracy": sum(strict) / n, "accuracy_flexible": sum(flexible) / n, "eval_samples": n,
+            "eval_quant": quant_label, "eval_lora": eval_lora, "per_problem": {"strict": strict, "flexible": flexible}}

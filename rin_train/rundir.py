@@ -16,6 +16,10 @@ This is the one API through which every engine (TRL here, verl through
   writes are continued) and fsync'ed, so a kill loses at most the line being
   written. A line a failed write left half-written (disk full) is cut off at once
   when possible, else by `open_for_resume`; nothing else is ever truncated or rewritten.
+- `eval_outcomes.jsonl` (rin_train.outcomes writes it, reports.outcomes reads it): one line per
+  evaluation with every problem's strict/flexible correctness, appended exactly as metrics.jsonl
+  is; made by the first evaluation that has per-problem results, so a run without it (older runs,
+  verl) says that its outcomes were never measured.
 - A checkpoint counts only once `mark_checkpoint` has fsync'ed its files and
   renamed its marker into place (last); `latest_checkpoint` skips a newest one
   that is unmarked or broken and resumes from the one before.
@@ -56,7 +60,9 @@ MAX_SEED = 2**32 - 1
 """A run's seed: numpy's and the task sampler's seeds are 32-bit."""
 CHECKPOINT_MARK = "srdd_checkpoint.json"
 """Written (atomically, last) into a checkpoint once every file of it is on disk."""
-WRITTEN = ("run.json", "run.lock", "run.reserve", "metrics.jsonl", "scan_before.json", "scan_after.json", "checkpoints")
+OUTCOMES = "eval_outcomes.jsonl"
+WRITTEN = ("run.json", "run.lock", "run.reserve", "metrics.jsonl", OUTCOMES, "scan_before.json", "scan_after.json",
+           "checkpoints")
 """What srdd writes in a run directory: none of it may be a symlink."""
 
 
@@ -79,6 +85,10 @@ class RunDir:
     @property
     def metrics_path(self) -> Path:
         return self.path / "metrics.jsonl"
+
+    @property
+    def outcomes_path(self) -> Path:
+        return self.path / OUTCOMES
 
     @property
     def checkpoints(self) -> Path:
@@ -260,40 +270,18 @@ class RunDir:
         """Append one record as one line; flushed and fsync'ed before returning. Never rewrites."""
         if not isinstance(record, dict) or any(k not in record for k in REQUIRED_METRIC_KEYS):
             raise ValueError(f"a metrics record is a dict with at least {REQUIRED_METRIC_KEYS}, got {record!r}")
-        check_finite(record)
-        line = (json.dumps(record, allow_nan=False) + "\n").encode("utf-8")
-        fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
-        try:
-            start = os.fstat(fd).st_size
-            try:
-                _write_all(fd, line)
-            except OSError:
-                _truncate_quietly(fd, start)  # no half line left behind when the disk has room to say so
-                raise
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _append_line(self.metrics_path, record, create=False)
+
+    def append_outcomes(self, record: dict) -> None:
+        """Append one evaluation's per-problem outcomes (rin_train.outcomes builds the record) as metrics are."""
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise ValueError(f"an outcomes record is a dict with an integer 'step', got {str(record)[:200]}")
+        _append_line(self.outcomes_path, record, create=True)
 
     def repair_torn_tail(self) -> int:
-        """Cut a last line that a failed write left without its newline; returns the bytes removed.
-
-        Only the unterminated tail goes: every complete line was fsync'ed and stays.
-        """
-        if not self.metrics_path.is_file():
-            return 0
-        data = self.metrics_path.read_bytes()
-        if not data or data.endswith(b"\n"):
-            return 0
-        keep = data.rfind(b"\n") + 1
-        fd = os.open(self.metrics_path, os.O_WRONLY | os.O_NOFOLLOW)
-        try:
-            os.ftruncate(fd, keep)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        print(f"{self.metrics_path}: removed a torn last line ({len(data) - keep} bytes) left by an interrupted "
-              "write", file=sys.stderr)
-        return len(data) - keep
+        """Cut a last line that a failed write left without its newline, in every append-only file; returns
+        the bytes removed. Only an unterminated tail goes: every complete line was fsync'ed and stays."""
+        return sum(_repair_torn_tail(path) for path in (self.metrics_path, self.outcomes_path))
 
     # --- checkpoints ---------------------------------------------------------------------------
     def mark_checkpoint(self, checkpoint: Path) -> None:
@@ -378,6 +366,40 @@ def _check_config(config: dict) -> None:
     if not isinstance(noise, dict) or not isinstance(noise.get("enabled"), bool):
         raise ValueError("run config needs noise: {enabled: true|false, ...settings} (DESIGN.md §4); a run "
                          "whose noise settings are unknown cannot be compared with others, so say what it ran with")
+
+
+def _append_line(path: Path, record: dict, *, create: bool) -> None:
+    """One JSON line, written whole and fsync'ed; a failed write leaves no half line when the disk lets it."""
+    check_finite(record)
+    line = (json.dumps(record, allow_nan=False) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | (os.O_CREAT if create else 0), 0o666)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            _write_all(fd, line)
+        except OSError:
+            _truncate_quietly(fd, start)  # no half line left behind when the disk has room to say so
+            raise
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _repair_torn_tail(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    keep = data.rfind(b"\n") + 1
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    try:
+        os.ftruncate(fd, keep)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    print(f"{path}: removed a torn last line ({len(data) - keep} bytes) left by an interrupted write", file=sys.stderr)
+    return len(data) - keep
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -10,10 +10,14 @@
 
 Every prompt asks for the final answer after "####": verl's GSM8K instruction by
 default (the only one for gsm8k files, so prompts match what verl trains on).
+
+A problem's id (`problem_ids`) is a hash of its prompt: neither generator has indices that survive
+a change of test_size, file order or engine, but the prompt the model sees is the problem.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -41,6 +45,22 @@ class Example:
     @property
     def question(self) -> str:
         return self.prompt[-1][1]
+
+
+PROBLEM_ID_HEX = 16
+"""64 bits of sha256: collisions are negligible across any test set this tool sees (~1e-11 at 10^4 problems)."""
+
+
+def problem_ids(examples: list[Example]) -> list[str]:
+    """Stable ids, one per example, unique within the list: the same prompt gets the same id in every run
+    and engine; a prompt that repeats in the list gets "#2", "#3"... by order of appearance."""
+    seen: dict[str, int] = {}
+    ids = []
+    for e in examples:
+        digest = hashlib.sha256(json.dumps(e.prompt, ensure_ascii=False).encode("utf-8")).hexdigest()[:PROBLEM_ID_HEX]
+        seen[digest] = seen.get(digest, 0) + 1
+        ids.append(digest if seen[digest] == 1 else f"{digest}#{seen[digest]}")
+    return ids
 
 
 def gsm8k_answer(text: str) -> str:

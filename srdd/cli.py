@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rin_train.verl.ingest_cli",
     "rin_train.study.cli",
     "reports.cli",
+    "reports.flips_cli",
 )
 
 

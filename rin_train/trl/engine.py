@@ -17,8 +17,10 @@ forward/backward and every validation therefore see clean weights (DESIGN.md
     eval_merged (final step only: the same with the LoRA merged and re-quantized, eval_lora "merged"),
     step_s, wall_s.
 Validation is greedy, noise-free, under the training quantization, at step 0,
-every `eval.every` steps and always at the final step. On --resume a step that
-is already logged is neither re-logged nor re-validated.
+every `eval.every` steps and always at the final step. Each validation also appends its
+per-problem outcomes to eval_outcomes.jsonl (rin_train.outcomes) as soon as it ends. On --resume
+a step that is already logged is neither re-logged nor re-validated; a step validated but not yet
+logged when the run died is validated again, and its later outcome line is the one that counts.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from rin_train.evaluate import evaluate
 from rin_train.lora_merge import lora_merged
+from rin_train.outcomes import OutcomeLog
 from rin_train.rewards import completion_text, flexible_reward, strict_reward, training_reward
 from rin_train.rundir import RunDir
 from rin_train.run_config import RunConfig
@@ -110,6 +113,7 @@ class RunLogger(TrainerCallback):
                  *, injector=None, watchdog: Watchdog | None = None) -> None:
         self.run, self.cfg, self.tokenizer, self.test = run, cfg, tokenizer, test
         self.rewards, self.injector, self.watchdog = rewards, injector, watchdog
+        self.outcomes = OutcomeLog.for_test_set(run, test)
         records = run.logged_steps()
         self.logged = {r["step"] for r in records}
         self.validated = {r["step"] for r in records if r.get("accuracy") is not None}
@@ -144,6 +148,7 @@ class RunLogger(TrainerCallback):
         result = evaluate(model, self.tokenizer, self.test, max_new_tokens=self.cfg.eval.max_new_tokens,
                           quant_label=self.cfg.quant_label, eval_lora=lora, batch_size=self.cfg.eval.batch_size,
                           heartbeat=lambda: self._beat(f"validation ({lora} LoRA) at step {step}"))
+        self.outcomes.append(step, result, result.pop("per_problem"))
         print(f"validation step {step}: accuracy {100 * result['accuracy']:.1f}% (flexible "
               f"{100 * result['accuracy_flexible']:.1f}%) on {result['eval_samples']} problems under "
               f"{result['eval_quant']}, LoRA {lora}, greedy, no noise", flush=True)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rin_train.noise import SigmaBasis
+from rin_train.outcomes import NOT_FROM_VERL
 from rin_train.run_config import RunConfig, check_against_model
 from rin_train.rundir import RunDir, now_iso
 from rin_train.tasks import Example
@@ -244,6 +245,7 @@ def launch(cfg: RunConfig, run: RunDir) -> int:
     run.release()
     info = run.info()
     print(f"run {cfg.name}: {info['status']}" + (f" ({info['reason']})" if info.get("reason") else "") + f" -> {root}")
+    print(NOT_FROM_VERL)
     return code
 
 

@@ -34,6 +34,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from rin_train.outcomes import NOT_FROM_VERL
     from rin_train.verl.ingest import ingest
 
     result = ingest(args.log, args.out, quant=args.quant, name=args.name, config=args.config, seed=args.seed,
@@ -41,4 +42,5 @@ def run(args) -> int:
     info = result.info()
     print(f"{args.out}: {len(result.logged_steps())} steps, status {info['status']}"
           + (f" ({info['reason']})" if info["reason"] else ""))
+    print(NOT_FROM_VERL)
     return 0 if info["status"] == "complete" else 1

@@ -25,6 +25,7 @@ def test_console_log_with_a_restart(tmp_path):
     assert recs[-1]["eval_quant"] == "mxfp4/w4a4" and recs[1]["eval_quant"] is None
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "complete" and info["config"]["quant"] == {"format": "mxfp4", "mode": "w4a4"}
+    assert "per-problem outcomes: none" in r.stdout and not (out / "eval_outcomes.jsonl").exists()
 
 
 def test_jsonl_without_final_validation_is_invalid(tmp_path):
