@@ -130,7 +130,13 @@ def test_show_renders_the_valid_scan(tmp_path, scan_doc, capsys):
 @pytest.mark.parametrize("damage,expect", [
     ("truncate", "is truncated or corrupt"),
     ("pickle_only", "holds its weights only as a pickle checkpoint"),
-], ids=["truncated-safetensors", "pickle-bin"])
+    ("pickle_beside_other", "holds its weights only as a pickle checkpoint"),
+    ("index_outside", "lies outside the model directory"),
+    ("index_no_map", "has no 'weight_map'"),
+    ("header_types", "has no valid dtype and shape"),
+    ("header_list", "safetensors header is not a JSON object"),
+], ids=["truncated-safetensors", "pickle-bin", "pickle-beside-adapter", "index-escapes", "index-no-weight-map",
+        "header-wrong-types", "header-not-object"])
 def test_scan_refuses_damaged_model_files(tmp_path, refused, tiny_model_dir, damage, expect):
     import shutil
 
@@ -139,7 +145,14 @@ def test_scan_refuses_damaged_model_files(tmp_path, refused, tiny_model_dir, dam
     weights = next(model.glob("*.safetensors"))
     if damage == "truncate":
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    else:
-        weights.unlink()
+    elif damage.startswith("pickle"):
+        weights.rename(model / "adapter.safetensors") if damage == "pickle_beside_other" else weights.unlink()
         (model / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")  # a pickle: never unpickled
+    elif damage.startswith("index"):
+        weight_map = {"lm_head.weight": "../../../../etc/passwd"} if damage == "index_outside" else None
+        (model / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    else:
+        header = json.dumps([1] if damage == "header_list" else {"w": {"dtype": 5, "shape": "ab",
+                                                                            "data_offsets": [0, 0]}}).encode()
+        weights.write_bytes(len(header).to_bytes(8, "little") + header)
     refused(["scan", "--fmt", "mxfp4", "--model", model, "--out", tmp_path / "scan.json"], tmp_path, expect)
