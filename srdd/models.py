@@ -125,6 +125,8 @@ def resolve_model(spec: str, *, revision: str | None = None) -> ResolvedModel:
     Order: `smollm2`; an existing file or directory; a hub id `org/name`; a bare
     name (the HF cache, then the family table). `revision` applies to hub models only.
     """
+    if revision is not None:
+        hub.check_revision(revision)
     path = Path(spec).expanduser()
     is_local = spec == EMBEDDED_NAME or path.exists() or _looks_like_path(spec)
     if revision is not None and is_local:

@@ -31,6 +31,9 @@ SCAN_CASES = [
     (["--fmt", "mxfp4", "--out", "EXISTING"], "already exists; pass --force"),
     (["--fmt", "mxfp4", "--out", "nodir/scan.json"], "does not exist"),
     (["--fmt", "int4", "--group-size", "-3"], "group"),
+    (["--fmt", "mxfp4", "--model", "Qwen/Qwen2.5-7B", "--revision", "main;touch pwned"], "--revision 'main;touch"),
+    (["--fmt", "mxfp4", "--model", "Qwen/Qwen2.5-7B", "--revision", ""], "--revision '': expected a branch"),
+    (["--fmt", "mxfp4", "--model", "Qwen/Qwen2.5-7B", "--revision=-bad"], "expected a branch, tag or commit"),
 ]
 
 
@@ -50,6 +53,14 @@ def test_scan_refuses(tmp_path, monkeypatch, refused, tiny_model_dir, extra, exp
     if "--out" not in extra:
         argv += ["--out", "scan.json"]
     refused(argv, tmp_path, expect)
+
+
+def test_the_fetch_command_is_quoted_for_a_shell():
+    from srdd.hub import fetch_command
+
+    assert fetch_command("Qwen/Qwen2.5-7B", "refs/pr/1").endswith("--revision refs/pr/1")
+    assert "'*.json'" in fetch_command("Qwen/Qwen2.5-7B", None)
+    assert fetch_command("Qwen/x y", None).startswith("hf download 'Qwen/x y' ")
 
 
 def test_scan_refusal_through_the_executable(tmp_path, refused, tiny_model_dir):
