@@ -4,7 +4,6 @@ lands on a file of the suite it writes (issue 27, items 5, 7, 8, 9)."""
 
 from __future__ import annotations
 
-import copy
 import csv
 import errno
 import json
