@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,8 @@ SCAN_CASES = [
     (["--fmt", "mxfp4", "--model", "EMPTY_GGUF"], "not a GGUF file"),
     (["--fmt", "mxfp4", "--model", "RANDOM_GGUF"], "not a GGUF file"),
     (["--fmt", "mxfp4", "--model", "NOCONFIG"], "no config.json"),
+    (["--fmt", "mxfp4", "--model", "HUGE_COUNT_GGUF"], "is truncated or inconsistent"),
+    (["--fmt", "mxfp4", "--model", "CUT_GGUF"], "is truncated or inconsistent"),
     (["--fmt", "mxfp4", "--out", "EXISTING"], "already exists; pass --force"),
     (["--fmt", "mxfp4", "--out", "nodir/scan.json"], "does not exist"),
     (["--fmt", "int4", "--group-size", "-3"], "group"),
@@ -42,9 +45,12 @@ def test_scan_refuses(tmp_path, monkeypatch, refused, tiny_model_dir, extra, exp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty.gguf").write_bytes(b"")
     (tmp_path / "random.gguf").write_bytes(bytes(range(256)) * 16)
+    (tmp_path / "huge.gguf").write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 2**62, 1) + b"\x05" + b"\x00" * 7 + b"abcde")
+    (tmp_path / "cut.gguf").write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 1, 1) + b"\x05\x00\x00")
     (tmp_path / "noconfig").mkdir()
     (tmp_path / "existing.json").write_text("keep me")
     subs = {"EMPTY_GGUF": "empty.gguf", "RANDOM_GGUF": "random.gguf", "NOCONFIG": "noconfig",
+            "HUGE_COUNT_GGUF": "huge.gguf", "CUT_GGUF": "cut.gguf",
             "EXISTING": "existing.json"}
     extra = [subs.get(a, a) for a in extra]
     argv = ["scan", *extra]
