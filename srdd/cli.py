@@ -9,16 +9,13 @@ broken subcommand fails loudly instead of vanishing from `--help`.
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import sys
 from collections.abc import Sequence
 
 from srdd import __version__
-from srdd.errors import SrddError
+from srdd.errors import SrddError, disk_full
 
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-"""Errors of the machine, not of the input: one line and exit code 1 (work was under way), no traceback."""
 COMMAND_MODULES: tuple[str, ...] = (
     "srdd.scan.cli",
     "calibrate.cli",
@@ -59,11 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"srdd {args.command}: interrupted", file=sys.stderr)
         return 130
-    except OSError as exc:
-        if exc.errno not in DISK_FULL:
+    except (OSError, RuntimeError) as exc:
+        if not disk_full(exc):
             raise
-        where = f" writing {exc.filename}" if exc.filename else ""
-        print(f"srdd {args.command}: error: {exc.strerror}{where}; free some space and run it again (files are "
+        what = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0][:200]
+        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"srdd {args.command}: error: {what}{where}; free some space and run it again (files are "
               "written whole or not at all: what was there before is unchanged)", file=sys.stderr)
         return 1
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-import errno
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,13 +27,13 @@ from pathlib import Path
 from rin_train.rundir import RunDir
 from rin_train.study.layout import CONTROL, failed_dir, run_path
 from rin_train.study.settings import Arm, Settings, config_digest
-from srdd.errors import SrddError
+from srdd.errors import DISK_FULL, TORCH_WRITE_FAILED, SrddError
 
 # The reasons `srdd train` records when a signal stopped it (rin_train.signals, rin_train.train):
 # such a run was interrupted, not broken, and is resumed like a killed one.
 INTERRUPTED_REASONS = ("terminated by SIG", "interrupted (Ctrl-C)")
-# A run that died of a full disk records the OSError ("OSError: [Errno 28] No space left on device").
-DISK_FULL = tuple(f"[Errno {e}]" for e in (errno.ENOSPC, errno.EDQUOT))
+# A run that died of a full disk records the error ("OSError: [Errno 28] No space left on device", or torch's).
+DISK_FULL_REASONS = (*(f"[Errno {e}]" for e in DISK_FULL), TORCH_WRITE_FAILED)
 
 
 class State(enum.Enum):
@@ -58,7 +57,7 @@ class RunState:
 
 
 def _stopped(reason: object) -> bool:
-    return isinstance(reason, str) and (reason.startswith(INTERRUPTED_REASONS) or any(d in reason for d in DISK_FULL))
+    return isinstance(reason, str) and (reason.startswith(INTERRUPTED_REASONS) or any(d in reason for d in DISK_FULL_REASONS))
 
 
 def inspect(path: Path) -> RunState:

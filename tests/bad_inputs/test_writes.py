@@ -76,3 +76,20 @@ def test_csv_cells_never_start_a_formula(tmp_path):
     header, row = list(csv.reader((tmp_path / "l.csv").open()))
     assert header == ["layer", "'" + formula, "'+x", "sqnr_db"]
     assert row == ["0", "'@SUM(1)", "'\tcmd", "-3.5"]  # a negative number stays a number
+
+
+@pytest.mark.parametrize("error, expect", [
+    (OSError(errno.EFBIG, os.strerror(errno.EFBIG)), os.strerror(errno.EFBIG)),
+    (OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)), os.strerror(errno.EDQUOT)),
+    (RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/3: "
+                  "file write failed"), "file write failed"),
+], ids=["EFBIG", "EDQUOT", "torch-save"])
+def test_a_full_disk_is_one_error_line_whatever_raised_it(tmp_path, refused, monkeypatch, scan_doc, error, expect):
+    import srdd.scan.export
+
+    def full(*args, **kwargs):
+        raise error
+
+    (tmp_path / "scan.json").write_text(json.dumps(scan_doc))
+    monkeypatch.setattr(srdd.scan.export, "write_text_atomic", full)
+    refused(["show", tmp_path / "scan.json", "--csv", tmp_path / "l.csv"], tmp_path, expect, code=1)

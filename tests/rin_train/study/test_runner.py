@@ -182,11 +182,13 @@ def test_run_states(tmp_path):
     _fake_run(tmp_path / "ctrl-c", cfg, "failed", "interrupted (Ctrl-C)")
     _fake_run(tmp_path / "crash", cfg, "failed", "RuntimeError: boom")
     _fake_run(tmp_path / "disk-full", cfg, "failed", "OSError: [Errno 28] No space left on device")
+    _fake_run(tmp_path / "torch-full", cfg, "failed", "RuntimeError: [enforce fail at inline_container.cc:778] . "
+              "PytorchStreamWriter failed writing file data/3: file write failed")
     _fake_run(tmp_path / "invalid", cfg, "invalid", "training ended without validating the final step (2)")
     (tmp_path / "junk").mkdir()
     states = {p.name: inspect(p).state for p in tmp_path.iterdir()}
     assert states == {"live": State.LIVE, "killed": State.KILLED, "sigterm": State.INTERRUPTED,
-                      "ctrl-c": State.INTERRUPTED, "disk-full": State.INTERRUPTED, "crash": State.FAILED, "invalid": State.FAILED,
+                      "ctrl-c": State.INTERRUPTED, "disk-full": State.INTERRUPTED, "torch-full": State.INTERRUPTED, "crash": State.FAILED, "invalid": State.FAILED,
                       "junk": State.FAILED}
     assert inspect(tmp_path / "nothing").state is State.PENDING
     held.release()
