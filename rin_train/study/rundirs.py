@@ -57,7 +57,9 @@ class RunState:
 
 
 def _stopped(reason: object) -> bool:
-    return isinstance(reason, str) and (reason.startswith(INTERRUPTED_REASONS) or any(d in reason for d in DISK_FULL_REASONS))
+    if not isinstance(reason, str):
+        return False
+    return reason.startswith(INTERRUPTED_REASONS) or any(d in reason for d in DISK_FULL_REASONS)
 
 
 def inspect(path: Path) -> RunState:

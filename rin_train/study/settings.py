@@ -237,7 +237,8 @@ def mismatch(recorded: Settings, wanted: Settings) -> list[str]:
             else:
                 lines.append(f"{key}: recorded {old[key]}, now {new[key]}")
     now = {a.name: a.resolved for a in wanted.arms}
-    moved = sorted(a.name for a in recorded.arms if a.resolved is not None and a.resolved != now.get(a.name, a.resolved))
+    moved = sorted(a.name for a in recorded.arms  # None: a study file from before resolved configs were recorded
+                   if a.resolved is not None and a.resolved != now.get(a.name, a.resolved))
     if moved and not lines:
         lines.append(f"the resolved configs of {', '.join(moved)} changed (a file they refer to, such as "
                      "noise.multipliers_file, was edited)")

@@ -131,7 +131,8 @@ RUN_CASES = [
     ("schema_none", "schema 'None'"), ("newline_name", "the name holds control characters"),
     ("status_number", "status must be a string"), ("noise_list", "config.noise must be an object"),
     ("multipliers_list", "config.noise must be an object"), ("metrics_binary", "not UTF-8 text"),
-    ("metrics_dev_zero", "metrics.jsonl is a symlink"), ("scan_layers_string", "scan_after.json: layers: Input should be a valid list"),
+    ("metrics_dev_zero", "metrics.jsonl is a symlink"),
+    ("scan_layers_string", "scan_after.json: layers: Input should be a valid list"),
     ("scan_nan", "sqnr_db: Input should be a finite number"), ("scan_metric_string", "relative_error"),
 ]
 
