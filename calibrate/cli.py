@@ -23,7 +23,7 @@ from calibrate.scan_input import METRICS, read_scan
 from calibrate.suite import (DICT_STYLES, Sigmas, check_accuracies, experiments, plan_markdown, rin_train_config,
                              suite_document, verl_overrides)
 from srdd.errors import SrddError
-from srdd.jsonio import dumps_json, ensure_writable, sha256_file, write_text_atomic
+from srdd.jsonio import dumps_json, ensure_writable, sha256_file, write_all_atomic
 from srdd.metrics import definitions, get_metric
 from srdd.zones import ZoneRule, span
 
@@ -259,6 +259,9 @@ def run(args) -> int:
         fmt = _suite_format(args.fmt, scan.fmt)
         exps = experiments(sigmas, band, layer_multipliers, targets=targets, exclude=exclude)
         suite_paths = _suite_paths(args.suite, [e.name for e in exps])
+        if args.out.resolve() in {p.resolve() for p in suite_paths}:
+            raise SrddError(f"-o {args.out} is a file of the suite itself; write the multipliers beside it "
+                            f"(e.g. -o {args.suite / 'multipliers.yaml'})")
         _check_suite_dir(args.suite, suite_paths, args.force)
         mult_path = str(args.out.resolve())
         configs = {e.name: rin_train_config(e, fmt, None if args.inline_multipliers else mult_path) for e in exps}
@@ -288,7 +291,7 @@ def run(args) -> int:
             print(f"  layer {m.layer:>3}: {args.metric} {metric.format(raw[m.layer])}; {m.why}")
 
     # 5. the files
-    _write_all(files, force=args.force)
+    write_all_atomic([(p, text.encode("utf-8")) for p, text in files], force=args.force)
     print(f"\nwrote {args.out}")
     if args.suite is not None:
         print(f"wrote {len(files) - 1} suite files in {args.suite}"
@@ -333,24 +336,3 @@ def _print_tables(scan, metric_name: str, mults, zones: list[dict], rule: ZoneRu
           f"{metric_name} --band-std {rule.band_std:g})")
     print(_table(["zone", "kind", "layers", *METRICS, "mean mult."], zone_rows, left=(0, 1)))
     print("  " + rule.describe())
-
-
-def _write_all(files: list[tuple[Path, str]], *, force: bool) -> None:
-    created: list[Path] = []
-    made_dirs: list[Path] = []
-    try:
-        for path, text in files:
-            if not path.parent.exists():
-                path.parent.mkdir()
-                made_dirs.append(path.parent)
-            existed = path.exists()
-            write_text_atomic(path, text, force=force)
-            if not existed:
-                created.append(path)
-    except BaseException:
-        for path in created:
-            path.unlink(missing_ok=True)
-        for d in reversed(made_dirs):
-            d.rmdir()
-        raise
-

@@ -4,8 +4,29 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 
 from srdd.scan.render import table
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_MARKUP = re.compile(r"([\\`\[\]<>])")
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a newline in a run name) shown as escapes: one cell, one line, always."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _md_text(text: str) -> str:
+    """Prose for report.md: one line, and no link, image, HTML or code span taken from a name."""
+    return _MARKUP.sub(r"\\\1", _one_line(text))
+
+
+def _code_block(text: str) -> list[str]:
+    """A fence longer than any backtick run inside, so nothing inside can close it."""
+    fence = "`" * max(3, 1 + max((len(r) for r in re.findall(r"`+", text)), default=0))
+    return [fence, text, fence]
 
 
 def _pct(v) -> str:
@@ -81,10 +102,11 @@ def baseline_line(report: dict) -> str:
 
 
 def markdown(report: dict, figures: dict[str, bytes]) -> str:
-    lines = [f"# srdd correlate report — metric {report['metric']}", "", baseline_line(report), "",
-             statistics_line(report), ""]
+    lines = [f"# srdd correlate report — metric {_md_text(report['metric'])}", "", _md_text(baseline_line(report)),
+             "", _md_text(statistics_line(report)), ""]
     for title, header, rows in sections(report):
-        lines += [f"## {title}", "", "```", table(header, rows) if rows else "(none)", "```", ""]
+        rows = [[_one_line(str(c)) for c in r] for r in rows]
+        lines += [f"## {_md_text(title)}", "", *_code_block(table(header, rows) if rows else "(none)"), ""]
     lines += ["## Figures", ""] + [f"![{name}](figures/{name})" for name in figures]
     return "\n".join(lines) + "\n"
 

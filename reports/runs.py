@@ -17,6 +17,11 @@ from srdd.errors import SrddError
 from srdd.scan.schema import check_scan_layers
 
 SEED_SUFFIX = re.compile(r"[-_]s(eed)?\d+$")
+RUN_SCHEMA = "srdd.run/v1"
+LAYER_KEY = re.compile(r"[0-9]{1,6}")  # ASCII: str.isdigit() and int() also take "٣"
+MAX_STEP = 10**9
+MAX_RUN_FILE = 256 * 1024 * 1024  # metrics.jsonl of a long run is a few MB; /dev/zero is endless
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 ACCURACY_KINDS = ("merged", "separate")
 """Which final accuracy a report compares (DESIGN.md §3): the LoRA merged into the weights and
 re-quantized, as deployed, or the fp LoRA branch beside the quantized base, as trained."""
@@ -106,8 +111,8 @@ def _metrics_line(line: str, i: int) -> dict:
     if not isinstance(r, dict):
         raise ValueError(f"{where} is a {type(r).__name__}, not an object")
     step = r.get("step")
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"{where}: step is {step!r}, not an integer >= 0")
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
+        raise ValueError(f"{where}: step is {step!r}, not an integer in 0..{MAX_STEP}")
     if r.get("accuracy") is not None:
         _finite(r["accuracy"], f"{where}: accuracy", fraction=True)
     merged = r.get("eval_merged")
@@ -123,21 +128,47 @@ def _metrics_line(line: str, i: int) -> dict:
         if not isinstance(layers, dict):
             raise ValueError(f"{where}: {name} is a {type(layers).__name__}, not an object")
         for key, value in layers.items():
-            if not str(key).isdigit():
+            if not LAYER_KEY.fullmatch(str(key)):
                 raise ValueError(f"{where}: {name} key {key!r} is not a layer index")
             _finite(value, f"{where}: {name}[{key}]")
     return r
 
 
+def read_run_file(path: Path) -> str:
+    """A run's own file as text: a regular file (never a symlink, which could lead to /dev/zero or
+    anywhere), of bounded size, UTF-8. ValueError says why not."""
+    if path.is_symlink() or not path.is_file():
+        raise ValueError(f"{path.name} is {'a symlink' if path.is_symlink() else 'missing or not a file'}")
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_RUN_FILE + 1)
+    if len(data) > MAX_RUN_FILE:
+        raise ValueError(f"{path.name} is larger than {MAX_RUN_FILE} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path.name} is not UTF-8 text (a binary file?)") from None
+
+
 def _read_info(path: Path) -> dict:
     try:
-        info = json.loads((path / "run.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        info = json.loads(read_run_file(path / "run.json"))
+    except (OSError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"run.json unreadable: {exc}") from None
     if not isinstance(info, dict):
         raise ValueError(f"run.json is a {type(info).__name__}, not an object")
-    if not isinstance(info.get("name", path.name), str) or not isinstance(info.get("config", {}), dict):
+    if info.get("schema") != RUN_SCHEMA:
+        raise ValueError(f"run.json: schema {str(info.get('schema'))[:40]!r}, expected {RUN_SCHEMA}")
+    name, config = info.get("name", path.name), info.get("config", {})
+    if not isinstance(name, str) or not isinstance(config, dict):
         raise ValueError("run.json: name must be a string and config an object")
+    if CONTROL_CHARS.search(name):
+        raise ValueError("run.json: the name holds control characters (a line break?)")
+    if not isinstance(info.get("status"), str) or not isinstance(info.get("reason"), (str, type(None))):
+        raise ValueError("run.json: status must be a string and reason a string or null")
+    noise = config.get("noise")
+    if noise is not None and not (isinstance(noise, dict) and isinstance(noise.get("layer_multipliers") or {}, dict)
+                                  and isinstance(noise.get("zone_overrides") or [], list)):
+        raise ValueError("run.json: config.noise must be an object with layer_multipliers an object")
     return info
 
 
@@ -168,10 +199,10 @@ def load_run(path: Path, metric: str, accuracy: str = "merged") -> RunRecord:
     effective: dict[int, list[float]] = {}
     quants = set()
     try:
-        lines = (path / "metrics.jsonl").read_text().splitlines()
-    except (OSError, UnicodeDecodeError):
+        lines = read_run_file(path / "metrics.jsonl").splitlines()
+    except (OSError, ValueError) as exc:
         lines = []
-        rec.reason = rec.reason or "metrics.jsonl missing or unreadable"
+        rec.reason = rec.reason or f"metrics.jsonl missing or unreadable ({exc})"
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -224,6 +255,12 @@ def load_runs(root: Path, metric: str, accuracy: str = "merged") -> list[RunReco
     if not dirs:
         raise SrddError(f"{root} holds no run directories (none has a run.json)")
     runs = [load_run(p, metric, accuracy) for p in dirs]
+    names = [r.name for r in runs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        where = [r.path.name for r in runs if r.name == twice[0]]
+        raise SrddError(f"{root}: two runs are named {twice[0]!r} (directories {', '.join(where)}); a name is one run "
+                        "(seeds are told apart by the name's -s<seed> suffix)")
     valid = [r for r in runs if r.valid]
     if len(valid) < 2:
         raise SrddError(f"{root}: {len(valid)} valid run(s) of {len(runs)}; a comparison needs at least 2"

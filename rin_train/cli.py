@@ -8,11 +8,10 @@ Engines: `trl` runs here (rin_train.train); `verl` is delegated to
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from pathlib import Path
 
-from srdd.errors import SrddError
+from srdd.errors import SrddError, disk_full
 
 EPILOG = """examples:
   srdd train --preset smoke --out runs/smoke                # tiny random model, seconds
@@ -103,11 +102,11 @@ def run(args) -> int:
     except Terminated as exc:
         print(f"srdd train: {exc}; run {args.out} marked failed (continue it with --resume)")
         return 1
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except (OSError, RuntimeError) as exc:
+        if not disk_full(exc):
             raise
-        print(f"srdd train: error: {exc}; run {args.out} marked failed (free some space, then continue it with "
-              "--resume)", file=sys.stderr)
+        print(f"srdd train: error: {str(exc).splitlines()[0]}; run {args.out} marked failed (free some space, then "
+              "continue it with --resume)", file=sys.stderr)
         return 1
     info = result.info()
     evals = [r for r in result.logged_steps() if r.get("accuracy") is not None]

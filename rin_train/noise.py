@@ -34,7 +34,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from rin_train.effective import (EffectiveBasis, activation_quantizer, gemm_weight_view, norm_eps,
@@ -42,6 +41,7 @@ from rin_train.effective import (EffectiveBasis, activation_quantizer, gemm_weig
                                  weight_rms)
 from rin_train.schedule import Schedule, SigmaSchedule
 from srdd.errors import SrddError
+from srdd.yamlio import load_yaml
 from srdd.models import decoder_layers
 
 TARGET_KINDS = ("rmsnorm", "linear")
@@ -134,6 +134,20 @@ class NoiseConfig:
         object.__setattr__(self, "zone_overrides", zones)
         for z in zones:
             self.schedule_for(z)
+        self._check_peak_sigma()
+
+    def _check_peak_sigma(self) -> None:
+        """The cap holds for what a layer really gets: its (zone's) sigma_start times its multiplier
+        (a multiplier of 1e308 passed alone, and the run died mid-way of an infinite sigma)."""
+        starts = {layer: z.sigma_start for z in self.zone_overrides for layer in z.layers}
+        layers = set(starts) | set(self.layer_multipliers or {})
+        for layer in sorted(layers):
+            peak = starts.get(layer, self.sigma_start) * (self.layer_multipliers or {}).get(layer, 1.0)
+            if not math.isfinite(peak):
+                raise SrddError(f"noise: layer {layer} would get sigma {peak:g} (sigma_start x its multiplier)")
+            if self.sigma_mode is SigmaMode.RELATIVE and peak > MAX_RELATIVE_SIGMA:
+                raise SrddError(f"noise: layer {layer} would get sigma {peak:g} (sigma_start x its multiplier); "
+                                f"relative to the weight RMS that would bury the weights (max {MAX_RELATIVE_SIGMA})")
 
     def schedule_for(self, zone: ZoneOverride | None) -> SigmaSchedule:
         start, end = (zone.sigma_start, zone.sigma_end) if zone else (self.sigma_start, self.sigma_end)
@@ -169,9 +183,9 @@ def load_multipliers(path: Path) -> dict[int, float]:
     if not path.is_file():
         raise SrddError(f"noise.multipliers_file {path} does not exist")
     try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SrddError(f"noise.multipliers_file {path} is not valid YAML: {exc}") from None
+        doc = load_yaml(path.read_text(encoding="utf-8"), f"noise.multipliers_file {path}")
+    except UnicodeDecodeError:
+        raise SrddError(f"noise.multipliers_file {path} is not UTF-8 text") from None
     if not isinstance(doc, dict) or doc.get("schema") != "srdd.noise/v1":
         raise SrddError(f"noise.multipliers_file {path} is not a srdd.noise/v1 file (make one with srdd calibrate)")
     return _check_multipliers(doc.get("layer_multipliers"))

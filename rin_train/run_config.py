@@ -28,7 +28,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
@@ -36,6 +35,7 @@ from rin_train.noise import NoiseConfig
 from rin_train.rundir import MAX_SEED
 from rin_train.tasks import INSTRUCTION
 from srdd.errors import SrddError
+from srdd.yamlio import load_yaml
 from srdd.mathdata import DIFFICULTIES
 from srdd.qlinear import DEFAULT_EXCLUDE, MATMUL_DTYPES, LinearQuantConfig, QuantMode, bf16_exact
 
@@ -365,13 +365,6 @@ class RunConfig:
 
 # --- loading ---------------------------------------------------------------------------------------
 
-def yaml_problem(exc: Exception) -> str:
-    """A YAML error in one line: what is wrong and where (PyYAML's own text spans several lines)."""
-    mark = getattr(exc, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"{getattr(exc, 'problem', None) or exc}{where}"
-
-
 def parse_set(assignment: str) -> tuple[list[str], Any]:
     """'grpo.steps=10' -> (['grpo', 'steps'], 10); values are YAML ('[rmsnorm]', '{0: 2.0}', 'null')."""
     if "=" not in assignment:
@@ -380,11 +373,8 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
     parts = key.strip().split(".")
     if not all(parts):
         raise SrddError(f"--set: bad key {key!r}")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise SrddError(f"--set {key}: value {raw!r} is not valid YAML: {yaml_problem(exc)}") from None
-    return parts, value
+    shown = raw if len(raw) <= 60 else f"{raw[:60]}... ({len(raw)} characters)"
+    return parts, load_yaml(raw, f"--set {key}: value {shown!r}")
 
 
 def apply_set(data: dict, assignment: str) -> None:
@@ -418,9 +408,9 @@ def read_config_file(path: str | Path) -> dict:
     if not path.is_file():
         raise SrddError(f"config {path} does not exist")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SrddError(f"config {path} is not valid YAML: {yaml_problem(exc)}") from None
+        loaded = load_yaml(path.read_text(encoding="utf-8"), f"config {path}")
+    except UnicodeDecodeError:
+        raise SrddError(f"config {path} is not UTF-8 text") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

@@ -337,8 +337,9 @@ class RunDir:
 def try_lock(path: Path) -> int | None:
     """An exclusive flock on `path` (created if missing): the open fd, or None when another process holds it.
 
-    The lock lives as long as the fd (and dies with the process, however it ends)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    The lock lives as long as the fd (and dies with the process, however it ends). A symlink at `path`
+    is never followed (OSError ELOOP): a lock file created through it would land elsewhere."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -349,7 +350,7 @@ def try_lock(path: Path) -> int | None:
 
 def lock_held(path: Path) -> bool:
     """Whether some live process holds the flock on `path` (False when the file does not exist)."""
-    if not path.exists():
+    if not path.exists() or path.is_symlink():
         return False
     fd = try_lock(path)
     if fd is None:

@@ -39,13 +39,17 @@ def private_dir(*parts: str) -> Path:
     Raises PermissionError when the directory is a symlink or belongs to another user: its
     contents cannot be trusted, so the caller must not use it.
     """
-    path = cache_root().joinpath(*parts)
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-        raise PermissionError(f"cache directory {path} is a symlink or not owned by this user; not using it")
-    if stat.S_IMODE(st.st_mode) != 0o700:
-        os.chmod(path, 0o700)
+    root = cache_root()
+    root.parent.mkdir(parents=True, exist_ok=True)  # ~/.cache: the user's, left as it is
+    path = root
+    for part in ("", *parts):  # the root and every level under it: mkdir(parents=True) would make them 0755
+        path = path / part if part else path
+        path.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(path) if part else os.stat(path)  # the root may be the user's symlink to another disk
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise PermissionError(f"cache directory {path} is a symlink or not owned by this user; not using it")
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            os.chmod(path, 0o700)
     return path
 
 

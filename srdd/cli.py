@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from srdd import __version__
-from srdd.errors import SrddError
+from srdd.errors import SrddError, disk_full
 
 COMMAND_MODULES: tuple[str, ...] = (
     "srdd.scan.cli",
@@ -57,6 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"srdd {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (OSError, RuntimeError) as exc:
+        if not disk_full(exc):
+            raise
+        what = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0][:200]
+        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"srdd {args.command}: error: {what}{where}; free some space and run it again (files are "
+              "written whole or not at all: what was there before is unchanged)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

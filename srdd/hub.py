@@ -13,6 +13,7 @@ user's hub to offline surprises everyone else in the process.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,9 +94,21 @@ def repo_for_name(name: str) -> str:
                     "directory, a .gguf file, 'smollm2', or a hub id such as Qwen/Qwen2.5-7B")
 
 
+REVISION = re.compile(r"(?!-)(?!.*\.\.)[A-Za-z0-9._/-]{1,128}")
+"""A branch, tag, commit hash or `refs/pr/N`: what the hub accepts, and nothing a shell would interpret."""
+
+
+def check_revision(revision: str) -> str:
+    if not REVISION.fullmatch(revision):
+        raise SrddError(f"--revision {revision[:80]!r}: expected a branch, tag or commit (letters, digits and ._/-, "
+                        "1-128 characters)")
+    return revision
+
+
 def fetch_command(repo_id: str, revision: str | None) -> str:
-    includes = " ".join(f"--include '{p}'" for p in DOWNLOAD_PATTERNS[:3])
-    return f"hf download {repo_id} {includes}" + (f" --revision {revision}" if revision else "")
+    """The command that fetches a model, safe to paste into a shell (every value quoted)."""
+    words = ["hf", "download", repo_id, *(w for p in DOWNLOAD_PATTERNS[:3] for w in ("--include", p))]
+    return shlex.join(words + (["--revision", revision] if revision else []))
 
 
 def fetch(spec: str, repo_id: str, revision: str | None = None) -> HubSnapshot:

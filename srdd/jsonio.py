@@ -7,11 +7,13 @@ an existing file unless asked, and refuses NaN/Infinity in JSON.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +87,12 @@ def new_dir_mode() -> int:
     return 0o777 & ~_umask()
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, force: bool = False) -> Path:
-    """Write via a temp file in the same directory, then rename over the target.
+def _stage(path: Path, data: bytes) -> Path:
+    """`data` in a temp file beside `path`, on disk (fsync'ed), ready to be renamed over it.
 
     mkstemp creates the temp file 0600; it gets the mode any new file would
-    (0666 less the umask) before the rename, so outputs are as readable as the user's other files.
+    (0666 less the umask), so outputs are as readable as the user's other files.
     """
-    path = ensure_writable(Path(path), force=force)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -99,11 +100,44 @@ def write_bytes_atomic(path: Path, data: bytes, *, force: bool = False) -> Path:
             fh.flush()
             os.fchmod(fh.fileno(), 0o666 & ~_umask())
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return Path(tmp)
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, force: bool = False) -> Path:
+    """Write via a temp file in the same directory, then rename over the target."""
+    write_all_atomic([(Path(path), data)], force=force)
+    return Path(path)
+
+
+def write_all_atomic(files: Sequence[tuple[Path, bytes]], *, force: bool = False) -> None:
+    """Every file or none (a suite, a scan in several formats, a multipliers file with its suite).
+
+    Each file is staged beside its target and fsync'ed; only when all are on disk are they renamed
+    into place, and a rename needs no space. A full disk while staging leaves every old file as it
+    was and no new file or directory (a missing parent directory is made, and removed on failure).
+    """
+    made: list[Path] = []
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files:
+            if not path.parent.exists() and path.parent.parent.is_dir():
+                path.parent.mkdir()
+                made.append(path.parent)
+            staged.append((_stage(ensure_writable(path, force=force), data), path))
+        while staged:
+            tmp, path = staged[0]
+            os.replace(tmp, path)
+            staged.pop(0)
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        for d in reversed(made):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
 
 
 def write_text_atomic(path: Path, text: str, *, force: bool = False) -> Path:

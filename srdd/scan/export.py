@@ -64,10 +64,21 @@ def layer_rows(doc: dict) -> list[dict]:
     return rows
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A text cell a spreadsheet would run as a formula (`=HYPERLINK(...)` from a scan's keys) gets a leading
+    quote, as OWASP advises for CSV injection; numbers, negative ones included, stay numbers."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
 def write_csv(doc: dict, path: Path, *, force: bool = False) -> Path:
     import pandas as pd
 
-    return write_text_atomic(path, pd.DataFrame(layer_rows(doc)).to_csv(index=False), force=force)
+    frame = pd.DataFrame(layer_rows(doc))
+    frame.columns = [csv_cell(str(c)) for c in frame.columns]
+    return write_text_atomic(path, frame.map(csv_cell).to_csv(index=False), force=force)
 
 
 def write_plot(doc: dict, path: Path, *, force: bool = False) -> Path:

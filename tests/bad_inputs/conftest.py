@@ -1,9 +1,9 @@
 """The bad-input battery: every refusal is one `srdd CMD: error: ...` line, exit 2, and touches nothing.
 
 `refused(argv, root)` runs the real entry point (srdd.cli.main in-process, or the `srdd`
-executable with `subprocess=True`), then checks: exit code 2, stderr exactly one line
-`srdd CMD: error: ...` holding `expect`, no traceback, and the tree under `root` (paths,
-bytes, symlink targets, modes) identical before and after: nothing appeared, changed or vanished.
+executable with `subprocess=True`), then checks: exit code 2 (`code=1`: a full disk during the work),
+stderr exactly one line `srdd CMD: error: ...` holding `expect`, no traceback, and the tree under `root`
+(paths, bytes, symlink targets, modes) identical before and after: nothing appeared, changed or vanished.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def snapshot(root: Path) -> dict[str, tuple]:
 
 @pytest.fixture
 def refused(capsys):
-    def check(argv: list, root: Path, expect: str, *, subprocess_run: bool = False) -> str:
+    def check(argv: list, root: Path, expect: str, *, subprocess_run: bool = False, code: int = 2) -> str:
         argv = [str(a) for a in argv]
         before = snapshot(root)
         if subprocess_run:
@@ -46,7 +46,7 @@ def refused(capsys):
             rc = main(argv)
             err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if line.strip()]
-        assert rc == 2, err[-2000:]
+        assert rc == code, err[-2000:]
         assert "Traceback" not in err
         assert len(lines) == 1 and lines[0].startswith(f"srdd {argv[0]}: error: "), err[-2000:]
         assert expect in lines[0], lines[0]

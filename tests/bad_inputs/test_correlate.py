@@ -86,8 +86,14 @@ METRICS_LINES = {
     "effective_key": '{"step": 10, "accuracy": 0.5, "eval_quant": "mxfp4/w4a4", "sigma_layers_effective": {"x": 1}}',
     "merged_percent": '{"step": 10, "accuracy": 0.5, "eval_quant": "mxfp4/w4a4", "eval_merged": {"accuracy": 56.4}}',
     "merged_list": '{"step": 10, "accuracy": 0.5, "eval_quant": "mxfp4/w4a4", "eval_merged": [0.5]}',
+    "huge_step": '{"step": 1180591620717411303424, "accuracy": 0.5, "eval_quant": "mxfp4/w4a4"}',
+    "arabic_digit_key": '{"step": 10, "accuracy": 0.5, "eval_quant": "mxfp4/w4a4", "sigma_layers": {"\u0663": 1}}',
 }
-RUN_JSON_FIELDS = {"numeric_name": {"name": 42}, "config_string": {"config": "seed=0"}}
+RUN_JSON_FIELDS = {"numeric_name": {"name": 42}, "config_string": {"config": "seed=0"},
+                   "schema_v99": {"schema": "srdd.run/v99"}, "schema_none": {"schema": None},
+                   "newline_name": {"name": "base-s1\n```\n<img src=x onerror=alert(1)>"},
+                   "status_number": {"status": 3}, "noise_list": {"config": {"noise": [1, 2]}},
+                   "multipliers_list": {"config": {"noise": {"layer_multipliers": [1.0]}}}}
 SCAN_FILES = {
     "scan_layers_string": ("scan_after.json", json.dumps({**_scan(), "layers": "abc"})),
     "scan_nan": ("scan_before.json", json.dumps(_scan()).replace("17.0", "NaN")),
@@ -98,7 +104,12 @@ SCAN_FILES = {
 
 
 def _break(path: Path, how: str) -> None:
-    if how in METRICS_LINES:
+    if how == "metrics_binary":
+        (path / "metrics.jsonl").write_bytes(bytes(range(256)))
+    elif how == "metrics_dev_zero":
+        (path / "metrics.jsonl").unlink()
+        (path / "metrics.jsonl").symlink_to("/dev/zero")
+    elif how in METRICS_LINES:
         (path / "metrics.jsonl").write_text(METRICS_LINES[how] + "\n")
     elif how in RUN_JSON_FIELDS:
         info = json.loads((path / "run.json").read_text())
@@ -115,7 +126,13 @@ RUN_CASES = [
     ("effective_key", "sigma_layers_effective key 'x'"), ("merged_percent", "eval_merged.accuracy is 56.4"),
     ("merged_list", "eval_merged is a list"),
     ("run_json_list", "run.json is a list"), ("numeric_name", "name must be a string"),
-    ("config_string", "config an object"), ("scan_layers_string", "scan_after.json: layers: Input should be a valid list"),
+    ("config_string", "config an object"), ("huge_step", "not an integer in 0..1000000000"),
+    ("arabic_digit_key", "sigma_layers key '\u0663'"), ("schema_v99", "schema 'srdd.run/v99', expected srdd.run/v1"),
+    ("schema_none", "schema 'None'"), ("newline_name", "the name holds control characters"),
+    ("status_number", "status must be a string"), ("noise_list", "config.noise must be an object"),
+    ("multipliers_list", "config.noise must be an object"), ("metrics_binary", "not UTF-8 text"),
+    ("metrics_dev_zero", "metrics.jsonl is a symlink"),
+    ("scan_layers_string", "scan_after.json: layers: Input should be a valid list"),
     ("scan_nan", "sqnr_db: Input should be a finite number"), ("scan_metric_string", "relative_error"),
 ]
 
@@ -125,6 +142,12 @@ def test_correlate_names_a_malformed_run(tmp_path, refused, study, how, expect):
     _break(study / "base-s1", how)  # one valid run left: too few to compare, and the reason is named
     line = refused(["correlate", study, "-o", tmp_path / "report"], tmp_path, expect)
     assert "1 valid run(s) of 2" in line
+
+
+def test_correlate_refuses_two_runs_of_one_name(tmp_path, refused, study):
+    info = json.loads((study / "base-s1" / "run.json").read_text())
+    (study / "base-s1" / "run.json").write_text(json.dumps({**info, "name": "base-s0"}))
+    refused(["correlate", study, "-o", tmp_path / "report"], tmp_path, "two runs are named 'base-s0'")
 
 
 def test_correlate_refusal_through_the_executable(tmp_path, refused, study):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,14 @@ SCAN_CASES = [
     (["--fmt", "mxfp4", "--model", "EMPTY_GGUF"], "not a GGUF file"),
     (["--fmt", "mxfp4", "--model", "RANDOM_GGUF"], "not a GGUF file"),
     (["--fmt", "mxfp4", "--model", "NOCONFIG"], "no config.json"),
+    (["--fmt", "mxfp4", "--model", "HUGE_COUNT_GGUF"], "is truncated or inconsistent"),
+    (["--fmt", "mxfp4", "--model", "CUT_GGUF"], "is truncated or inconsistent"),
     (["--fmt", "mxfp4", "--out", "EXISTING"], "already exists; pass --force"),
     (["--fmt", "mxfp4", "--out", "nodir/scan.json"], "does not exist"),
     (["--fmt", "int4", "--group-size", "-3"], "group"),
+    (["--fmt", "mxfp4", "--model", "Qwen/Qwen2.5-7B", "--revision", "main;touch pwned"], "--revision 'main;touch"),
+    (["--fmt", "mxfp4", "--model", "Qwen/Qwen2.5-7B", "--revision", ""], "--revision '': expected a branch"),
+    (["--fmt", "mxfp4", "--model", "Qwen/Qwen2.5-7B", "--revision=-bad"], "expected a branch, tag or commit"),
 ]
 
 
@@ -39,9 +45,12 @@ def test_scan_refuses(tmp_path, monkeypatch, refused, tiny_model_dir, extra, exp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty.gguf").write_bytes(b"")
     (tmp_path / "random.gguf").write_bytes(bytes(range(256)) * 16)
+    (tmp_path / "huge.gguf").write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 2**62, 1) + b"\x05" + b"\x00" * 7 + b"abcde")
+    (tmp_path / "cut.gguf").write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 1, 1) + b"\x05\x00\x00")
     (tmp_path / "noconfig").mkdir()
     (tmp_path / "existing.json").write_text("keep me")
     subs = {"EMPTY_GGUF": "empty.gguf", "RANDOM_GGUF": "random.gguf", "NOCONFIG": "noconfig",
+            "HUGE_COUNT_GGUF": "huge.gguf", "CUT_GGUF": "cut.gguf",
             "EXISTING": "existing.json"}
     extra = [subs.get(a, a) for a in extra]
     argv = ["scan", *extra]
@@ -50,6 +59,14 @@ def test_scan_refuses(tmp_path, monkeypatch, refused, tiny_model_dir, extra, exp
     if "--out" not in extra:
         argv += ["--out", "scan.json"]
     refused(argv, tmp_path, expect)
+
+
+def test_the_fetch_command_is_quoted_for_a_shell():
+    from srdd.hub import fetch_command
+
+    assert fetch_command("Qwen/Qwen2.5-7B", "refs/pr/1").endswith("--revision refs/pr/1")
+    assert "'*.json'" in fetch_command("Qwen/Qwen2.5-7B", None)
+    assert fetch_command("Qwen/x y", None).startswith("hf download 'Qwen/x y' ")
 
 
 def test_scan_refusal_through_the_executable(tmp_path, refused, tiny_model_dir):
@@ -130,7 +147,13 @@ def test_show_renders_the_valid_scan(tmp_path, scan_doc, capsys):
 @pytest.mark.parametrize("damage,expect", [
     ("truncate", "is truncated or corrupt"),
     ("pickle_only", "holds its weights only as a pickle checkpoint"),
-], ids=["truncated-safetensors", "pickle-bin"])
+    ("pickle_beside_other", "holds its weights only as a pickle checkpoint"),
+    ("index_outside", "lies outside the model directory"),
+    ("index_no_map", "has no 'weight_map'"),
+    ("header_types", "has no valid dtype and shape"),
+    ("header_list", "safetensors header is not a JSON object"),
+], ids=["truncated-safetensors", "pickle-bin", "pickle-beside-adapter", "index-escapes", "index-no-weight-map",
+        "header-wrong-types", "header-not-object"])
 def test_scan_refuses_damaged_model_files(tmp_path, refused, tiny_model_dir, damage, expect):
     import shutil
 
@@ -139,7 +162,14 @@ def test_scan_refuses_damaged_model_files(tmp_path, refused, tiny_model_dir, dam
     weights = next(model.glob("*.safetensors"))
     if damage == "truncate":
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    else:
-        weights.unlink()
+    elif damage.startswith("pickle"):
+        weights.rename(model / "adapter.safetensors") if damage == "pickle_beside_other" else weights.unlink()
         (model / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")  # a pickle: never unpickled
+    elif damage.startswith("index"):
+        weight_map = {"lm_head.weight": "../../../../etc/passwd"} if damage == "index_outside" else None
+        (model / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    else:
+        header = json.dumps([1] if damage == "header_list" else {"w": {"dtype": 5, "shape": "ab",
+                                                                            "data_offsets": [0, 0]}}).encode()
+        weights.write_bytes(len(header).to_bytes(8, "little") + header)
     refused(["scan", "--fmt", "mxfp4", "--model", model, "--out", tmp_path / "scan.json"], tmp_path, expect)

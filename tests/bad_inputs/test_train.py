@@ -35,6 +35,15 @@ SET_CASES = [
     ("noise.layer_multipliers={7: 1.0}", "noise settings name layers [7]"),
     ("lora.target_modules=[q_proj, lm_head]", "lm_head is the model's output layer"),
     ("lora.target_modules=[nosuch]", "lora.target_modules ['nosuch']"),
+    ("noise.layer_multipliers={0: 1.0e+308}", "layer 0 would get sigma"),
+    ("noise.layer_multipliers={1: 1000}", "layer 1 would get sigma"),
+    ("noise.zone_overrides=[{name: z, layers: [1], sigma_start: 5.0, sigma_end: 0.1}]", "layer 1 would get sigma 5"),
+    ("noise={a: &a [x, x, x, x, x, x, x, x, x, x], b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a], "
+     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b], d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c], "
+     "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d], f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e], "
+     "g: [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]}", "aliases expand to more than"),
+    ("grpo.steps=" + "[" * 100_000, "nested deeper than"),
+    ("name=" + "x" * 5_000_000, "characters long, more than"),
 ]
 
 
@@ -53,7 +62,12 @@ def test_train_refuses_through_the_executable(tmp_path, refused):
     ("- just\n- a list\n", "expected a mapping at the top level"),
     ("grpo: [1, 2\n", "is not valid YAML"),
     ("seed: 2026-11-29\n", "seed: Input should be a valid integer"),
-], ids=["nan", "list", "bad-yaml", "date-seed"])
+    ("grpo:\n  steps: 3\n  steps: 1000000\n", "duplicate key 'steps' at line 3"),
+    ("grpo: " + "{a: " * 100_000 + "1" + "}" * 100_000 + "\n", "nested deeper than 64 levels"),
+    ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in
+                                                      zip("abcdefgh", "bcdefghi")), "aliases expand to more than"),
+    ("name: " + "x" * 5_000_000 + "\n", "characters long, more than"),
+], ids=["nan", "list", "bad-yaml", "date-seed", "duplicate-key", "deep", "alias-bomb", "huge"])
 def test_train_refuses_bad_config_files(tmp_path, refused, text, expect):
     (tmp_path / "c.yaml").write_text(text)
     refused(["train", tmp_path / "c.yaml", "--preset", "smoke", "--out", tmp_path / "run"], tmp_path, expect)

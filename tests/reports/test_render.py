@@ -63,3 +63,26 @@ def test_figures_say_which_accuracy_they_plot(study, monkeypatch):
     scatter = delta_vs_accuracy([0.0] * len(runs), [r.final_accuracy for r in runs], [r.name for r in runs],
                                 "relative_error", "separate")
     assert scatter.axes[0].get_ylabel() == "final accuracy, LoRA separate (%)"
+
+
+def test_report_md_prints_names_as_text_never_as_markup(tmp_path):
+    """A run name cannot open a link or an image in the prose, nor close the fence around a table."""
+    link, fence = "[x](javascript:alert(1))", "````<img src=x onerror=alert(1)>"
+    for s in range(2):
+        write_run(tmp_path, f"{link}-s{s}", seed=s, acc=[0.4, 0.5 + 0.01 * s])
+        write_run(tmp_path, f"{fence}-s{s}", seed=s, acc=[0.4, 0.6 + 0.01 * s], noise={"sigma_start": 0.01})
+    text = markdown(build_report(load_runs(tmp_path, "relative_error"), metric="relative_error", baseline=None,
+                                 target=None), {})
+    prose = [line for line in text.splitlines() if line.startswith("Baseline:")][0]
+    assert r"\[x\](javascript:alert(1))" in prose and r"\`\`\`\`\<img" in prose
+    inside, fenced = None, []  # CommonMark: a fence closes only at a backtick line at least as long
+    for line in text.splitlines():
+        if inside is None and line.startswith("```"):
+            inside = len(line)
+        elif inside is not None and set(line) == {"`"} and len(line) >= inside:
+            inside = None
+        elif inside is not None:
+            fenced.append(line)
+        else:
+            assert "<img" not in line or r"\<img" in line, line
+    assert inside is None and any(f"{fence}-s0" in line for line in fenced)  # shown as it is, inside a fence

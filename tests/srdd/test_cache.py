@@ -62,3 +62,10 @@ def test_only_the_library_srdd_built_is_loaded(fresh_cache, tamper):
     assert not cache.trusted_file(built)
     again = native._build("portable")  # rebuilt over, never loaded as found
     assert again == built and cache.trusted_file(built) and built.read_bytes() == good
+
+
+def test_every_cache_level_srdd_makes_is_0700(fresh_cache):
+    """The root too: mkdir(parents=True) made it (and models/) 0755 (issue 27)."""
+    path = cache.private_dir("models")
+    assert path == fresh_cache / "models"
+    assert {stat.S_IMODE(os.stat(p).st_mode) for p in (fresh_cache, path)} == {0o700}

@@ -106,3 +106,20 @@ def test_a_hostile_chat_template_is_refused_with_one_line(tmp_path, tiny_model_d
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1].startswith("srdd scan: error: the chat template of")
     assert not (tmp_path / "s.json").exists()
+
+
+def test_a_gguf_rewritten_in_place_is_converted_again(tmp_path, monkeypatch):
+    """Same size, same mtime, other bytes: the conversion cache is keyed by the bytes (issue 27)."""
+    import os
+
+    from srdd.models import _gguf_cache_dir
+
+    monkeypatch.setenv("SRDD_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + b"\x01" * 60)
+    before, st = _gguf_cache_dir(gguf), gguf.stat()
+    gguf.write_bytes(b"GGUF" + b"\x02" * 60)
+    os.utime(gguf, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert gguf.stat().st_size == st.st_size and gguf.stat().st_mtime_ns == st.st_mtime_ns
+    assert _gguf_cache_dir(gguf) != before
+    assert before.parent == tmp_path / "cache" / "models"

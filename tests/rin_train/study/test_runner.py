@@ -12,8 +12,10 @@ import yaml
 from reports.runs import SEED_SUFFIX
 from rin_train.run_config import load_run_config
 from rin_train.rundir import RunDir
-from rin_train.study.runner import (CONTROL, State, build_settings, inspect, load_settings, open_study, plan,
-                             train_argv)
+from rin_train.study.child import train_argv
+from rin_train.study.layout import CONTROL
+from rin_train.study.rundirs import State, inspect, plan
+from rin_train.study.settings import build_settings, load_settings, open_study
 from srdd.cli import main
 
 # A run of seconds: the tiny random Llama, 2 GRPO steps, 2 validation problems, one-sample rescans.
@@ -116,7 +118,10 @@ def test_a_preset_is_part_of_the_setting(suite, tmp_path, capsys):
     (["run", "{missing}", "--seeds", "0"], "does not exist"),
     (["run", "{empty}", "--seeds", "0"], "holds no suite.json"),
     (["run", "{suite}", "--seeds", "0,x"], "--seeds: expected comma-separated integers"),
-    (["run", "{suite}", "--seeds", "1,1"], "--seeds: distinct non-negative integers"),
+    (["run", "{suite}", "--seeds", "1,1"], "--seeds: distinct integers from 0 to 4294967295"),
+    (["run", "{suite}", "--seeds", "0,4294967296"], "--seeds: distinct integers from 0 to 4294967295"),
+    (["run", "{suite}", "--seeds", "\u0663"], "--seeds: expected comma-separated integers"),
+    (["run", "{suite}", "--seeds", "1_0"], "--seeds: expected comma-separated integers"),
     (["run", "{suite}", "--seeds", "0", "--only", "E13i-nope"], "--only: unknown arm(s) E13i-nope"),
     (["run", "{suite}", "--seeds", "0", "--only", "control", "--no-control"], "nothing selected"),
     (["run", "{suite}", "--seeds", "0", "--set", "seed=3"], "a study sets seed itself"),
@@ -176,11 +181,14 @@ def test_run_states(tmp_path):
     _fake_run(tmp_path / "sigterm", cfg, "failed", "terminated by SIGTERM")
     _fake_run(tmp_path / "ctrl-c", cfg, "failed", "interrupted (Ctrl-C)")
     _fake_run(tmp_path / "crash", cfg, "failed", "RuntimeError: boom")
+    _fake_run(tmp_path / "disk-full", cfg, "failed", "OSError: [Errno 28] No space left on device")
+    _fake_run(tmp_path / "torch-full", cfg, "failed", "RuntimeError: [enforce fail at inline_container.cc:778] . "
+              "PytorchStreamWriter failed writing file data/3: file write failed")
     _fake_run(tmp_path / "invalid", cfg, "invalid", "training ended without validating the final step (2)")
     (tmp_path / "junk").mkdir()
     states = {p.name: inspect(p).state for p in tmp_path.iterdir()}
     assert states == {"live": State.LIVE, "killed": State.KILLED, "sigterm": State.INTERRUPTED,
-                      "ctrl-c": State.INTERRUPTED, "crash": State.FAILED, "invalid": State.FAILED,
+                      "ctrl-c": State.INTERRUPTED, "disk-full": State.INTERRUPTED, "torch-full": State.INTERRUPTED, "crash": State.FAILED, "invalid": State.FAILED,
                       "junk": State.FAILED}
     assert inspect(tmp_path / "nothing").state is State.PENDING
     held.release()
@@ -232,8 +240,9 @@ def test_a_study_resumes_what_was_stopped_retries_only_when_asked_and_reports(sm
     cfg = load_run_config(runs / "_study" / "control.yaml", [*SETS, "seed=0", "engine=trl"], name="control-s0")
     _fake_run(runs / "control-s0", cfg.to_dict(), "running")
     # E13i-baseline-s0: a crash
-    _fake_run(runs / "E13i-baseline-s0", {**cfg.to_dict(), "name": "E13i-baseline-s0"}, "failed",
-              "RuntimeError: simulated crash")
+    base = load_run_config(small_suite / "E13i-baseline.yaml", [*SETS, "seed=0", "engine=trl"],
+                           name="E13i-baseline-s0")
+    _fake_run(runs / "E13i-baseline-s0", base.to_dict(), "failed", "RuntimeError: simulated crash")
     crashed = (runs / "E13i-baseline-s0" / "run.json").read_text()
 
     # 1. SIGTERM to the study while control-s0 trains: the child stops cleanly and marks itself failed

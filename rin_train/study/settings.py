@@ -1,0 +1,269 @@
+"""A study's settings: the suite, its arms, the seeds and the `--set` overrides, recorded once.
+
+One study = one setting: a later call with other settings is refused, so the runs of a
+directory can always be compared with each other. Everything that can be checked before
+the first run is checked here: every arm's name, every arm's config for every seed (as
+`srdd train` will resolve it), and every seed.
+
+An arm is identified by its config file's bytes and by its config as resolved (`resolved`):
+the second carries what the file only refers to (the multipliers of `noise.multipliers_file`),
+so editing the multipliers between two seeds is a change of setting like editing the config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from rin_train.rundir import MAX_SEED, now_iso
+from rin_train.study.layout import CONTROL, check_arm_names, shown, study_dir
+from srdd.errors import SrddError
+from srdd.jsonio import dumps_json, write_text_atomic
+
+SCHEMA = "srdd.study/v1"
+RESERVED_SETS = ("seed", "name", "engine")  # given by --seeds, the run directory and the study itself
+SEED = re.compile(r"[0-9]+")  # ASCII digits only: int() also takes "٣" and "1_0"
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    config: Path
+    sha256: str
+    steps: int  # grpo.steps of the resolved config (what "steps logged / total" counts to)
+    resolved: str | None = None  # sha256 of the resolved config (`config_digest`); None in older study files
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "config": str(self.config), "sha256": self.sha256, "steps": self.steps,
+                "resolved_sha256": self.resolved}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What makes two calls the same study: the suite's files, the seeds, the preset and the --set overrides."""
+
+    suite: Path
+    suite_sha256: str
+    seeds: tuple[int, ...]
+    sets: tuple[str, ...]
+    arms: tuple[Arm, ...]
+    preset: str | None = None
+
+    def __post_init__(self) -> None:
+        check_seeds(self.seeds)
+        check_arm_names([a.name for a in self.arms if a.name != CONTROL], "the study's arms")
+
+    def identity(self) -> dict:
+        """The part compared between calls (paths may move; contents may not change)."""
+        return {"suite.json": self.suite_sha256, "seeds": list(self.seeds), "--preset": self.preset,
+                "--set": list(self.sets), "arms": {a.name: a.sha256 for a in self.arms}}
+
+    def to_dict(self) -> dict:
+        return {"schema": SCHEMA, "created": now_iso(), "suite": str(self.suite), "suite_sha256": self.suite_sha256,
+                "seeds": list(self.seeds), "preset": self.preset, "sets": list(self.sets),
+                "arms": [a.to_dict() for a in self.arms]}
+
+    @classmethod
+    def from_dict(cls, doc: dict, where: Path) -> Settings:
+        try:
+            if doc["schema"] != SCHEMA:
+                raise SrddError(f"{where}: schema {shown(doc['schema'])}, expected {SCHEMA}")
+            arms = tuple(Arm(a["name"], Path(a["config"]), a["sha256"], int(a["steps"]), a.get("resolved_sha256"))
+                         for a in doc["arms"])
+            return cls(Path(doc["suite"]), doc["suite_sha256"], tuple(doc["seeds"]), tuple(doc["sets"]), arms,
+                       doc.get("preset"))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SrddError(f"{where}: not a study file ({type(exc).__name__}: {shown(str(exc))})") from None
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    words = [t.strip() for t in text.split(",")]
+    if not all(SEED.fullmatch(w) for w in words):
+        raise SrddError(f"--seeds: expected comma-separated integers such as 0,1,2, got {shown(text)}")
+    seeds = tuple(int(w) for w in words)
+    check_seeds(seeds)
+    return seeds
+
+
+def check_seeds(seeds: tuple[int, ...]) -> None:
+    ok = all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds)
+    if not seeds or not ok or len(set(seeds)) != len(seeds):
+        raise SrddError(f"--seeds: distinct integers from 0 to {MAX_SEED}, got "
+                        f"{shown(','.join(map(str, seeds))) if seeds else 'none'}")
+
+
+def check_sets(sets: Sequence[str]) -> None:
+    for s in sets:
+        key = s.split("=", 1)[0].strip()
+        if "=" not in s or not key:
+            raise SrddError(f"--set {shown(s)}: expected KEY=VALUE")
+        if key in RESERVED_SETS:
+            raise SrddError(f"--set {shown(s)}: a study sets {key} itself (seeds with --seeds, names from the arm "
+                            "and seed, engine trl)")
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def config_digest(config: dict) -> str:
+    """sha256 of a resolved config as run.json records it, less its seed and name (which differ by run)."""
+    plain = json.loads(dumps_json(config))  # the JSON round trip run.json makes (int keys become strings)
+    plain.pop("seed", None)
+    plain.pop("name", None)
+    return sha256_text(json.dumps(plain, sort_keys=True, allow_nan=False))
+
+
+def _experiments(doc: object, path: Path) -> list[dict]:
+    if not isinstance(doc, dict) or not isinstance(doc.get("experiments"), list):
+        raise SrddError(f"{path}: not a srdd suite (no 'experiments' list)")
+    exps = doc["experiments"]
+    for i, e in enumerate(exps):
+        if not isinstance(e, dict) or not isinstance(e.get("config"), str) or not e["config"]:
+            raise SrddError(f"{path}: experiments[{i}] needs a 'config' file name")
+        prio = e.get("priority")
+        if isinstance(prio, bool) or not isinstance(prio, (int, float)) or not math.isfinite(prio):
+            raise SrddError(f"{path}: experiments[{i}].priority must be a finite number, got {shown(prio)}")
+    check_arm_names([e.get("name") for e in exps], str(path))
+    return sorted(exps, key=lambda e: e["priority"])
+
+
+def read_suite(suite: Path) -> tuple[dict, list[tuple[str, Path]]]:
+    """suite.json and its experiments' config files, in priority order; every arm name checked here, once."""
+    if not suite.is_dir():
+        raise SrddError(f"suite directory {suite} does not exist (write one with srdd calibrate SCAN -o M.yaml "
+                        "--suite DIR)")
+    path = suite / "suite.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SrddError(f"{suite} holds no suite.json; is it a suite written by srdd calibrate --suite?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise SrddError(f"{path}: not a srdd suite ({type(exc).__name__}: {shown(str(exc))})") from None
+    configs = [(e["name"], suite / e["config"]) for e in _experiments(doc, path)]
+    if not configs:
+        raise SrddError(f"{path} lists no experiments")
+    for name, config in configs:
+        if not config.is_file():
+            raise SrddError(f"{path} lists {name} but {config} does not exist")
+    return doc, configs
+
+
+def control_config(baseline: Path) -> dict:
+    """The baseline config with noise switched off: it differs from the baseline in noise.enabled alone."""
+    from rin_train.run_config import read_config_file
+
+    doc = read_config_file(baseline)
+    if not isinstance(doc.get("noise"), dict):
+        raise SrddError(f"{baseline}: expected a run config with a noise section")
+    return {**doc, "name": CONTROL, "noise": {**doc["noise"], "enabled": False}}
+
+
+def control_text(config: dict, baseline: Path) -> str:
+    return (f"# the study's control arm: {baseline.name} without noise (written by srdd study run)\n"
+            + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=120))
+
+
+def resolve_arm(config: Path | dict, sets: Sequence[str], seeds: Sequence[int],
+                preset_name: str | None = None) -> tuple[int, str]:
+    """Load an arm's config for every seed as `srdd train` will (every error before any run starts):
+    its grpo.steps and `config_digest`."""
+    from rin_train.presets import preset
+    from rin_train.run_config import check_against_model, load_run_config
+    from rin_train.train import model_num_layers
+
+    where = config.name if isinstance(config, Path) else f"the {CONTROL} arm"
+    try:
+        cfgs = [load_run_config(config, [*sets, f"seed={seed}", "engine=trl"], preset=preset(preset_name))
+                for seed in seeds]
+        check_against_model(cfgs[0], model_num_layers(cfgs[0].model))
+    except SrddError as exc:
+        raise SrddError(f"{where} with the study's --set: {exc}") from None
+    return cfgs[0].grpo.steps, config_digest(cfgs[0].to_dict())
+
+
+def build_settings(suite: Path, runs: Path, seeds: tuple[int, ...], sets: tuple[str, ...],
+                   preset_name: str | None = None) -> tuple[Settings, str]:
+    """The settings of this call, every arm validated through rin_train, and the text of control.yaml.
+
+    Nothing is written: `open_study` records them once they are known to be good.
+    """
+    check_sets(sets)
+    check_seeds(seeds)
+    _, configs = read_suite(suite)
+    control = control_config(configs[0][1])
+    text = control_text(control, configs[0][1])
+    arms = [Arm(CONTROL, (study_dir(runs) / "control.yaml").resolve(), sha256_text(text),
+                *resolve_arm(control, sets, seeds, preset_name))]
+    arms += [Arm(name, path.resolve(), hashlib.sha256(path.read_bytes()).hexdigest(),
+                 *resolve_arm(path, sets, seeds, preset_name)) for name, path in configs]
+    suite_sha = hashlib.sha256((suite / "suite.json").read_bytes()).hexdigest()
+    return Settings(suite.resolve(), suite_sha, seeds, sets, tuple(arms), preset_name), text
+
+
+def study_file(runs: Path) -> Path:
+    return study_dir(runs) / "study.json"
+
+
+def load_settings(runs: Path) -> Settings:
+    path = study_file(runs)
+    if not path.is_file():
+        raise SrddError(f"{runs} holds no study ({path} missing); start one with srdd study run SUITE --seeds ... "
+                        f"--runs {runs}")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SrddError(f"{path} is not valid JSON: {exc}") from None
+    return Settings.from_dict(doc, path)
+
+
+def mismatch(recorded: Settings, wanted: Settings) -> list[str]:
+    old, new = recorded.identity(), wanted.identity()
+    lines = []
+    for key in old:
+        if old[key] != new[key]:
+            if key == "arms":
+                changed = sorted(n for n in {*old[key], *new[key]} if old[key].get(n) != new[key].get(n))
+                lines.append(f"the config files of {', '.join(changed)} changed")
+            elif key == "suite.json":
+                lines.append("suite.json changed (a new calibration is a new study)")
+            else:
+                lines.append(f"{key}: recorded {old[key]}, now {new[key]}")
+    now = {a.name: a.resolved for a in wanted.arms}
+    moved = sorted(a.name for a in recorded.arms  # None: a study file from before resolved configs were recorded
+                   if a.resolved is not None and a.resolved != now.get(a.name, a.resolved))
+    if moved and not lines:
+        lines.append(f"the resolved configs of {', '.join(moved)} changed (a file they refer to, such as "
+                     "noise.multipliers_file, was edited)")
+    return lines
+
+
+def refuse_other_settings(runs: Path, settings: Settings) -> None:
+    if study_file(runs).is_file():
+        diff = mismatch(load_settings(runs), settings)
+        if diff:
+            raise SrddError(f"{runs} holds a study with other settings ({'; '.join(diff)}); one runs directory "
+                            f"holds one study: repeat its settings (srdd study status {runs} shows them) or "
+                            "choose another --runs")
+
+
+def open_study(runs: Path, settings: Settings, control: str) -> Settings:
+    """Record the settings on the first call; on later calls, refuse other settings.
+
+    Returns this call's settings: the same study, with the paths where its files are now."""
+    refuse_other_settings(runs, settings)  # again: another call may have recorded the study meanwhile
+    path = study_file(runs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    control_path = study_dir(runs) / "control.yaml"
+    if not control_path.is_file() or control_path.read_text(encoding="utf-8") != control:
+        write_text_atomic(control_path, control, force=True)  # exactly the text whose sha256 is recorded
+    if not path.is_file():
+        write_text_atomic(path, dumps_json(settings.to_dict()))
+    return settings
