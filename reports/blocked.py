@@ -66,6 +66,24 @@ def satterthwaite_df(variances: np.ndarray, pairs: Sequence[tuple[int, int]], se
     return np.stack(out, axis=-1)
 
 
+def estimates(y: np.ndarray, pairs: Sequence[tuple[int, int]], method: Method) -> tuple[np.ndarray, ...]:
+    """Difference, standard error and df of each contrast t - c of y[..., arm, seed], arrays [..., pair]."""
+    arms, seeds = y.shape[-2:]
+    if method not in (Method.BLOCKED, Method.POOLED):
+        raise ValueError(f"{method.value} is not an arm + seed analysis")
+    if arms < 2 or seeds < 2:
+        raise ValueError(f"the arm + seed model needs >= 2 arms and >= 2 seeds, got {arms} x {seeds}")
+    t, c = (np.array(side, int) for side in zip(*pairs))
+    means = y.mean(-1)
+    difference = means[..., t] - means[..., c]
+    if method is Method.POOLED:
+        pooled, df_pooled = pooled_variance(y)
+        se = np.sqrt(2 * pooled / seeds)[..., None] * np.ones(len(pairs))
+        return difference, se, np.full(se.shape, float(df_pooled))
+    v = arm_variances(y)
+    return difference, np.sqrt((v[..., t] + v[..., c]) / seeds), satterthwaite_df(v, pairs, seeds)
+
+
 def compare_blocked(y, pairs: Sequence[tuple[int, int]], method: Method = Method.BLOCKED) -> Comparison:
     """Contrasts t - c of y[..., arm, seed] (complete blocks), batched over leading axes and over pairs.
 
@@ -75,29 +93,15 @@ def compare_blocked(y, pairs: Sequence[tuple[int, int]], method: Method = Method
     """
     method = Method(method)
     y = np.asarray(y, float)
-    arms, seeds = y.shape[-2:]
-    if method not in (Method.BLOCKED, Method.POOLED):
-        raise ValueError(f"{method.value} is not an arm + seed analysis")
-    if arms < 2 or seeds < 2:
-        raise ValueError(f"the arm + seed model needs >= 2 arms and >= 2 seeds, got {arms} x {seeds}")
+    difference, se, df = estimates(y, pairs, method)
     t, c = (np.array(side, int) for side in zip(*pairs))
-    means = y.mean(-1)
-    sd = y.std(-1, ddof=1)
-    difference = means[..., t] - means[..., c]
-    if method is Method.POOLED:
-        pooled, df_pooled = pooled_variance(y)
-        se = np.sqrt(2 * pooled / seeds)[..., None] * np.ones(len(pairs))
-        df = np.full(se.shape, float(df_pooled))
-    else:
-        v = arm_variances(y)
-        se = np.sqrt((v[..., t] + v[..., c]) / seeds)
-        df = satterthwaite_df(v, pairs, seeds)
+    means, sd = y.mean(-1), y.std(-1, ddof=1)
     with np.errstate(all="ignore"):
         p = 2 * stats.t.sf(np.abs(difference) / se, df)
         half = stats.t.ppf(1 - ALPHA / 2, df) * se
     undefined = ~(se > 0)
     blank = lambda x: np.where(undefined, np.nan, x)  # noqa: E731
-    counts = np.full(len(pairs), seeds)
+    counts = np.full(len(pairs), y.shape[-1])
     return Comparison(test=method, n_treatment=counts, n_control=counts, mean_treatment=means[..., t],
                       mean_control=means[..., c], sd_treatment=sd[..., t], sd_control=sd[..., c],
                       difference=difference, ci_low=blank(difference - half), ci_high=blank(difference + half),

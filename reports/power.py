@@ -52,23 +52,23 @@ class NullDraws:
 
 
 def simulate_null(method: Method, arm_variances: np.ndarray, seeds: Sequence[int] | int,
-                  pairs: Sequence[tuple[int, int]], *, seed_variance: float = 0.0, draws: int = DRAWS,
+                  pairs: Sequence[tuple[int, int]], *, seed_variance: float = 0.0, draws: int | None = None,
                   seed: int = 0) -> NullDraws:
     """Null studies of the design: arms with the given (true) residual variances, seed effects shared by the
     arms with `seed_variance`, run through `method`. `seeds` per arm: one count for all (complete blocks),
     or one per arm (Welch only)."""
-    from reports.blocked import compare_blocked
+    from reports.blocked import estimates
 
     method = Method(method)
     variances = np.asarray(arm_variances, float)
     counts = np.broadcast_to(np.asarray(seeds, int), variances.shape)
     rng = np.random.default_rng(seed)
+    draws = draws or DRAWS
     if method in (Method.BLOCKED, Method.POOLED):
         n = int(counts[0])
         y = (rng.standard_normal((draws, len(variances), n)) * np.sqrt(variances)[:, None]
              + rng.standard_normal((draws, 1, n)) * math.sqrt(seed_variance))
-        c = compare_blocked(y, pairs, method)
-        return NullDraws(c.difference, c.se, c.df)
+        return NullDraws(*estimates(y, pairs, method))
     blocks = rng.standard_normal((draws, int(counts.max()))) * math.sqrt(seed_variance)
     arms = [rng.standard_normal((draws, k)) * math.sqrt(v) + blocks[:, :k] for v, k in zip(variances, counts)]
     out = [compare(arms[t], arms[c], Method.WELCH) for t, c in pairs]
