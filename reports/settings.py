@@ -75,7 +75,7 @@ def resolve(runs: Path, *, analysis: str | None, margin_pp: float | None, test_s
     else:
         gap = _suite_gap(runs, study)
         value, source = ((gap, "the suite's target - baseline accuracy gap") if gap is not None else
-                         (100 * DEFAULT_MARGIN, "default 5 pp (the suite records no target - baseline gap)"))
+                         (100 * DEFAULT_MARGIN, "the default, as the suite records no target - baseline gap"))
         if value < floor:
             value, source = floor, f"one test problem (100/{test_size} pp), raised from {source}"
     try:
