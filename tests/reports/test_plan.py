@@ -48,9 +48,10 @@ def _simulated_power(plan: dict, design: dict, hypothesis: str) -> float:
     return float((codes[:, keys.index(hypothesis)] == SUPPORTED).mean())
 
 
-@pytest.mark.parametrize("effect", [10])
-def test_plan_of_the_committed_pilot_is_confirmed_by_simulation(effect):
-    r = srdd("study", "plan", PILOT, "--effect", effect, "--sizes", "64,512", "--json")
+@pytest.mark.parametrize("effect, sizes", [(10, "64,512"), (5, "256")])
+def test_plan_of_the_committed_pilot_is_confirmed_by_simulation(effect, sizes):
+    """The designs studies/smollm2/README.md quotes: their predicted power, against simulated studies."""
+    r = srdd("study", "plan", PILOT, "--effect", effect, "--sizes", sizes, "--max-seeds", 200, "--json")
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)
     assert plan["hypotheses"] == [h.key for h in HYPOTHESES] and plan["holm_strictest_level"] == pytest.approx(0.05 / 6)
@@ -64,7 +65,8 @@ def test_plan_of_the_committed_pilot_is_confirmed_by_simulation(effect):
         assert abs(_simulated_power(plan, d, weakest) - d["powers"][weakest]) <= 0.03
     bound = {d["test_size"]: d["seeds"] for d in designs if d["scenario"] == "problem part at its bound"}
     none = {d["test_size"]: d["seeds"] for d in designs if d["scenario"] == "no problem part"}
-    assert bound[512] <= bound[64] and none[512] == none[64]  # more problems help only through the problem part
+    if effect == 10:  # more problems help only through the problem part
+        assert bound[512] < bound[64] and none[512] == none[64]
     t = plan["timing"]
     assert t["steps"] == 24 and t["evaluations"] == 4 and 10 < t["step_s"] < 20
 
