@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, stats
 
-from reports.compare import ALPHA, POWER, Method, compare
+from reports.compare import POWER, Method, compare
 
 DRAWS = 100_000
 """Simulated studies behind a simulated power: Monte-Carlo sd of a power near 0.8 about 0.0013."""
@@ -103,15 +103,18 @@ def noncentral_t_power(delta: float, se: float, df: float, alpha: float) -> floa
     """Exact power of a two-sided t-test whose variance estimate is se^2 chi2_df/df (the pooled analysis)."""
     crit = stats.t.ppf(1 - alpha / 2, df)
     ncp = delta / se
-    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+    wrong_side = np.nan_to_num(stats.nct.sf(crit, df, -ncp))  # P(T < -crit); scipy gives NaN where it underflows
+    return float(stats.nct.sf(crit, df, ncp) + wrong_side)
 
 
 def noncentral_t_detectable(se: float, df: float, alpha: float, power: float = POWER) -> float:
-    """The delta at which `noncentral_t_power` equals `power`."""
-    high = se
-    while noncentral_t_power(high, se, df, alpha) < power:
+    """The delta at which `noncentral_t_power` equals `power` (solved in units of se: the noncentrality stays
+    small wherever se is, where scipy's noncentral t is accurate)."""
+    high = 1.0
+    while noncentral_t_power(high, 1.0, df, alpha) < power:
         high *= 2
-    return float(optimize.brentq(lambda d: noncentral_t_power(d, se, df, alpha) - power, 0.0, high, xtol=1e-12 * se))
+    return se * float(optimize.brentq(lambda d: noncentral_t_power(d, 1.0, df, alpha) - power, 0.0, high,
+                                      xtol=1e-12))
 
 
 def describe(method: Method, null: NullDraws | None) -> str:
