@@ -11,7 +11,7 @@ most degrees of freedom, but when one arm is noisier than the rest it calls 7-8 
 comparisons findings (simulated in tests/reports/test_blocked.py). The default gives each arm
 its own residual variance, read from its two-way residuals, and tests the contrast with
 Satterthwaite's df: the exact first two moments of the contrast's variance estimate (a quadratic
-form in normal data) at the estimated variances. Its false findings stay below 2 % of null
+form in normal data) at the estimated variances. Its false findings stay at 1-2 % of null
 comparisons whether or not one arm is three times noisier, and it finds a four-sd effect at
 4 seeds where Welch's pairwise test cannot. A limma-style moderation toward a prior estimated from
 the arms was tried and rejected: with six arms and two df each, the prior's df is estimated as
