@@ -7,7 +7,7 @@ import statistics
 import scipy
 
 from reports.runs import Group, RunRecord, config_diff, flatten, group_runs
-from reports.stats import correlation
+from reports.stats import CI_METHOD, correlation
 from reports.verdicts import VerdictSettings, verdicts
 from srdd import __version__
 
@@ -37,7 +37,9 @@ def _pick(groups: list[Group], name: str | None) -> Group | None:
 
 
 def build_report(runs: list[RunRecord], *, metric: str, baseline: str | None, target: str | None,
-                 seed: int = 0, settings: VerdictSettings = VerdictSettings()) -> dict:
+                 settings: VerdictSettings = VerdictSettings(),
+                 sources: dict[str, str] | None = None) -> dict:
+    """report.json's content. `sources` says where the analysis and the margin came from (reports.settings)."""
     valid = [r for r in runs if r.valid]
     groups = group_runs(valid)
     base = _pick(groups, baseline)
@@ -68,7 +70,7 @@ def build_report(runs: list[RunRecord], *, metric: str, baseline: str | None, ta
     correlations = []
     for r in valid:
         correlations.append(correlation(r.pre, r.delta, scope="across_layers", run=r.name,
-                                        xname=f"pre.{metric}", yname=f"delta.{metric}", seed=seed))
+                                        xname=f"pre.{metric}", yname=f"delta.{metric}"))
         if not r.sigma_varies_by_design:  # uniform sigma: x would vary only by sampling noise
             continue
         for xname, sigma in (("sigma_nominal", r.applied_sigma), ("sigma_effective", r.effective_sigma)):
@@ -76,30 +78,33 @@ def build_report(runs: list[RunRecord], *, metric: str, baseline: str | None, ta
             if layers:
                 correlations.append(correlation([sigma[k] for k in layers], [r.delta[k] for k in layers],
                                                 scope="across_layers", run=r.name, xname=xname,
-                                                yname=f"delta.{metric}", seed=seed))
+                                                yname=f"delta.{metric}"))
     finals = [r.final_accuracy for r in valid]
     correlations.append(correlation([statistics.fmean(r.delta) for r in valid], finals, scope="across_runs",
-                                    xname=f"mean_delta.{metric}", yname="final_accuracy", seed=seed))
+                                    xname=f"mean_delta.{metric}", yname="final_accuracy"))
+    arm_of = {r.name: g.name for g in groups for r in g.runs}
     for key, values in _numeric_features(valid).items():
         correlations.append(correlation(values, finals, scope="across_runs", xname=f"config.{key}",
-                                        yname="final_accuracy", seed=seed))
+                                        yname="final_accuracy", arms=[arm_of[r.name] for r in valid]))
+    rows, analysis = verdicts(groups, settings)
+    sources = dict(sources or {})
     return {
         "schema": "srdd.report/v1", "tool_version": __version__, "metric": metric,
         "accuracy": valid[0].accuracy_kind if valid else None,
-        "statistics": {"test": settings.test.value, "test_name": settings.test.label, "alpha": settings.alpha,
-                       "multiple_comparisons": "Holm", "equivalence": "TOST (two one-sided Welch tests)",
-                       "equivalence_margin": settings.margin, "min_seeds": settings.min_seeds,
-                       "software": f"scipy {scipy.__version__}"},
+        "statistics": {"analysis": analysis, "alpha": settings.alpha, "multiple_comparisons": "Holm",
+                       "equivalence": "TOST (two one-sided tests with the analysis' standard error and df)",
+                       "margin_pp": 100 * settings.margin, "margin_source": sources.get("margin"),
+                       "analysis_source": sources.get("analysis"), "min_seeds": settings.min_seeds,
+                       "correlation_interval": CI_METHOD, "software": f"scipy {scipy.__version__}"},
         "baseline": base.name if base else None, "target_accuracy": target_acc,
         "runs": [{"name": r.name, "path": r.path.name, "group": r.group, "final_accuracy": r.final_accuracy,
                   "final_accuracies": r.final_accuracies, "eval_quant": r.eval_quant} for r in valid],
         "invalid_runs": [{"name": r.name, "path": r.path.name, "reason": r.reason} for r in runs if not r.valid],
         "results": results, "config_diff": diffs, "correlations": correlations,
-        "verdicts": verdicts(groups, settings),
-        "bootstrap_seed": seed,
-        "options": {"metric": metric, "baseline": baseline, "target": target, "seed": seed,
-                    "accuracy": valid[0].accuracy_kind if valid else None, "test": settings.test.value,
-                    "equivalence_margin": settings.margin},
+        "verdicts": rows,
+        "options": {"metric": metric, "baseline": baseline, "target": target,
+                    "accuracy": valid[0].accuracy_kind if valid else None, "analysis": settings.analysis,
+                    "margin_pp": 100 * settings.margin, "sources": sources},
     }
 
 

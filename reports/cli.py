@@ -20,12 +20,16 @@ Runs whose configs differ only in seed are grouped (mean, std, n): seeds are the
 runs (not complete, mixed quant modes, missing scans, corrupt metrics, no evaluation of the chosen
 --accuracy) are listed with the reason and left out.
 
-Each hypothesis of the suite compares two arms' final accuracies with Welch's t-test (or --test
-permutation: exact, but at 3 seeds per arm its smallest p is 0.1), with the difference, its 95 % CI,
-the p-value, the Holm-adjusted p across the report's hypotheses, and the smallest difference the arms
-could detect at 80 % power. Verdicts: supported/refuted (>= 3 seeds per arm and adjusted p < 0.05),
-"equivalent within ±m" (TOST, --equivalence-margin), inconclusive (with the reason), not tested.
-Arms whose configs differ in more than the hypothesis is about are reported as confounded."""
+Each hypothesis of the suite compares two arms' final accuracies. When every arm of the report's
+hypotheses ran the same seeds (complete blocks) they are compared in the arm + seed model with
+per-arm residual variances (Satterthwaite df); otherwise with Welch's t-test, and the report says
+why. --analysis declares another: pooled (one residual variance; shown with a heterogeneity check
+and the per-arm analysis beside it), welch, or permutation (exact, but at 3 seeds per arm its
+smallest p is 0.1). Each row: the difference, its 95 % CI, the p-value, the Holm-adjusted p across
+the report's hypotheses, and the smallest difference the analysis could detect at 80 % power.
+Verdicts: supported/refuted (>= 3 seeds per arm and adjusted p < 0.05), "equivalent within ±m pp"
+(TOST; m = --margin, the study's smallest effect of interest), inconclusive (with the reason), not
+tested. Arms whose configs differ in more than the hypothesis is about are reported as confounded."""
 
 
 def register(sub) -> None:
@@ -44,12 +48,13 @@ def register(sub) -> None:
                    help="which final accuracy arms are compared on: merged = LoRA merged into the weights and "
                         "re-quantized, as deployed (default); separate = fp LoRA beside the quantized base, as "
                         "trained. Never mixed in one report")
-    p.add_argument("--test", choices=["welch", "permutation"], default="welch",
-                   help="test of a difference across seeds: Welch's t-test (default) or the exact permutation test")
-    p.add_argument("--equivalence-margin", type=float, default=0.005, metavar="M",
-                   help="margin of the 'equivalent within ±M' verdict (TOST), as a fraction of accuracy "
-                        "(default 0.005, the plan's ~±0.5 %%)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--analysis", choices=["auto", "blocked", "pooled", "welch", "permutation"],
+                   help="how arms are compared (default: the study's declared analysis, else auto = blocked "
+                        "with complete blocks, Welch without)")
+    p.add_argument("--margin", type=float, metavar="PP",
+                   help="smallest effect of interest in percentage points: the 'equivalent within ±PP pp' "
+                        "margin (default: the study's declared margin, else the suite's target - baseline gap, "
+                        "else 5; never below one test problem, 100/m)")
     p.add_argument("--force", action="store_true", help="replace an existing OUT directory")
     p.set_defaults(func=run)
 
@@ -105,22 +110,24 @@ def run(args) -> int:
     from reports.build import build_report
     from reports.render import html_page, markdown
     from reports.runs import load_runs
-    from reports.verdicts import VerdictSettings
+    from reports.settings import resolve
     from srdd.jsonio import dumps_json, new_dir_mode
 
     check_out(args.out, args.runs, args.force)
     target = parse_target(args.target)
-    try:
-        settings = VerdictSettings(test=args.test, margin=args.equivalence_margin)
-    except ValueError as exc:
-        raise SrddError(str(exc)) from None
+    if args.margin is not None and not (math.isfinite(args.margin) and 0 < args.margin < 100):
+        raise SrddError(f"--margin {args.margin:g}: a smallest effect of interest is in (0, 100) percentage points")
     runs = load_runs(args.runs, args.metric, args.accuracy)
     check_names(runs, args.baseline, target)
+    sizes = [r.test_size for r in runs if r.valid and r.test_size]
+    resolved = resolve(args.runs, analysis=args.analysis, margin_pp=args.margin,
+                       test_size=min(sizes) if sizes else None)
     for r in runs:
         if not r.valid:
             print(f"left out {r.name}: {r.reason}", file=sys.stderr)
-    report = build_report(runs, metric=args.metric, baseline=args.baseline, target=args.target, seed=args.seed,
-                          settings=settings)
+    report = build_report(runs, metric=args.metric, baseline=args.baseline, target=args.target,
+                          settings=resolved.settings,
+                          sources={"analysis": resolved.analysis_source, "margin": resolved.margin_source})
     valid = [r for r in runs if r.valid]
     figs = {"layer_profiles.png": figures.layer_profiles(valid, args.metric),
             "trajectories.png": figures.trajectories(valid),

@@ -10,11 +10,12 @@ what they mean:
   The permutation test makes no normality assumption but, at 3 seeds per arm, has
   only 20 relabellings: its smallest two-sided p is 0.1, so it can never reach 0.05
   there. Welch is the default for that reason.
-- equivalence: two one-sided Welch tests (TOST) against a margin ±m.
-- detectable effect: the smallest |difference| Welch's test would find with 80 %
-  power at the given alpha, from the arms' observed spread (simulated, see
-  `detectable_effect`).
+- equivalence: two one-sided tests (TOST) against a margin ±m, with the same
+  standard error and df as the difference's test (`equivalence_p`).
 - family-wise error: Holm's step-down adjustment across a report's hypotheses.
+
+Arms that share seeds are compared in the arm + seed model instead (reports.blocked);
+the smallest detectable difference is reports.power's.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import enum
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy import stats
@@ -41,9 +42,16 @@ class Method(str, enum.Enum):
     PERMUTATION = "permutation"
     """Exact permutation test of the difference of means (scipy.stats.permutation_test, all relabellings)."""
 
+    BLOCKED = "blocked"
+    """Arm + seed model, per-arm residual variances, Satterthwaite df (reports.blocked): seeds as blocks."""
+    POOLED = "pooled"
+    """Arm + seed model with one residual variance pooled over the arms: only where a study declares it."""
+
     @property
     def label(self) -> str:
-        return {Method.WELCH: "Welch's t-test", Method.PERMUTATION: "exact permutation test"}[self]
+        return {Method.WELCH: "Welch's t-test", Method.PERMUTATION: "exact permutation test",
+                Method.BLOCKED: "arm + seed model, per-arm residual variances (Satterthwaite df)",
+                Method.POOLED: "arm + seed model, one pooled residual variance"}[self]
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class Comparison:
     """Treatment minus control, for one pair of arms or a batch of them (arrays over the leading axes).
 
     `p` is NaN where the test is undefined (one run on a side, or no spread at all: then `note` says why).
+    `se` and `df` are the test's: the CI is difference ± t(df)·se, and TOST uses them too.
     """
 
     test: Method
@@ -65,25 +74,37 @@ class Comparison:
     ci_high: np.ndarray
     p: np.ndarray
     df: np.ndarray
+    se: np.ndarray
 
     @property
     def note(self) -> str | None:
-        if min(self.n_treatment, self.n_control) < 2:
+        if min(int(self.n_treatment), int(self.n_control)) < 2:
             return "one run on a side: no spread to test against"
         if np.all(np.isnan(self.p)):
             return "every seed of both arms has the same accuracy: the t statistic is undefined"
         return None
 
+    def pick(self, index) -> Comparison:
+        """One contrast of a batch whose last axis runs over contrasts (`stack`, reports.blocked)."""
+        return Comparison(**{f.name: (getattr(self, f.name) if f.name == "test" else
+                                      np.asarray(getattr(self, f.name))[..., index]) for f in fields(self)})
+
     def to_dict(self) -> dict:
         """JSON fields of a single comparison (NaN written as None)."""
         ci = None if np.isnan(self.ci_low) else [finite_or_none(self.ci_low), finite_or_none(self.ci_high)]
-        return {"test": self.test.value, "n_treatment": self.n_treatment, "n_control": self.n_control,
+        return {"test": self.test.value, "n_treatment": int(self.n_treatment), "n_control": int(self.n_control),
                 "mean_treatment": finite_or_none(self.mean_treatment),
                 "mean_control": finite_or_none(self.mean_control),
                 "sd_treatment": finite_or_none(self.sd_treatment), "sd_control": finite_or_none(self.sd_control),
                 "difference": finite_or_none(self.difference), "ci95": ci, "p": finite_or_none(self.p),
-                "df": finite_or_none(self.df),
-                "note": self.note}
+                "df": finite_or_none(self.df), "se": finite_or_none(self.se), "note": self.note}
+
+
+def stack(parts: list[Comparison]) -> Comparison:
+    """Comparisons of one test as one batch, contrasts on a new last axis."""
+    return Comparison(**{f.name: (parts[0].test if f.name == "test" else
+                                  np.stack([np.asarray(getattr(c, f.name)) for c in parts], axis=-1))
+                         for f in fields(Comparison)})
 
 
 def finite_or_none(value) -> float | None:
@@ -98,6 +119,8 @@ def compare(treatment, control, test: Method = Method.WELCH) -> Comparison:
     Leading axes are a batch (many simulated studies at once); the tests are scipy's, vectorized.
     """
     test = Method(test)
+    if test not in (Method.WELCH, Method.PERMUTATION):
+        raise ValueError(f"{test.value} compares arms in the arm + seed model: reports.blocked")
     a, b = np.asarray(treatment, float), np.asarray(control, float)
     na, nb = a.shape[-1], b.shape[-1]
     if na == 0 or nb == 0:
@@ -109,7 +132,7 @@ def compare(treatment, control, test: Method = Method.WELCH) -> Comparison:
     base = dict(test=test, n_treatment=na, n_control=nb, mean_treatment=a.mean(-1), mean_control=b.mean(-1),
                 sd_treatment=sd_a, sd_control=sd_b, difference=a.mean(-1) - b.mean(-1))
     if min(na, nb) < 2:
-        return Comparison(**base, ci_low=nan, ci_high=nan, p=nan, df=nan)
+        return Comparison(**base, ci_low=nan, ci_high=nan, p=nan, df=nan, se=nan)
     undefined = (np.ptp(a, axis=-1) == 0) & (np.ptp(b, axis=-1) == 0)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # scipy's precision warning on (near-)constant arms
@@ -120,63 +143,26 @@ def compare(treatment, control, test: Method = Method.WELCH) -> Comparison:
             p = stats.permutation_test((a, b), _mean_difference, permutation_type="independent",
                                        n_resamples=np.inf, vectorized=True, alternative="two-sided", axis=-1).pvalue
     blank = lambda x: np.where(undefined, np.nan, x)  # noqa: E731
-    return Comparison(**base, ci_low=blank(ci.low), ci_high=blank(ci.high), p=blank(p), df=blank(welch.df))
+    se = np.sqrt(a.var(axis=-1, ddof=1) / na + b.var(axis=-1, ddof=1) / nb)
+    return Comparison(**base, ci_low=blank(ci.low), ci_high=blank(ci.high), p=blank(p), df=blank(welch.df),
+                      se=blank(se))
 
 
 def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int) -> np.ndarray:
     return np.mean(x, axis=axis) - np.mean(y, axis=axis)
 
 
-def equivalence_p(treatment, control, margin: float) -> np.ndarray:
-    """TOST p-value for |mean difference| < margin (the larger one-sided Welch p); NaN where undefined."""
+def equivalence_p(comparison: Comparison, margin: float) -> np.ndarray:
+    """TOST p-value for |difference| < margin: the larger of the two one-sided t-tests against ±margin, each
+    with the comparison's own standard error and df (Welch's for Welch: the same as shifting one arm by the
+    margin in scipy's ttest_ind). NaN where the comparison is undefined."""
     if not margin > 0:
         raise ValueError(f"equivalence margin must be > 0, got {margin}")
-    a, b = np.asarray(treatment, float), np.asarray(control, float)
-    batch = np.broadcast_shapes(a.shape[:-1], b.shape[:-1])
-    if min(a.shape[-1], b.shape[-1]) < 2:
-        return np.full(batch, np.nan)
-    undefined = (np.ptp(a, axis=-1) == 0) & (np.ptp(b, axis=-1) == 0)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        above = stats.ttest_ind(a + margin, b, axis=-1, equal_var=False, alternative="greater").pvalue  # H0: d <= -m
-        below = stats.ttest_ind(a - margin, b, axis=-1, equal_var=False, alternative="less").pvalue     # H0: d >= +m
-    return np.where(undefined, np.nan, np.maximum(above, below))
-
-
-POWER_DRAWS = 4000
-"""Simulated studies behind a detectable effect: Monte-Carlo error of the power about ±0.006."""
-
-
-def detectable_effect(sd_treatment: float | None, sd_control: float | None, n_treatment: int, n_control: int,
-                      *, alpha: float = ALPHA, power: float = POWER, seed: int = 0) -> float | None:
-    """Smallest |difference| that a two-sided Welch test at `alpha` finds with probability `power`.
-
-    Taking the observed spreads as the true ones, the power of Welch's test is simulated
-    (normal accuracies, fixed seed, the same draws for every candidate difference) and the
-    difference is found by bisection. The textbook noncentral-t formula is not used: it
-    treats the spreads as known, and at 3 seeds per arm, where Welch's df fall to 2-4, it
-    overstates the power (0.66 where it promises 0.8). None when an arm has no spread
-    estimate or both spreads are zero.
-    """
-    if sd_treatment is None or sd_control is None or not (math.isfinite(sd_treatment) and math.isfinite(sd_control)):
-        return None
-    se = math.sqrt(sd_treatment**2 / n_treatment + sd_control**2 / n_control)
-    if se == 0:
-        return None
-    rng = np.random.default_rng(seed)
-    za = rng.standard_normal((POWER_DRAWS, n_treatment)) * sd_treatment
-    zb = rng.standard_normal((POWER_DRAWS, n_control)) * sd_control
-
-    def simulated_power(delta: float) -> float:
-        return float(np.mean(stats.ttest_ind(za + delta, zb, axis=1, equal_var=False).pvalue < alpha))
-
-    low, high = 0.0, se
-    while simulated_power(high) < power:
-        low, high = high, 2 * high
-    while high - low > 1e-4 * se:
-        mid = (low + high) / 2
-        low, high = (mid, high) if simulated_power(mid) < power else (low, mid)
-    return high
+    d, se, df = comparison.difference, comparison.se, comparison.df
+    with np.errstate(all="ignore"):
+        above = stats.t.sf((d + margin) / se, df)   # H0: d <= -m
+        below = stats.t.cdf((d - margin) / se, df)  # H0: d >= +m
+    return np.where(np.isnan(comparison.p), np.nan, np.maximum(above, below))
 
 
 def holm(pvalues) -> np.ndarray:

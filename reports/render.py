@@ -52,11 +52,32 @@ def _signed_pct(v) -> str:
 
 def statistics_line(report: dict) -> str:
     s = report["statistics"]
-    return (f"Arms compared on {report['accuracy']} final accuracy (seeds as replicates) with {s['test_name']} "
+    a = s["analysis"]
+    name = a["name"] or "no test"
+    return (f"Arms compared on {report['accuracy']} final accuracy (seeds as replicates): {name} — {a['why']} "
             f"({s['software']}); p-values Holm-adjusted across the tested hypotheses; alpha {s['alpha']}; "
-            f"supported/refuted needs >= {s['min_seeds']} seeds per arm; equivalence by {s['equivalence']} "
-            f"within ±{100 * s['equivalence_margin']:g} %; detectable |Δ| at 80 % power and the family's "
-            f"strictest level.")
+            f"supported/refuted needs >= {s['min_seeds']} seeds per arm; equivalence by TOST within "
+            f"±{s['margin_pp']:g} pp, the smallest effect of interest ({s['margin_source'] or 'given'}); detectable "
+            f"|Δ| at 80 % power and the family's strictest level ({a['detectable_effect'] or 'not computed'}). "
+            f"Correlation intervals: {s['correlation_interval']}.")
+
+
+def analysis_sections(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """A declared pooled variance: its heterogeneity check and the per-arm analysis beside it."""
+    a = report["statistics"]["analysis"]
+    out = []
+    if "heterogeneity" in a:
+        h = a["heterogeneity"]
+        out.append(("Heterogeneity of the arms' residual variances (the pooled analysis assumes none)",
+                    ["arms", "residual sd", "Levene p", "Bartlett p"],
+                    [[", ".join(a["arms"]), ", ".join(_pct(v) for v in h["residual_sd"]), _num(h["levene_p"], "{:.3g}"),
+                      _num(h["bartlett_p"], "{:.3g}")]]))
+    if "sensitivity" in a:
+        out.append(("Sensitivity: the same hypotheses with per-arm residual variances",
+                    ["hypothesis", "treatment vs control", "n", "difference", "95% CI", "p", "p (Holm)",
+                     "detectable |Δ|", "verdict"],
+                    [_verdict_row(v) for v in a["sensitivity"]]))
+    return out
 
 
 def sections(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -74,6 +95,7 @@ def sections(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                              "detectable |Δ|", "verdict"], [_verdict_row(v) for v in report["verdicts"]]))
     out.append(("Why each verdict", ["hypothesis", "question", "reason"],
                 [[v["hypothesis"], v["question"], v["reason"]] for v in report["verdicts"]]))
+    out += analysis_sections(report)
     corr = [[c["scope"], c.get("run", ""), c["x"], c["y"], str(c["n"]), _num(c["pearson_r"]),
              _num(c["pearson_p"], "{:.3g}"), _num(c["spearman_rho"]), _num(c["spearman_p"], "{:.3g}"),
              "—" if c["ci95"] is None else f"[{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]",
@@ -98,7 +120,7 @@ def baseline_line(report: dict) -> str:
         head = ("Baseline: none. --baseline was not given (or named no run or group here), and not exactly one "
                 "group's name contains 'baseline'; so Δ vs baseline, gap closed and the config differences are "
                 f"left empty. Pick one with --baseline GROUP (groups here: {groups}).")
-    return f"{head} Target accuracy: {_pct(report['target_accuracy'])}; bootstrap seed {report['bootstrap_seed']}."
+    return f"{head} Target accuracy: {_pct(report['target_accuracy'])}."
 
 
 def markdown(report: dict, figures: dict[str, bytes]) -> str:

@@ -48,6 +48,8 @@ class RunRecord:
     """Mean effective sigma per layer (what the quantized GEMM sees; `sigma_layers_effective`)."""
     model: str | None = None
     fmt: str | None = None
+    test_sizes: dict[str, int] = field(default_factory=dict)
+    """Problems in the last evaluation of each kind ("separate", "merged"), from its `eval_samples`."""
 
     @property
     def valid(self) -> bool:
@@ -58,6 +60,11 @@ class RunRecord:
         """The `accuracy_kind` accuracy at the run's largest evaluated step (load_run checks it exists)."""
         points = self.merged if self.accuracy_kind == "merged" else self.trajectory
         return points[-1][1] if points else None
+
+    @property
+    def test_size(self) -> int | None:
+        """Problems behind the final accuracy (None when the run did not log it)."""
+        return self.test_sizes.get(self.accuracy_kind)
 
     @property
     def final_accuracies(self) -> dict[str, float | None]:
@@ -214,6 +221,9 @@ def load_run(path: Path, metric: str, accuracy: str = "merged") -> RunRecord:
         for kind, evaluation in _evaluations(r):
             (rec.merged if kind == "merged" else rec.trajectory).append((int(r["step"]), float(evaluation["accuracy"])))
             quants.add(evaluation.get("eval_quant"))
+            samples = evaluation.get("eval_samples")
+            if isinstance(samples, int) and not isinstance(samples, bool) and samples > 0:
+                rec.test_sizes[kind] = samples
         for key, into in (("sigma_layers", sigmas), ("sigma_layers_effective", effective)):
             for layer, s in (r.get(key) or {}).items():
                 into.setdefault(int(layer), []).append(float(s))

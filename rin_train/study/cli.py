@@ -16,6 +16,7 @@ EPILOG = """examples:
   srdd study status runs/                                              # arm x seed table, time left
   srdd study run study/ --seeds 0,1,2 --runs runs/ --retry-failed      # after fixing what failed
   srdd study report runs/ -o report/ --force --metric sqnr_db          # = srdd correlate
+  srdd study plan runs/ --effect 5                                     # seeds and test-set sizes for 5 pp
 
 A study is one setting: the suite's files, --seeds and --set are recorded in RUNS/_study/study.json
 on the first call, and a call with other settings for the same RUNS is refused (--only, --no-control
@@ -38,7 +39,7 @@ def register(sub) -> None:
                        description="Run every arm of a `srdd calibrate --suite` plus a no-noise control for "
                                    "every seed, resume what was stopped, and report with srdd correlate.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ss = p.add_subparsers(dest="study_command", metavar="{run,status,report}")
+    ss = p.add_subparsers(dest="study_command", metavar="{run,status,report,plan}")
     ss.required = True
 
     r = ss.add_parser("run", help="run, resume or skip every arm x seed", epilog=EPILOG,
@@ -63,6 +64,22 @@ def register(sub) -> None:
     s.add_argument("runs", type=Path, help="the study's runs directory (the --runs of srdd study run)")
     s.set_defaults(func=status)
 
+    pl = ss.add_parser("plan", help="from a pilot's runs: seeds per arm and test-set sizes for 80 % power, and hours",
+                       description="Estimate a pilot's variance components (seed block, run, problem part) and "
+                                   "print, per test-set size, the fewest seeds per arm that find --effect with 80 % "
+                                   "power on every hypothesis (Holm over them), and the hours that costs by the "
+                                   "pilot's own timings.")
+    pl.add_argument("runs", type=Path, help="the pilot's runs directory (every arm of the hypotheses, same seeds)")
+    pl.add_argument("--effect", type=float, required=True, metavar="PP",
+                    help="the difference to find, in percentage points (the study's smallest effect of interest)")
+    pl.add_argument("--hypotheses", metavar="KEY,...", help="the family (default: every hypothesis of the suite)")
+    pl.add_argument("--analysis", choices=["blocked", "pooled", "welch"], default="blocked",
+                    help="the analysis the study will run (default %(default)s: arm + seed, per-arm variances)")
+    pl.add_argument("--sizes", default="64,128,256,512,1024", metavar="M,...", help="test-set sizes to plan for")
+    pl.add_argument("--max-seeds", type=int, default=50, help="give up above this many seeds per arm")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON instead of a table")
+    pl.set_defaults(func=study_plan)
+
     import reports.cli
 
     reports.cli.register(_Renamed(ss, "report", "srdd correlate on the study's runs (the same options)"))
@@ -84,6 +101,20 @@ def correlate(runs: Path, out: Path, *, force: bool) -> int:
 
     args = build_parser().parse_args(["correlate", str(runs), "-o", str(out), *(["--force"] if force else [])])
     return int(args.func(args) or 0)
+
+
+def study_plan(args) -> int:
+    from reports.plan import plan, table
+    from srdd.jsonio import dumps_json
+
+    try:
+        sizes = [int(m) for m in _csv(args.sizes) or []]
+    except ValueError:
+        raise SrddError(f"--sizes {args.sizes}: comma-separated numbers of test problems, e.g. 64,256") from None
+    result = plan(args.runs, effect_pp=args.effect, hypotheses=_csv(args.hypotheses), analysis=args.analysis,
+                  sizes=sizes, max_seeds=args.max_seeds)
+    print(dumps_json(result) if args.json else table(result))
+    return 0
 
 
 def status(args) -> int:

@@ -1,4 +1,4 @@
-"""Two-arm tests against scipy, Holm against its definition, the detectable effect against simulation."""
+"""Two-arm tests against scipy, TOST against two one-sided scipy tests, Holm against its definition."""
 
 import itertools
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from reports.compare import Method, compare, detectable_effect, equivalence_p, holm
+from reports.compare import Method, compare, equivalence_p, holm
 
 
 def test_welch_equals_scipy():
@@ -49,9 +49,9 @@ def test_equivalence_is_two_one_sided_welch_tests():
     a, b, m = [0.500, 0.502, 0.498, 0.501], [0.499, 0.500, 0.501, 0.500], 0.005
     lower = sps.ttest_ind(np.add(a, m), b, equal_var=False, alternative="greater").pvalue
     upper = sps.ttest_ind(np.subtract(a, m), b, equal_var=False, alternative="less").pvalue
-    assert float(equivalence_p(a, b, m)) == pytest.approx(max(lower, upper), rel=1e-12)
-    assert float(equivalence_p(a, b, m)) < 0.05
-    assert float(equivalence_p([0.50, 0.55, 0.45], [0.5, 0.52, 0.48], m)) > 0.05  # too noisy to claim similarity
+    assert float(equivalence_p(compare(a, b), m)) == pytest.approx(max(lower, upper), rel=1e-12)
+    assert float(equivalence_p(compare(a, b), m)) < 0.05
+    assert float(equivalence_p(compare([0.50, 0.55, 0.45], [0.5, 0.52, 0.48]), m)) > 0.05  # too noisy
 
 
 def _holm_by_definition(p):
@@ -74,17 +74,3 @@ def test_holm_matches_its_definition_and_skips_missing():
     assert list(with_missing[[0, 2]]) == pytest.approx(_holm_by_definition([0.01, 0.04]))
     batch = rng.uniform(0, 0.1, (5, 4))
     assert holm(batch) == pytest.approx(np.array([_holm_by_definition(list(row)) for row in batch]))
-
-
-@pytest.mark.parametrize("n", [3, 5])
-def test_detectable_effect_has_the_stated_power(n):
-    """Fresh simulations of Welch at the computed effect, spreads taken as true: 80 % power."""
-    sd_t, sd_c, alpha = 0.012, 0.008, 0.0125
-    mde = detectable_effect(sd_t, sd_c, n, n, alpha=alpha)
-    rng = np.random.default_rng(n)
-    a = rng.normal(mde, sd_t, (20000, n))
-    b = rng.normal(0.0, sd_c, (20000, n))
-    power = np.mean(sps.ttest_ind(a, b, axis=1, equal_var=False).pvalue < alpha)
-    assert abs(power - 0.8) < 0.02, power  # Monte-Carlo error of both simulations ~0.006 each
-    assert detectable_effect(sd_t, sd_c, n, n, alpha=0.05) < mde  # a looser level detects smaller effects
-    assert detectable_effect(None, sd_c, 1, n) is None and detectable_effect(0.0, 0.0, n, n) is None

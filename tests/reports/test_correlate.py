@@ -8,6 +8,7 @@ from scipy import stats as sps
 from reports.build import build_report
 from reports.runs import load_runs
 from reports.stats import correlation
+from reports.verdicts import VerdictSettings
 
 from .conftest import write_run
 
@@ -16,18 +17,46 @@ def srdd(*args):
     return subprocess.run(["srdd", *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
-def test_correlations_equal_scipy_and_bootstrap_is_reproducible():
+def test_correlations_equal_scipy_and_their_interval_agrees_with_p():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=20), rng.normal(size=20)
-    c = correlation(list(x), list(y + x), scope="across_runs", xname="a", yname="b", seed=7)
+    c = correlation(list(x), list(y + x), scope="across_runs", xname="a", yname="b")
     assert c["pearson_r"] == pytest.approx(sps.pearsonr(x, y + x).statistic, abs=1e-12)
     assert c["pearson_p"] == pytest.approx(sps.pearsonr(x, y + x).pvalue, rel=1e-9)
     assert c["spearman_rho"] == pytest.approx(sps.spearmanr(x, y + x).statistic, abs=1e-12)
     assert c["spearman_p"] == pytest.approx(sps.spearmanr(x, y + x).pvalue, rel=1e-9)
-    again = correlation(list(x), list(y + x), scope="across_runs", xname="a", yname="b", seed=7)
-    assert c["ci95"] == again["ci95"] and c["ci95"][0] < c["pearson_r"] < c["ci95"][1]
-    assert correlation([1, 2], [3, 4], scope="across_runs", xname="a", yname="b")["note"].startswith("not enough runs")
-    assert correlation([1, 2, 3], [1, 1, 1], scope="across_layers", run="r", xname="a", yname="b")["pearson_r"] is None
+    assert c["ci95"][0] < c["pearson_r"] < c["ci95"][1]
+    # the Fisher z interval, half-width within 0.5 % of scipy's 1.96-based one
+    fisher = sps.pearsonr(x, y + x).confidence_interval(0.95)
+    assert c["ci95"] == pytest.approx([fisher.low, fisher.high], abs=5e-3)
+    assert correlation([1, 2, 3], [3, 4, 4], scope="across_runs", xname="a", yname="b")["note"].startswith("not enough")
+    assert correlation([1, 2, 3, 4], [1, 1, 1, 1], scope="across_layers", run="r", xname="a",
+                       yname="b")["pearson_r"] is None
+
+
+@pytest.mark.parametrize("n", [4, 8, 27])
+def test_no_interval_disagrees_with_its_p_value(n):
+    """Hundreds of samples, many near the 5 % boundary: the CI excludes 0 exactly when p < 0.05."""
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(800, n))
+    r_crit = sps.t.ppf(0.975, n - 2) / np.sqrt(n - 2 + sps.t.ppf(0.975, n - 2) ** 2)
+    slope = rng.uniform(0.5, 2.0, (800, 1)) * r_crit / np.sqrt(1 - r_crit**2)  # r near r_crit on average
+    y = slope * x + rng.normal(size=(800, n))
+    rows = [correlation(list(a), list(b), scope="across_runs", xname="a", yname="b") for a, b in zip(x, y)]
+    excludes = np.array([lo > 0 or hi < 0 for lo, hi in (c["ci95"] for c in rows)])
+    significant = np.array([c["pearson_p"] < 0.05 for c in rows])
+    assert 0.2 < significant.mean() < 0.8  # the boundary is well covered
+    assert np.array_equal(excludes, significant)
+
+
+def test_x_set_per_arm_is_flagged():
+    arms = ["a"] * 4 + ["b"] * 4 + ["c"] * 4
+    x = [1.0] * 4 + [2.0] * 4 + [3.0] * 4
+    c = correlation(x, list(np.arange(12.0) ** 0.5), scope="across_runs", xname="k", yname="acc", arms=arms)
+    assert "set per arm" in c["warning"]
+    free = correlation(list(np.arange(12.0)), list(np.arange(12.0) ** 0.5), scope="across_runs", xname="k",
+                       yname="acc", arms=arms)
+    assert free["warning"] is None
 
 
 def test_report_content(study):
@@ -58,15 +87,21 @@ def test_report_content(study):
     assert across["spearman_rho"] == pytest.approx(
         sps.spearmanr([np.mean(r.delta) for r in valid], [r.final_accuracy for r in valid]).statistic)
     verdicts = {v["hypothesis"]: v for v in report["verdicts"]}
-    h3 = verdicts["H3"]                                       # variable beats baseline: Welch, Holm over H1 and H3
-    ref = sps.ttest_ind([0.60, 0.604, 0.608], [0.56, 0.565, 0.57], equal_var=False)
-    assert h3["verdict"] == "supported" and h3["p"] == pytest.approx(ref.pvalue)
-    assert h3["family_size"] == 2 and h3["p_holm"] == pytest.approx(min(1.0, 2 * ref.pvalue))
-    assert verdicts["H1"]["verdict"] == "inconclusive"        # baseline vs targeted: p well above 0.05
-    assert verdicts["H1"]["p_holm"] > 0.05 and "would be found with 80% power" in verdicts["H1"]["reason"]
+    h3 = verdicts["H3"]           # variable beats baseline: arm + seed (three arms, seeds 0-2), Holm over H1 and H3
+    assert report["statistics"]["analysis"]["method"] == "blocked" and h3["test"] == "blocked"
+    assert "complete blocks" in report["statistics"]["analysis"]["why"]
+    assert h3["verdict"] == "supported" and h3["difference"] == pytest.approx(0.604 - 0.565)
+    assert h3["family_size"] == 2 and h3["p_holm"] == pytest.approx(min(1.0, 2 * h3["p"]))
+    # baseline vs targeted: -0.5, -1.0, -1.5 pp seed by seed: the blocks see it, Welch across seeds does not
+    assert verdicts["H1"]["verdict"] == "refuted"
+    welch = build_report(runs, metric="relative_error", baseline=None, target="0.62",
+                         settings=VerdictSettings(analysis="welch", margin=0.01))
+    h1 = next(v for v in welch["verdicts"] if v["hypothesis"] == "H1")
+    assert h1["verdict"] == "inconclusive" and h1["test"] == "welch"
+    assert h1["p_holm"] > 0.05 and "would be found with 80% power" in h1["reason"]
     assert verdicts["H4"]["verdict"] == "inconclusive" and "confound" in verdicts["H4"]["reason"]
     assert verdicts["H2"]["verdict"] == "not tested"
-    assert report["statistics"]["test"] == "welch" and report["accuracy"] == "merged"
+    assert report["statistics"]["margin_pp"] == 5 and report["accuracy"] == "merged"
 
 
 def test_single_seed_differences_are_inconclusive(tmp_path):
@@ -97,15 +132,19 @@ def test_merged_and_separate_accuracies_are_never_mixed(tmp_path):
 
 
 def test_cli_statistics_options(study, tmp_path):
-    r = srdd("correlate", study, "-o", tmp_path / "p", "--test", "permutation", "--equivalence-margin", "0.02")
+    r = srdd("correlate", study, "-o", tmp_path / "p", "--analysis", "permutation", "--margin", "2")
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "p" / "report.json").read_text())
-    assert report["statistics"]["test"] == "permutation" and report["statistics"]["equivalence_margin"] == 0.02
+    s = report["statistics"]
+    assert s["analysis"]["method"] == "permutation" and s["margin_pp"] == 2 and s["margin_source"] == "--margin"
+    assert report["options"]["analysis"] == "permutation" and report["options"]["margin_pp"] == 2
     h3 = next(v for v in report["verdicts"] if v["hypothesis"] == "H3")
     assert h3["p"] == pytest.approx(0.1) and h3["verdict"] == "inconclusive"  # 3 vs 3: exact p cannot go lower
     assert "exact permutation test" in (tmp_path / "p" / "report.md").read_text()
-    bad = srdd("correlate", study, "-o", tmp_path / "q", "--equivalence-margin", "nan")
-    assert bad.returncode == 2 and "margin" in bad.stderr and not (tmp_path / "q").exists()
+    for margin, says in (("nan", "percentage points"), ("1", "below one test problem (1.56 pp at 64 problems)")):
+        bad = srdd("correlate", study, "-o", tmp_path / "q", "--margin", margin)
+        assert bad.returncode == 2 and says in bad.stderr and not (tmp_path / "q").exists(), bad.stderr
+        assert bad.stderr.count("error:") == 1
 
 
 def test_cli_writes_every_output(study, tmp_path):

@@ -93,15 +93,20 @@ def test_the_across_runs_correlation_equals_scipy(study):
     assert c["spearman_rho"] == pytest.approx(sps.spearmanr(mean_delta, finals).statistic, abs=1e-9)
 
 
-def test_the_verdict_is_welch_on_the_final_accuracies(study):
+def test_the_verdict_is_the_seed_blocked_contrast_of_the_final_accuracies(study):
+    """Two arms with seeds 0 and 1 each are complete blocks: the arm + seed model is the paired t-test."""
     runs, report = study
     finals: dict[str, list[float]] = {}
     for entry, acc in zip(report["runs"], _finals(runs, report, "merged")):
         finals.setdefault(entry["group"], []).append(acc)
     h3 = next(v for v in report["verdicts"] if v["hypothesis"] == "H3")
     assert (h3["treatment"], h3["control"]) == ("E13j-variable", "E13i-baseline")
-    reference = sps.ttest_ind(finals["E13j-variable"], finals["E13i-baseline"], equal_var=False)
-    assert h3["p"] == pytest.approx(reference.pvalue, rel=1e-9)
+    assert report["statistics"]["analysis"]["method"] == "blocked" and h3["test"] == "blocked"
+    reference = sps.ttest_rel(finals["E13j-variable"], finals["E13i-baseline"])  # runs in seed order in both
+    if np.isnan(reference.pvalue):
+        assert h3["p"] is None
+    else:
+        assert h3["p"] == pytest.approx(reference.pvalue, rel=1e-9)
     assert h3["difference"] == pytest.approx(np.mean(finals["E13j-variable"]) - np.mean(finals["E13i-baseline"]))
     assert h3["verdict"] == "inconclusive" and "seeds" in h3["reason"]  # 2 seeds per arm can never decide
 

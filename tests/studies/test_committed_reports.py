@@ -33,7 +33,7 @@ def test_committed_report_equals_a_fresh_one(path):
     committed = json.loads(path.read_text())
     o = committed["options"]
     runs = load_runs(path.parent.parent / "runs", o["metric"], o["accuracy"])
-    fresh = build_report(runs, metric=o["metric"], baseline=o["baseline"], target=o["target"], seed=o["seed"],
-                         settings=VerdictSettings(test=o["test"], margin=o["equivalence_margin"]))
+    fresh = build_report(runs, metric=o["metric"], baseline=o["baseline"], target=o["target"],
+                         settings=VerdictSettings.from_options(o), sources=o["sources"])
     fresh = json.loads(dumps_json(fresh))
     assert _strip(fresh) == _strip(committed)
