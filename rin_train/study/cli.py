@@ -51,6 +51,12 @@ def register(sub) -> None:
                                     "GRPO and eval settings; the suite's quant and noise win; part of the setting)")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every run, as in srdd train (repeatable; part of the study's setting)")
+    r.add_argument("--analysis", choices=["blocked", "pooled", "welch", "permutation"],
+                   help="declare the report's analysis (default: blocked when every arm ran the same seeds, else "
+                        "Welch; pooled only as a declared choice, reported beside the robust one); part of the setting")
+    r.add_argument("--margin", type=float, metavar="PP",
+                   help="declare the smallest effect of interest in percentage points: the equivalence margin "
+                        "(default: the suite's target - baseline gap, else 5 pp); part of the setting")
     r.add_argument("--only", metavar="NAME,...", help="run only these arms now (control is an arm)")
     r.add_argument("--retry-failed", action="store_true",
                    help="move failed/invalid runs to RUNS/_failed/ and run them again")
@@ -128,6 +134,8 @@ def status(args) -> int:
 def _command(args) -> str:
     words = ["srdd", "study", "run", str(args.suite), "--seeds", args.seeds, "--runs", str(args.runs)]
     words += ["--preset", args.preset] if args.preset else []
+    words += ["--analysis", args.analysis] if args.analysis else []
+    words += ["--margin", f"{args.margin:g}"] if args.margin is not None else []
     words += [w for s in args.sets for w in ("--set", s)]
     words += (["--only", args.only] if args.only else []) + ([] if args.control else ["--no-control"])
     words += ["--report-dir", str(args.report_dir)] if args.report_dir else []
@@ -148,7 +156,8 @@ def run(args) -> int:
     check_only(only, [CONTROL, *(n for n, _ in read_suite(args.suite)[1])], args.control)  # before slow checks
     if args.runs.exists() and not args.runs.is_dir():
         raise SrddError(f"--runs {args.runs} exists and is not a directory")
-    settings, control = build_settings(args.suite, args.runs, seeds, tuple(args.sets), args.preset)
+    settings, control = build_settings(args.suite, args.runs, seeds, tuple(args.sets), args.preset,
+                                       analysis=args.analysis, margin_pp=args.margin)
     specs = plan(settings, args.runs, only, args.control)
     report_dir = check_report_dir(args.runs, args.report_dir, [s.name for s in plan(settings, args.runs)])
     refuse_links(args.runs)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from reports.compare import Method
 from rin_train.rundir import MAX_SEED, now_iso
 from rin_train.study.layout import CONTROL, check_arm_names, shown, study_dir
 from srdd.errors import SrddError
@@ -29,6 +30,8 @@ from srdd.jsonio import dumps_json, write_text_atomic
 
 SCHEMA = "srdd.study/v1"
 RESERVED_SETS = ("seed", "name", "engine")  # given by --seeds, the run directory and the study itself
+ANALYSES = tuple(m.value for m in Method)
+"""What a study may declare for its report (reports.settings reads it): pooled only as such a choice (DESIGN §3)."""
 SEED = re.compile(r"[0-9]+")  # ASCII digits only: int() also takes "٣" and "1_0"
 
 
@@ -55,20 +58,24 @@ class Settings:
     sets: tuple[str, ...]
     arms: tuple[Arm, ...]
     preset: str | None = None
+    analysis: str | None = None  # declared analysis of the report (reports.settings reads it); None: the default
+    margin_pp: float | None = None  # declared smallest effect of interest, pp; None: the suite's gap or 5 pp
 
     def __post_init__(self) -> None:
         check_seeds(self.seeds)
         check_arm_names([a.name for a in self.arms if a.name != CONTROL], "the study's arms")
+        check_declared(self.analysis, self.margin_pp)
 
     def identity(self) -> dict:
         """The part compared between calls (paths may move; contents may not change)."""
+        declared = {k: v for k, v in (("--analysis", self.analysis), ("--margin", self.margin_pp)) if v is not None}
         return {"suite.json": self.suite_sha256, "seeds": list(self.seeds), "--preset": self.preset,
-                "--set": list(self.sets), "arms": {a.name: a.sha256 for a in self.arms}}
+                "--set": list(self.sets), "arms": {a.name: a.sha256 for a in self.arms}, **declared}
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "created": now_iso(), "suite": str(self.suite), "suite_sha256": self.suite_sha256,
                 "seeds": list(self.seeds), "preset": self.preset, "sets": list(self.sets),
-                "arms": [a.to_dict() for a in self.arms]}
+                "arms": [a.to_dict() for a in self.arms], "analysis": self.analysis, "margin_pp": self.margin_pp}
 
     @classmethod
     def from_dict(cls, doc: dict, where: Path) -> Settings:
@@ -78,7 +85,7 @@ class Settings:
             arms = tuple(Arm(a["name"], Path(a["config"]), a["sha256"], int(a["steps"]), a.get("resolved_sha256"))
                          for a in doc["arms"])
             return cls(Path(doc["suite"]), doc["suite_sha256"], tuple(doc["seeds"]), tuple(doc["sets"]), arms,
-                       doc.get("preset"))
+                       doc.get("preset"), doc.get("analysis"), doc.get("margin_pp"))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SrddError(f"{where}: not a study file ({type(exc).__name__}: {shown(str(exc))})") from None
 
@@ -97,6 +104,15 @@ def check_seeds(seeds: tuple[int, ...]) -> None:
     if not seeds or not ok or len(set(seeds)) != len(seeds):
         raise SrddError(f"--seeds: distinct integers from 0 to {MAX_SEED}, got "
                         f"{shown(','.join(map(str, seeds))) if seeds else 'none'}")
+
+
+def check_declared(analysis: str | None, margin_pp: float | None) -> None:
+    """The report settings a study may declare: checked before any arm is resolved."""
+    if analysis is not None and analysis not in ANALYSES:
+        raise SrddError(f"--analysis {shown(analysis)}: choose one of {', '.join(ANALYSES)}")
+    ok = isinstance(margin_pp, (int, float)) and not isinstance(margin_pp, bool) and math.isfinite(margin_pp)
+    if margin_pp is not None and not (ok and 0 < margin_pp <= 100):
+        raise SrddError(f"--margin {shown(margin_pp)}: a difference in percentage points, in (0, 100]")
 
 
 def check_sets(sets: Sequence[str]) -> None:
@@ -190,13 +206,15 @@ def resolve_arm(config: Path | dict, sets: Sequence[str], seeds: Sequence[int],
 
 
 def build_settings(suite: Path, runs: Path, seeds: tuple[int, ...], sets: tuple[str, ...],
-                   preset_name: str | None = None) -> tuple[Settings, str]:
+                   preset_name: str | None = None, *, analysis: str | None = None,
+                   margin_pp: float | None = None) -> tuple[Settings, str]:
     """The settings of this call, every arm validated through rin_train, and the text of control.yaml.
 
     Nothing is written: `open_study` records them once they are known to be good.
     """
     check_sets(sets)
     check_seeds(seeds)
+    check_declared(analysis, margin_pp)
     _, configs = read_suite(suite)
     control = control_config(configs[0][1])
     text = control_text(control, configs[0][1])
@@ -205,7 +223,7 @@ def build_settings(suite: Path, runs: Path, seeds: tuple[int, ...], sets: tuple[
     arms += [Arm(name, path.resolve(), hashlib.sha256(path.read_bytes()).hexdigest(),
                  *resolve_arm(path, sets, seeds, preset_name)) for name, path in configs]
     suite_sha = hashlib.sha256((suite / "suite.json").read_bytes()).hexdigest()
-    return Settings(suite.resolve(), suite_sha, seeds, sets, tuple(arms), preset_name), text
+    return Settings(suite.resolve(), suite_sha, seeds, sets, tuple(arms), preset_name, analysis, margin_pp), text
 
 
 def study_file(runs: Path) -> Path:
@@ -227,15 +245,15 @@ def load_settings(runs: Path) -> Settings:
 def mismatch(recorded: Settings, wanted: Settings) -> list[str]:
     old, new = recorded.identity(), wanted.identity()
     lines = []
-    for key in old:
-        if old[key] != new[key]:
+    for key in {**old, **new}:  # the declared --analysis/--margin appear only where declared
+        if old.get(key) != new.get(key):
             if key == "arms":
                 changed = sorted(n for n in {*old[key], *new[key]} if old[key].get(n) != new[key].get(n))
                 lines.append(f"the config files of {', '.join(changed)} changed")
             elif key == "suite.json":
                 lines.append("suite.json changed (a new calibration is a new study)")
             else:
-                lines.append(f"{key}: recorded {old[key]}, now {new[key]}")
+                lines.append(f"{key}: recorded {old.get(key)}, now {new.get(key)}")
     now = {a.name: a.resolved for a in wanted.arms}
     moved = sorted(a.name for a in recorded.arms  # None: a study file from before resolved configs were recorded
                    if a.resolved is not None and a.resolved != now.get(a.name, a.resolved))

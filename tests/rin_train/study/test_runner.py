@@ -299,3 +299,34 @@ def test_a_study_resumes_what_was_stopped_retries_only_when_asked_and_reports(sm
     out = capfd.readouterr().out
     assert "2 runs: 2 complete" in out and "every run is complete" in out
     assert out.count("2/2") == 2
+
+
+def test_a_declared_analysis_and_margin_are_recorded_and_part_of_the_setting(suite, tmp_path, capsys):
+    """What a pre-registration declares reaches the report (reports.settings reads _study/study.json) and
+    cannot change between calls; an undeclared study's file keeps matching calls that declare nothing."""
+    from reports.settings import resolve
+
+    runs = tmp_path / "runs"
+    open_study(runs, *build_settings(suite, runs, (0,), tuple(SETS), analysis="pooled", margin_pp=7.5))
+    recorded = json.loads((runs / "_study" / "study.json").read_text())
+    assert (recorded["analysis"], recorded["margin_pp"]) == ("pooled", 7.5)
+    resolved = resolve(runs, analysis=None, margin_pp=None, test_size=64)
+    assert resolved.settings.analysis == "pooled" and resolved.settings.margin == 0.075
+    assert "_study/study.json" in resolved.margin_source and "_study/study.json" in resolved.analysis_source
+    for extra, what in [(["--margin", "5"], "--margin: recorded 7.5, now 5"),
+                        ([], "--margin: recorded 7.5, now None")]:
+        assert _study("run", suite, "--seeds", "0", "--runs", runs, *ARGS, "--analysis", "pooled", *extra) == 2
+        err = capsys.readouterr().err
+        assert "holds a study with other settings" in err and what in err, err
+    plain = tmp_path / "plain"
+    open_study(plain, *build_settings(suite, plain, (0,), tuple(SETS)))
+    assert json.loads((plain / "_study" / "study.json").read_text())["margin_pp"] is None
+    assert open_study(plain, *build_settings(suite, plain, (0,), tuple(SETS))) == load_settings(plain)
+
+
+@pytest.mark.parametrize("margin", ["nan", "0", "-1", "101"])
+def test_a_bad_margin_is_refused_before_any_arm_is_resolved(suite, tmp_path, capsys, margin):
+    assert _study("run", suite, "--seeds", "0", "--runs", tmp_path / "runs", "--margin", margin) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("srdd study: error: --margin") and err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists()
