@@ -252,15 +252,15 @@ def child(preset_name: str, sets: list[str], bound_rounds: int, out: Path) -> No
 
     cfg = load_run_config(None, sets, preset=preset(preset_name), name="bench")
     prof.start()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         run = train.run_training(cfg, Path(tmp) / "run")
         records = run.logged_steps()
         status = run.info()["status"]
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     profile = prof.stop()
     generated = sum((r.get("completion_mean_length") or 0) * cfg.grpo.batch_size for r in records if r["step"])
-    doc = {"preset": preset_name, "sets": sets, "status": status, "wall_s": wall, "profile": profile,
+    doc = {"preset": preset_name, "sets": sets, "status": status, "wall_s": wall, "cpu_s": cpu, "profile": profile,
            "completion_tokens": generated, "validated_problems": cfg.eval.samples * _validations(records),
            "bounds": bounds(captured["model"], captured["tokenizer"], cfg, bound_rounds),
            "threads": __import__("torch").get_num_threads(), "config": cfg.to_dict()}
@@ -295,9 +295,16 @@ def checkout(ref: str, into: Path) -> Path:
     return into
 
 
-def run_child(pythonpath: str | None, preset_name: str, sets: list[str], bound_rounds: int, tmp: Path) -> dict:
+def run_child(pythonpath: str | None, preset_name: str, sets: list[str], bound_rounds: int, tmp: Path,
+              env_overrides: dict[str, str | None] | None = None) -> dict:
+    """One profiled run in a child process; `env_overrides` sets (or, with None, unsets) its environment."""
     out = tmp / f"profile-{time.monotonic_ns()}.json"
     env = dict(os.environ)
+    for key, value in (env_overrides or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     if pythonpath:
         env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
     argv = [sys.executable, __file__, "--child", str(out), "--preset", preset_name, "--bound-rounds",
