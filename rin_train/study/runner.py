@@ -42,6 +42,7 @@ from pathlib import Path
 
 import yaml
 
+from rin_train.presets import pinned
 from rin_train.rundir import RunDir, lock_held, now_iso, try_lock
 from srdd.errors import SrddError
 from srdd.jsonio import dumps_json, write_text_atomic
@@ -104,8 +105,9 @@ class Settings:
             if doc["schema"] != SCHEMA:
                 raise SrddError(f"{where}: schema {doc['schema']!r}, expected {SCHEMA}")
             arms = tuple(Arm(a["name"], Path(a["config"]), a["sha256"], int(a["steps"])) for a in doc["arms"])
+            preset_name = doc.get("preset")
             return cls(Path(doc["suite"]), doc["suite_sha256"], tuple(doc["seeds"]), tuple(doc["sets"]), arms,
-                       doc.get("preset"))
+                       None if preset_name is None else pinned(preset_name, recorded=preset_name))
         except (KeyError, TypeError, ValueError) as exc:
             raise SrddError(f"{where}: not a study file ({type(exc).__name__}: {exc})") from None
 
@@ -197,9 +199,11 @@ def build_settings(suite: Path, runs: Path, seeds: tuple[int, ...], sets: tuple[
                    preset_name: str | None = None) -> tuple[Settings, str]:
     """The settings of this call, every arm validated through rin_train, and the text of control.yaml.
 
-    Nothing is written: `open_study` records them once they are known to be good.
+    Nothing is written: `open_study` records them once they are known to be good. The preset is pinned to
+    a version: the one the study in `runs` recorded, else the latest (rin_train.presets).
     """
     check_sets(sets)
+    preset_name = pinned(preset_name, recorded=load_settings(runs).preset if study_file(runs).is_file() else None)
     _, configs = read_suite(suite)
     control = control_config(configs[0][1])
     text = control_text(control, configs[0][1])
