@@ -7,8 +7,8 @@ Every round runs the same `srdd train` configuration (as benchmarks/bench_run.py
 it) under each thread setting, once alone and once beside a competitor: a process
 spinning on one core, as a second job on a shared machine would. The settings:
 torch's default thread count with OpenMP's default wait policy (threads spin while
-they wait for each other), the same with OMP_WAIT_POLICY=PASSIVE (they sleep), and
-one thread. Rounds interleave every setting, so a machine whose load drifts slows
+they wait for each other), the same as the `srdd` command sets it (srdd.threads:
+OMP_WAIT_POLICY=PASSIVE, they sleep), and one thread. Rounds interleave every setting, so a machine whose load drifts slows
 them alike. Reported per setting: wall and CPU seconds (min, median) alone and
 beside the competitor, and the slowdown the competitor causes. Taking one core of
 two leaves half the CPU, so a run that slows in proportion to the CPU it loses
@@ -25,10 +25,11 @@ from pathlib import Path
 
 from bench_run import run_child
 
-SETTINGS: dict[str, dict[str, str | None]] = {
-    "default threads, default wait policy": {"OMP_NUM_THREADS": None, "OMP_WAIT_POLICY": None},
-    "default threads, OMP_WAIT_POLICY=PASSIVE": {"OMP_NUM_THREADS": None, "OMP_WAIT_POLICY": "PASSIVE"},
-    "1 thread": {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": None},
+SETTINGS: dict[str, tuple[dict[str, str | None], bool]] = {
+    # (environment, whether the child applies what the `srdd` command sets: srdd.threads)
+    "default threads, OpenMP's default wait policy": ({"OMP_NUM_THREADS": None, "OMP_WAIT_POLICY": None}, False),
+    "default threads, as srdd sets them (PASSIVE)": ({"OMP_NUM_THREADS": None, "OMP_WAIT_POLICY": None}, True),
+    "1 thread": ({"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": None}, True),
 }
 
 
@@ -47,13 +48,13 @@ def main() -> None:
     results: dict[tuple[str, bool], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-busy-") as tmp:
         for r in range(args.rounds):
-            for label, env in SETTINGS.items():
+            for label, (env, as_srdd) in SETTINGS.items():
                 for busy in (False, True):
                     competitor = multiprocessing.Process(target=spin, daemon=True) if busy else None
                     if competitor is not None:
                         competitor.start()
                     try:
-                        doc = run_child(None, args.preset, sets, 1, Path(tmp), env)
+                        doc = run_child(None, args.preset, sets, 1, Path(tmp), env, as_srdd)
                     finally:
                         if competitor is not None:
                             competitor.terminate()

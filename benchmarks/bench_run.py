@@ -240,6 +240,15 @@ def bounds(model, tokenizer, cfg, rounds: int) -> dict:
                    "tokens_per_s": tokens[name] / min(ts)} for name, ts in times.items()}
 
 
+def process_settings() -> None:
+    """What the version's `srdd` command sets for its process before torch loads (nothing before srdd.threads)."""
+    try:
+        from srdd.threads import passive_openmp_wait
+    except ImportError:
+        return
+    passive_openmp_wait()
+
+
 def child(preset_name: str, sets: list[str], bound_rounds: int, out: Path) -> None:
     """One profiled run; its profile, bounds and metrics as JSON into `out`."""
     from rin_train.presets import preset
@@ -296,8 +305,9 @@ def checkout(ref: str, into: Path) -> Path:
 
 
 def run_child(pythonpath: str | None, preset_name: str, sets: list[str], bound_rounds: int, tmp: Path,
-              env_overrides: dict[str, str | None] | None = None) -> dict:
-    """One profiled run in a child process; `env_overrides` sets (or, with None, unsets) its environment."""
+              env_overrides: dict[str, str | None] | None = None, as_srdd: bool = True) -> dict:
+    """One profiled run in a child process; `env_overrides` sets (or, with None, unsets) its environment;
+    `as_srdd` False skips what the `srdd` command sets for its process (to measure what it changes)."""
     out = tmp / f"profile-{time.monotonic_ns()}.json"
     env = dict(os.environ)
     for key, value in (env_overrides or {}).items():
@@ -308,7 +318,7 @@ def run_child(pythonpath: str | None, preset_name: str, sets: list[str], bound_r
     if pythonpath:
         env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
     argv = [sys.executable, __file__, "--child", str(out), "--preset", preset_name, "--bound-rounds",
-            str(bound_rounds), *[x for s in sets for x in ("--set", s)]]
+            str(bound_rounds), *[x for s in sets for x in ("--set", s)], *([] if as_srdd else ["--bare"])]
     proc = subprocess.run(argv, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"profiled run failed ({' '.join(sets)}):\n{proc.stderr[-3000:]}")
@@ -357,10 +367,13 @@ def main() -> None:
     p.add_argument("--refs", help="comma-separated commits to compare (default: the code on PYTHONPATH)")
     p.add_argument("--json", type=Path, help="write every child's raw profile here")
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.rounds < 1 or args.bound_rounds < 1:
         p.error("--rounds and --bound-rounds must be >= 1")
     if args.child:
+        if not args.bare:
+            process_settings()
         child(args.preset, args.set, args.bound_rounds, args.child)
         return
     configs = {args.preset: list(args.set)}
