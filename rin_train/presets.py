@@ -24,7 +24,11 @@
   problems, validations at steps 0, 12, 24 and 36 on 64 fixed test problems, rescans
   before and after. About 9 minutes on 2 CPU cores. Measured (seed 0, 2026-11-25):
   strict accuracy 15.6 % at step 0, 32.8 % at step 36 (flexible 23.4 % -> 35.9 %) --
-  one seed, so a demonstration that the loop learns, not a finding.
+  one seed, so a demonstration that the loop learns, not a finding. Version 2 (the
+  current `demo`) updates in micro-batches of 4 completions, which cuts the update's
+  activations and log-prob tiles by 4 (the loss is normalized over the step's tokens,
+  so the update is the same up to float rounding); `demo@1`, the single 16-completion
+  pass, is what the committed SmolLM2 study recorded and still runs.
 
 Why the demo looks like this (greedy strict / flexible accuracy of the untrained
 policy, measured on this model; every number of a run carries its quant mode):
