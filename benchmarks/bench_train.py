@@ -3,7 +3,6 @@
     python benchmarks/bench_train.py                 # SmolLM2, batch 8 x 128 tokens
     python benchmarks/bench_train.py --model tiny    # seconds, for a quick check
     python benchmarks/bench_train.py --format nvfp4 --mode w4a16   # the SmolLM2 study's policy
-    python benchmarks/bench_train.py --rss smoke,demo --rss-steps 2   # peak RSS of `srdd train` per preset and phase
 
 A step is forward + backward of the causal-LM loss and an AdamW step on the
 LoRA parameters (r=16 on every attention and MLP projection), the part of a
@@ -33,17 +32,12 @@ and median; ratios are of minima (the least disturbed step of each). The weight
 quantizations counted during the timed rounds show whether the frozen-weight
 cache hits.
 
-`--rss PRESETS`: each preset's `srdd train` run (grpo.steps cut to `--rss-steps`,
-validations at step 0 and the last step, both rescans) in a child process, with
-its resident memory sampled every 20 ms and attributed to the phase the run is in
-(load, scan, validation, rollout + update step): the peak of each phase and of
-the run.
+A whole `srdd train` run, phase by phase (time, peak RSS, tokens, bounds): benchmarks/bench_run.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -122,82 +116,6 @@ def interleaved(policies: dict, batch: torch.Tensor, *, warmup: int, steps: int)
     return {label: (times[label], weight_quantizations(m) - counted[label]) for label, (m, _) in policies.items()}
 
 
-RSS_SAMPLE_S = 0.02
-
-
-def rss_child(preset_name: str, steps: int, sets: list[str]) -> None:
-    """Run one preset with phase-attributed RSS sampling; print one JSON line {phase: peak MiB}."""
-    import json
-    import threading
-
-    import rin_train.train as train
-    from rin_train.presets import preset
-    from rin_train.watchdog import Watchdog
-
-    phase = ["start"]
-    peaks: dict[str, int] = {}
-    page = os.sysconf("SC_PAGE_SIZE")
-    stop = threading.Event()
-
-    def sample() -> None:
-        with open("/proc/self/statm") as fh:
-            while not stop.wait(RSS_SAMPLE_S):
-                fh.seek(0)
-                rss = int(fh.read().split()[1]) * page
-                peaks[phase[0]] = max(peaks.get(phase[0], 0), rss)
-
-    def label(what: str) -> str:
-        return ("validation" if "validation" in what else "step (rollout + update)" if what.startswith("step")
-                else what)
-
-    beat = Watchdog.beat
-
-    def beat_with_phase(self, what: str = "") -> None:
-        if what:
-            phase[0] = label(what)
-        beat(self, what)
-
-    def phased(name: str, fn):
-        def run(*a, **k):
-            phase[0] = name
-            return fn(*a, **k)
-        return run
-
-    Watchdog.beat = beat_with_phase
-    train.load_policy = phased("load policy", train.load_policy)
-    train.rescan = phased("rescan", train.rescan)
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    overrides = [f"grpo.steps={steps}", f"eval.every={steps}", f"grpo.save_every={steps}", "noise.num_stages=1",
-                 "grpo.stall_timeout_s=7200", *sets]
-    cfg = load_run_config(None, overrides, preset=preset(preset_name))
-    with tempfile.TemporaryDirectory() as tmp:
-        status = train.run_training(cfg, Path(tmp) / "run").status
-    stop.set()
-    thread.join()
-    print(json.dumps({"status": status, "peaks_mib": {k: v / 2**20 for k, v in peaks.items()}}))
-
-
-def rss_report(presets: list[str], steps: int, sets: list[str]) -> None:
-    import json
-    import subprocess
-    import sys
-
-    for name in presets:
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--rss-child", name, "--rss-steps", str(steps),
-                               *[x for s in sets for x in ("--rss-set", s)]], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit(f"preset {name}: the run failed:\n{proc.stderr[-3000:]}")
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        peaks = result["peaks_mib"]
-        print(f"preset {name}{''.join(' ' + s for s in sets)} ({steps} steps, {time.perf_counter() - t0:.0f} s, "
-              f"{result['status']}): peak RSS "
-              f"{max(peaks.values()):.0f} MiB")
-        for phase_name, mib in sorted(peaks.items(), key=lambda kv: -kv[1]):
-            print(f"  {phase_name:<28} {mib:8.0f} MiB")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2", help="'smollm2', a model dir, or 'tiny'")
@@ -208,20 +126,9 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=128)
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds (default 2)")
     p.add_argument("--steps", type=int, default=5, help="timed rounds; min and median are reported (default 5)")
-    p.add_argument("--rss", metavar="PRESETS", help="instead: peak RSS of `srdd train --preset P`, e.g. smoke,demo")
-    p.add_argument("--rss-steps", type=int, default=2, help="GRPO steps of each --rss run (default 2)")
-    p.add_argument("--rss-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override of the --rss runs, e.g. grpo.micro_batch_size=4 (repeatable)")
-    p.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.warmup < 1 or args.steps < 1 or args.rss_steps < 1:
-        p.error("--warmup, --steps and --rss-steps must be >= 1")
-    if args.rss_child:
-        rss_child(args.rss_child, args.rss_steps, args.rss_set)
-        return
-    if args.rss:
-        rss_report(args.rss.split(","), args.rss_steps, args.rss_set)
-        return
+    if args.warmup < 1 or args.steps < 1:
+        p.error("--warmup and --steps must be >= 1")
     spec = args.model
     tmp = tempfile.TemporaryDirectory()
     if spec == "tiny":

@@ -35,7 +35,7 @@ validated. Exit codes: 0 complete, 1 failed/invalid, 2 bad input, 3 stalled (wat
 
 
 def register(sub) -> None:
-    from rin_train.presets import PRESETS
+    from rin_train.presets import preset_names
 
     p = sub.add_parser("train", help="quantized GRPO with scan-guided noise (TRL here, or verl)",
                        description="Train a LoRA policy with GRPO under 4-bit fake quantization and noise "
@@ -43,9 +43,10 @@ def register(sub) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", type=Path, help="run config YAML (partial configs are filled with defaults)")
     p.add_argument("--out", type=Path, required=True, help="run directory to create (runs/NAME); never overwritten")
-    p.add_argument("--preset", choices=list(PRESETS), help="smoke: tiny random model, seconds; learn: tiny model "
-                                                          "on a task it learns in 20 steps, under a minute; "
-                                                          "demo: SmolLM2-135M, a few dozen steps")
+    p.add_argument("--preset", choices=preset_names(), help="smoke: tiny random model, seconds; learn: tiny model "
+                                                           "on a task it learns in 20 steps, under a minute; "
+                                                           "demo: SmolLM2-135M, a few dozen steps; NAME@N: "
+                                                           "version N of a preset (NAME: the latest)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key with a YAML value, e.g. --set grpo.steps=10 "
                         "--set 'noise.targets=[rmsnorm]' (repeatable)")

@@ -24,7 +24,11 @@
   problems, validations at steps 0, 12, 24 and 36 on 64 fixed test problems, rescans
   before and after. About 9 minutes on 2 CPU cores. Measured (seed 0, 2026-11-25):
   strict accuracy 15.6 % at step 0, 32.8 % at step 36 (flexible 23.4 % -> 35.9 %) --
-  one seed, so a demonstration that the loop learns, not a finding.
+  one seed, so a demonstration that the loop learns, not a finding. Version 2 (the
+  current `demo`) updates in micro-batches of 4 completions, which cuts the update's
+  activations and log-prob tiles by 4 (the loss is normalized over the step's tokens,
+  so the update is the same up to float rounding); `demo@1`, the single 16-completion
+  pass, is what the committed SmolLM2 study recorded and still runs.
 
 Why the demo looks like this (greedy strict / flexible accuracy of the untrained
 policy, measured on this model; every number of a run carries its quant mode):
@@ -53,10 +57,11 @@ import copy
 
 from srdd.errors import SrddError
 
+DEMO_MICRO_BATCH = 4
 DEMO_INSTRUCTION = 'Write the answer as "#### <number>".'
 ECHO_INSTRUCTION = "Answer #### and the number."
 
-PRESETS: dict[str, dict] = {
+_FIRST: dict[str, dict] = {
     "smoke": {
         "model": "tiny",
         "task": {"train_size": 32, "test_size": 8},
@@ -95,9 +100,57 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# A preset is never edited once runs used it: a changed default is a new version, appended. `NAME` is the
+# latest version, `NAME@N` version N (1-based). A study records the version it ran (srdd study pins it),
+# so that repeating its command keeps running the settings it recorded.
+PRESET_VERSIONS: dict[str, tuple[dict, ...]] = {
+    "smoke": (_FIRST["smoke"],),
+    "learn": (_FIRST["learn"],),
+    "demo": (
+        _FIRST["demo"],  # version 1: what the committed SmolLM2 study ran (one pass of 16 completions per update)
+        # version 2: the update in micro-batches of DEMO_MICRO_BATCH completions (gradients accumulated,
+        # one rollout and one optimizer step per step; TRL's dapo loss is normalized over the whole step's
+        # tokens, so only float rounding differs): the activations and log-prob tiles of a pass shrink
+        # by that factor
+        {**_FIRST["demo"], "grpo": {**_FIRST["demo"]["grpo"], "micro_batch_size": DEMO_MICRO_BATCH}},
+    ),
+}
+PRESETS: dict[str, dict] = {name: versions[-1] for name, versions in PRESET_VERSIONS.items()}
+"""The latest version of each preset: what `--preset NAME` runs."""
+
+
+def preset_names() -> list[str]:
+    """Every name `--preset` accepts: NAME (the latest version) and NAME@N."""
+    return [*PRESETS, *(f"{name}@{n}" for name, versions in PRESET_VERSIONS.items()
+                        for n in range(1, len(versions) + 1))]
+
+
+def _split(name: str) -> tuple[str, int | None]:
+    base, at, version = name.partition("@")
+    versions = PRESET_VERSIONS.get(base)
+    if versions is None or (at and not (version.isdigit() and 1 <= int(version) <= len(versions))):
+        raise SrddError(f"unknown preset {name!r}; choose from {', '.join(preset_names())}")
+    return base, int(version) if at else None
+
+
+def pinned(name: str | None, recorded: str | None = None) -> str | None:
+    """`name` with its version made explicit: the version `recorded` pins when it is the same preset (a study
+    repeating its command), else the latest. A recorded name without a version predates versions: version 1."""
+    if name is None:
+        return None
+    base, version = _split(name)
+    if version is not None:
+        return name
+    if recorded is not None:
+        recorded_base, recorded_version = _split(recorded)
+        if recorded_base == base:
+            return f"{base}@{recorded_version or 1}"
+    return f"{base}@{len(PRESET_VERSIONS[base])}"
+
+
 def preset(name: str | None) -> dict:
     if name is None:
         return {}
-    if name not in PRESETS:
-        raise SrddError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    return copy.deepcopy(PRESETS[name])
+    base, version = _split(name)
+    versions = PRESET_VERSIONS[base]
+    return copy.deepcopy(versions[(version or len(versions)) - 1])

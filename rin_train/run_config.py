@@ -229,7 +229,8 @@ class GrpoConfig:
     """Completions per forward/backward pass (null: batch_size, all at once). A step still generates and
     rewards batch_size completions and makes one optimizer update, from batch_size / micro_batch_size
     accumulated passes (TRL's gradient accumulation): peak memory for activations and logits falls by that
-    factor. The GRPO loss is then normalized per pass rather than over the whole batch."""
+    factor. TRL's default loss (dapo) is normalized by the whole step's completion tokens, so the update is the
+    same sum up to float rounding (a 6-step learn run: the same rewards at every step, losses equal to 1e-7)."""
     max_prompt_length: Tokens = 256
     """Prompts longer than this (in tokens) are dropped from the task, with a count printed."""
     max_completion_length: Tokens = 256

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from srdd import __version__
 from srdd.errors import SrddError, disk_full
+from srdd.threads import passive_openmp_wait
 
 COMMAND_MODULES: tuple[str, ...] = (
     "srdd.scan.cli",
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    passive_openmp_wait()  # before the subcommands import torch
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

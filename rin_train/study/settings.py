@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from reports.compare import Method
+from rin_train.presets import pinned
 from rin_train.rundir import MAX_SEED, now_iso
 from rin_train.study.layout import CONTROL, check_arm_names, shown, study_dir
 from srdd.errors import SrddError
@@ -84,8 +85,10 @@ class Settings:
                 raise SrddError(f"{where}: schema {shown(doc['schema'])}, expected {SCHEMA}")
             arms = tuple(Arm(a["name"], Path(a["config"]), a["sha256"], int(a["steps"]), a.get("resolved_sha256"))
                          for a in doc["arms"])
+            preset_name = doc.get("preset")  # an unversioned record predates versions: pinned to version 1
             return cls(Path(doc["suite"]), doc["suite_sha256"], tuple(doc["seeds"]), tuple(doc["sets"]), arms,
-                       doc.get("preset"), doc.get("analysis"), doc.get("margin_pp"))
+                       None if preset_name is None else pinned(preset_name, recorded=preset_name),
+                       doc.get("analysis"), doc.get("margin_pp"))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SrddError(f"{where}: not a study file ({type(exc).__name__}: {shown(str(exc))})") from None
 
@@ -210,9 +213,11 @@ def build_settings(suite: Path, runs: Path, seeds: tuple[int, ...], sets: tuple[
                    margin_pp: float | None = None) -> tuple[Settings, str]:
     """The settings of this call, every arm validated through rin_train, and the text of control.yaml.
 
-    Nothing is written: `open_study` records them once they are known to be good.
+    Nothing is written: `open_study` records them once they are known to be good. The preset is pinned to
+    a version: the one the study in `runs` recorded, else the latest (rin_train.presets).
     """
     check_sets(sets)
+    preset_name = pinned(preset_name, recorded=load_settings(runs).preset if study_file(runs).is_file() else None)
     check_seeds(seeds)
     check_declared(analysis, margin_pp)
     _, configs = read_suite(suite)

@@ -100,16 +100,17 @@ def test_the_plan_is_seed_by_seed_and_names_group_by_seed(suite, tmp_path):
 
 
 def test_a_preset_is_part_of_the_setting(suite, tmp_path, capsys):
-    """--preset smoke fills what the suite's configs leave open; the suite's own keys still win."""
+    """--preset smoke fills what the suite's configs leave open; the suite's own keys still win. The study
+    records the preset's version, so a later version of it cannot change what the study runs."""
     runs = tmp_path / "runs"
     settings, control = build_settings(suite, runs, (0,), ("grpo.steps=2",), "smoke")
-    assert all(a.steps == 2 for a in settings.arms) and settings.preset == "smoke"
+    assert all(a.steps == 2 for a in settings.arms) and settings.preset == "smoke@1"
     argv = train_argv(plan(settings, runs)[0], settings.sets, resume=False, preset_name=settings.preset)
-    assert argv[argv.index("--preset") + 1] == "smoke"
+    assert argv[argv.index("--preset") + 1] == "smoke@1"
     open_study(runs, settings, control)
-    assert json.loads((runs / "_study" / "study.json").read_text())["preset"] == "smoke"
+    assert json.loads((runs / "_study" / "study.json").read_text())["preset"] == "smoke@1"
     assert _study("run", suite, "--seeds", "0", "--runs", runs, "--set", "grpo.steps=2") == 2
-    assert "--preset: recorded smoke, now None" in capsys.readouterr().err
+    assert "--preset: recorded smoke@1, now None" in capsys.readouterr().err
     assert _study("run", suite, "--seeds", "0", "--runs", tmp_path / "other", "--preset", "nosuch") == 2
     assert "unknown preset 'nosuch'" in capsys.readouterr().err
 

@@ -1,0 +1,25 @@
+"""A run's results are bit-identical to the reference code's: speed and memory work may not change them.
+
+The golden files were made by main's code before the cost work (tests/rin_train/golden_runs.py
+says how); each case trains a tiny policy for 6 GRPO steps with validations, noise and both
+rescans, so a change anywhere in generation, log-probabilities, the loss, the update, noise,
+validation or the scan shows up as a differing number.
+"""
+
+import json
+
+import pytest
+
+from tests.rin_train.golden_runs import CASES, golden_path, platform_key, run_case
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_fixed_run_reproduces_its_golden_results_exactly(name):
+    golden = json.loads(golden_path(name).read_text())
+    if golden["platform"] != platform_key():
+        pytest.skip(f"golden made on {golden['platform']}, this is {platform_key()}: float kernels differ")
+    got = run_case(name)
+    assert got["status"] == "complete"
+    for want, have in zip(golden["metrics"], got["metrics"], strict=True):
+        assert have == want, f"step {want['step']} differs"
+    assert got["scan_after_layers_sha256"] == golden["scan_after_layers_sha256"]

@@ -1,0 +1,33 @@
+"""`srdd` makes torch's threads wait passively, before any subcommand can load torch; a user's choice stands."""
+
+import os
+
+import pytest
+
+import srdd.cli
+from srdd.threads import WAIT_POLICY, passive_openmp_wait
+
+
+def test_the_policy_is_passive_unless_the_user_chose_one(monkeypatch):
+    monkeypatch.delenv(WAIT_POLICY, raising=False)
+    passive_openmp_wait()
+    assert os.environ[WAIT_POLICY] == "PASSIVE"
+    monkeypatch.setenv(WAIT_POLICY, "ACTIVE")
+    passive_openmp_wait()
+    assert os.environ[WAIT_POLICY] == "ACTIVE"
+
+
+def test_the_srdd_command_sets_it_before_building_its_subcommands(monkeypatch):
+    """Building the parser imports the subcommand modules, and with them torch, whose OpenMP reads the
+    variable once, at load: it must be set by then."""
+    monkeypatch.delenv(WAIT_POLICY, raising=False)
+    seen = []
+
+    def parser():
+        seen.append(os.environ.get(WAIT_POLICY))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(srdd.cli, "build_parser", parser)
+    with pytest.raises(SystemExit):
+        srdd.cli.main(["--help"])
+    assert seen == ["PASSIVE"]
