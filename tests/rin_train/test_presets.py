@@ -7,7 +7,7 @@ import pytest
 
 from rin_train.presets import PRESET_VERSIONS, pinned, preset, preset_names
 from rin_train.run_config import config_for_resume, load_run_config
-from rin_train.study.runner import build_settings, load_settings
+from rin_train.study.settings import build_settings, load_settings
 from srdd.errors import SrddError
 
 STUDY = Path(__file__).resolve().parents[2] / "studies" / "smollm2"
