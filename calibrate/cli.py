@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import os
 import re
 import statistics
 from decimal import Decimal
@@ -247,7 +248,7 @@ def run(args) -> int:
     if args.sigma is not None or args.stages is not None:
         sigma_block = {"schedule": "exponential", "sigma_start": sigmas.baseline[0],
                        "sigma_end": sigmas.baseline[1], "num_stages": sigmas.stages}
-    doc = build_document(scan_path=args.scan, scan_sha256=scan_sha, scan=scan, metric=args.metric, mode=mode,
+    doc = build_document(scan_path=relative_to(args.scan, args.out.parent), scan_sha256=scan_sha, scan=scan, metric=args.metric, mode=mode,
                          clip=clip, tiers=tiers, rule=rule, st=st, mults=mults, zones=zones,
                          targets=targets, exclude=exclude, sigma=sigma_block)
     noise_text = _dump_yaml(doc)
@@ -261,7 +262,9 @@ def run(args) -> int:
         suite_paths = _suite_paths(args.suite, [e.name for e in exps])
         _check_suite_dir(args.suite, suite_paths, args.force)
         mult_path = str(args.out.resolve())
-        configs = {e.name: rin_train_config(e, fmt, None if args.inline_multipliers else mult_path) for e in exps}
+        mult_from_suite = relative_to(args.out, args.suite)
+        configs = {e.name: rin_train_config(e, fmt, None if args.inline_multipliers else mult_from_suite)
+                   for e in exps}
         validated = _validate_in_rin_train(configs, layer_multipliers)
         for e in exps:
             files.append((args.suite / f"{e.name}.yaml", _dump_yaml(configs[e.name])))
@@ -272,11 +275,11 @@ def run(args) -> int:
                         f"{metric.format(statistics.fmean(raw))} over all layers")
         files.append((args.suite / "plan.md", plan_markdown(
             exps, band=band, band_summary=band_summary, source=str(args.scan), metric=args.metric, mode=mode.value,
-            multipliers_file=mult_path, baseline=args.baseline_acc, target=args.target_acc, fmt=fmt,
+            multipliers_file=mult_from_suite, baseline=args.baseline_acc, target=args.target_acc, fmt=fmt,
             suite_dir=str(args.suite), dict_style=args.verl_dicts)))
         files.append((args.suite / "suite.json", dumps_json(suite_document(
-            exps, created=doc["created"], source={"path": doc["source"]["path"], "sha256": scan_sha},
-            multipliers={"path": mult_path, "sha256": hashlib.sha256(noise_text.encode()).hexdigest()},
+            exps, created=doc["created"], source={"path": relative_to(args.scan, args.suite), "sha256": scan_sha},
+            multipliers={"path": mult_from_suite, "sha256": hashlib.sha256(noise_text.encode()).hexdigest()},
             band=band, baseline=args.baseline_acc, target=args.target_acc, fmt=fmt))))
 
     # 4. the screen
@@ -294,6 +297,11 @@ def run(args) -> int:
         print(f"wrote {len(files) - 1} suite files in {args.suite}"
               + ("" if validated else " (rin_train not importable: configs not load-checked)"))
     return 0
+
+
+def relative_to(path: Path, folder: Path) -> str:
+    """`path` as a file in `folder` names it: relative, so a calibrated suite can be moved or committed whole."""
+    return os.path.relpath(path.resolve(), folder.resolve())
 
 
 def _short(x: Decimal) -> str:

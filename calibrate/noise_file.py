@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as _dt
 import statistics
 from decimal import Decimal
-from pathlib import Path
 
 from calibrate.multipliers import LayerMultiplier, Mode, Statistics, Tiers, basis_description
 from calibrate.scan_input import ScanTable
@@ -44,7 +43,7 @@ def _stat(x: Decimal) -> float:
     return float(x)
 
 
-def build_document(*, scan_path: Path, scan_sha256: str, scan: ScanTable, metric: str, mode: Mode,
+def build_document(*, scan_path: str, scan_sha256: str, scan: ScanTable, metric: str, mode: Mode,
                    clip: tuple[Decimal, Decimal] | None, tiers: Tiers | None, rule: ZoneRule,
                    st: Statistics, mults: list[LayerMultiplier], zones: list[Zone],
                    targets: list[str], exclude: list[str], sigma: dict | None) -> dict:
@@ -52,7 +51,7 @@ def build_document(*, scan_path: Path, scan_sha256: str, scan: ScanTable, metric
         "schema": SCHEMA,
         "tool_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": {"path": str(Path(scan_path).resolve()), "sha256": scan_sha256, "layout": scan.layout,
+        "source": {"path": scan_path, "sha256": scan_sha256, "layout": scan.layout,
                    "model": scan.model, "format": scan.fmt, "site": scan.site, "num_layers": scan.num_layers},
         "metric": metric,
         "basis": basis_description(metric),

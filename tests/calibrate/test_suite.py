@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -105,9 +106,11 @@ def test_assign_style_for_configs_declaring_null(srdd_scan, tmp_path):
     assert got["layer_multipliers"] == str(tmp_path / "m.yaml")
 
 
-def test_suite_configs_load_in_rin_train(suite):
+def test_suite_configs_load_in_rin_train(suite, monkeypatch):
     run_config = pytest.importorskip("rin_train.run_config")
     out, study = suite
+    assert yaml.safe_load((study / "E13j-variable.yaml").read_text())["noise"]["multipliers_file"] == "../m.yaml"
+    monkeypatch.chdir(study.parent.parent)  # a config's files are found from the config, wherever srdd runs
     assert sorted(p.stem for p in study.glob("*.yaml")) == sorted(NAMES)
     cfgs = {name: run_config.load_run_config(study / f"{name}.yaml") for name in NAMES}
     base = cfgs["E13i-baseline"].noise
@@ -118,7 +121,8 @@ def test_suite_configs_load_in_rin_train(suite):
     low = cfgs["E13i-low"].noise.zone_overrides[0]
     assert (low.sigma_start, low.sigma_end) == (0.03, 0.0003)
     variable = cfgs["E13j-variable"].noise
-    assert variable.layer_multipliers == PUBLISHED_MULTIPLIERS and variable.multipliers_file == str(out.resolve())
+    assert variable.layer_multipliers == PUBLISHED_MULTIPLIERS
+    assert Path(variable.multipliers_file).resolve() == out.resolve()
     constant = cfgs["E13k-constant"].noise
     assert (constant.schedule, constant.sigma_start, constant.sigma_end, constant.num_stages) == \
         ("constant", 0.03, 0.03, 1)
@@ -140,7 +144,7 @@ def test_each_hypothesis_pair_differs_only_in_its_keys(suite):
         assert differ and differ <= set(h.differs_in), (h.key, differ)
 
 
-def test_plan_and_suite_json(suite):
+def test_plan_and_suite_json(suite, srdd_scan):
     out, study = suite
     plan = (study / "plan.md").read_text()
     assert "58.65%" in plan  # half the 56.41 -> 60.88 gap closed
@@ -155,7 +159,10 @@ def test_plan_and_suite_json(suite):
     assert {h["key"] for h in doc["hypotheses"]} >= {"H1", "H2", "H3", "H4", "H5"}
     variable = next(e for e in doc["experiments"] if e["name"] == "E13j-variable")
     assert variable["expected_accuracy"][0] == pytest.approx(0.5641 + 0.58 * 0.0447, abs=1e-4)
-    assert doc["multipliers"]["path"] == str(out.resolve())
+    assert doc["multipliers"]["path"] == "../m.yaml"  # relative to the suite, as every path a suite file holds
+    assert (study / doc["source"]["path"]).resolve() == srdd_scan.resolve()
+    assert "Holm-adjusted p < 0.05" in plan and ">= 3 seeds" in plan and "TOST" in plan
+    assert "seed spread" not in plan and "2 seeds" not in plan
 
 
 def test_suite_refuses_to_overwrite_and_accepts_force(srdd_scan, tmp_path, capsys):
