@@ -94,3 +94,21 @@ def test_figure_text_stays_off_the_data_and_inside_the_figure(study, monkeypatch
         return [line for line in ax.get_lines() if "least-squares" in line.get_label()]
 
     assert fit_lines(2) == [] and fit_lines(9) == [] and len(fit_lines(10)) == 1
+
+
+def test_markdown_tables_keep_short_values_beside_their_keys(tmp_path):
+    """A long config value is left-aligned in its column: right-aligned, it pushed every short one far right."""
+    report = build_report(_two_groups(tmp_path), metric="relative_error", baseline="alpha", target=None)
+    report["config_diff"]["beta-s0"]["noise.zone_overrides"] = [[], [{"name": "high_error", "layers": list(range(20))}]]
+    text = markdown(report, {})
+    diff = text.split("## Config differences", 1)[1].split("```")[1].splitlines()
+    row = next(line for line in diff if "noise.sigma_start" in line)
+    assert len(row) < 60 and row == row.rstrip()
+
+
+def test_a_p_value_never_reads_zero(tmp_path):
+    report = build_report(_two_groups(tmp_path), metric="relative_error", baseline="alpha", target=None)
+    for c in report["correlations"]:
+        c["spearman_p"], c["spearman_rho"] = 0.0, -1.0
+    correlations = next(rows for title, _, rows in sections(report) if title == "Correlations")
+    assert correlations and all(row[8] == "< 1e-16" for row in correlations)
