@@ -67,8 +67,9 @@ class Arm:
     sha256: str
     steps: int  # grpo.steps of the resolved config (what "steps logged / total" counts to)
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "config": str(self.config), "sha256": self.sha256, "steps": self.steps}
+    def to_dict(self, base: Path) -> dict:
+        return {"name": self.name, "config": os.path.relpath(self.config, base), "sha256": self.sha256,
+                "steps": self.steps}
 
 
 @dataclass(frozen=True)
@@ -93,21 +94,29 @@ class Settings:
         return {"suite.json": self.suite_sha256, "seeds": list(self.seeds), "--preset": self.preset,
                 "--set": list(self.sets), "arms": {a.name: a.sha256 for a in self.arms}}
 
-    def to_dict(self) -> dict:
-        return {"schema": SCHEMA, "created": now_iso(), "suite": str(self.suite), "suite_sha256": self.suite_sha256,
-                "seeds": list(self.seeds), "preset": self.preset, "sets": list(self.sets),
-                "arms": [a.to_dict() for a in self.arms]}
+    def to_dict(self, base: Path) -> dict:
+        """Paths relative to `base`, the folder of the file that stores them: a runs directory can be moved
+        or committed with its suite (from_dict resolves them against that folder again)."""
+        base = base.resolve()
+        return {"schema": SCHEMA, "created": now_iso(), "suite": os.path.relpath(self.suite, base),
+                "suite_sha256": self.suite_sha256, "seeds": list(self.seeds), "preset": self.preset,
+                "sets": list(self.sets), "arms": [a.to_dict(base) for a in self.arms]}
 
     @classmethod
     def from_dict(cls, doc: dict, where: Path) -> Settings:
         try:
             if doc["schema"] != SCHEMA:
                 raise SrddError(f"{where}: schema {doc['schema']!r}, expected {SCHEMA}")
-            arms = tuple(Arm(a["name"], Path(a["config"]), a["sha256"], int(a["steps"])) for a in doc["arms"])
-            return cls(Path(doc["suite"]), doc["suite_sha256"], tuple(doc["seeds"]), tuple(doc["sets"]), arms,
+            base = where.parent  # an absolute path (files written before paths were relative) stays as it is
+            arms = tuple(Arm(a["name"], _joined(base, a["config"]), a["sha256"], int(a["steps"])) for a in doc["arms"])
+            return cls(_joined(base, doc["suite"]), doc["suite_sha256"], tuple(doc["seeds"]), tuple(doc["sets"]), arms,
                        doc.get("preset"))
         except (KeyError, TypeError, ValueError) as exc:
             raise SrddError(f"{where}: not a study file ({type(exc).__name__}: {exc})") from None
+
+
+def _joined(base: Path, path: str) -> Path:
+    return Path(os.path.normpath(base / path))
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -261,7 +270,7 @@ def open_study(runs: Path, settings: Settings, control: str) -> Settings:
     if not control_path.is_file() or control_path.read_text(encoding="utf-8") != control:
         write_text_atomic(control_path, control, force=True)  # exactly the text whose sha256 is recorded
     if not path.is_file():
-        write_text_atomic(path, dumps_json(settings.to_dict()))
+        write_text_atomic(path, dumps_json(settings.to_dict(path.parent)))
     return settings
 
 

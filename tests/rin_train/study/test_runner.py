@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -96,6 +97,18 @@ def test_the_plan_is_seed_by_seed_and_names_group_by_seed(suite, tmp_path):
     argv = train_argv(specs[1], SETS, resume=False)
     assert argv[argv.index("--out") + 1] == str(tmp_path / "runs" / "E13i-high-s0") and "seed=0" in argv
     assert train_argv(specs[1], SETS, resume=True)[-3:] == ["--resume", "--out", str(tmp_path / "runs" / "E13i-high-s0")]
+
+
+def test_the_study_file_names_its_files_relative_to_itself(suite, tmp_path):
+    """A runs directory and its suite can be moved (or committed) together: study.json holds relative paths."""
+    runs = tmp_path / "runs"
+    open_study(runs, *build_settings(suite, runs, (0,), ("grpo.steps=2",)))
+    doc = json.loads((runs / "_study" / "study.json").read_text())
+    assert not Path(doc["suite"]).is_absolute() and not any(Path(a["config"]).is_absolute() for a in doc["arms"])
+    assert dict((a["name"], a["config"]) for a in doc["arms"])["control"] == "control.yaml"
+    loaded = load_settings(runs)
+    assert loaded.suite == suite.resolve() and loaded.arms[0].config == (runs / "_study" / "control.yaml").resolve()
+    assert {a.name: a.config for a in loaded.arms}["E13i-baseline"] == (suite / "E13i-baseline.yaml").resolve()
 
 
 def test_a_preset_is_part_of_the_setting(suite, tmp_path, capsys):
