@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from calibrate.multipliers import Mode, Tiers, basis_description, compute, damage, parse_clip, statistics_of
-from calibrate.noise_file import TARGET_KINDS, build_document, calibrate_zones, high_error_band
+from calibrate.noise_file import TARGET_KINDS, build_document, calibrate_zones, high_error_band, no_band_advice
 from calibrate.scan_input import METRICS, read_scan
 from calibrate.suite import (DICT_STYLES, Sigmas, check_accuracies, experiments, plan_markdown, rin_train_config,
                              suite_document, verl_overrides)
@@ -239,9 +239,11 @@ def run(args) -> int:
     st = statistics_of(v)
     zones = calibrate_zones(scan, rule)
     band = high_error_band(zones)
-    if mode is Mode.TARGETED and not band:
-        raise SrddError(f"targeted mode needs a high-error band and this scan has none with --band-std "
-                        f"{args.band_std}; lower it")
+    for needs, wanted in (("targeted mode", mode is Mode.TARGETED),
+                          ("--suite (E13i-targeted/high/low perturb the band)", args.suite is not None)):
+        if wanted and not band:
+            raise SrddError(f"{needs} needs a high-error band and this scan has none at --band-std {args.band_std:g}; "
+                            f"{no_band_advice(scan, rule)}")
     mults = compute(mode, v, band=band, tiers=tiers, clip=clip)
     layer_multipliers = {m.layer: float(m.multiplier) for m in mults}
     sigma_block = None

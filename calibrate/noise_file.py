@@ -30,6 +30,15 @@ def high_error_band(zones: list[Zone]) -> tuple[int, ...]:
     return next((z.layers for z in zones if z.kind == "data" and z.name == "high_error"), ())
 
 
+def no_band_advice(scan: ScanTable, rule: ZoneRule) -> str:
+    """What to change when a scan has no high-error band: --band-std only helps if a lower one finds a band."""
+    at_zero = high_error_band(layer_zones(scan.values, ZoneRule(rule.metric, 0.0)))
+    if at_zero:
+        return f"lower --band-std (at 0 the band is layers {at_zero[0]}-{at_zero[-1]})"
+    return (f"no --band-std gives one: no two neighbouring layers are both above the mean by {rule.metric}; "
+            "try --metric sqnr_db, or a scan over more calibration prompts")
+
+
 def zone_entries(zones: list[Zone], scan: ScanTable, mults: list[LayerMultiplier]) -> list[dict]:
     """srdd's zone entries, rounded for the YAML, with each zone's mean multiplier."""
     out = metric_means(zones, scan.values)

@@ -8,7 +8,7 @@ from calibrate.suite import HYPOTHESES, Sigmas, experiments, hydra_value, verl_o
 from srdd.cli import main
 from srdd.errors import SrddError
 
-from .conftest import HIGH_ERROR_BAND, PUBLISHED_MULTIPLIERS
+from .conftest import HIGH_ERROR_BAND, PUBLISHED_MULTIPLIERS, srdd_doc
 
 NAMES = ["E13i-baseline", "E13i-targeted", "E13i-high", "E13i-low", "E13j-variable", "E13m-rmsnorm",
          "E13l-conservative", "E13k-constant"]
@@ -197,6 +197,30 @@ def test_bad_suite_settings_write_nothing(srdd_scan, tmp_path, capsys, flags, me
     assert main(["calibrate", str(srdd_scan), "-o", str(out), "--suite", str(study), *flags]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists() and not study.exists()
+
+
+def test_without_a_band_the_error_says_what_can_give_one(tmp_path, capsys):
+    """Three layers, the middle one worst by relative error: no --band-std finds two neighbours above the mean."""
+    doc = srdd_doc()
+    doc["layers"] = doc["layers"][:3]
+    doc["model"]["num_layers"] = 3
+    for layer, (rel, sqnr) in zip(doc["layers"], [(0.18, 19.4), (0.24, 18.9), (0.17, 18.9)]):
+        layer["block_output"].update(relative_error=rel, sqnr_db=sqnr)
+        layer["primary"] = layer["block_output"]
+    scan = tmp_path / "scan.json"
+    scan.write_text(json.dumps(doc))
+    args = ["calibrate", str(scan), "-o", str(tmp_path / "m.yaml"), "--suite", str(tmp_path / "study")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no --band-std gives one" in err and "--metric sqnr_db" in err and len(err.splitlines()) == 1
+    assert main([*args, "--metric", "sqnr_db"]) == 0  # by SQNR, layers 1-2 are the band
+    assert json.loads((tmp_path / "study" / "suite.json").read_text())["high_error_zone"] == [1, 2]
+
+
+def test_a_too_high_band_std_says_what_lower_one_finds(srdd_scan, tmp_path, capsys):
+    assert main(["calibrate", str(srdd_scan), "-o", str(tmp_path / "m.yaml"), "--suite", str(tmp_path / "s"),
+                 "--band-std", "3"]) == 2
+    assert "lower --band-std (at 0 the band is layers" in capsys.readouterr().err
 
 
 def test_experiments_need_a_band():
