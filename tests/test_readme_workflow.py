@@ -35,6 +35,7 @@ def test_the_block_is_the_one_the_readme_shows():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # minutes of CPU; on a busy machine, much more wall time
 def test_the_workflow_block_runs_top_to_bottom(tmp_path):
     script = "set -euo pipefail\ntrap 'echo \"FAILED: $BASH_COMMAND\" >&2' ERR\n"
     script += workflow_block(README.read_text(encoding="utf-8"))
