@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import os
 import re
 import statistics
 from decimal import Decimal
@@ -18,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from calibrate.multipliers import Mode, Tiers, basis_description, compute, damage, parse_clip, statistics_of
-from calibrate.noise_file import TARGET_KINDS, build_document, calibrate_zones, high_error_band
+from calibrate.noise_file import TARGET_KINDS, build_document, calibrate_zones, high_error_band, no_band_advice
 from calibrate.scan_input import METRICS, read_scan
 from calibrate.suite import (DICT_STYLES, Sigmas, check_accuracies, experiments, plan_markdown, rin_train_config,
                              suite_document, verl_overrides)
@@ -238,16 +239,18 @@ def run(args) -> int:
     st = statistics_of(v)
     zones = calibrate_zones(scan, rule)
     band = high_error_band(zones)
-    if mode is Mode.TARGETED and not band:
-        raise SrddError(f"targeted mode needs a high-error band and this scan has none with --band-std "
-                        f"{args.band_std}; lower it")
+    for needs, wanted in (("targeted mode", mode is Mode.TARGETED),
+                          ("--suite (E13i-targeted/high/low perturb the band)", args.suite is not None)):
+        if wanted and not band:
+            raise SrddError(f"{needs} needs a high-error band and this scan has none at --band-std {args.band_std:g}; "
+                            f"{no_band_advice(scan, rule)}")
     mults = compute(mode, v, band=band, tiers=tiers, clip=clip)
     layer_multipliers = {m.layer: float(m.multiplier) for m in mults}
     sigma_block = None
     if args.sigma is not None or args.stages is not None:
         sigma_block = {"schedule": "exponential", "sigma_start": sigmas.baseline[0],
                        "sigma_end": sigmas.baseline[1], "num_stages": sigmas.stages}
-    doc = build_document(scan_path=args.scan, scan_sha256=scan_sha, scan=scan, metric=args.metric, mode=mode,
+    doc = build_document(scan_path=relative_to(args.scan, args.out.parent), scan_sha256=scan_sha, scan=scan, metric=args.metric, mode=mode,
                          clip=clip, tiers=tiers, rule=rule, st=st, mults=mults, zones=zones,
                          targets=targets, exclude=exclude, sigma=sigma_block)
     noise_text = _dump_yaml(doc)
@@ -264,7 +267,9 @@ def run(args) -> int:
                             f"(e.g. -o {args.suite / 'multipliers.yaml'})")
         _check_suite_dir(args.suite, suite_paths, args.force)
         mult_path = str(args.out.resolve())
-        configs = {e.name: rin_train_config(e, fmt, None if args.inline_multipliers else mult_path) for e in exps}
+        mult_from_suite = relative_to(args.out, args.suite)
+        configs = {e.name: rin_train_config(e, fmt, None if args.inline_multipliers else mult_from_suite)
+                   for e in exps}
         validated = _validate_in_rin_train(configs, layer_multipliers)
         for e in exps:
             files.append((args.suite / f"{e.name}.yaml", _dump_yaml(configs[e.name])))
@@ -275,11 +280,11 @@ def run(args) -> int:
                         f"{metric.format(statistics.fmean(raw))} over all layers")
         files.append((args.suite / "plan.md", plan_markdown(
             exps, band=band, band_summary=band_summary, source=str(args.scan), metric=args.metric, mode=mode.value,
-            multipliers_file=mult_path, baseline=args.baseline_acc, target=args.target_acc, fmt=fmt,
+            multipliers_file=mult_from_suite, baseline=args.baseline_acc, target=args.target_acc, fmt=fmt,
             suite_dir=str(args.suite), dict_style=args.verl_dicts)))
         files.append((args.suite / "suite.json", dumps_json(suite_document(
-            exps, created=doc["created"], source={"path": doc["source"]["path"], "sha256": scan_sha},
-            multipliers={"path": mult_path, "sha256": hashlib.sha256(noise_text.encode()).hexdigest()},
+            exps, created=doc["created"], source={"path": relative_to(args.scan, args.suite), "sha256": scan_sha},
+            multipliers={"path": mult_from_suite, "sha256": hashlib.sha256(noise_text.encode()).hexdigest()},
             band=band, baseline=args.baseline_acc, target=args.target_acc, fmt=fmt))))
 
     # 4. the screen
@@ -297,6 +302,11 @@ def run(args) -> int:
         print(f"wrote {len(files) - 1} suite files in {args.suite}"
               + ("" if validated else " (rin_train not importable: configs not load-checked)"))
     return 0
+
+
+def relative_to(path: Path, folder: Path) -> str:
+    """`path` as a file in `folder` names it: relative, so a calibrated suite can be moved or committed whole."""
+    return os.path.relpath(path.resolve(), folder.resolve())
 
 
 def _short(x: Decimal) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as _dt
 import statistics
 from decimal import Decimal
-from pathlib import Path
 
 from calibrate.multipliers import LayerMultiplier, Mode, Statistics, Tiers, basis_description
 from calibrate.scan_input import ScanTable
@@ -31,6 +30,15 @@ def high_error_band(zones: list[Zone]) -> tuple[int, ...]:
     return next((z.layers for z in zones if z.kind == "data" and z.name == "high_error"), ())
 
 
+def no_band_advice(scan: ScanTable, rule: ZoneRule) -> str:
+    """What to change when a scan has no high-error band: --band-std only helps if a lower one finds a band."""
+    at_zero = high_error_band(layer_zones(scan.values, ZoneRule(rule.metric, 0.0)))
+    if at_zero:
+        return f"lower --band-std (at 0 the band is layers {at_zero[0]}-{at_zero[-1]})"
+    return (f"no --band-std gives one: no two neighbouring layers are both above the mean by {rule.metric}; "
+            "try --metric sqnr_db, or a scan over more calibration prompts")
+
+
 def zone_entries(zones: list[Zone], scan: ScanTable, mults: list[LayerMultiplier]) -> list[dict]:
     """srdd's zone entries, rounded for the YAML, with each zone's mean multiplier."""
     out = metric_means(zones, scan.values)
@@ -44,7 +52,7 @@ def _stat(x: Decimal) -> float:
     return float(x)
 
 
-def build_document(*, scan_path: Path, scan_sha256: str, scan: ScanTable, metric: str, mode: Mode,
+def build_document(*, scan_path: str, scan_sha256: str, scan: ScanTable, metric: str, mode: Mode,
                    clip: tuple[Decimal, Decimal] | None, tiers: Tiers | None, rule: ZoneRule,
                    st: Statistics, mults: list[LayerMultiplier], zones: list[Zone],
                    targets: list[str], exclude: list[str], sigma: dict | None) -> dict:
@@ -52,7 +60,7 @@ def build_document(*, scan_path: Path, scan_sha256: str, scan: ScanTable, metric
         "schema": SCHEMA,
         "tool_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": {"path": str(Path(scan_path).resolve()), "sha256": scan_sha256, "layout": scan.layout,
+        "source": {"path": scan_path, "sha256": scan_sha256, "layout": scan.layout,
                    "model": scan.model, "format": scan.fmt, "site": scan.site, "num_layers": scan.num_layers},
         "metric": metric,
         "basis": basis_description(metric),

@@ -240,9 +240,15 @@ def check_accuracies(baseline: float | None, target: float | None) -> None:
         raise SrddError(f"--target-acc {target} must be above --baseline-acc {baseline}")
 
 
+VERDICT_RULE = ("each hypothesis is tested across seeds, the seeds being the replicates: supported or refuted "
+                "(the sign says which) with >= 3 seeds per arm and a Holm-adjusted p < 0.05; equivalent within "
+                "±m when two one-sided tests (TOST) reject a difference beyond the margin m; inconclusive otherwise")
+"""How `srdd correlate` turns a hypothesis's runs into a verdict (reports.verdicts), said where a plan is read."""
+
+
 def thresholds(baseline: float | None, target: float | None) -> dict:
     out: dict = {"baseline_acc": baseline, "target_acc": target, "gap": None, "levels": None,
-                 "rule": "a difference counts only beyond the seed spread (>= 2 seeds per side)"}
+                 "rule": VERDICT_RULE}
     if baseline is not None and target is not None:
         gap = target - baseline
         out["gap"] = round(gap, 6)
@@ -284,16 +290,16 @@ def plan_markdown(exps: list[Experiment], *, band: tuple[int, ...], band_summary
                   f"success >= {_pct(lv['success'])} (50 %), strong >= {_pct(lv['strong'])} (75 %), "
                   f"closes the gap >= {_pct(lv['closes the gap'])}."]
     elif baseline is not None:
-        lines += [f"- baseline (quantized run without noise): {_pct(baseline)}. Success: beat it by more than the "
-                  "seed spread. (Give --target-acc for gap-based thresholds.)"]
+        lines += [f"- baseline (quantized run without noise): {_pct(baseline)}. Success: beat it with a "
+                  "supported verdict (below). (Give --target-acc for gap-based thresholds.)"]
     elif target is not None:
-        lines += [f"- target: {_pct(target)}. Success: reach it within the seed spread. (Give --baseline-acc for "
-                  "gap-based thresholds.)"]
+        lines += [f"- target: {_pct(target)}. Success: reach it with a supported "
+                  "verdict (below). (Give --baseline-acc for gap-based thresholds.)"]
     else:
-        lines += ["- none given (--baseline-acc / --target-acc); success = beating E13i-baseline by more than "
-                  "the seed spread."]
-    lines += ["- every difference counts only beyond the seed spread: run each experiment with >= 2 seeds "
-              "(3 recommended); `srdd correlate` says 'inconclusive' otherwise.", "",
+        lines += ["- none given (--baseline-acc / --target-acc); success = beating E13i-baseline with a "
+                  "supported verdict (below)."]
+    lines += ["- run every experiment with >= 3 seeds: with fewer, every verdict of `srdd correlate` is "
+              "'inconclusive'.", "",
               "## Experiments, in priority order", "",
               "| # | experiment | tests | change vs E13i-baseline | expected | expected accuracy |",
               "|---|---|---|---|---|---|"]
@@ -307,8 +313,8 @@ def plan_markdown(exps: list[Experiment], *, band: tuple[int, ...], band_summary
               "| key | question | treatment | control | the runs may differ only in |", "|---|---|---|---|---|"]
     lines += [f"| {h.key} | {h.question} | {h.treatment} | {h.control} | {', '.join(h.differs_in)} |"
               for h in HYPOTHESES]
-    lines += ["", "A hypothesis is supported when treatment - control exceeds the combined seed spread, refuted when "
-              "control - treatment does, inconclusive otherwise.", "", "## Running", "",
+    lines += ["", f"Verdicts (`srdd correlate`): {VERDICT_RULE}. The report gives each difference with its 95 % CI, "
+              "p-value and the smallest difference the seeds could detect.", "", "## Running", "",
               "rin_train (one file per experiment; add `--set seed=N` per seed):", "", "```bash"]
     lines += [f"srdd train {suite_dir}/{e.name}.yaml --out runs/{e.name}-s0 --set seed=0"
               for e in sorted(exps, key=lambda e: e.priority)]

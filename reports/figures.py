@@ -20,6 +20,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from reports.runs import SEED_SUFFIX, RunRecord  # noqa: E402
+from reports.stats import SMALL_N  # noqa: E402
 from srdd.zones import depth_zones  # noqa: E402
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -34,7 +35,7 @@ def _label(name: str) -> str:
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", pad_inches=0.15)  # legends outside the axes too
     plt.close(fig)
     return buf.getvalue()
 
@@ -60,6 +61,17 @@ def _styles(names: Sequence[str]) -> dict[str, tuple[str, str, str]]:
         seen[group] = k + 1
         out[name] = (group, cmap(groups.index(group) % 10), MARKERS[k % len(MARKERS)])
     return out
+
+
+def _runs_label(names: Sequence[str]) -> str:
+    """A short name for the runs sharing a before-training scan: their seed when they share one, else a count.
+    Listing every run made one legend line wider than the figure."""
+    seeds = {m.group(0) if (m := SEED_SUFFIX.search(n)) else None for n in names}
+    if len(names) == 1:
+        return _label(names[0])
+    if len(seeds) == 1 and None not in seeds:
+        return f"the {len(names)} runs named *{seeds.pop()}"
+    return f"{len(names)} runs ({_label(names[0])}, ...)"
 
 
 def _shade_depth_zones(axes, num_layers: int) -> Patch:
@@ -89,10 +101,10 @@ def layer_profiles(runs: list[RunRecord], metric: str) -> bytes:
     for pre, names in befores.items():
         if len(befores) == 1:  # one base model: one black line
             top.plot(range(len(pre)), pre, color="black", lw=1.5, marker=".", label="before training (all runs)")
-        else:  # each run's own base, in the run's colour and marker
-            _, colour, marker = styles[names[0]]
-            top.plot(range(len(pre)), pre, color=colour, marker=marker, ms=4, lw=1.2,
-                     label=_label(f"before: {', '.join(names)}"))
+        else:  # several bases (e.g. one per seed): greys, one marker each
+            k = list(befores).index(pre)
+            top.plot(range(len(pre)), pre, color=str(0.55 * k / max(len(befores) - 1, 1)),
+                     marker=MARKERS[k % len(MARKERS)], ms=4, lw=1.2, label=f"before: {_runs_label(names)}")
     for r in runs:
         _, colour, marker = styles[r.name]
         bottom.plot(range(len(r.delta)), r.delta, color=colour, marker=marker, ms=4, lw=1, alpha=0.85,
@@ -106,7 +118,8 @@ def layer_profiles(runs: list[RunRecord], metric: str) -> bytes:
     bottom.set_xlabel("decoder layer")
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, labels = top.get_legend_handles_labels()
-    top.legend(handles + [zone_handle], labels + [zone_handle.get_label()], fontsize=7, loc="best")
+    top.legend(handles + [zone_handle], labels + [zone_handle.get_label()], fontsize=7, loc="center left",
+               bbox_to_anchor=(1.01, 0.5))  # beside the axes: never over the profile or the y label
     bottom.legend(fontsize=7, ncol=1 if len(runs) <= 12 else 2, loc="center left", bbox_to_anchor=(1.01, 0.5))
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
@@ -147,8 +160,8 @@ def trajectories(runs: list[RunRecord]) -> bytes:
         ax.set_xlabel("step")
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy (%)")
-    fig.suptitle("validation accuracy by group (greedy, no noise, training quantization; lines: LoRA separate, "
-                 "unfilled: LoRA merged)", fontsize=11)
+    fig.suptitle("validation accuracy by group (greedy, no noise, training quantization)\n"
+                 "lines: LoRA separate; unfilled: LoRA merged", fontsize=10)
     return _png(fig)
 
 
@@ -160,7 +173,7 @@ def delta_vs_accuracy(xs: list[float], ys: list[float], names: list[str], metric
     for x, y, name in zip(xs, ys, names):
         _, colour, marker = styles[name]
         ax.scatter([x], [100 * y], color=colour, marker=marker, s=40, label=_label(name), zorder=3)
-    if len(xs) >= 2 and np.ptp(xs) > 0:
+    if len(xs) >= SMALL_N and np.ptp(xs) > 0:  # a line through a handful of points suggests a trend it cannot show
         slope, icept = np.polyfit(xs, [100 * y for y in ys], 1)
         grid = np.linspace(min(xs), max(xs), 20)
         ax.plot(grid, slope * grid + icept, color="red", lw=1, label=f"least-squares fit: {slope:.3g} x + {icept:.3g}")
@@ -170,5 +183,10 @@ def delta_vs_accuracy(xs: list[float], ys: list[float], names: list[str], metric
     ax.set_ylabel(f"final accuracy, LoRA {accuracy} (%)")
     _accuracy_axis(ax)
     ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+    ax.figure.canvas.draw()  # the offset text ("1e-4") exists only once drawn: move it into the axis label
+    offset = ax.xaxis.get_major_formatter().get_offset()
+    if offset:
+        ax.xaxis.offsetText.set_visible(False)
+        ax.set_xlabel(f"{ax.get_xlabel()}, × {offset}")
     ax.grid(alpha=0.3)
     return _png(fig)

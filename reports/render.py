@@ -37,13 +37,21 @@ def _num(v, fmt: str = "{:.3f}") -> str:
     return "—" if v is None else fmt.format(v)
 
 
+def _p(v) -> str:
+    """A p-value as printed: never "0", which a float underflow (a perfect correlation's t-test) gives and
+    no finite sample can; below double precision it reads "< 1e-16"."""
+    if v is None:
+        return "—"
+    return "< 1e-16" if v < 1e-16 else f"{v:.3g}"
+
+
 def _verdict_row(v: dict) -> list[str]:
     arms = f"{v['treatment']} vs {v['control']}" if v.get("treatment") and v.get("control") else "—"
     n = f"{v['n_treatment']} vs {v['n_control']}" if "n_treatment" in v else "—"
     ci = v.get("ci95")
     return [v["hypothesis"], arms, n, _signed_pct(v.get("difference")),
-            "—" if ci is None else f"[{_signed_pct(ci[0])}, {_signed_pct(ci[1])}]", _num(v.get("p"), "{:.3g}"),
-            _num(v.get("p_holm"), "{:.3g}"), _pct(v.get("detectable_effect")), v["verdict"]]
+            "—" if ci is None else f"[{_signed_pct(ci[0])}, {_signed_pct(ci[1])}]", _p(v.get("p")),
+            _p(v.get("p_holm")), _pct(v.get("detectable_effect")), v["verdict"]]
 
 
 def _signed_pct(v) -> str:
@@ -97,7 +105,7 @@ def sections(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                 [[v["hypothesis"], v["question"], v["reason"]] for v in report["verdicts"]]))
     out += analysis_sections(report)
     corr = [[c["scope"], c.get("run", ""), c["x"], c["y"], str(c["n"]), _num(c["pearson_r"]),
-             _num(c["pearson_p"], "{:.3g}"), _num(c["spearman_rho"]), _num(c["spearman_p"], "{:.3g}"),
+             _p(c["pearson_p"]), _num(c["spearman_rho"]), _p(c["spearman_p"]),
              "—" if c["ci95"] is None else f"[{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]",
              "; ".join(x for x in (c.get("note"), c.get("warning")) if x)]
             for c in report["correlations"]]
@@ -123,12 +131,19 @@ def baseline_line(report: dict) -> str:
     return f"{head} Target accuracy: {_pct(report['target_accuracy'])}."
 
 
+def _text_columns(header: list[str], rows: list[list[str]]) -> list[int]:
+    """Columns to left-align: names, and any column holding text (a config value, a reason). Right-aligned,
+    one long value pushed every short one of its column hundreds of characters right."""
+    return [0] + [i for i in range(1, len(header)) if any(len(r[i]) > 24 or r[i][:1].isalpha() for r in rows)]
+
+
 def markdown(report: dict, figures: dict[str, bytes]) -> str:
     lines = [f"# srdd correlate report — metric {_md_text(report['metric'])}", "", _md_text(baseline_line(report)),
              "", _md_text(statistics_line(report)), ""]
     for title, header, rows in sections(report):
         rows = [[_one_line(str(c)) for c in r] for r in rows]
-        lines += [f"## {_md_text(title)}", "", *_code_block(table(header, rows) if rows else "(none)"), ""]
+        lines += [f"## {_md_text(title)}", "",
+                  *_code_block(table(header, rows, left=_text_columns(header, rows)) if rows else "(none)"), ""]
     lines += ["## Figures", ""] + [f"![{name}](figures/{name})" for name in figures]
     return "\n".join(lines) + "\n"
 

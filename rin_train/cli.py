@@ -15,7 +15,7 @@ from srdd.errors import SrddError, disk_full
 
 EPILOG = """examples:
   srdd train --preset smoke --out runs/smoke                # tiny random model, seconds
-  srdd train --preset learn --out runs/learn                # tiny model that learns its task, < 1 minute
+  srdd train --preset learn --out runs/learn                # tiny model that learns its task, ~40 s (OMP_NUM_THREADS=1)
   srdd train --preset demo --out runs/demo                  # SmolLM2-135M, a few dozen steps, minutes
   srdd train study/E13j-variable.yaml --out runs/E13j-variable-s0 --set seed=0
   srdd train study/E13i-baseline.yaml --out runs/b-s1 --set seed=1 --set grpo.steps=29
@@ -44,9 +44,9 @@ def register(sub) -> None:
     p.add_argument("config", nargs="?", type=Path, help="run config YAML (partial configs are filled with defaults)")
     p.add_argument("--out", type=Path, required=True, help="run directory to create (runs/NAME); never overwritten")
     p.add_argument("--preset", choices=preset_names(), help="smoke: tiny random model, seconds; learn: tiny model "
-                                                           "on a task it learns in 20 steps, under a minute; "
-                                                           "demo: SmolLM2-135M, a few dozen steps; NAME@N: "
-                                                           "version N of a preset (NAME: the latest)")
+                                                           "on a task it learns in 20 steps, ~40 s with "
+                                                           "OMP_NUM_THREADS=1; demo: SmolLM2-135M, a few dozen "
+                                                           "steps; NAME@N: version N of a preset (NAME: the latest)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key with a YAML value, e.g. --set grpo.steps=10 "
                         "--set 'noise.targets=[rmsnorm]' (repeatable)")

@@ -9,11 +9,12 @@
   (64 completions each, LoRA lr 1e-2) turn that into greedy strict accuracy above 0.
   Light linear-weight noise (0.2 % -> 0.05 % nominal), validations at steps 0, 10, 20
   on 32 problems, both rescans. What end-to-end tests of train -> correlate run, so
-  that the report's deltas and correlations are not all zeros. Measured (2026-11-29,
-  2 cores at load ~12): 32 s wall, 9 s CPU with OMP_NUM_THREADS=1, but 3 min 54 s wall,
-  78 s CPU with torch's 2 threads spinning against the load -- on a shared machine run
-  it with OMP_NUM_THREADS=1. Strict accuracy 0 % at step 0 for seeds 0-3, 25.0 / 15.6
-  / 9.4 / 6.2 % at step 20 (the same merged).
+  that the report's deltas and correlations are not all zeros, and the runs of the
+  README's tiny study. Measured (2026-12-06; the model is one build for every seed, see
+  srdd.tiny): 23 s of training, 38 s wall with OMP_NUM_THREADS=1 on 2 busy cores; with
+  torch's default threads on a shared machine several times that (115 s measured) --
+  there run it with OMP_NUM_THREADS=1. Strict accuracy 0 % at step 0, 9.4 % (seed 0)
+  and 18.8 % (seed 1) at step 20 (the same merged).
   Why it looks like this: with Llama's init (0.02) a LoRA policy cannot move far from
   uniform (lm_head is not trained); without `format_score` 0.1 a correct
   "#### <digit>" is too rare (0-2 % of random completions, measured) for GRPO to

@@ -416,6 +416,10 @@ def read_config_file(path: str | Path) -> dict:
         return {}
     if not isinstance(loaded, dict):
         raise SrddError(f"config {path}: expected a mapping at the top level, got {type(loaded).__name__}")
+    noise = loaded.get("noise")
+    if isinstance(noise, dict) and isinstance(noise.get("multipliers_file"), str):
+        # a file a config names is relative to the config (so a suite can be moved or committed), not to the cwd
+        noise["multipliers_file"] = str(path.parent / Path(noise["multipliers_file"]).expanduser())
     return loaded
 
 

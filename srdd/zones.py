@@ -78,8 +78,13 @@ class ZoneRule:
 
     def describe(self) -> str:
         v = "10^(-SQNR/20)" if get_metric(self.metric).higher_is_better else self.metric
-        return (f"data zones: runs of >= {MIN_BAND_LAYERS} layers with v = {v} > mean + {self.band_std:g} std, "
+        text = (f"data zones: runs of >= {MIN_BAND_LAYERS} layers with v = {v} > mean + {self.band_std:g} std, "
                 f"named by rank of mean v (high_error = worst); depth zones: the published five-zone split")
+        if self.metric != "sqnr_db":  # the worst layers are ranked by SQNR: say why a band may hold good-SQNR layers
+            text += (f"\n  bands follow {self.metric}, not the SQNR the worst layers are ranked by: a band can hold "
+                     f"layers of high SQNR (many small values zeroed, little error energy); --zone-metric "
+                     f"sqnr_db (calibrate: --metric sqnr_db) bands by SQNR")
+        return text
 
     def to_dict(self) -> dict:
         return {"metric": self.metric, "band_std": self.band_std, "min_layers": MIN_BAND_LAYERS}

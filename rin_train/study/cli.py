@@ -42,7 +42,10 @@ def register(sub) -> None:
     ss = p.add_subparsers(dest="study_command", metavar="{run,status,report,plan}")
     ss.required = True
 
-    r = ss.add_parser("run", help="run, resume or skip every arm x seed", epilog=EPILOG,
+    r = ss.add_parser("run", help="run, resume or skip every arm x seed",
+                      description="Run every arm of the suite x every seed as child `srdd train` runs, one after "
+                                  "another; skip complete runs, resume stopped ones, then write the report.",
+                      epilog=EPILOG,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("suite", type=Path, help="suite directory written by srdd calibrate --suite (holds suite.json)")
     r.add_argument("--seeds", required=True, help="comma-separated seeds, e.g. 0,1,2 (>= 3 for a verdict)")
@@ -66,7 +69,9 @@ def register(sub) -> None:
                                                    "(default: RUNS/../report)")
     r.set_defaults(func=run)
 
-    s = ss.add_parser("status", help="arm x seed table: status, steps, final accuracies, wall time, time left")
+    s = ss.add_parser("status", help="arm x seed table: status, steps, final accuracies, wall time, time left",
+                      description="Show how far a study is: per run its state, steps logged, final accuracies "
+                                  "(as trained and as deployed), wall time, and the time left. Reads only.")
     s.add_argument("runs", type=Path, help="the study's runs directory (the --runs of srdd study run)")
     s.set_defaults(func=status)
 
@@ -99,7 +104,8 @@ class _Renamed:
         self.sub, self.name, self.help = sub, name, help
 
     def add_parser(self, _name: str, **kwargs):
-        return self.sub.add_parser(self.name, **{**kwargs, "help": self.help})
+        epilog = kwargs["epilog"].replace("srdd correlate ", f"srdd study {self.name} ")  # examples under its name
+        return self.sub.add_parser(self.name, **{**kwargs, "help": self.help, "epilog": epilog})
 
 
 def correlate(runs: Path, out: Path, *, force: bool) -> int:

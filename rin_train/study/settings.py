@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,9 +45,9 @@ class Arm:
     steps: int  # grpo.steps of the resolved config (what "steps logged / total" counts to)
     resolved: str | None = None  # sha256 of the resolved config (`config_digest`); None in older study files
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "config": str(self.config), "sha256": self.sha256, "steps": self.steps,
-                "resolved_sha256": self.resolved}
+    def to_dict(self, base: Path) -> dict:
+        return {"name": self.name, "config": os.path.relpath(self.config, base), "sha256": self.sha256,
+                "steps": self.steps, "resolved_sha256": self.resolved}
 
 
 @dataclass(frozen=True)
@@ -73,24 +74,33 @@ class Settings:
         return {"suite.json": self.suite_sha256, "seeds": list(self.seeds), "--preset": self.preset,
                 "--set": list(self.sets), "arms": {a.name: a.sha256 for a in self.arms}, **declared}
 
-    def to_dict(self) -> dict:
-        return {"schema": SCHEMA, "created": now_iso(), "suite": str(self.suite), "suite_sha256": self.suite_sha256,
-                "seeds": list(self.seeds), "preset": self.preset, "sets": list(self.sets),
-                "arms": [a.to_dict() for a in self.arms], "analysis": self.analysis, "margin_pp": self.margin_pp}
+    def to_dict(self, base: Path) -> dict:
+        """Paths relative to `base`, the folder of the file that stores them: a runs directory can be moved
+        or committed with its suite (from_dict resolves them against that folder again)."""
+        base = base.resolve()
+        return {"schema": SCHEMA, "created": now_iso(), "suite": os.path.relpath(self.suite, base),
+                "suite_sha256": self.suite_sha256, "seeds": list(self.seeds), "preset": self.preset,
+                "sets": list(self.sets), "arms": [a.to_dict(base) for a in self.arms], "analysis": self.analysis,
+                "margin_pp": self.margin_pp}
 
     @classmethod
     def from_dict(cls, doc: dict, where: Path) -> Settings:
         try:
             if doc["schema"] != SCHEMA:
                 raise SrddError(f"{where}: schema {shown(doc['schema'])}, expected {SCHEMA}")
-            arms = tuple(Arm(a["name"], Path(a["config"]), a["sha256"], int(a["steps"]), a.get("resolved_sha256"))
-                         for a in doc["arms"])
+            base = where.parent  # an absolute path (files written before paths were relative) stays as it is
+            arms = tuple(Arm(a["name"], _joined(base, a["config"]), a["sha256"], int(a["steps"]),
+                             a.get("resolved_sha256")) for a in doc["arms"])
             preset_name = doc.get("preset")  # an unversioned record predates versions: pinned to version 1
-            return cls(Path(doc["suite"]), doc["suite_sha256"], tuple(doc["seeds"]), tuple(doc["sets"]), arms,
+            return cls(_joined(base, doc["suite"]), doc["suite_sha256"], tuple(doc["seeds"]), tuple(doc["sets"]), arms,
                        None if preset_name is None else pinned(preset_name, recorded=preset_name),
                        doc.get("analysis"), doc.get("margin_pp"))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SrddError(f"{where}: not a study file ({type(exc).__name__}: {shown(str(exc))})") from None
+
+
+def _joined(base: Path, path: str) -> Path:
+    return Path(os.path.normpath(base / path))
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -288,5 +298,5 @@ def open_study(runs: Path, settings: Settings, control: str) -> Settings:
     if not control_path.is_file() or control_path.read_text(encoding="utf-8") != control:
         write_text_atomic(control_path, control, force=True)  # exactly the text whose sha256 is recorded
     if not path.is_file():
-        write_text_atomic(path, dumps_json(settings.to_dict()))
+        write_text_atomic(path, dumps_json(settings.to_dict(path.parent)))
     return settings

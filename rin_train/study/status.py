@@ -66,6 +66,18 @@ def _recorded_wall(path: Path) -> float | None:
         return None
 
 
+def _current_attempt_s(path: Path) -> float | None:
+    """A live run: seconds since its process started (the last resume, else the start). attempts.jsonl
+    gets a line only when a child ends, so without this a study's first run would read 0 s for hours."""
+    try:
+        info = RunDir.open(path).info()
+        resumed = info.get("resumed") or []
+        since = resumed[-1]["at"] if resumed else info["started"]
+        return (_dt.datetime.now(_dt.timezone.utc) - _dt.datetime.fromisoformat(since)).total_seconds()
+    except (SrddError, ValueError, KeyError, TypeError):
+        return None
+
+
 def read_row(spec: RunSpec, walls: dict[str, float]) -> Row:
     state = inspect(spec.path)
     if state.state is State.PENDING:
@@ -79,6 +91,9 @@ def read_row(spec: RunSpec, walls: dict[str, float]) -> Row:
     wall = walls.get(spec.name)
     if wall is None and state.state is State.COMPLETE:
         wall = _recorded_wall(spec.path)
+    if state.state is State.LIVE:
+        current = _current_attempt_s(spec.path)
+        wall = wall if current is None else (wall or 0.0) + current
     return Row(spec, state, done, separate, merged, wall)
 
 
@@ -102,7 +117,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def status_lines(settings: Settings, runs: Path) -> list[str]:
     walls = wall_times(runs)
     rows = [read_row(spec, walls) for spec in sorted(plan(settings, runs), key=lambda s: (_order(settings, s), s.seed))]
-    sets = " ".join(f"--set {s}" for s in settings.sets) or "none"
+    words = ([f"--preset {settings.preset}"] if settings.preset else []) + [f"--set {s}" for s in settings.sets]
+    sets = " ".join(words) or "none"
     out = [f"study {runs}: suite {settings.suite}, seeds {','.join(map(str, settings.seeds))}, overrides: {sets}"]
     if StudyLock(runs).held_elsewhere():
         out.append("a `srdd study run` is working in it now")

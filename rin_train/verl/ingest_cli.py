@@ -17,6 +17,8 @@ The run is `complete` only when the last logged step carries a validation accura
 
 def register(sub) -> None:
     p = sub.add_parser("ingest", help="turn a verl run's logs into a srdd run directory",
+                       description="Turn the logs of a run trained elsewhere (verl) into a srdd run directory "
+                                   "(run.json, metrics.jsonl, scans), so srdd correlate compares it with the others.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("engine", choices=["verl"], help="the engine that wrote the log (verl)")
     p.add_argument("log", type=Path, help="verl's console log or its JSONL file-logger output")

@@ -39,12 +39,17 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _formats(value: str) -> list[str]:
+    """Format names as the specs write them (MXFP4) or as srdd does (mxfp4): the same format."""
+    return [v.lower() for v in _csv(value)]
+
+
 def register(sub) -> None:
     p = sub.add_parser("scan", help="per-layer quantization error of a model",
                        description="Measure, in one forward pass over calibration prompts, how much a "
                                    "4-bit format damages every decoder layer's activations and weights.",
                        epilog=SCAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--fmt", required=True, type=_csv,
+    p.add_argument("--fmt", required=True, type=_formats,
                    help=f"format name or comma list; one of: {', '.join(list_formats())}")
     p.add_argument("--model", required=True,
                    help="model directory, .gguf file, 'smollm2' (embedded default), hub id (Qwen/Qwen2.5-7B) "

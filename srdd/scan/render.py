@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from srdd.metrics import definitions, get_metric
 from srdd.zones import ZoneRule, span
 
 TABLE_METRICS = ("sqnr_db", "relative_error", "deadzone_ratio", "saturation_ratio")
 
 
-def _row(cells: list[str], widths: list[int]) -> str:
-    return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+def _row(cells: list[str], widths: list[int], left: Collection[int]) -> str:
+    return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
 
-def table(header: list[str], rows: list[list[str]]) -> str:
+def table(header: list[str], rows: list[list[str]], left: Collection[int] = (0,)) -> str:
+    """Columns right-aligned (numbers), except those in `left` (names, text)."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [_row(header, widths), "  ".join("-" * w for w in widths)]
-    lines += [_row(r, widths) for r in rows]
+    lines = [_row(header, widths, left), "  ".join("-" * w for w in widths)]
+    lines += [_row(r, widths, left) for r in rows]
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -7,7 +8,7 @@ from calibrate.suite import HYPOTHESES, Sigmas, experiments, hydra_value, verl_o
 from srdd.cli import main
 from srdd.errors import SrddError
 
-from .conftest import HIGH_ERROR_BAND, PUBLISHED_MULTIPLIERS
+from .conftest import HIGH_ERROR_BAND, PUBLISHED_MULTIPLIERS, srdd_doc
 
 NAMES = ["E13i-baseline", "E13i-targeted", "E13i-high", "E13i-low", "E13j-variable", "E13m-rmsnorm",
          "E13l-conservative", "E13k-constant"]
@@ -105,9 +106,11 @@ def test_assign_style_for_configs_declaring_null(srdd_scan, tmp_path):
     assert got["layer_multipliers"] == str(tmp_path / "m.yaml")
 
 
-def test_suite_configs_load_in_rin_train(suite):
+def test_suite_configs_load_in_rin_train(suite, monkeypatch):
     run_config = pytest.importorskip("rin_train.run_config")
     out, study = suite
+    assert yaml.safe_load((study / "E13j-variable.yaml").read_text())["noise"]["multipliers_file"] == "../m.yaml"
+    monkeypatch.chdir(study.parent.parent)  # a config's files are found from the config, wherever srdd runs
     assert sorted(p.stem for p in study.glob("*.yaml")) == sorted(NAMES)
     cfgs = {name: run_config.load_run_config(study / f"{name}.yaml") for name in NAMES}
     base = cfgs["E13i-baseline"].noise
@@ -118,7 +121,8 @@ def test_suite_configs_load_in_rin_train(suite):
     low = cfgs["E13i-low"].noise.zone_overrides[0]
     assert (low.sigma_start, low.sigma_end) == (0.03, 0.0003)
     variable = cfgs["E13j-variable"].noise
-    assert variable.layer_multipliers == PUBLISHED_MULTIPLIERS and variable.multipliers_file == str(out.resolve())
+    assert variable.layer_multipliers == PUBLISHED_MULTIPLIERS
+    assert Path(variable.multipliers_file).resolve() == out.resolve()
     constant = cfgs["E13k-constant"].noise
     assert (constant.schedule, constant.sigma_start, constant.sigma_end, constant.num_stages) == \
         ("constant", 0.03, 0.03, 1)
@@ -140,7 +144,7 @@ def test_each_hypothesis_pair_differs_only_in_its_keys(suite):
         assert differ and differ <= set(h.differs_in), (h.key, differ)
 
 
-def test_plan_and_suite_json(suite):
+def test_plan_and_suite_json(suite, srdd_scan):
     out, study = suite
     plan = (study / "plan.md").read_text()
     assert "58.65%" in plan  # half the 56.41 -> 60.88 gap closed
@@ -155,7 +159,10 @@ def test_plan_and_suite_json(suite):
     assert {h["key"] for h in doc["hypotheses"]} >= {"H1", "H2", "H3", "H4", "H5"}
     variable = next(e for e in doc["experiments"] if e["name"] == "E13j-variable")
     assert variable["expected_accuracy"][0] == pytest.approx(0.5641 + 0.58 * 0.0447, abs=1e-4)
-    assert doc["multipliers"]["path"] == str(out.resolve())
+    assert doc["multipliers"]["path"] == "../m.yaml"  # relative to the suite, as every path a suite file holds
+    assert (study / doc["source"]["path"]).resolve() == srdd_scan.resolve()
+    assert "Holm-adjusted p < 0.05" in plan and ">= 3 seeds" in plan and "TOST" in plan
+    assert "seed spread" not in plan and "2 seeds" not in plan
 
 
 def test_suite_refuses_to_overwrite_and_accepts_force(srdd_scan, tmp_path, capsys):
@@ -190,6 +197,30 @@ def test_bad_suite_settings_write_nothing(srdd_scan, tmp_path, capsys, flags, me
     assert main(["calibrate", str(srdd_scan), "-o", str(out), "--suite", str(study), *flags]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists() and not study.exists()
+
+
+def test_without_a_band_the_error_says_what_can_give_one(tmp_path, capsys):
+    """Three layers, the middle one worst by relative error: no --band-std finds two neighbours above the mean."""
+    doc = srdd_doc()
+    doc["layers"] = doc["layers"][:3]
+    doc["model"]["num_layers"] = 3
+    for layer, (rel, sqnr) in zip(doc["layers"], [(0.18, 19.4), (0.24, 18.9), (0.17, 18.9)]):
+        layer["block_output"].update(relative_error=rel, sqnr_db=sqnr)
+        layer["primary"] = layer["block_output"]
+    scan = tmp_path / "scan.json"
+    scan.write_text(json.dumps(doc))
+    args = ["calibrate", str(scan), "-o", str(tmp_path / "m.yaml"), "--suite", str(tmp_path / "study")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no --band-std gives one" in err and "--metric sqnr_db" in err and len(err.splitlines()) == 1
+    assert main([*args, "--metric", "sqnr_db"]) == 0  # by SQNR, layers 1-2 are the band
+    assert json.loads((tmp_path / "study" / "suite.json").read_text())["high_error_zone"] == [1, 2]
+
+
+def test_a_too_high_band_std_says_what_lower_one_finds(srdd_scan, tmp_path, capsys):
+    assert main(["calibrate", str(srdd_scan), "-o", str(tmp_path / "m.yaml"), "--suite", str(tmp_path / "s"),
+                 "--band-std", "3"]) == 2
+    assert "lower --band-std (at 0 the band is layers" in capsys.readouterr().err
 
 
 def test_experiments_need_a_band():

@@ -24,3 +24,15 @@ def test_every_option_and_argument_has_help():
                 missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
     assert {"srdd scan", "srdd show", "srdd calibrate", "srdd train", "srdd ingest", "srdd correlate"} <= set(walked)
     assert missing == []
+
+
+def test_every_command_says_what_it_is_for():
+    undescribed = [path for path, parser in _parsers(build_parser(), "srdd")
+                   if path != "srdd" and not (parser.description or "").strip()]
+    assert undescribed == []
+
+
+def test_study_report_help_shows_its_own_examples():
+    (report,) = [parser for path, parser in _parsers(build_parser(), "srdd") if path == "srdd study report"]
+    text = report.format_help()
+    assert "srdd study report runs/ -o report/" in text and "srdd correlate" not in text

@@ -123,3 +123,23 @@ def test_a_gguf_rewritten_in_place_is_converted_again(tmp_path, monkeypatch):
     assert gguf.stat().st_size == st.st_size and gguf.stat().st_mtime_ns == st.st_mtime_ns
     assert _gguf_cache_dir(gguf) != before
     assert before.parent == tmp_path / "cache" / "models"
+
+
+def test_a_tiny_name_is_one_model_built_once(tmp_path, monkeypatch):
+    """`tiny-echo` resolves for every command (scan included) to one cached build: a scan of it describes the
+    weights every seed's training starts from."""
+    from safetensors.torch import load_file
+
+    from srdd.tiny import build_tiny_model
+
+    monkeypatch.setenv("SRDD_CACHE", str(tmp_path / "cache"))
+    first = resolve_model("tiny-echo")
+    assert first.name == "tiny-echo" and first.path.parent == tmp_path / "cache" / "models"
+    mtime = (first.path / "model.safetensors").stat().st_mtime_ns
+    assert resolve_model("tiny-echo").path == first.path  # not rebuilt
+    assert (first.path / "model.safetensors").stat().st_mtime_ns == mtime
+    seed0 = load_file(build_tiny_model("tiny-echo", tmp_path / "s0", seed=0) / "model.safetensors")
+    cached = load_file(first.path / "model.safetensors")
+    assert seed0.keys() == cached.keys() and all((seed0[k] == cached[k]).all() for k in seed0)
+    assert resolve_model("tiny").path != first.path
+    assert not [p for p in (tmp_path / "cache" / "models").iterdir() if p.name.startswith(".")]  # no temp dir left

@@ -31,6 +31,13 @@ def test_a_db_metric_bands_the_low_values():
     zones = layer_zones({"sqnr_db": sqnr}, rule)
     assert zone_of(3, zones, "data") == "high_error" and zone_of(0, zones, "data") is None
     assert "10^(-SQNR/20) > mean + 0.5 std" in rule.describe()
+    assert "not the SQNR" not in rule.describe()
+
+
+def test_bands_by_another_metric_say_why_they_may_hold_good_sqnr_layers():
+    text = ZoneRule("relative_error").describe()
+    assert "bands follow relative_error, not the SQNR the worst layers are ranked by" in text
+    assert "--zone-metric sqnr_db" in text
 
 
 def test_rule_refuses_a_negative_band_std():

@@ -5,6 +5,8 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
@@ -99,6 +101,18 @@ def test_the_plan_is_seed_by_seed_and_names_group_by_seed(suite, tmp_path):
     assert train_argv(specs[1], SETS, resume=True)[-3:] == ["--resume", "--out", str(tmp_path / "runs" / "E13i-high-s0")]
 
 
+def test_the_study_file_names_its_files_relative_to_itself(suite, tmp_path):
+    """A runs directory and its suite can be moved (or committed) together: study.json holds relative paths."""
+    runs = tmp_path / "runs"
+    open_study(runs, *build_settings(suite, runs, (0,), ("grpo.steps=2",)))
+    doc = json.loads((runs / "_study" / "study.json").read_text())
+    assert not Path(doc["suite"]).is_absolute() and not any(Path(a["config"]).is_absolute() for a in doc["arms"])
+    assert dict((a["name"], a["config"]) for a in doc["arms"])["control"] == "control.yaml"
+    loaded = load_settings(runs)
+    assert loaded.suite == suite.resolve() and loaded.arms[0].config == (runs / "_study" / "control.yaml").resolve()
+    assert {a.name: a.config for a in loaded.arms}["E13i-baseline"] == (suite / "E13i-baseline.yaml").resolve()
+
+
 def test_a_preset_is_part_of_the_setting(suite, tmp_path, capsys):
     """--preset smoke fills what the suite's configs leave open; the suite's own keys still win. The study
     records the preset's version, so a later version of it cannot change what the study runs."""
@@ -109,6 +123,9 @@ def test_a_preset_is_part_of_the_setting(suite, tmp_path, capsys):
     assert argv[argv.index("--preset") + 1] == "smoke@1"
     open_study(runs, settings, control)
     assert json.loads((runs / "_study" / "study.json").read_text())["preset"] == "smoke@1"
+    assert _study("status", runs) == 0
+    assert "overrides: --preset smoke@1 --set grpo.steps=2
+" in capsys.readouterr().out
     assert _study("run", suite, "--seeds", "0", "--runs", runs, "--set", "grpo.steps=2") == 2
     assert "--preset: recorded smoke@1, now None" in capsys.readouterr().err
     assert _study("run", suite, "--seeds", "0", "--runs", tmp_path / "other", "--preset", "nosuch") == 2
@@ -211,6 +228,10 @@ def test_status_table(suite, tmp_path, capsys):
         {"step": 0, "accuracy": 0.0, **val}, {"step": 2, "accuracy": 0.125, **val}])
     _fake_run(runs / "E13i-high-s0", cfg, "running", steps=[{"step": 0, "accuracy": 0.0, **val}, {"step": 1}])
     _fake_run(runs / "E13i-low-s0", cfg, "failed", "RuntimeError: boom", steps=[{"step": 0, "accuracy": 0.0, **val}])
+    live = _fake_run(runs / "control-s1", cfg, "running", live=True)  # a first run, 5 minutes in
+    info = json.loads(live.run_json.read_text())
+    info["started"] = (datetime.now(timezone.utc) - timedelta(minutes=5)).isoformat(timespec="seconds")
+    live.run_json.write_text(json.dumps(info))
     (runs / "_study" / "attempts.jsonl").write_text(
         "".join(json.dumps({"run": n, "wall_s": w}) + "\n"
                 for n, w in [("E13i-baseline-s0", 100), ("E13i-baseline-s1", 80), ("E13i-baseline-s1", 20),
@@ -226,7 +247,9 @@ def test_status_table(suite, tmp_path, capsys):
     assert rows["E13i-high-s0"].split()[2:] == ["killed", "1/2", "—", "—", "30s"]
     assert rows["E13i-low-s0"].split()[2:] == ["failed", "0/2", "—", "—", "—"]
     assert rows["control-s0"].split()[2:] == ["pending", "—/2", "—", "—", "—"]
-    assert "18 runs: 2 complete, 1 failed, 1 killed, 14 pending; wall time so far 3m 50s" in out
+    assert rows["control-s1"].split()[2:4] == ["running", "—/2"] and rows["control-s1"].split()[-2] == "5m"
+    live.release()
+    assert "18 runs: 2 complete, 1 failed, 1 killed, 13 pending, 1 running; wall time so far 8m 5" in out
     assert "estimated time left: 26m 40s (16 runs x 1m 40s, the mean of 2 complete runs)" in out
     assert "  E13i-low-s0: failed (RuntimeError: boom)" in out
 

@@ -51,8 +51,8 @@ def test_scan_writes_schema_and_is_deterministic(tiny_model_dir, tmp_path):
     assert r.returncode != 0 and "--force" in r.stderr
 
 
-def test_several_formats_in_one_pass(tiny_model_dir, tmp_path):
-    r = srdd("scan", "--fmt", "mxfp4,nvfp4", "--model", tiny_model_dir, "--samples", "2", "--max-tokens", "8",
+def test_several_formats_in_one_pass_named_in_any_case(tiny_model_dir, tmp_path):
+    r = srdd("scan", "--fmt", "MXFP4,NVfp4", "--model", tiny_model_dir, "--samples", "2", "--max-tokens", "8",
              "--out", tmp_path / "scan.json", "--no-progress", "--scale-mode", "rceil")
     assert r.returncode == 0, r.stderr
     mx = json.loads((tmp_path / "scan.mxfp4.json").read_text())

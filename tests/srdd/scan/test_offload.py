@@ -77,5 +77,5 @@ def test_offline_miss_is_one_clean_error(offline_hub, tmp_path):
     r = _srdd("scan", "--fmt", "mxfp4", "--model", "Qwen2.5-1.5B", "--out", tmp_path / "s.json")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("srdd scan: error: model 'Qwen2.5-1.5B': Qwen/Qwen2.5-1.5B")
-    assert "hf download Qwen/Qwen2.5-1.5B" in r.stderr
-    assert not (tmp_path / "s.json").exists()
+    assert "fetch it with `hf download Qwen/Qwen2.5-1.5B " in r.stderr and ":;" not in r.stderr
+    assert len(r.stderr.splitlines()) == 1 and not (tmp_path / "s.json").exists()
