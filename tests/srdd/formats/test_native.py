@@ -203,6 +203,25 @@ def test_unknown_variant_is_refused():
         native.library("avx9000")
 
 
+def test_the_best_build_the_cpu_runs_is_chosen_unless_one_is_named(monkeypatch):
+    x86 = "avx2" in native.VARIANTS
+    monkeypatch.delenv(native.VARIANT_ENV, raising=False)
+    monkeypatch.setattr(native, "cpu_flags", lambda: frozenset({"avx2", "fma", "sse4_2"}))
+    assert native.chosen_variant() == ("avx2" if x86 else "portable")
+    everything = frozenset(flag for flags in native.CPU_FLAGS_NEEDED.values() for flag in flags)
+    monkeypatch.setattr(native, "cpu_flags", lambda: everything)
+    assert native.chosen_variant() == ("avx512" if x86 else "portable")
+    monkeypatch.setenv(native.VARIANT_ENV, "portable")
+    assert native.chosen_variant() == "portable"
+    monkeypatch.setattr(native, "cpu_flags", lambda: frozenset({"avx2"}))  # no FMA: no AVX2 build
+    monkeypatch.setenv(native.VARIANT_ENV, "avx2")
+    with pytest.raises(ValueError, match="this CPU runs"):
+        native.chosen_variant()
+    if x86:  # a build the CPU cannot run is never loaded
+        with pytest.raises(ValueError, match="cannot run"):
+            native.library("avx2")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_large_tensors_keep_the_bits(vector_variant, dtype):
     g = torch.Generator().manual_seed(8)
