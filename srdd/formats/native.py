@@ -153,15 +153,16 @@ def _build(variant: str) -> Path:
 def library(variant: str | None = None) -> ctypes.CDLL | None:
     """The loaded kernel library (`variant`, else chosen_variant()), or None (with one warning) when it cannot
     be built here."""
-    return _load(variant or chosen_variant())
-
-
-@functools.cache
-def _load(variant: str) -> ctypes.CDLL | None:
+    variant = variant or chosen_variant()
     if variant not in VARIANTS:
         raise ValueError(f"unknown native kernel variant {variant!r}; choose one of {list(VARIANTS)}")
     if not runnable(variant):  # its first vector instruction would kill the process
         raise ValueError(f"this CPU cannot run the {variant!r} kernel (it lacks {CPU_FLAGS_NEEDED[variant]})")
+    return _load(variant)
+
+
+@functools.cache
+def _load(variant: str) -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL(str(_build(variant)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
