@@ -3,9 +3,11 @@
 Inductor fuses the round trip well but not the statistics pass (a per-block
 amax feeding a tensor-wide reduction: 0.02-0.07 of a memory copy), so on the
 CPU the quantized formats run through one hand-written kernel instead; it is
-bit-identical to the eager path and tested against it. The source is compiled
-once per machine with the system C compiler (`$CC`, default `cc`) into the
-srdd cache, keyed by source, flags and compiler, and loaded with ctypes, which
+bit-identical to the eager path and tested against it. It has an AVX-512, an
+AVX2 + FMA and a portable build (VARIANTS); callers get the best one the CPU
+runs (chosen_variant). Each is compiled once per machine with the system C
+compiler (`$CC`, default `cc`) into the srdd cache, keyed by source, flags,
+compiler and CPU flags, and loaded with ctypes, which
 releases the GIL during the call. Only a library srdd built itself is loaded: the
 kernels directory is private (0700) and a `.so` must be ours, writable by nobody
 else, and match the sha256 recorded when it was built (srdd.cache.trusted_file);
@@ -20,6 +22,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -37,8 +40,19 @@ from srdd.formats.stats import SUM_FIELDS
 SOURCE = Path(__file__).with_name("csrc") / "fakequant.c"
 CFLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-std=gnu11",
           "-fPIC", "-shared", "-fvisibility=hidden")
-VARIANTS = {"simd": (), "portable": ("-DSRDD_NO_SIMD",)}
-"""`portable` is the scalar path alone: what CPUs without AVX-512 run (tests build both)."""
+_X86 = platform.machine().lower() in ("x86_64", "amd64")
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "portable": ("-DSRDD_NO_SIMD",),
+    **({"avx2": ("-mavx2", "-mfma", "-mno-avx512f"),
+        "avx512": ("-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl")} if _X86 else {}),
+}
+"""Builds of the kernel, worst to best: `portable` is the scalar path alone (what other CPUs, arm64 among
+them, run); `avx2` keeps AVX-512 out even on a CPU that has it, so that such a machine tests both."""
+SIMD_LEVEL = {"portable": 0, "avx2": 1, "avx512": 2}
+"""What each build's `srdd_simd()` returns."""
+CPU_FLAGS_NEEDED = {"portable": (), "avx2": ("avx2", "fma"), "avx512": ("avx512f", "avx512bw", "avx512dq", "avx512vl")}
+VARIANT_ENV = "SRDD_NATIVE_VARIANT"
+"""Names the build to use instead of the best one this CPU runs (benchmarks, debugging)."""
 PARALLEL_MIN_NUMEL = 1 << 16
 """Below this many elements one thread is faster than waking the OpenMP team."""
 
@@ -73,6 +87,36 @@ def kernel_block(spec: QuantFormatConfig) -> int:
     return PER_TENSOR_BLOCK if spec.block_size is None else spec.block_size
 
 
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux names them: /proc/cpuinfo, else what PyTorch detected."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    capability = torch.backends.cpu.get_cpu_capability()  # DEFAULT, AVX2, AVX512 (x86) or others
+    return frozenset({"AVX2": CPU_FLAGS_NEEDED["avx2"],
+                      "AVX512": CPU_FLAGS_NEEDED["avx2"] + CPU_FLAGS_NEEDED["avx512"]}.get(capability, ()))
+
+
+def runnable(variant: str) -> bool:
+    """Whether this CPU can run the `variant` build."""
+    return variant in VARIANTS and set(CPU_FLAGS_NEEDED[variant]) <= cpu_flags()
+
+
+def chosen_variant() -> str:
+    """The build callers get: $SRDD_NATIVE_VARIANT if set, else the best one this CPU runs."""
+    forced = os.environ.get(VARIANT_ENV)
+    if forced:
+        if not runnable(forced):
+            raise ValueError(f"{VARIANT_ENV}={forced!r}: this CPU runs {[v for v in VARIANTS if runnable(v)]}")
+        return forced
+    return [v for v in VARIANTS if runnable(v)][-1]
+
+
 def _compiler() -> str:
     return os.environ.get("CC", "cc")
 
@@ -80,7 +124,9 @@ def _compiler() -> str:
 def _build(variant: str) -> Path:
     flags = CFLAGS + VARIANTS[variant]
     version = subprocess.run([_compiler(), "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256(SOURCE.read_bytes() + repr(flags).encode() + version.encode()).hexdigest()[:16]
+    # -march=native: a cache shared by machines of different CPUs must not hand one's build to another
+    machine = " ".join(sorted(cpu_flags()))
+    key = hashlib.sha256(SOURCE.read_bytes() + repr(flags).encode() + version.encode() + machine.encode()).hexdigest()[:16]
     target = private_dir("kernels") / f"fakequant-{variant}-{key}.so"
     if trusted_file(target):
         return target
@@ -104,11 +150,19 @@ def _build(variant: str) -> Path:
     return target
 
 
-@functools.cache
-def library(variant: str = "simd") -> ctypes.CDLL | None:
-    """The loaded kernel library, or None (with one warning) when it cannot be built here."""
+def library(variant: str | None = None) -> ctypes.CDLL | None:
+    """The loaded kernel library (`variant`, else chosen_variant()), or None (with one warning) when it cannot
+    be built here."""
+    variant = variant or chosen_variant()
     if variant not in VARIANTS:
         raise ValueError(f"unknown native kernel variant {variant!r}; choose one of {list(VARIANTS)}")
+    if not runnable(variant):  # its first vector instruction would kill the process
+        raise ValueError(f"this CPU cannot run the {variant!r} kernel (it lacks {CPU_FLAGS_NEEDED[variant]})")
+    return _load(variant)
+
+
+@functools.cache
+def _load(variant: str) -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL(str(_build(variant)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:

@@ -20,11 +20,13 @@
  * addition that gives exactly rint's round-half-even results, see round_mag16),
  * so results are bit-identical to the eager PyTorch path; the statistics sum
  * in float64 like stats_vector() (only the order of additions differs). The
- * AVX-512 path handles whole groups of 16 blocks; the scalar path handles the
- * rest and is the whole kernel on CPUs without AVX-512 (or with SRDD_NO_SIMD).
+ * vector path (AVX-512 or AVX2 + FMA, one code over 16 lanes) handles whole
+ * groups of 16 blocks; the scalar path handles the rest and is the whole kernel
+ * on other CPUs (or with SRDD_NO_SIMD).
  *
  * Built on first use by srdd/formats/native.py (cc -O3 -march=native -fopenmp
- * -ffp-contract=off); OpenMP resolves to the libgomp PyTorch already loaded.
+ * -ffp-contract=off, plus the -m flags of its variant); OpenMP resolves to the
+ * libgomp PyTorch already loaded.
  */
 #include <math.h>
 #include <stdint.h>
@@ -37,12 +39,19 @@
 #include <omp.h>
 #endif
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__) && \
-    !defined(SRDD_NO_SIMD)
-#include <immintrin.h>
-#define SRDD_AVX512 1
+/* The vector path this build has: 2 AVX-512, 1 AVX2 + FMA, 0 none (SRDD_NO_SIMD, or another CPU). */
+#if defined(SRDD_NO_SIMD)
+#define SRDD_SIMD 0
+#elif defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
+#define SRDD_SIMD 2
+#elif defined(__AVX2__) && defined(__FMA__)
+#define SRDD_SIMD 1
 #else
-#define SRDD_AVX512 0
+#define SRDD_SIMD 0
+#endif
+#if SRDD_SIMD
+#include <float.h>
+#include <immintrin.h>
 #endif
 
 #define SRDD_API __attribute__((visibility("default")))
@@ -64,8 +73,7 @@ enum { S_NONZERO, S_DEADZONE, S_SATURATED, S_NONFINITE, S_X2, S_X4, S_ERR2, S_RE
 #define PREFETCH_AHEAD 4096 /* bytes between the group being read and the one being prefetched */
 #define FAULT_GROUPS 64 /* groups per chunk whose fresh output pages are faulted in ahead of the stores */
 
-const int srdd_native_simd = SRDD_AVX512;
-SRDD_API int srdd_simd(void) { return srdd_native_simd; }
+SRDD_API int srdd_simd(void) { return SRDD_SIMD; }
 
 /* ------------------------------------------------------------------ scalar numerics */
 
@@ -239,22 +247,172 @@ INLINE void blocks_scalar(const void *x, void *y, acc_t *acc, int64_t b0, int64_
     }
 }
 
-/* ------------------------------------------------------------------ AVX-512 numerics */
-#if SRDD_AVX512
+/* ------------------------------------------------------------------ 16-lane vectors
+ * The group code below is written once, over 16 lanes: vf (fp32 values), vi (their u32 bit patterns), vm
+ * (lane flags) and vd (the fp32 values widened to f64). AVX-512 holds 16 fp32 lanes in one register and
+ * the flags in a __mmask16; AVX2 holds them in two registers and the flags as all-ones lanes; vd takes twice
+ * the registers of vf. Only this section, transpose_max16 and the AVX512-BF16 conversions know which. */
+#if SRDD_SIMD
 
-INLINE __m512 load16(const void *x, int64_t i, int dtype) {
-    if (dtype == DT_F32) return _mm512_loadu_ps((const float *)x + i);
-    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)x + i));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+#if SRDD_SIMD == 2
+#define VPARTS 1 /* registers per 16 fp32 lanes */
+#define VX(op) _mm512_##op /* the intrinsic of this register width */
+#define SI(op) _mm512_##op##_si512
+typedef __m512 ps_t;
+typedef __m512i si_t;
+typedef __m512d pd_t;
+#else
+#define VPARTS 2
+#define VX(op) _mm256_##op
+#define SI(op) _mm256_##op##_si256
+typedef __m256 ps_t;
+typedef __m256i si_t;
+typedef __m256d pd_t;
+#endif
+#define PART (16 / VPARTS) /* fp32 lanes per register */
+/* S once per register of a vf / vi (EACH_V) or a vd (EACH_D), with the constant i as its index: written out
+ * rather than looped, so that GCC keeps every part in a register (with loops it kept them on the stack:
+ * the AVX2 statistics pass measured 2.4x slower). */
+#if VPARTS == 1
+#define EACH_V(...) { const int i = 0; __VA_ARGS__ }
+#define EACH_D(...) { const int i = 0; __VA_ARGS__ } { const int i = 1; __VA_ARGS__ }
+#else
+#define EACH_V(...) { const int i = 0; __VA_ARGS__ } { const int i = 1; __VA_ARGS__ }
+#define EACH_D(...) \
+    { const int i = 0; __VA_ARGS__ } { const int i = 1; __VA_ARGS__ } { const int i = 2; __VA_ARGS__ } { const int i = 3; __VA_ARGS__ }
+#endif
+typedef struct { ps_t p[VPARTS]; } vf;
+typedef struct { si_t p[VPARTS]; } vi;
+typedef struct { pd_t p[2 * VPARTS]; } vd;
+
+#define LANEWISE(T, EACH, name, op) INLINE T name(T a, T b) { EACH(a.p[i] = op(a.p[i], b.p[i]);) return a; }
+LANEWISE(vf, EACH_V, vf_add, VX(add_ps)) LANEWISE(vf, EACH_V, vf_sub, VX(sub_ps))
+LANEWISE(vf, EACH_V, vf_mul, VX(mul_ps)) LANEWISE(vf, EACH_V, vf_div, VX(div_ps))
+LANEWISE(vf, EACH_V, vf_min, VX(min_ps)) LANEWISE(vf, EACH_V, vf_max, VX(max_ps))
+LANEWISE(vi, EACH_V, vi_and, SI(and)) LANEWISE(vi, EACH_V, vi_or, SI(or)) LANEWISE(vi, EACH_V, vi_add, VX(add_epi32))
+LANEWISE(vi, EACH_V, vi_sub, VX(sub_epi32)) LANEWISE(vi, EACH_V, vi_max, VX(max_epu32))
+LANEWISE(vd, EACH_D, vd_add, VX(add_pd)) LANEWISE(vd, EACH_D, vd_sub, VX(sub_pd))
+LANEWISE(vd, EACH_D, vd_mul, VX(mul_pd)) LANEWISE(vd, EACH_D, vd_div, VX(div_pd)) LANEWISE(vd, EACH_D, vd_max, VX(max_pd))
+#undef LANEWISE
+
+INLINE vf vf_set1(float a) { vf r; EACH_V(r.p[i] = VX(set1_ps)(a);) return r; }
+INLINE vi vi_set1(uint32_t a) { vi r; EACH_V(r.p[i] = VX(set1_epi32)((int)a);) return r; }
+INLINE vd vd_set1(double a) { vd r; EACH_D(r.p[i] = VX(set1_pd)(a);) return r; }
+INLINE vi vi_shr(vi a, int n) { EACH_V(a.p[i] = VX(srli_epi32)(a.p[i], n);) return a; }
+INLINE vd vd_fmadd(vd a, vd b, vd c) {
+    EACH_D(c.p[i] = VX(fmadd_pd)(a.p[i], b.p[i], c.p[i]);)
+    return c;
+}
+INLINE vd vd_abs(vd a) {
+    EACH_D(a.p[i] = VX(andnot_pd)(VX(set1_pd)(-0.0), a.p[i]);)
+    return a;
+}
+INLINE vf vf_loadf(const float *p) {
+    vf r;
+    EACH_V(r.p[i] = VX(loadu_ps)(p + i * PART);)
+    return r;
+}
+/* `stream`: non-temporal stores, p 64-byte aligned. */
+INLINE void vf_storef(float *p, vf v, int stream) {
+    EACH_V(if (stream) VX(stream_ps)(p + i * PART, v.p[i]); else VX(storeu_ps)(p + i * PART, v.p[i]);)
+}
+INLINE uint32_t vi_hmax(vi a) {
+    uint32_t l[16], m = 0;
+    EACH_V(SI(storeu)((si_t *)(l + i * PART), a.p[i]);)
+    for (int i = 0; i < 16; i++) m = l[i] > m ? l[i] : m;
+    return m;
+}
+INLINE int64_t vi_hsum(vi a) {
+    uint32_t l[16];
+    int64_t s = 0;
+    EACH_V(SI(storeu)((si_t *)(l + i * PART), a.p[i]);)
+    for (int i = 0; i < 16; i++) s += l[i];
+    return s;
+}
+INLINE double vd_hsum(vd a) {
+    double l[16], s = 0.0;
+    EACH_D(VX(storeu_pd)(l + i * PART / 2, a.p[i]);)
+    for (int i = 0; i < 16; i++) s += l[i];
+    return s;
 }
 
-INLINE __m256i bf16_bits16(__m512 y) {
-    __m512i u = _mm512_castps_si512(y);
-    __m512i bias = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)),
-                                    _mm512_set1_epi32(0x7FFF));
-    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
-    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
-    return _mm512_cvtepi32_epi16(r);
+#if SRDD_SIMD == 2
+typedef __mmask16 vm;
+INLINE vf vf_of(vi a) { return (vf){{_mm512_castsi512_ps(a.p[0])}}; }
+INLINE vi vi_of(vf a) { return (vi){{_mm512_castps_si512(a.p[0])}}; }
+#define COMPARE(name, pred) INLINE vm name(vf a, vf b) { return _mm512_cmp_ps_mask(a.p[0], b.p[0], pred); }
+INLINE vm vi_gt(vi a, vi b) { return _mm512_cmpgt_epi32_mask(a.p[0], b.p[0]); }
+/* lane by lane, m ? a : b */
+INLINE vf vf_select(vm m, vf a, vf b) { return (vf){{_mm512_mask_mov_ps(b.p[0], m, a.p[0])}}; }
+INLINE vm vm_and(vm a, vm b) { return a & b; }
+INLINE vm vm_or(vm a, vm b) { return a | b; }
+INLINE vm vm_andnot(vm a, vm b) { return (vm)(~a & b); }
+INLINE vm vm_every(void) { return 0xFFFF; }
+INLINE int vm_all(vm m) { return m == 0xFFFF; }
+INLINE int vm_any(vm m) { return m != 0; }
+/* c + 1 in the flagged lanes */
+INLINE vi vi_count(vi c, vm m) { return (vi){{_mm512_mask_sub_epi32(c.p[0], m, c.p[0], _mm512_set1_epi32(-1))}}; }
+INLINE vf vf_rint(vf a) {
+    return (vf){{_mm512_roundscale_ps(a.p[0], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)}};
+}
+INLINE vd vd_of(vf a) {
+    return (vd){{_mm512_cvtps_pd(_mm512_castps512_ps256(a.p[0])), _mm512_cvtps_pd(_mm512_extractf32x8_ps(a.p[0], 1))}};
+}
+INLINE vf bf16_load16(const uint16_t *p) {
+    __m256i h = _mm256_loadu_si256((const __m256i *)p);
+    return (vf){{_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))}};
+}
+/* The upper halves of 16 u32 lanes, packed. */
+INLINE __m256i bf16_pack16(vi r) { return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r.p[0], 16)); }
+#else
+typedef vf vm;
+INLINE vf vf_of(vi a) { return (vf){{_mm256_castsi256_ps(a.p[0]), _mm256_castsi256_ps(a.p[1])}}; }
+INLINE vi vi_of(vf a) { return (vi){{_mm256_castps_si256(a.p[0]), _mm256_castps_si256(a.p[1])}}; }
+#define COMPARE(name, pred) \
+    INLINE vm name(vf a, vf b) { return (vm){{_mm256_cmp_ps(a.p[0], b.p[0], pred), _mm256_cmp_ps(a.p[1], b.p[1], pred)}}; }
+INLINE vm vi_gt(vi a, vi b) { return vf_of((vi){{_mm256_cmpgt_epi32(a.p[0], b.p[0]), _mm256_cmpgt_epi32(a.p[1], b.p[1])}}); }
+INLINE vf vf_select(vm m, vf a, vf b) {
+    return (vf){{_mm256_blendv_ps(b.p[0], a.p[0], m.p[0]), _mm256_blendv_ps(b.p[1], a.p[1], m.p[1])}};
+}
+INLINE vm vm_and(vm a, vm b) { return (vm){{_mm256_and_ps(a.p[0], b.p[0]), _mm256_and_ps(a.p[1], b.p[1])}}; }
+INLINE vm vm_or(vm a, vm b) { return (vm){{_mm256_or_ps(a.p[0], b.p[0]), _mm256_or_ps(a.p[1], b.p[1])}}; }
+INLINE vm vm_andnot(vm a, vm b) { return (vm){{_mm256_andnot_ps(a.p[0], b.p[0]), _mm256_andnot_ps(a.p[1], b.p[1])}}; }
+INLINE vm vm_every(void) { return vf_of(vi_set1(0xFFFFFFFFu)); }
+INLINE int vm_all(vm m) { return (_mm256_movemask_ps(m.p[0]) & _mm256_movemask_ps(m.p[1])) == 0xFF; }
+INLINE int vm_any(vm m) { return _mm256_movemask_ps(_mm256_or_ps(m.p[0], m.p[1])) != 0; }
+/* c - (-1) in the flagged lanes */
+INLINE vi vi_count(vi c, vm m) { return vi_sub(c, vi_of(m)); }
+INLINE vf vf_rint(vf a) {
+    EACH_V(a.p[i] = _mm256_round_ps(a.p[i], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);)
+    return a;
+}
+INLINE vd vd_of(vf a) {
+    vd r;
+    EACH_V(r.p[2 * i] = _mm256_cvtps_pd(_mm256_castps256_ps128(a.p[i]));
+           r.p[2 * i + 1] = _mm256_cvtps_pd(_mm256_extractf128_ps(a.p[i], 1));)
+    return r;
+}
+INLINE vf bf16_load16(const uint16_t *p) {
+    vi r;
+    EACH_V(r.p[i] = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 8 * i))), 16);)
+    return vf_of(r);
+}
+INLINE __m256i bf16_pack16(vi r) {
+    /* PACKUSDW interleaves the 128-bit lanes of its operands; the permute puts them back in order */
+    __m256i h = _mm256_packus_epi32(_mm256_srli_epi32(r.p[0], 16), _mm256_srli_epi32(r.p[1], 16));
+    return _mm256_permute4x64_epi64(h, _MM_SHUFFLE(3, 1, 2, 0));
+}
+#endif
+COMPARE(vf_gt, _CMP_GT_OQ) COMPARE(vf_lt, _CMP_LT_OQ) COMPARE(vf_eq, _CMP_EQ_OQ) COMPARE(vf_ne, _CMP_NEQ_OQ)
+COMPARE(vf_ne_or_nan, _CMP_NEQ_UQ) COMPARE(vf_unordered, _CMP_UNORD_Q)
+#undef COMPARE
+
+/* ------------------------------------------------------------------ vector numerics */
+
+INLINE vf vf_abs(vf v) { return vf_of(vi_and(vi_of(v), vi_set1(0x7fffffffu))); }
+
+INLINE vf load16(const void *x, int64_t i, int dtype) {
+    return dtype == DT_F32 ? vf_loadf((const float *)x + i) : bf16_load16((const uint16_t *)x + i);
 }
 
 /* What group_scales finds out about a group. CLEAN: every block finite, every multiplier finite (a tiny
@@ -267,39 +425,48 @@ INLINE __m256i bf16_bits16(__m512 y) {
  * pts >= 2^-122, 24 bits), and E4M3 rounds a block scale down by at most 1/16: |v| <= 6 * 17/16 + ulps. */
 enum { GROUP_CLEAN = 1, GROUP_NORMAL = 2, GROUP_BF16_EXACT = 4, GROUP_BOUNDED = 8 };
 
-/* bf16_bits16 for values that are normal, zero or infinite (no NaN, no subnormal): there the AVX512-BF16
- * conversion rounds to nearest even like c10 in one instruction (it flushes subnormals and keeps NaN signs,
- * hence the restriction; see GROUP_NORMAL). */
-INLINE __m256i bf16_bits16_normal(__m512 y) {
-#ifdef __AVX512BF16__
-    return (__m256i)_mm512_cvtneps_pbh(y);
-#else
-    return bf16_bits16(y);
+/* bf16_bits of 16 values, in the upper halves of their fp32 bit patterns (the lower halves zero). */
+INLINE vi bf16_round16(vf y) {
+    vi u = vi_of(y);
+    vi bias = vi_add(vi_and(vi_shr(u, 16), vi_set1(1)), vi_set1(0x7FFF));
+    vf r = vf_of(vi_and(vi_add(u, bias), vi_set1(0xFFFF0000u)));
+    return vi_of(vf_select(vf_unordered(y, y), vf_of(vi_set1(0x7FC00000u)), r));
+}
+
+/* bf16_bits of 16 values, packed; `flags`: the GROUP_* flags of their group. For values that are normal,
+ * zero or infinite (GROUP_NORMAL) the AVX512-BF16 conversion rounds to nearest even like c10 in one
+ * instruction (it flushes subnormals and keeps NaN signs, hence the restriction). */
+INLINE __m256i bf16_bits16(vf y, int flags) {
+#if SRDD_SIMD == 2 && defined(__AVX512BF16__)
+    if (flags & GROUP_NORMAL) return (__m256i)_mm512_cvtneps_pbh(y.p[0]);
 #endif
+    (void)flags;
+    return bf16_pack16(bf16_round16(y));
 }
 
-/* `flags`: the GROUP_* flags of y's group. */
-INLINE __m512 in_dtype16(__m512 y, int dtype, int flags) {
+/* in_dtype of 16 values; `flags` as for bf16_bits16. */
+INLINE vf in_dtype16(vf y, int dtype, int flags) {
     if (dtype == DT_F32 || (flags & GROUP_BF16_EXACT)) return y;
-    __m256i h = flags & GROUP_NORMAL ? bf16_bits16_normal(y) : bf16_bits16(y);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+#if SRDD_SIMD == 2 && defined(__AVX512BF16__)
+    if (flags & GROUP_NORMAL) {
+        __m256i h = bf16_bits16(y, flags);
+        return (vf){{_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))}};
+    }
+#endif
+    return vf_of(bf16_round16(y));
 }
 
-/* `stream`: non-temporal stores (y 64-byte aligned) for outputs too large to stay in cache anyway. */
-INLINE void store16(void *y, int64_t i, __m512 v, int dtype, int stream, int flags) {
+INLINE void store16(void *y, int64_t i, vf v, int dtype, int stream, int flags) {
     if (dtype == DT_F32) {
-        if (stream) _mm512_stream_ps((float *)y + i, v);
-        else _mm512_storeu_ps((float *)y + i, v);
+        vf_storef((float *)y + i, v, stream);
         return;
     }
-    __m256i h = flags & GROUP_NORMAL ? bf16_bits16_normal(v) : bf16_bits16(v);
+    __m256i h = bf16_bits16(v, flags);
     if (stream) _mm256_stream_si256((__m256i *)((uint16_t *)y + i), h);
     else _mm256_storeu_si256((__m256i *)((uint16_t *)y + i), h);
 }
 
-INLINE __m512i abs_bits16(__m512 v) {
-    return _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff));
-}
+INLINE vi abs_bits16(vf v) { return vi_and(vi_of(v), vi_set1(0x7fffffffu)); }
 
 /* round_element of 16 magnitudes (|v| >= 0, or NaN) by magic-number rounding: with a = min(|v|, max),
  * adding 2^(E+23-mbits) (E = exponent of max(a, 2^emin)) leaves exactly the element quantum 2^(E-mbits) as
@@ -307,240 +474,233 @@ INLINE __m512i abs_bits16(__m512 v) {
  * results of rint(v / quantum) * quantum clamped to max, in fewer operations (saturating first is the same:
  * max is on the grid and rounding is monotonic). MINPS returns its second operand when either is NaN, so
  * the constant goes first and NaN survives; Inf saturates like the reference. */
-INLINE __m512 round_mag16(__m512 av, element el, int saturate) {
-    __m512 a = saturate ? _mm512_min_ps(_mm512_set1_ps(el.max), av) : av;
-    __m512i e = _mm512_and_si512(_mm512_castps_si512(_mm512_max_ps(a, _mm512_set1_ps(pow2f(el.emin)))),
-                                 _mm512_set1_epi32(0x7f800000));
-    __m512 magic = _mm512_castsi512_ps(_mm512_add_epi32(e, _mm512_set1_epi32((23 - el.mbits) << 23)));
-    return _mm512_sub_ps(_mm512_add_ps(a, magic), magic);
+INLINE vf round_mag16(vf av, element el, int saturate) {
+    vf a = saturate ? vf_min(vf_set1(el.max), av) : av;
+    vi e = vi_and(vi_of(vf_max(a, vf_set1(pow2f(el.emin)))), vi_set1(0x7f800000u));
+    vf magic = vf_of(vi_add(e, vi_set1((uint32_t)(23 - el.mbits) << 23)));
+    return vf_sub(vf_add(a, magic), magic);
 }
 
 /* round_element of 16 signed values: the magnitude's rounding with v's sign put back (-0 stays -0). */
-INLINE __m512 round16(__m512 v, element el, int saturate) {
-    __m512i r = _mm512_castps_si512(round_mag16(_mm512_abs_ps(v), el, saturate));
-    /* r | (v & sign) */
-    return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(r, _mm512_castps_si512(v),
-                                                         _mm512_set1_epi32((int)0x80000000u), 0xF8));
+INLINE vf round16(vf v, element el, int saturate) {
+    vi r = vi_of(round_mag16(vf_abs(v), el, saturate));
+    return vf_of(vi_or(r, vi_and(vi_of(v), vi_set1(0x80000000u))));
 }
 
 /* round_int4 of 16 values; MINPS/MAXPS return their second operand beside a NaN, so NaN survives. */
-INLINE __m512 round_int4_16(__m512 v) {
-    __m512 r = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    return _mm512_max_ps(_mm512_set1_ps(-INT4_QMAX - 1), _mm512_min_ps(_mm512_set1_ps(INT4_QMAX), r));
+INLINE vf round_int4_16(vf v) {
+    return vf_max(vf_set1(-INT4_QMAX - 1), vf_min(vf_set1(INT4_QMAX), vf_rint(v)));
 }
 
 /* v = x * m, or x / m for the formats whose reference divides. */
-INLINE __m512 scale_in16(__m512 x, __m512 m, int fmt) {
-    return divides(fmt) ? _mm512_div_ps(x, m) : _mm512_mul_ps(x, m);
-}
+INLINE vf scale_in16(vf x, vf m, int fmt) { return divides(fmt) ? vf_div(x, m) : vf_mul(x, m); }
 
 /* saturated1 of 16 values. */
-INLINE __mmask16 saturated16(__m512 v, int fmt, element el) {
+INLINE vm saturated16(vf v, int fmt, element el) {
     if (is_int4(fmt)) {
-        __m512 r = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        return _mm512_cmp_ps_mask(r, _mm512_set1_ps(INT4_QMAX), _CMP_GT_OQ) |
-               _mm512_cmp_ps_mask(r, _mm512_set1_ps(-INT4_QMAX - 1), _CMP_LT_OQ);
+        vf r = vf_rint(v);
+        return vm_or(vf_gt(r, vf_set1(INT4_QMAX)), vf_lt(r, vf_set1(-INT4_QMAX - 1)));
     }
-    return _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(el.max), _CMP_GT_OQ);
+    return vf_gt(vf_abs(v), vf_set1(el.max));
 }
 
-/* Lane j of the result is the max over the 16 lanes of p[j] (unsigned, on |x| bit patterns):
+/* The lane of block j's maximum in transpose_max16's result. */
+static const int BLOCK_LANE[GROUP] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+
+/* Lane BLOCK_LANE[j] of the result is the max over the 16 lanes of p[j] (unsigned, on |x| bit patterns):
  * a butterfly over 256-, 128-, 64- and 32-bit halves, 15 max operations for 16 blocks. */
-INLINE __m512i transpose_max16(const __m512i p[16]) {
-    __m512i w[8], u[4], t[2];
+INLINE vi transpose_max16(const vi p[GROUP]) {
+    vi w[8], u[4], t[2];
+#if SRDD_SIMD == 2
     for (int i = 0; i < 8; i++) {
-        __m512i a = p[2 * i], b = p[2 * i + 1];
-        w[i] = _mm512_max_epu32(_mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
-                                _mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+        __m512i a = p[2 * i].p[0], b = p[2 * i + 1].p[0];
+        w[i].p[0] = _mm512_max_epu32(_mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                                     _mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
     }
     for (int i = 0; i < 4; i++) {
-        __m512i a = w[2 * i], b = w[2 * i + 1];
-        u[i] = _mm512_max_epu32(_mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
-                                _mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+        __m512i a = w[2 * i].p[0], b = w[2 * i + 1].p[0];
+        u[i].p[0] = _mm512_max_epu32(_mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
     }
-    for (int i = 0; i < 2; i++) {
-        __m512i a = u[2 * i], b = u[2 * i + 1];
-        t[i] = _mm512_max_epu32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+#else /* the same two steps with 128-bit chunks 0-1 in p[0] and 2-3 in p[1] */
+    for (int i = 0; i < 8; i++) {
+        w[i].p[0] = _mm256_max_epu32(p[2 * i].p[0], p[2 * i].p[1]);
+        w[i].p[1] = _mm256_max_epu32(p[2 * i + 1].p[0], p[2 * i + 1].p[1]);
     }
-    __m512 c = _mm512_castsi512_ps(t[0]), d = _mm512_castsi512_ps(t[1]);
-    __m512i m = _mm512_max_epu32(_mm512_castps_si512(_mm512_shuffle_ps(c, d, _MM_SHUFFLE(2, 0, 2, 0))),
-                                 _mm512_castps_si512(_mm512_shuffle_ps(c, d, _MM_SHUFFLE(3, 1, 3, 1))));
-    /* The butterfly leaves block j in lane perm[j]; gather it back into order. */
-    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    return _mm512_permutexvar_epi32(order, m);
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < 2; k++) {
+            __m256i lo = w[2 * i + k].p[0], hi = w[2 * i + k].p[1];
+            u[i].p[k] = _mm256_max_epu32(_mm256_permute2x128_si256(lo, hi, 0x20),
+                                         _mm256_permute2x128_si256(lo, hi, 0x31));
+        }
+#endif
+    for (int k = 0; k < 2; k++) {
+        EACH_V(t[k].p[i] = VX(max_epu32)(VX(unpacklo_epi64)(u[2 * k].p[i], u[2 * k + 1].p[i]),
+                                         VX(unpackhi_epi64)(u[2 * k].p[i], u[2 * k + 1].p[i]));)
+    }
+    vf c = vf_of(t[0]), d = vf_of(t[1]), lo, hi;
+    EACH_V(lo.p[i] = VX(shuffle_ps)(c.p[i], d.p[i], _MM_SHUFFLE(2, 0, 2, 0));
+           hi.p[i] = VX(shuffle_ps)(c.p[i], d.p[i], _MM_SHUFFLE(3, 1, 3, 1));)
+    return vi_max(vi_of(lo), vi_of(hi));
 }
 
-/* The 16 block scales of a group, lane j for block j: mx_scale / nv_scale in vector form; returns the
- * GROUP_* flags. */
-INLINE int group_scales(__m512i amax_bits, int fmt, tensor_scale t, float *mul, float *scale) {
+/* The 16 block scales of a group, lane BLOCK_LANE[j] for block j: mx_scale / nv_scale in vector form;
+ * returns the GROUP_* flags. */
+INLINE int group_scales(vi amax_bits, int fmt, tensor_scale t, float *mul, float *scale) {
     element el = element_of(fmt);
-    __m512 amax = _mm512_castsi512_ps(amax_bits);
-    __mmask16 bad = _mm512_cmpge_epu32_mask(amax_bits, _mm512_set1_epi32(0x7f800000));
-    __m512 m, s;
+    vf amax = vf_of(amax_bits);
+    vm bad = vi_gt(amax_bits, vi_set1(0x7f7fffffu)); /* Inf or NaN: |x| patterns compare as signed */
+    vf m, s;
     if (is_nvfp4(fmt)) {
-        __m512 v = _mm512_div_ps(_mm512_div_ps(amax, _mm512_set1_ps(6.0f)), _mm512_set1_ps(t.pts));
-        v = _mm512_max_ps(_mm512_set1_ps(0x1p-6f), v);
-        v = _mm512_min_ps(_mm512_set1_ps(448.0f), v);
-        __m512 p2 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7f800000)));
+        vf v = vf_div(vf_div(amax, vf_set1(6.0f)), vf_set1(t.pts));
+        v = vf_max(vf_set1(0x1p-6f), v);
+        v = vf_min(vf_set1(448.0f), v);
+        vi p2 = vi_and(vi_of(v), vi_set1(0x7f800000u));
         /* 8 / p2 from the exponent bits: p2 is a power of two in [2^-6, 2^8] (or Inf beside a NaN v, which
          * stays NaN), so this equals the exact quotient and saves a division per group */
-        __m512 eight_over_p2 = _mm512_castsi512_ps(_mm512_sub_epi32(_mm512_set1_epi32(257 << 23), _mm512_castps_si512(p2)));
-        __m512 s8 = _mm512_mul_ps(
-            _mm512_roundscale_ps(_mm512_mul_ps(v, eight_over_p2),
-                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-            _mm512_mul_ps(p2, _mm512_set1_ps(0.125f)));
-        m = _mm512_div_ps(_mm512_set1_ps(t.inv_pts), s8);
-        s = _mm512_mul_ps(_mm512_set1_ps(t.pts), s8);
-        if (t.pts == 0.0f) m = s = _mm512_setzero_ps();
-        if (t.pts_bad) bad = 0xFFFF;
+        vf eight_over_p2 = vf_of(vi_sub(vi_set1(257u << 23), p2));
+        vf s8 = vf_mul(vf_rint(vf_mul(v, eight_over_p2)), vf_mul(vf_of(p2), vf_set1(0.125f)));
+        m = vf_div(vf_set1(t.inv_pts), s8);
+        s = vf_mul(vf_set1(t.pts), s8);
+        if (t.pts == 0.0f) m = s = vf_set1(0.0f);
+        if (t.pts_bad) bad = vm_every();
     } else if (is_int4(fmt)) { /* m: the divisor */
-        s = _mm512_div_ps(amax, _mm512_set1_ps(INT4_DIVISOR));
-        m = _mm512_mask_mov_ps(s, _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_EQ_OQ), _mm512_set1_ps(1.0f));
+        s = vf_div(amax, vf_set1(INT4_DIVISOR));
+        m = vf_select(vf_eq(s, vf_set1(0.0f)), vf_set1(1.0f), s);
     } else if (fmt == FMT_FP8_TENSOR) { /* m: the divisor; a non-finite block makes pts non-finite too */
-        s = _mm512_set1_ps(t.pts);
-        m = _mm512_set1_ps(t.pts == 0.0f ? 1.0f : t.pts);
-        if (t.pts_bad) bad = 0xFFFF;
+        s = vf_set1(t.pts);
+        m = vf_set1(t.pts == 0.0f ? 1.0f : t.pts);
+        if (t.pts_bad) bad = vm_every();
     } else {
-        __m512 p2 = _mm512_castsi512_ps(_mm512_and_si512(amax_bits, _mm512_set1_epi32(0x7f800000)));
-        s = _mm512_mul_ps(p2, _mm512_set1_ps(pow2f(-el.emax)));
+        vf p2 = vf_of(vi_and(amax_bits, vi_set1(0x7f800000u)));
+        s = vf_mul(p2, vf_set1(pow2f(-el.emax)));
         if (is_rceil(fmt)) {
-            __m512 top = _mm512_mul_ps(p2, _mm512_set1_ps(el.max * pow2f(-el.emax)));
-            s = _mm512_mask_mul_ps(s, _mm512_cmp_ps_mask(amax, top, _CMP_GT_OQ), s, _mm512_set1_ps(2.0f));
+            vf top = vf_mul(p2, vf_set1(el.max * pow2f(-el.emax)));
+            s = vf_select(vf_gt(amax, top), vf_mul(s, vf_set1(2.0f)), s);
         }
-        s = _mm512_max_ps(_mm512_set1_ps(0x1p-127f), s);
-        m = _mm512_div_ps(_mm512_set1_ps(1.0f), s);
+        s = vf_max(vf_set1(0x1p-127f), s);
+        m = vf_div(vf_set1(1.0f), s);
     }
-    s = _mm512_mask_mov_ps(s, bad, _mm512_set1_ps(NAN));
-    _mm512_storeu_ps(mul, m);
-    _mm512_storeu_ps(scale, s);
+    s = vf_select(bad, vf_set1(NAN), s);
+    vf_storef(mul, m, 0);
+    vf_storef(scale, s, 0);
     if (is_int4(fmt)) return 0; /* [-8, 7] is not sign-symmetric: statistics take the signed path */
     /* q <= max * s < 2^(emax + 1) * 2^(122 - emax): far from overflow (2^120 for E2M1) */
-    if (_mm512_cmp_ps_mask(s, _mm512_set1_ps(pow2f(122 - el.emax)), _CMP_LT_OQ) != 0xFFFF ||
-        _mm512_cmp_ps_mask(m, _mm512_set1_ps(INFINITY), _CMP_LT_OQ) != 0xFFFF)
-        return 0;
-    __mmask16 tiny = _mm512_cmp_ps_mask(s, _mm512_set1_ps(pow2f(-126 - el.emin + el.mbits)), _CMP_LT_OQ) &
-                     _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_NEQ_OQ);
+    if (!vm_all(vf_lt(s, vf_set1(pow2f(122 - el.emax)))) || !vm_all(vf_lt(m, vf_set1(INFINITY)))) return 0;
+    int tiny = vm_any(vm_and(vf_lt(s, vf_set1(pow2f(-126 - el.emin + el.mbits))), vf_ne(s, vf_set1(0.0f))));
     int bounded = fmt == FMT_NVFP4 ? GROUP_BOUNDED : 0;
     if (tiny) return GROUP_CLEAN | bounded;
     return GROUP_CLEAN | GROUP_NORMAL | bounded | (is_mx(fmt) ? GROUP_BF16_EXACT : 0);
 }
 
 /* Block amaxima of group g (16 blocks of `block` = 16 or 32 elements) as a vector of bit patterns. */
-INLINE __m512i group_amax(const void *x, int64_t off, int block, int dtype) {
-    __m512i p[GROUP];
+INLINE vi group_amax(const void *x, int64_t off, int block, int dtype) {
+    vi p[GROUP];
     for (int j = 0; j < GROUP; j++) {
-        __m512i a = abs_bits16(load16(x, off + (int64_t)j * block, dtype));
-        if (block == 32) a = _mm512_max_epu32(a, abs_bits16(load16(x, off + (int64_t)j * block + 16, dtype)));
+        vi a = abs_bits16(load16(x, off + (int64_t)j * block, dtype));
+        if (block == 32) a = vi_max(a, abs_bits16(load16(x, off + (int64_t)j * block + 16, dtype)));
         p[j] = a;
     }
     return transpose_max16(p);
 }
 
+enum { N_COUNTS = S_NONFINITE + 1 }; /* the counts lead the statistics vector */
+
 typedef struct {
-    int64_t nonzero, deadzone, saturated, nonfinite; /* mask popcounts: scalar adds beside the vector work */
-    __m512i amax;
-    __m512d x2[2], x4[2], err2[2], rel[2];
+    vi count[N_COUNTS]; /* per lane, S_* order; below 2^31 between folds */
+    int64_t folded[N_COUNTS];
+    vi amax;
+    vd x2, x4, err2, rel;
 } vacc_t;
 
-INLINE int64_t popcount16(__mmask16 m) { return __builtin_popcount((unsigned)m); }
-
-INLINE __m512d half_pd(__m512 v, int h) {
-    return _mm512_cvtps_pd(h ? _mm512_extractf32x8_ps(v, 1) : _mm512_castps512_ps256(v));
-}
-
 /* The f64 sums of 16 elements from |x| and |q| (q keeps the sign of x, so |q - x| = ||q| - |x||):
- * Sum (q - x)^2 and Sum |q - x| / |x| over nonzero x, with `powers` also Sum x^2 and Sum x^4. */
-INLINE void vsums16(vacc_t *a, __m512 ax, __m512 aq, __mmask16 nz, int powers) {
-    for (int h = 0; h < 2; h++) {
-        __m512d xd = half_pd(ax, h), d = _mm512_sub_pd(half_pd(aq, h), xd);
-        __mmask8 nzh = (__mmask8)(h ? nz >> 8 : nz);
-        if (powers) {
-            __m512d x2 = _mm512_mul_pd(xd, xd);
-            a->x2[h] = _mm512_add_pd(a->x2[h], x2);
-            a->x4[h] = _mm512_fmadd_pd(x2, x2, a->x4[h]);
-        }
-        a->err2[h] = _mm512_fmadd_pd(d, d, a->err2[h]);
-        a->rel[h] = _mm512_add_pd(a->rel[h], _mm512_maskz_div_pd(nzh, _mm512_abs_pd(d), xd));
+ * Sum (q - x)^2 and Sum |q - x| / |x| over nonzero x, with `powers` also Sum x^2 and Sum x^4. Where x is 0
+ * so is q - x (every q that counts is finite), and dividing by DBL_MIN (below every nonzero fp32 |x|)
+ * instead of 0 adds the 0 that the reference's mask does. */
+INLINE void vsums16(vacc_t *a, vf ax, vf aq, int powers) {
+    vd xd = vd_of(ax), d = vd_sub(vd_of(aq), xd);
+    if (powers) {
+        vd x2 = vd_mul(xd, xd);
+        a->x2 = vd_add(a->x2, x2);
+        a->x4 = vd_fmadd(x2, x2, a->x4);
     }
+    a->err2 = vd_fmadd(d, d, a->err2);
+    a->rel = vd_add(a->rel, vd_div(vd_abs(d), vd_max(xd, vd_set1(DBL_MIN))));
 }
 
 /* Sum x^2, Sum x^4 and the nonzero count of 16 |x|: NVFP4's tensor-amax pass does these while it waits
  * for memory, so the second pass is left with the sums that need q. */
-INLINE void vpowers16(vacc_t *a, __m512 ax) {
-    a->nonzero += popcount16(_mm512_cmp_ps_mask(ax, _mm512_setzero_ps(), _CMP_NEQ_UQ));
-    for (int h = 0; h < 2; h++) {
-        __m512d xd = half_pd(ax, h), x2 = _mm512_mul_pd(xd, xd);
-        a->x2[h] = _mm512_add_pd(a->x2[h], x2);
-        a->x4[h] = _mm512_fmadd_pd(x2, x2, a->x4[h]);
-    }
+INLINE void vpowers16(vacc_t *a, vf ax) {
+    a->count[S_NONZERO] = vi_count(a->count[S_NONZERO], vf_ne_or_nan(ax, vf_set1(0.0f)));
+    vd xd = vd_of(ax), x2 = vd_mul(xd, xd);
+    a->x2 = vd_add(a->x2, x2);
+    a->x4 = vd_fmadd(x2, x2, a->x4);
 }
 
 /* Statistics of 16 elements of a group that is not clean (NaN/Inf inputs or scales so large that q may
  * overflow): the masking of stats1(), elements with a non-finite q counted apart and left out. */
-INLINE void vstats16_masked(vacc_t *a, __m512 xv, __m512 y, __mmask16 saturated, int dtype) {
-    const __m512 zero = _mm512_setzero_ps();
-    __m512 q = in_dtype16(y, dtype, 0);
-    __mmask16 valid = _mm512_cmp_ps_mask(_mm512_sub_ps(q, q), zero, _CMP_EQ_OQ);
-    xv = _mm512_maskz_mov_ps(valid, xv);
-    q = _mm512_maskz_mov_ps(valid, q);
-    a->nonfinite += 16 - popcount16(valid);
-    __m512 ax = _mm512_abs_ps(xv), aq = _mm512_abs_ps(q);
-    __mmask16 nz = _mm512_cmp_ps_mask(ax, zero, _CMP_NEQ_UQ);
-    a->nonzero += popcount16(nz);
-    a->deadzone += popcount16(_mm512_mask_cmp_ps_mask(nz, aq, zero, _CMP_EQ_OQ));
-    a->saturated += popcount16(valid & saturated);
-    a->amax = _mm512_max_epu32(a->amax, _mm512_castps_si512(ax));
-    vsums16(a, ax, aq, nz, 1);
+INLINE void vstats16_masked(vacc_t *a, vf xv, vf y, vm saturated, int dtype) {
+    const vf zero = vf_set1(0.0f);
+    vf q = in_dtype16(y, dtype, 0);
+    vm invalid = vf_ne_or_nan(vf_sub(q, q), zero);
+    xv = vf_select(invalid, zero, xv);
+    q = vf_select(invalid, zero, q);
+    a->count[S_NONFINITE] = vi_count(a->count[S_NONFINITE], invalid);
+    vf ax = vf_abs(xv), aq = vf_abs(q);
+    vm nz = vf_ne_or_nan(ax, zero);
+    a->count[S_NONZERO] = vi_count(a->count[S_NONZERO], nz);
+    a->count[S_DEADZONE] = vi_count(a->count[S_DEADZONE], vm_and(nz, vf_eq(aq, zero)));
+    a->count[S_SATURATED] = vi_count(a->count[S_SATURATED], vm_andnot(invalid, saturated));
+    a->amax = vi_max(a->amax, vi_of(ax));
+    vsums16(a, ax, aq, 1);
 }
 
 /* Statistics of 16 elements of a clean group (every q finite, scales positive): on magnitudes, since
  * |x * m| = |x| * m and |round(v) * s| = round(|v|) * s; amax comes from the block maxima, and with
  * `powers` == 0 the tensor-amax pass has already summed x^2, x^4 and the nonzero count. */
-INLINE void vstats16_clean(vacc_t *a, __m512 xv, __m512 m, __m512 s, int fmt, element el, int saturate,
-                           int dtype, int powers, int flags) {
-    const __m512 zero = _mm512_setzero_ps();
-    __m512 ax = _mm512_abs_ps(xv), av = scale_in16(ax, m, fmt);
-    __m512 aq = in_dtype16(_mm512_mul_ps(round_mag16(av, el, saturate), s), dtype, flags);
-    __mmask16 nz = _mm512_cmp_ps_mask(ax, zero, _CMP_NEQ_UQ);
-    if (powers) a->nonzero += popcount16(nz);
-    a->deadzone += popcount16(_mm512_mask_cmp_ps_mask(nz, aq, zero, _CMP_EQ_OQ));
-    a->saturated += popcount16(_mm512_cmp_ps_mask(av, _mm512_set1_ps(el.max), _CMP_GT_OQ));
-    vsums16(a, ax, aq, nz, powers);
+INLINE void vstats16_clean(vacc_t *a, vf xv, vf m, vf s, int fmt, element el, int saturate, int dtype,
+                           int powers, int flags) {
+    const vf zero = vf_set1(0.0f);
+    vf ax = vf_abs(xv), av = scale_in16(ax, m, fmt);
+    vf aq = in_dtype16(vf_mul(round_mag16(av, el, saturate), s), dtype, flags);
+    vm nz = vf_ne_or_nan(ax, zero);
+    if (powers) a->count[S_NONZERO] = vi_count(a->count[S_NONZERO], nz);
+    a->count[S_DEADZONE] = vi_count(a->count[S_DEADZONE], vm_and(nz, vf_eq(aq, zero)));
+    a->count[S_SATURATED] = vi_count(a->count[S_SATURATED], vf_gt(av, vf_set1(el.max)));
+    vsums16(a, ax, aq, powers);
 }
 
 /* Two-level summation: a chunk's sums are added into the thread's totals, so each f64 lane adds about
- * (chunk + n / chunk) terms instead of n (agreement with torch's pairwise float64 sums to 1e-12 at 16M). */
+ * (chunk + n / chunk) terms instead of n (agreement with torch's pairwise float64 sums to 1e-12 at 16M);
+ * the lane counts move into int64 before they can overflow. */
 INLINE void fold(vacc_t *chunk, vacc_t *total) {
-    total->nonzero += chunk->nonzero;
-    total->deadzone += chunk->deadzone;
-    total->saturated += chunk->saturated;
-    total->nonfinite += chunk->nonfinite;
-    total->amax = _mm512_max_epu32(total->amax, chunk->amax);
-    for (int h = 0; h < 2; h++) {
-        total->x2[h] = _mm512_add_pd(total->x2[h], chunk->x2[h]);
-        total->x4[h] = _mm512_add_pd(total->x4[h], chunk->x4[h]);
-        total->err2[h] = _mm512_add_pd(total->err2[h], chunk->err2[h]);
-        total->rel[h] = _mm512_add_pd(total->rel[h], chunk->rel[h]);
-    }
+    for (int k = 0; k < N_COUNTS; k++) total->folded[k] += chunk->folded[k] + vi_hsum(chunk->count[k]);
+    total->amax = vi_max(total->amax, chunk->amax);
+    total->x2 = vd_add(total->x2, chunk->x2);
+    total->x4 = vd_add(total->x4, chunk->x4);
+    total->err2 = vd_add(total->err2, chunk->err2);
+    total->rel = vd_add(total->rel, chunk->rel);
     memset(chunk, 0, sizeof *chunk);
 }
 
 INLINE void flush_all(vacc_t *v, acc_t *a) {
-    a->nonzero += v->nonzero;
-    a->deadzone += v->deadzone;
-    a->saturated += v->saturated;
-    a->nonfinite += v->nonfinite;
-    uint32_t m = (uint32_t)_mm512_reduce_max_epu32(v->amax);
+    int64_t n[N_COUNTS];
+    for (int k = 0; k < N_COUNTS; k++) n[k] = v->folded[k] + vi_hsum(v->count[k]);
+    a->nonzero += n[S_NONZERO];
+    a->deadzone += n[S_DEADZONE];
+    a->saturated += n[S_SATURATED];
+    a->nonfinite += n[S_NONFINITE];
+    uint32_t m = vi_hmax(v->amax);
     a->amax = m > a->amax ? m : a->amax;
-    a->x2 += _mm512_reduce_add_pd(_mm512_add_pd(v->x2[0], v->x2[1]));
-    a->x4 += _mm512_reduce_add_pd(_mm512_add_pd(v->x4[0], v->x4[1]));
-    a->err2 += _mm512_reduce_add_pd(_mm512_add_pd(v->err2[0], v->err2[1]));
-    a->rel += _mm512_reduce_add_pd(_mm512_add_pd(v->rel[0], v->rel[1]));
+    a->x2 += vd_hsum(v->x2);
+    a->x4 += vd_hsum(v->x4);
+    a->err2 += vd_hsum(v->err2);
+    a->rel += vd_hsum(v->rel);
 }
 
 /* The scales of group g: read its 16 blocks (prefetching ahead), return its GROUP_* flags. */
 INLINE int group_prepare(const void *x, int64_t g, int block, int fmt, int dtype, tensor_scale t, float *mul,
-                         float *scale, __m512i *amax) {
+                         float *scale, vi *amax) {
     int64_t off = g * GROUP * block;
     int esize = dtype == DT_F32 ? 4 : 2;
     /* Without a prefetch every group would wait for DRAM (measured 2.5x slower); fetching the lines
@@ -559,16 +719,16 @@ INLINE void group_apply(const void *x, void *y, vacc_t *v, int64_t g, int block,
     element el = element_of(fmt);
     int sat = !(flags & GROUP_BOUNDED);
     for (int j = 0; j < GROUP; j++) {
-        __m512 m = _mm512_set1_ps(mul[j]), s = _mm512_set1_ps(scale[j]);
+        vf m = vf_set1(mul[BLOCK_LANE[j]]), s = vf_set1(scale[BLOCK_LANE[j]]);
         for (int h = 0; h < block; h += 16) {
             int64_t i = off + (int64_t)j * block + h;
-            __m512 xv = load16(x, i, dtype);
+            vf xv = load16(x, i, dtype);
             if (!y && (flags & GROUP_CLEAN)) {
                 vstats16_clean(v, xv, m, s, fmt, el, sat, dtype, powers, flags);
                 continue;
             }
-            __m512 vv = scale_in16(xv, m, fmt);
-            __m512 q = _mm512_mul_ps(is_int4(fmt) ? round_int4_16(vv) : round16(vv, el, sat), s);
+            vf vv = scale_in16(xv, m, fmt);
+            vf q = vf_mul(is_int4(fmt) ? round_int4_16(vv) : round16(vv, el, sat), s);
             if (y) store16(y, i, q, dtype, stream, flags);
             else vstats16_masked(v, xv, q, saturated16(vv, fmt, el), dtype);
         }
@@ -581,7 +741,7 @@ INLINE void groups_simd(const void *x, void *y, vacc_t *v, int64_t g0, int64_t g
                         int dtype, tensor_scale t, int stream, int powers) {
     float mul[2][GROUP], scale[2][GROUP];
     int flags[2];
-    __m512i amax[2];
+    vi amax[2];
     if (g0 >= g1) return;
     flags[0] = group_prepare(x, g0, block, fmt, dtype, t, mul[0], scale[0], &amax[0]);
     for (int64_t g = g0; g < g1; g++) {
@@ -589,7 +749,7 @@ INLINE void groups_simd(const void *x, void *y, vacc_t *v, int64_t g0, int64_t g
         if (g + 1 < g1)
             flags[cur ^ 1] = group_prepare(x, g + 1, block, fmt, dtype, t, mul[cur ^ 1], scale[cur ^ 1], &amax[cur ^ 1]);
         group_apply(x, y, v, g, block, fmt, dtype, mul[cur], scale[cur], flags[cur], stream, powers);
-        if (v && (flags[cur] & GROUP_CLEAN)) v->amax = _mm512_max_epu32(v->amax, amax[cur]);
+        if (v && (flags[cur] & GROUP_CLEAN)) v->amax = vi_max(v->amax, amax[cur]);
     }
 }
 
@@ -609,7 +769,7 @@ INLINE void groups_dispatch(const void *x, void *y, vacc_t *v, int64_t g0, int64
 #undef SRDD_CASE
 }
 _Static_assert(FMT_NVFP4 == 10 && N_FORMATS == 15, "groups_dispatch lists every format code");
-#endif /* SRDD_AVX512 */
+#endif /* SRDD_SIMD */
 
 /* ------------------------------------------------------------------ drivers */
 
@@ -648,26 +808,26 @@ INLINE void powers1(acc_t *a, float xv) {
 static uint32_t tensor_amax_bits(const void *x, acc_t *powers, int64_t n, int dtype, int nthreads) {
     uint32_t part[MAX_THREADS] = {0}, m = 0;
     int64_t done = 0;
-#if SRDD_AVX512
+#if SRDD_SIMD
     int64_t nv = n / 16;
 #pragma omp parallel num_threads(nthreads)
     {
         int64_t v0, v1;
         thread_share(nv, &v0, &v1);
-        __m512i acc = _mm512_setzero_si512();
+        vi acc = vi_set1(0);
         vacc_t chunk, total;
         memset(&chunk, 0, sizeof chunk);
         memset(&total, 0, sizeof total);
         for (int64_t c = v0; c < v1; c += 1024) {
             int64_t end = c + 1024 < v1 ? c + 1024 : v1;
             for (int64_t i = c; i < end; i++) {
-                __m512 ax = _mm512_abs_ps(load16(x, i * 16, dtype));
-                acc = _mm512_max_epu32(acc, _mm512_castps_si512(ax));
+                vf ax = vf_abs(load16(x, i * 16, dtype));
+                acc = vi_max(acc, vi_of(ax));
                 if (powers) vpowers16(&chunk, ax);
             }
             if (powers) fold(&chunk, &total);
         }
-        part[thread_id()] = (uint32_t)_mm512_reduce_max_epu32(acc);
+        part[thread_id()] = vi_hmax(acc);
         if (powers) flush_all(&total, &powers[thread_id()]);
     }
     done = nv * 16;
@@ -700,7 +860,7 @@ INLINE int valid_args(int64_t nblocks, int fmt, int dtype) {
     return nblocks >= 0 && fmt >= 0 && fmt < N_FORMATS && (dtype == DT_F32 || dtype == DT_BF16);
 }
 
-#if SRDD_AVX512
+#if SRDD_SIMD
 /* Groups [g0, g1) into fresh output memory, FAULT_GROUPS at a time: each chunk first touches its output
  * pages, fetching the x lines of every page while that page faults in, then stores into the pages the
  * kernel has just zeroed through the cache. The faults (about 1.5 us a page here, as much as all the rest
@@ -754,7 +914,7 @@ SRDD_API int srdd_round_trip(const void *x, void *y, int64_t nblocks, int fmt, i
     uint32_t amax_bits;
     tensor_scale t = tensor_part(x, 0, nblocks * block, fmt, dtype, nthreads, &amax_bits);
     int64_t done = 0;
-#if SRDD_AVX512
+#if SRDD_SIMD
     int64_t ngroups = nblocks / GROUP;
     /* below this size y may stay in cache, and a fresh-looking allocation is mostly recycled heap memory
      * (measured: touching ahead only costs there) */
@@ -787,14 +947,14 @@ SRDD_API int srdd_stats(const void *x, int64_t nblocks, int fmt, int dtype, int 
     memset(part, 0, sizeof part);
     memset(powers, 0, sizeof powers);
     uint32_t amax_bits;
-    tensor_scale t = tensor_part(x, SRDD_AVX512 ? powers : 0, nblocks * block, fmt, dtype, nthreads, &amax_bits);
+    tensor_scale t = tensor_part(x, SRDD_SIMD ? powers : 0, nblocks * block, fmt, dtype, nthreads, &amax_bits);
     /* every group clean: amax < 2^120 puts every block finite and every scale below group_scales' bound;
      * for NVFP4, 1 / pts * 64 (the multiplier of the smallest block scale, 2^-6) finite keeps every
      * multiplier finite (FP8's divisor always is) */
-    int split = SRDD_AVX512 && amax_bits < 0x7b800000u &&
+    int split = SRDD_SIMD && amax_bits < 0x7b800000u &&
                 (fmt == FMT_FP8_TENSOR || (fmt == FMT_NVFP4 && isfinite(t.inv_pts * 64.0f)));
     int64_t done = 0;
-#if SRDD_AVX512
+#if SRDD_SIMD
     int64_t ngroups = nblocks / GROUP;
 #pragma omp parallel num_threads(nthreads)
     {

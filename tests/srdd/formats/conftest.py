@@ -96,12 +96,18 @@ def random_matrix(seed: int = 0) -> torch.Tensor:
 
 
 def assert_same_stats(expected: QuantStats, got: QuantStats) -> None:
-    """Counts equal; float64 sums equal up to the order of additions (1e-12 relative)."""
+    """Counts and amax equal; float64 sums equal up to the order of their additions.
+
+    The sums add numel non-negative terms in an order that depends on the path and the CPU's vector width;
+    any order ends within (n - 1) * u * Sum|terms| (u = 2^-53) of the exact sum, so two orders agree to
+    within twice that, and Sum|terms| is the sum itself.
+    """
+    bound = 2 * max(expected.numel - 1, 0) * 2.0**-53
     for key, value in expected.to_dict().items():
-        if isinstance(value, int):
+        if isinstance(value, int) or key == "amax":
             assert getattr(got, key) == value, key
         else:
-            assert math.isclose(getattr(got, key), value, rel_tol=1e-12, abs_tol=0.0), (key, getattr(got, key), value)
+            assert math.isclose(getattr(got, key), value, rel_tol=bound, abs_tol=0.0), (key, getattr(got, key), value)
 
 
 def planted_tensor(dtype: torch.dtype, fmt: str, options: dict) -> torch.Tensor:

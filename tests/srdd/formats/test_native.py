@@ -1,11 +1,12 @@
 """The C kernel (srdd.formats.native) must give the eager path's bits exactly.
 
 The eager path is proven bit-exact against the independent reference in the
-other modules; here both builds of the C kernel -- the AVX-512 one this machine
-runs and the portable scalar one other CPUs run -- are compared with it on
-every edge row, in fp32 and bf16, for every MX element type in both scale
-modes and both NVFP4 variants, with block counts that exercise the 16-block
-groups and the tail.
+other modules; here every build of the C kernel this CPU can run -- portable
+(scalar), AVX2 + FMA and AVX-512, so that an AVX-512 machine proves the AVX2
+path too -- is compared with it on every edge row, in fp32 and bf16, for every
+MX element type in both scale modes and both NVFP4 variants, with block counts
+that exercise the 16-block groups and the tail. Builds the CPU cannot run are
+skipped, with the reason.
 """
 
 import warnings
@@ -26,14 +27,27 @@ CASES = [("mxfp4", {}), ("mxfp4", {"scale_mode": "rceil"}), ("nvfp4", {}), ("nvf
          ("int4", {}), ("int4", {"group_size": 16}), ("fp8_e4m3", {})]
 
 
+def _route_to(name: str, monkeypatch) -> str:
+    """Route the native backend to build `name` of the kernel (skipped where the CPU cannot run it)."""
+    if not native.runnable(name):
+        pytest.skip(f"this CPU cannot run the {name} build (needs {native.CPU_FLAGS_NEEDED[name]})")
+    lib = native.library(name)
+    assert lib is not None, "a C compiler is part of this project's test environment"
+    assert lib.srdd_simd() == native.SIMD_LEVEL[name]
+    monkeypatch.setattr(native, "library", lambda variant=None: lib)
+    return name
+
+
 @pytest.fixture(params=list(native.VARIANTS))
 def variant(request, monkeypatch):
-    """Route the native backend to one build of the kernel."""
-    lib = native.library(request.param)
-    assert lib is not None, "a C compiler is part of this project's test environment"
-    assert lib.srdd_simd() == (request.param == "simd")
-    monkeypatch.setattr(native, "library", lambda: lib)
-    return request.param
+    """Every build of the kernel in turn."""
+    return _route_to(request.param, monkeypatch)
+
+
+@pytest.fixture(params=[name for name in native.VARIANTS if native.SIMD_LEVEL[name]])
+def vector_variant(request, monkeypatch):
+    """The builds with a vector path: the only ones with streamed stores and fault-ahead chunks."""
+    return _route_to(request.param, monkeypatch)
 
 
 def _inputs(fmt: str, options: dict) -> list[torch.Tensor]:
@@ -167,7 +181,7 @@ def test_ste_forward_uses_the_kernel_and_passes_gradients():
 def test_without_a_compiler_the_pytorch_path_takes_over(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("SRDD_CACHE", str(tmp_path))
-    native.library.cache_clear()
+    native._load.cache_clear()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -181,7 +195,7 @@ def test_without_a_compiler_the_pytorch_path_takes_over(monkeypatch, tmp_path):
         set_backend("auto")
         assert (bits(fake_quantize(x, "mxfp4")) == bits(want)).all()
     finally:
-        native.library.cache_clear()
+        native._load.cache_clear()
 
 
 def test_unknown_variant_is_refused():
@@ -189,8 +203,27 @@ def test_unknown_variant_is_refused():
         native.library("avx9000")
 
 
+def test_the_best_build_the_cpu_runs_is_chosen_unless_one_is_named(monkeypatch):
+    x86 = "avx2" in native.VARIANTS
+    monkeypatch.delenv(native.VARIANT_ENV, raising=False)
+    monkeypatch.setattr(native, "cpu_flags", lambda: frozenset({"avx2", "fma", "sse4_2"}))
+    assert native.chosen_variant() == ("avx2" if x86 else "portable")
+    everything = frozenset(flag for flags in native.CPU_FLAGS_NEEDED.values() for flag in flags)
+    monkeypatch.setattr(native, "cpu_flags", lambda: everything)
+    assert native.chosen_variant() == ("avx512" if x86 else "portable")
+    monkeypatch.setenv(native.VARIANT_ENV, "portable")
+    assert native.chosen_variant() == "portable"
+    monkeypatch.setattr(native, "cpu_flags", lambda: frozenset({"avx2"}))  # no FMA: no AVX2 build
+    monkeypatch.setenv(native.VARIANT_ENV, "avx2")
+    with pytest.raises(ValueError, match="this CPU runs"):
+        native.chosen_variant()
+    if x86:  # a build the CPU cannot run is never loaded
+        with pytest.raises(ValueError, match="cannot run"):
+            native.library("avx2")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_large_tensors_keep_the_bits(dtype):
+def test_large_tensors_keep_the_bits(vector_variant, dtype):
     g = torch.Generator().manual_seed(8)
     x = (torch.randn(4096, 4096, generator=g) * 3).to(dtype)  # 32 MiB in bf16, 64 MiB in fp32: streamed stores
     for fmt in ("mxfp4", "nvfp4"):  # fresh results: pages faulted in chunk by chunk ahead of the stores
@@ -204,7 +237,7 @@ def test_large_tensors_keep_the_bits(dtype):
 
 
 @pytest.mark.parametrize("fmt, cols", [("mxfp4", 2080), ("nvfp4", 2064)])
-def test_large_fresh_outputs_with_ragged_chunks(fmt, cols):
+def test_large_fresh_outputs_with_ragged_chunks(vector_variant, fmt, cols):
     """Over 32 MiB with a group count that splits into neither whole fault-ahead chunks per thread nor whole
     groups (one block left for the scalar tail)."""
     x = torch.randn(4097, cols, generator=torch.Generator().manual_seed(9)) * 2
@@ -213,7 +246,7 @@ def test_large_fresh_outputs_with_ragged_chunks(fmt, cols):
 
 
 @pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4"])
-def test_new_results_in_recycled_or_half_faulted_memory(fmt):
+def test_new_results_in_recycled_or_half_faulted_memory(vector_variant, fmt):
     """An allocation for the result may hold recycled pages (streamed into), fresh ones (faulted ahead of
     the stores) or both; the kernel checks which, and the bits are the same every way."""
     x = torch.randn(4096, 2048, generator=torch.Generator().manual_seed(10)) * 3  # 32 MiB
@@ -260,7 +293,7 @@ def test_element_rounding_around_every_grid_boundary(variant, fmt):
 
 def test_first_compile_says_so_once(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("SRDD_CACHE", str(tmp_path))
-    first = native._build("simd")
+    first = native._build(native.chosen_variant())
     notice = capsys.readouterr().err
     assert notice.count("\n") == 1 and "compiling the C fake-quant kernel" in notice and str(tmp_path) in notice
-    assert native._build("simd") == first and capsys.readouterr().err == ""
+    assert native._build(native.chosen_variant()) == first and capsys.readouterr().err == ""
