@@ -124,8 +124,7 @@ def test_a_preset_is_part_of_the_setting(suite, tmp_path, capsys):
     open_study(runs, settings, control)
     assert json.loads((runs / "_study" / "study.json").read_text())["preset"] == "smoke@1"
     assert _study("status", runs) == 0
-    assert "overrides: --preset smoke@1 --set grpo.steps=2
-" in capsys.readouterr().out
+    assert "overrides: --preset smoke@1 --set grpo.steps=2\n" in capsys.readouterr().out
     assert _study("run", suite, "--seeds", "0", "--runs", runs, "--set", "grpo.steps=2") == 2
     assert "--preset: recorded smoke@1, now None" in capsys.readouterr().err
     assert _study("run", suite, "--seeds", "0", "--runs", tmp_path / "other", "--preset", "nosuch") == 2
