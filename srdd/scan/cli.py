@@ -94,8 +94,9 @@ def register(sub) -> None:
     s.add_argument("scan", type=Path, help="a srdd.scan/v1 JSON written by srdd scan")
     s.add_argument("--csv", type=Path, help="write per-layer metrics as CSV (one row per layer)")
     s.add_argument("--plot", type=Path, help="write per-layer profiles (PNG), zones shaded")
-    s.add_argument("--zone-metric", choices=PRIMARY_METRICS, default=DEFAULT_ZONE_METRIC,
-                   help="metric whose high-error bands are the data zones (default %(default)s, as srdd calibrate)")
+    s.add_argument("--zone-metric", choices=(*PRIMARY_METRICS, "sensitivity"), default=DEFAULT_ZONE_METRIC,
+                   help="metric whose high-error bands are the data zones (default %(default)s, as srdd calibrate; "
+                        "sensitivity needs a scan made with --sensitivity)")
     s.add_argument("--band-std", type=float, default=DEFAULT_BAND_STD, metavar="K",
                    help="data zones: v > mean + K std (default %(default)s, as srdd calibrate)")
     s.add_argument("--force", action="store_true", help="overwrite existing --csv/--plot files")

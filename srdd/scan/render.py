@@ -34,11 +34,12 @@ def render(doc: dict) -> str:
                      f"{metric.format(s['mean'])} ± {spread}"])
     out += ["", "Overall (per-layer values)", table(["metric", "min", "max", "mean ± std"], rows),
             definitions(TABLE_METRICS)]
+    zone_metrics = (*TABLE_METRICS[:3], *(["sensitivity"] if all("sensitivity" in z for z in doc["zones"]) else []))
     zone_rows = [[z["name"], z["kind"], span(z["layers"])]
-                 + [get_metric(m).format(z[m]) for m in TABLE_METRICS[:3]] for z in doc["zones"]]
+                 + [get_metric(m).format(z[m]) for m in zone_metrics] for z in doc["zones"]]
     rule = ZoneRule(**{k: v for k, v in doc.get("zone_rule", {}).items() if k != "min_layers"})
     out += ["", "Zones (metric means over each zone's layers)",
-            table(["zone", "kind", "layers", *TABLE_METRICS[:3]], zone_rows), "  " + rule.describe()]
+            table(["zone", "kind", "layers", *zone_metrics], zone_rows), "  " + rule.describe()]
     worst = [[str(w["layer"])] + [get_metric(m).format(w[m]) for m in TABLE_METRICS] for w in doc["worst_layers"]]
     out += ["", f"Worst layers (by {doc['rank_metric']})", table(["layer", *TABLE_METRICS], worst),
             f"  ranked by {doc['rank_metric']}, the primary metric; README 'Reading a scan' explains each column"]

@@ -15,11 +15,12 @@ import statistics
 from functools import reduce
 
 from srdd import __version__
+from srdd.errors import SrddError
 from srdd.formats import QuantStats, get_format
 from srdd.metrics import get_metric
 from srdd.scan.accumulate import LayerStats, ScanStats
 from srdd.scan.fidelity import OutputStats
-from srdd.scan.sensitivity import NOTE, SENSITIVITY_KEY, rank_correlations
+from srdd.scan.sensitivity import NOTE, SENSITIVITY_KEY, rank_correlations, sensitivity_values
 from srdd.zones import ZoneRule, layer_zones, zone_entries
 
 SCHEMA = "srdd.scan/v1"
@@ -104,13 +105,20 @@ def build_report(stats: ScanStats, key: str, cfg, model_info: dict, calibration:
 
 
 def layer_values(doc: dict) -> dict[str, list[float]]:
-    """metric -> per-layer values of a scan document's primary site."""
-    return {m: [layer["primary"][m] for layer in doc["layers"]] for m in SUMMARY_METRICS}
+    """metric -> per-layer values of a scan document's primary site, and its sensitivity when it has one."""
+    values = {m: [layer["primary"][m] for layer in doc["layers"]] for m in SUMMARY_METRICS}
+    damage = sensitivity_values(doc)
+    if damage is not None:
+        values["sensitivity"] = damage
+    return values
 
 
 def with_zones(doc: dict, rule: ZoneRule) -> dict:
     """`doc` with its zones recomputed under `rule`, so a scan written by any srdd version shows today's zones."""
     values = layer_values(doc)
+    if rule.metric not in values:
+        raise SrddError(f"--zone-metric {rule.metric}: this scan has no per-layer {rule.metric}; "
+                        "make the scan with srdd scan --sensitivity")
     return {**doc, "zone_rule": rule.to_dict(), "zones": zone_entries(layer_zones(values, rule), values)}
 
 
