@@ -114,3 +114,22 @@ def test_rank_correlation_sign_follows_damage():
     assert corr["sqnr_db"]["rho"] == pytest.approx(1.0)
     assert corr["deadzone_ratio"]["rho"] == pytest.approx(-1.0)
     assert rank_correlations({"layers": [{"primary": layers[0]["primary"]}]}) is None
+
+
+def test_a_quantized_policy_is_measured_under_its_own_quantization(tiny_model_dir):
+    """rin_train rescans a policy whose linears are already quantized (and switched off): the fidelity is that
+    policy's, the switches are left as found, and another format is refused rather than mislabelled."""
+    from srdd.errors import SrddError
+    from srdd.qlinear import quantization_disabled, quantized_modules
+
+    model, tok = load_causal_lm(str(tiny_model_dir))
+    quantize_linears(model, LinearQuantConfig("nvfp4", mode="w4a16"))
+    cfg = ScanConfig(formats=("nvfp4",), samples=2, max_tokens=12)
+    with quantization_disabled(model):
+        doc = scan_model(model, tok, cfg, model_info={}, progress=False)[0]
+        assert not any(m.quant_enabled for _, m in quantized_modules(model))
+        with pytest.raises(SrddError, match="already quantized under nvfp4/w4a16"):
+            scan_model(model, tok, ScanConfig(formats=("mxfp4",), samples=2, max_tokens=12), model_info={},
+                       progress=False)
+    assert doc["fidelity"]["quantized"] == "nvfp4/w4a16" and doc["fidelity"]["kl_mean"] > 0
+    assert all(m.quant_enabled for _, m in quantized_modules(model))
