@@ -21,7 +21,7 @@ not the per-token values: p99s of two files cannot be merged from the files.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -42,10 +42,8 @@ class OutputStats:
     kl_values: list[np.ndarray] = field(default_factory=list)
 
     def __add__(self, other: OutputStats) -> OutputStats:
-        return OutputStats(self.tokens + other.tokens, self.top1_same + other.top1_same,
-                           self.nonfinite + other.nonfinite, self.sum_kl + other.sum_kl,
-                           self.sum_nll_fp + other.sum_nll_fp, self.sum_nll_q + other.sum_nll_q,
-                           self.kl_values + other.kl_values)
+        """Counts and sums add, the per-token values concatenate: merging batches or ranks is exact."""
+        return OutputStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
     def kl(self) -> np.ndarray:
         return np.concatenate(self.kl_values) if self.kl_values else np.zeros(0)
