@@ -20,7 +20,7 @@ import yaml
 
 from calibrate.multipliers import Mode, Tiers, basis_description, compute, damage, parse_clip, statistics_of
 from calibrate.noise_file import TARGET_KINDS, build_document, calibrate_zones, high_error_band, no_band_advice
-from calibrate.scan_input import METRICS, read_scan
+from calibrate.scan_input import DAMAGE_METRIC, METRICS, read_scan
 from calibrate.suite import (DICT_STYLES, Sigmas, check_accuracies, experiments, plan_markdown, rin_train_config,
                              suite_document, verl_overrides)
 from srdd.errors import SrddError
@@ -107,8 +107,9 @@ def register(sub) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scan", type=Path, help="srdd.scan/v1 JSON or a published verl-fork scan JSON")
     p.add_argument("-o", "--out", type=Path, required=True, help="multipliers YAML to write (srdd.noise/v1)")
-    p.add_argument("--metric", choices=METRICS, default="relative_error",
-                   help="per-layer value the multipliers follow (default relative_error, the published choice)")
+    p.add_argument("--metric", choices=(*METRICS, DAMAGE_METRIC), default="relative_error",
+                   help="per-layer value the multipliers follow (default relative_error, the published choice; "
+                        "sensitivity: each layer's output KL, from a scan made with srdd scan --sensitivity)")
     p.add_argument("--mode", choices=[m.value for m in Mode], default="proportional",
                    help="how a layer's value becomes its multiplier (default %(default)s; see the modes below)")
     p.add_argument("--clip", metavar="LO,HI", help="bound every multiplier to [LO, HI] after the mode")
@@ -234,6 +235,9 @@ def run(args) -> int:
           f"format {scan.fmt}, site {scan.site}")
     for note in scan.notes:
         print(f"  note: {note}")
+    if args.metric not in scan.values:
+        raise SrddError(f"--metric {args.metric}: {args.scan} has no per-layer {args.metric}; "
+                        "make the scan with srdd scan --sensitivity")
     raw = scan.values[args.metric]
     v = damage(args.metric, raw)
     st = statistics_of(v)
@@ -329,20 +333,21 @@ def _print_tables(scan, metric_name: str, mults, zones: list[dict], rule: ZoneRu
     depth = {i: z["name"] for z in zones if z["kind"] == "depth" for i in z["layers"]}
     data = {i: z["name"] for z in zones if z["kind"] == "data" for i in z["layers"]}
     transformed = metric.higher_is_better
-    header = ["layer", *[m for m in METRICS], *(["v_i"] if transformed else []), "multiplier", "zone"]
+    shown = METRICS if metric_name in METRICS else (*METRICS, metric_name)
+    header = ["layer", *shown, *(["v_i"] if transformed else []), "multiplier", "zone"]
     rows = []
     for m in mults:
         i = m.layer
         zone = depth.get(i, "") + (f" * {data[i]}" if i in data else "")
-        rows.append([str(i), *[get_metric(k).format(scan.values[k][i]) for k in METRICS],
+        rows.append([str(i), *[get_metric(k).format(scan.values[k][i]) for k in shown],
                      *([_short(m.value)] if transformed else []), f"{m.multiplier:.2f}", zone])
     print(f"\n{mode.value} multipliers from {metric_name} (* = in a high-error zone: v_i > mean + "
           f"{rule.band_std:g} std = {rule.threshold(scan.values[metric_name]):.6g})")
     print(_table(header, rows, left=(len(header) - 1,)))
-    print(definitions(METRICS))
+    print(definitions(shown))
     zone_rows = [[z["name"], z["kind"], span(z["layers"]),
-                  *[get_metric(k).format(z[k]) for k in METRICS], f"{z['multiplier_mean']:.2f}"] for z in zones]
+                  *[get_metric(k).format(z[k]) for k in shown], f"{z['multiplier_mean']:.2f}"] for z in zones]
     print("\nzones (means over each zone's layers; the same zones as srdd scan/show with --zone-metric "
           f"{metric_name} --band-std {rule.band_std:g})")
-    print(_table(["zone", "kind", "layers", *METRICS, "mean mult."], zone_rows, left=(0, 1)))
+    print(_table(["zone", "kind", "layers", *shown, "mean mult."], zone_rows, left=(0, 1)))
     print("  " + rule.describe())

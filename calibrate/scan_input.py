@@ -4,7 +4,8 @@ Accepted layouts:
 
 - `srdd.scan/v1` (DESIGN.md §4), metrics under `layers[i].block_output` (the
   published scan's site). A scan made without the block_output site is read
-  from `layers[i].primary` (all linear inputs merged) and says so.
+  from `layers[i].primary` (all linear inputs merged) and says so. A scan made
+  with `--sensitivity` adds the `sensitivity` column (`layers[i].sensitivity.kl_mean`).
 - the published verl-fork scanner (`scripts/srdd_quant_scanner.py`):
   `{config: {model_path, quant_type, num_layers, thresholds}, report: {summary,
   statistics, per_layer: [{layer_id, sqnr_db, deadzone_ratio, ...}]},
@@ -28,6 +29,8 @@ from srdd.scan.schema import MAX_LAYERS
 
 METRICS = ("relative_error", "deadzone_ratio", "sqnr_db")  # required in every layer
 OPTIONAL_METRICS = ("saturation_ratio",)
+DAMAGE_METRIC = "sensitivity"
+"""Each layer's output KL with only it quantized (`layers[i].sensitivity.kl_mean`, srdd scan --sensitivity)."""
 SRDD_SCHEMA = "srdd.scan/v1"
 SRDD_LAYOUT = "srdd.scan/v1"
 VERL_LAYOUT = "verl-fork"
@@ -59,7 +62,7 @@ def _number(value, where: str) -> float:
 
 def _metric(value, where: str, metric: str) -> float:
     x = _number(value, where)
-    if metric in ("relative_error", "deadzone_ratio", "saturation_ratio") and x < 0:
+    if metric in ("relative_error", "deadzone_ratio", "saturation_ratio", DAMAGE_METRIC) and x < 0:
         raise SrddError(f"{where}: {x} is negative; {metric} cannot be")
     if metric in ("deadzone_ratio", "saturation_ratio") and x > 1:
         raise SrddError(f"{where}: {x} is above 1; {metric} is a fraction 0..1 in scan files "
@@ -168,8 +171,20 @@ def _from_srdd(doc: dict) -> ScanTable:
         raise SrddError(f"layers[{k}].block_output: missing")
     entries = [(layer["layer"], _mapping(layer[site], f"layers[{k}].{site}"), f"layers[{k}].{site}")
                for k, layer in enumerate(layers)]
-    return ScanTable(SRDD_LAYOUT, str(model.get("name", "?")), str(fmt_name), site,
-                     _table(entries, len(layers)), tuple(notes))
+    values = _table(entries, len(layers))
+    if any("sensitivity" in layer for layer in layers):
+        values[DAMAGE_METRIC] = _damage(layers)
+    return ScanTable(SRDD_LAYOUT, str(model.get("name", "?")), str(fmt_name), site, values, tuple(notes))
+
+
+def _damage(layers: list[dict]) -> list[float]:
+    """The sensitivity column: every layer's, or an error naming the first layer without one."""
+    out = [0.0] * len(layers)
+    for k, layer in enumerate(layers):
+        where = f"layers[{k}].sensitivity"
+        out[layer["layer"]] = _metric(_mapping(layer.get("sensitivity"), where).get("kl_mean"),
+                                      f"{where}.kl_mean", DAMAGE_METRIC)
+    return out
 
 
 def _from_verl(doc: dict) -> ScanTable:

@@ -58,6 +58,9 @@ register_metric(Metric("sqnr_db", True, False,
 register_metric(Metric("saturation_ratio", False, True,
                        "share of elements clipped at the format's largest value"))
 register_metric(Metric("mse", False, False, "mean (q-x)^2 over all elements"))
+register_metric(Metric("sensitivity", False, False,
+                       "mean per-token KL(P_fp || P_q) of the next-token distributions, in nats, with only this "
+                       "layer quantized (srdd scan --sensitivity): the damage it does downstream"))
 
 def definitions(names: Sequence[str]) -> str:
     """One line defining `names`, printed under every table that shows them."""

@@ -29,7 +29,8 @@ def linear_children(layer: nn.Module) -> dict[str, nn.Linear]:
 
 
 class SiteCapture:
-    """Registers hooks on the decoder layers of a model; `rows` selects the non-pad rows of each batch."""
+    """Registers hooks on the decoder layers of a model; `rows` selects the non-pad rows of each batch,
+    and only forwards run while `active` is true are measured (the full-precision reference)."""
 
     def __init__(self, layers: nn.ModuleList, stats: ScanStats, formats: list[FormatSpec],
                  sites: set[str]) -> None:
@@ -37,6 +38,7 @@ class SiteCapture:
         self.formats = formats
         self.sites = sites
         self.rows: ValidRows | None = None
+        self.active = True
         self._cache: dict[int, tuple[torch.Tensor, list[QuantStats]]] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         for index, layer in enumerate(layers):
@@ -62,6 +64,8 @@ class SiteCapture:
 
     def _block_hook(self, index: int) -> Callable:
         def hook(module: nn.Module, args, output) -> None:
+            if not self.active:
+                return
             hidden = output[0] if isinstance(output, (tuple, list)) else output
             for (key, _, _), s in zip(self.formats, self._measure(hidden)):
                 self.stats.layers[key][index].add_block_output(s)
@@ -69,6 +73,8 @@ class SiteCapture:
 
     def _linear_hook(self, index: int, name: str) -> Callable:
         def hook(module: nn.Module, args) -> None:
+            if not self.active:
+                return
             for (key, _, _), s in zip(self.formats, self._measure(args[0])):
                 self.stats.layers[key][index].add_linear_input(name, s)
         return hook

@@ -25,6 +25,7 @@ SCAN_EPILOG = """examples:
   srdd scan --fmt mxfp4,nvfp4 --model ./Qwen2.5-1.5B-Instruct --samples 64 --max-tokens 512
   srdd scan --fmt mxfp4 --scale-mode rceil --model model.gguf --mode propagated
   srdd scan --fmt nvfp4 --model Qwen/Qwen2.5-7B-Instruct --revision main --offload --dtype bfloat16
+  srdd scan --fmt mxfp4,nvfp4 --model smollm2 --sensitivity          # + per-layer damage (one forward per layer)
 
 Models: a local directory, a .gguf file, 'smollm2', a hub id (org/name) or a bare name such as
 Qwen2.5-7B (matched in the Hugging Face cache, then among the Qwen2.5, Llama 3 and SmolLM2 families).
@@ -32,7 +33,9 @@ Online, hub models download into the Hugging Face cache; offline (HF_HUB_OFFLINE
 A model too big for the memory available is offloaded layer by layer automatically.
 With several formats, one file is written per format: scan.json -> scan.mxfp4.json, ...
 Metrics: SQNR (primary, dB), relative error and deadzone (the published multipliers' inputs),
-saturation. Ratios are fractions in the file and percentages on screen."""
+saturation. Ratios are fractions in the file and percentages on screen.
+Every scan also compares the quantized model's next-token distributions with the fp model's (KL, top-1
+agreement, perplexities); --sensitivity adds each layer's share of that damage."""
 
 
 def _csv(value: str) -> list[str]:
@@ -69,6 +72,10 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=["isolated", "propagated"], default="isolated",
                    help="isolated: quantize each fp tensor on the side; propagated: run W4A4 and compare "
                         "each layer's output with the fp model's")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="also measure, per decoder layer, the output KL with only that layer quantized "
+                        "(one forward per layer over the calibration set) and its rank correlation with the "
+                        "local metrics")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                    help="dtype the model runs in; the tensors it produces are what gets quantized (default float32)")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda or cuda:N")
@@ -92,8 +99,9 @@ def register(sub) -> None:
     s.add_argument("scan", type=Path, help="a srdd.scan/v1 JSON written by srdd scan")
     s.add_argument("--csv", type=Path, help="write per-layer metrics as CSV (one row per layer)")
     s.add_argument("--plot", type=Path, help="write per-layer profiles (PNG), zones shaded")
-    s.add_argument("--zone-metric", choices=PRIMARY_METRICS, default=DEFAULT_ZONE_METRIC,
-                   help="metric whose high-error bands are the data zones (default %(default)s, as srdd calibrate)")
+    s.add_argument("--zone-metric", choices=(*PRIMARY_METRICS, "sensitivity"), default=DEFAULT_ZONE_METRIC,
+                   help="metric whose high-error bands are the data zones (default %(default)s, as srdd calibrate; "
+                        "sensitivity needs a scan made with --sensitivity)")
     s.add_argument("--band-std", type=float, default=DEFAULT_BAND_STD, metavar="K",
                    help="data zones: v > mean + K std (default %(default)s, as srdd calibrate)")
     s.add_argument("--force", action="store_true", help="overwrite existing --csv/--plot files")
@@ -126,7 +134,7 @@ def run_scan(args) -> int:
         options["group_size"] = args.group_size
     cfg = ScanConfig(formats=tuple(args.fmt), format_options=options, sites=tuple(args.sites),
                      mode=args.mode, samples=args.samples, max_tokens=args.max_tokens,
-                     batch_size=args.batch_size, seed=args.seed, data=args.data)
+                     batch_size=args.batch_size, seed=args.seed, data=args.data, sensitivity=args.sensitivity)
     paths = output_paths(args.out, args.fmt)
     for path in paths:
         ensure_writable(path, force=args.force)
@@ -167,14 +175,14 @@ def run_scan(args) -> int:
 def run_show(args) -> int:
     from srdd.scan.export import write_csv, write_plot
     from srdd.scan.render import render
-    from srdd.scan.report import with_zones
+    from srdd.scan.report import with_correlations, with_zones
 
     doc = read_json(args.scan, what="scan")
     check_scan_report(doc, str(args.scan))
     for path in (args.csv, args.plot):
         if path is not None:
             ensure_writable(path, force=args.force)
-    doc = with_zones(doc, ZoneRule(args.zone_metric, args.band_std))
+    doc = with_correlations(with_zones(doc, ZoneRule(args.zone_metric, args.band_std)))
     print(render(doc))
     if args.csv:
         print(f"wrote {write_csv(doc, args.csv, force=args.force)}")

@@ -56,6 +56,8 @@ def layer_rows(doc: dict) -> list[dict]:
     rows = []
     for layer in doc["layers"]:
         row = {"layer": layer["layer"], **layer["primary"]}
+        if "sensitivity" in layer:
+            row["sensitivity"] = layer["sensitivity"].get("kl_mean")
         for group in groups:
             site = layer.get("linear_inputs", {}).get(group[0])
             if site is not None:

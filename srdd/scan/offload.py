@@ -12,6 +12,7 @@ laptop. On CUDA one layer at a time sits on the GPU.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,25 @@ from srdd.errors import SrddError
 from srdd.models import ResolvedModel, decoder_layers, resolve_model
 from srdd.qlinear import QuantLinear
 from srdd.weights import weight_files
+
+
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def keep_large_tensors_mmapped() -> None:
+    """Fix glibc's mmap threshold at 1 MiB for this process.
+
+    glibc raises the threshold to the size of every mmapped block that is freed, after which a released
+    layer's weights and their fake-quantized copies are allocated on the heap, whose fragmentation makes the
+    peak grow with depth (measured on a tiny 512-wide model under a W4A4 forward: +63 MiB for 6 more layers;
+    +2 MiB with the threshold fixed). Fixed, large tensors stay mmapped and go back to the OS on release.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: no dynamic threshold to pin
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
 
 
 class OffloadedLayers:
@@ -81,6 +101,7 @@ def load_offloaded(model: str | ResolvedModel, *, dtype: torch.dtype = torch.flo
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     path = (model if isinstance(model, ResolvedModel) else resolve_model(model)).path
+    keep_large_tensors_mmapped()
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     with init_empty_weights(include_buffers=False):
         lm = AutoModelForCausalLM.from_config(config, dtype=dtype)

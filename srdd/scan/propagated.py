@@ -2,7 +2,8 @@
 
 The model runs each batch twice, its linears quantized in place: first with
 quantization off (the reference), whose layer outputs are kept (valid rows
-only), then W4A4, whose layer outputs are compared with the reference ones. The statistics are the same sums as the
+only), then W4A4, whose layer outputs are compared with the reference ones
+(the same two forwards give the model-level fidelity, srdd.scan.fidelity). The statistics are the same sums as the
 isolated mode, with q = the quantized model's output and x = the reference's.
 """
 
@@ -40,13 +41,14 @@ def pair_stats(x: torch.Tensor, q: torch.Tensor) -> QuantStats:
 
 class PropagatedCapture:
     """One hook per decoder layer: keeps its output while `reference` is true, compares it with the kept one
-    otherwise."""
+    otherwise; forwards run while `active` is false (sensitivity) are ignored."""
 
     def __init__(self, layers: nn.ModuleList, stats: ScanStats, key: str) -> None:
         self.stats = stats
         self.key = key
         self.rows: ValidRows | None = None
         self.reference = True
+        self.active = True
         self._reference: dict[int, torch.Tensor] = {}
         self._handles = [layer.register_forward_hook(self._hook(i)) for i, layer in enumerate(layers)]
 
@@ -56,6 +58,8 @@ class PropagatedCapture:
 
     def _hook(self, index: int):
         def hook(module, args, output) -> None:
+            if not self.active:
+                return
             if self.reference:
                 self._reference[index] = self._rows(output)
                 return

@@ -1,4 +1,4 @@
-"""One pass over the calibration batches, every site and format at once."""
+"""One pass over the calibration batches, every site and format at once, plus the model-level damage."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from srdd.calibration_prompts import load_samples, tokenize
 from srdd.errors import SrddError
 from srdd.formats import get_format, list_formats
 from srdd.models import decoder_layers
-from srdd.qlinear import LinearQuantConfig, QuantMode, linears_quantized, quantization_disabled
 from srdd.scan.accumulate import SITES, ScanStats
 from srdd.scan.capture import FormatSpec, SiteCapture, measure_weights
+from srdd.scan.fidelity import NextTokens, OutputStats, output_stats
 from srdd.scan.propagated import PropagatedCapture
 from srdd.scan.report import build_report
 from srdd.scan.rows import ValidRows
+from srdd.scan.switch import LayerSwitch
 
 
 LIMITS = {"samples": 65_536, "max_tokens": 131_072, "batch_size": 4096}
@@ -44,6 +45,8 @@ class ScanConfig:
     batch_size: int = 8
     seed: int = 0
     data: str | None = None
+    sensitivity: bool = False
+    """Also one forward per decoder layer with only that layer quantized: its output KL (srdd scan --sensitivity)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", ScanMode(self.mode))
@@ -100,19 +103,19 @@ def batches(ids: list[list[int]], batch_size: int, pad_id: int):
 
 
 class Progress:
-    """Per batch normally; per decoder layer when the model is offloaded (a batch of a 7B takes minutes)."""
+    """Per forward pass normally; per decoder layer when the model is offloaded (a batch of a 7B takes minutes)."""
 
-    def __init__(self, model: nn.Module, batches: int, passes: int, weight_pass: bool, enabled: bool) -> None:
+    def __init__(self, model: nn.Module, forwards: int, weight_pass: bool, enabled: bool) -> None:
         self.offload = getattr(model, "srdd_offload", None)
         if self.offload is None:
-            self.bar = tqdm(total=batches * passes, desc="scanning", unit="batch", disable=not enabled)
+            self.bar = tqdm(total=forwards, desc="scanning", unit="pass", disable=not enabled)
             return
         layers = len(self.offload.layers)
-        self.bar = tqdm(total=(batches * passes + weight_pass) * layers, desc="scanning (offloaded)", unit="layer",
+        self.bar = tqdm(total=(forwards + weight_pass) * layers, desc="scanning (offloaded)", unit="layer",
                         disable=not enabled)
         self.offload.on_release = lambda index: self.bar.update(1)
 
-    def batch_done(self) -> None:
+    def forward_done(self) -> None:
         if self.offload is None:
             self.bar.update(1)
 
@@ -122,10 +125,21 @@ class Progress:
         self.bar.close()
 
 
-def _forward(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor) -> None:
+def _logits(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, bar: Progress) -> torch.Tensor:
     device = next(model.parameters()).device
     with torch.no_grad():
-        model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
+        out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
+    bar.forward_done()
+    return out.logits
+
+
+@dataclass
+class Damage:
+    """Per format: the whole quantized model's OutputStats and, with --sensitivity, one per decoder layer."""
+
+    label: dict[str, str] = field(default_factory=dict)
+    model: dict[str, OutputStats] = field(default_factory=dict)
+    layers: dict[str, list[OutputStats]] = field(default_factory=dict)
 
 
 def scan_model(model: nn.Module, tokenizer, cfg: ScanConfig | None = None, *, model_info: dict,
@@ -146,53 +160,75 @@ def scan_model(model: nn.Module, tokenizer, cfg: ScanConfig | None = None, *, mo
     specs = cfg.format_specs()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     steps = list(batches(ids, cfg.batch_size, pad_id))
-    passes = 2 * len(specs) if cfg.mode is ScanMode.PROPAGATED else 1
-    bar = Progress(model, len(steps), passes, "weight" in cfg.sites, progress)
+    per_batch = 2 + (len(layers) if cfg.sensitivity else 0)
+    bar = Progress(model, len(steps) * len(specs) * per_batch, "weight" in cfg.sites, progress)
+    damage = Damage()
     was_training = model.training
     model.eval()
     try:
         if "weight" in cfg.sites:
             measure_weights(layers, stats, specs, bar.offload)
-        if cfg.mode is ScanMode.ISOLATED:
-            _run_isolated(model, steps, cfg, stats, specs, bar)
-        else:
-            _run_propagated(model, steps, stats, specs, bar)
+        _run(model, steps, cfg, stats, specs, damage, bar)
     finally:
         bar.close()
         model.train(was_training)
     calibration = {"source": source, "samples": len(ids), "tokens": sum(len(s) for s in ids),
                    "seed": cfg.seed, "max_tokens": cfg.max_tokens}
-    return [build_report(stats, key, cfg, model_info, calibration) for key, _, _ in specs]
+    return [build_report(stats, key, cfg, model_info, calibration,
+                         fidelity=damage.model[key], fidelity_label=damage.label[key],
+                         sensitivity=damage.layers.get(key))
+            for key, _, _ in specs]
 
 
-def _run_isolated(model: nn.Module, steps, cfg: ScanConfig, stats: ScanStats, specs: list[FormatSpec],
-                  bar: Progress) -> None:
-    capture = SiteCapture(decoder_layers(model), stats, specs, set(cfg.sites))
-    try:
-        for input_ids, mask in steps:
-            capture.rows = ValidRows.from_mask(mask)
-            _forward(model, input_ids, mask)
-            bar.batch_done()
-    finally:
-        capture.remove()
-
-
-def _run_propagated(model: nn.Module, steps, stats: ScanStats, specs: list[FormatSpec], bar: Progress) -> None:
-    """Per format, the model's own linears are made W4A4 in place (no second copy of the model, which an
-    offloaded model could not have); each batch runs once with quantization off (the reference) and once on."""
+def _run(model: nn.Module, steps, cfg: ScanConfig, stats: ScanStats, specs: list[FormatSpec], damage: Damage,
+         bar: Progress) -> None:
+    """Per format, the model's own decoder-layer linears are made W4A4 in place (no second copy of the model,
+    which an offloaded model could not have), and each batch runs with quantization off (the reference), then
+    on, then (--sensitivity) once per layer with only that layer on. The isolated sites are measured in the
+    first format's reference forwards (every format at once); the propagated ones compare the reference and
+    quantized forwards; the fidelity compares the logits of those same two forwards."""
     layers = decoder_layers(model)
-    for key, fmt, options in specs:
-        with linears_quantized(layers, LinearQuantConfig(fmt, QuantMode.W4A4, options, ())):
-            capture = PropagatedCapture(layers, stats, key)
-            try:
-                for input_ids, mask in steps:
-                    capture.rows = ValidRows.from_mask(mask)
-                    capture.reference = True
-                    with quantization_disabled(model):
-                        _forward(model, input_ids, mask)
-                    capture.reference = False
-                    _forward(model, input_ids, mask)
-                    bar.batch_done()
-                    bar.batch_done()
-            finally:
-                capture.remove()
+    sites = SiteCapture(layers, stats, specs, set(cfg.sites)) if cfg.mode is ScanMode.ISOLATED else None
+    try:
+        for k, (key, fmt, options) in enumerate(specs):
+            with LayerSwitch(layers, fmt, options) as switch:
+                damage.label[key] = switch.label
+                damage.model[key] = OutputStats()
+                if cfg.sensitivity:
+                    damage.layers[key] = [OutputStats() for _ in layers]
+                drift = PropagatedCapture(layers, stats, key) if cfg.mode is ScanMode.PROPAGATED else None
+                try:
+                    for input_ids, mask in steps:
+                        _batch(model, input_ids, mask, switch, key, damage, bar,
+                               sites if k == 0 else None, drift)
+                finally:
+                    if drift is not None:
+                        drift.remove()
+    finally:
+        if sites is not None:
+            sites.remove()
+
+
+def _batch(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, switch: LayerSwitch, key: str,
+           damage: Damage, bar: Progress, sites: SiteCapture | None, drift: PropagatedCapture | None) -> None:
+    rows, scored = ValidRows.from_mask(mask), NextTokens.from_batch(input_ids, mask)
+    for capture in (sites, drift):
+        if capture is not None:
+            capture.rows, capture.active = rows, True
+    if drift is not None:
+        drift.reference = True
+    switch.quantize_only(())
+    reference = scored.rows(_logits(model, input_ids, mask, bar))
+    if sites is not None:
+        sites.active = False
+    if drift is not None:
+        drift.reference = False
+    switch.quantize_all()
+    quantized = scored.rows(_logits(model, input_ids, mask, bar))
+    damage.model[key] = damage.model[key] + output_stats(reference, quantized, scored.targets)
+    if drift is not None:
+        drift.active = False
+    for index, per_layer in enumerate(damage.layers.get(key, [])):
+        switch.quantize_only((index,))
+        alone = scored.rows(_logits(model, input_ids, mask, bar))
+        damage.layers[key][index] = per_layer + output_stats(reference, alone, scored.targets)

@@ -29,6 +29,8 @@ Finite = float
 NonNegative = Annotated[float, Field(ge=0)]
 Ratio = Annotated[float, Field(ge=0, le=1)]
 LayerId = Annotated[int, Field(ge=0, lt=MAX_LAYERS)]
+Count = Annotated[int, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
 
 
 class _Strict(BaseModel):
@@ -46,11 +48,48 @@ class PrimaryMetrics(SiteMetrics):
     mse: NonNegative
 
 
+class OutputDamage(_Strict):
+    """Next-token damage (srdd.scan.fidelity); the statistics are absent when no token was scored."""
+
+    tokens: Count
+    kl_mean: NonNegative | None = None
+    kl_p99: NonNegative | None = None
+    kl_max: NonNegative | None = None
+    top1_agreement: Ratio | None = None
+    perplexity_fp: Positive | None = None
+    perplexity_q: Positive | None = None
+    perplexity_ratio: Positive | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> OutputDamage:
+        needed = ("kl_mean", "kl_p99", "kl_max", "top1_agreement")
+        missing = [k for k in needed if getattr(self, k) is None]
+        if self.tokens and missing:
+            raise ValueError(f"{self.tokens} tokens were scored but {missing} are missing")
+        return self
+
+
+class Fidelity(OutputDamage):
+    quantized: str
+
+
 class Layer(_Strict):
     layer: LayerId
     block_output: SiteMetrics | None = None
     primary: PrimaryMetrics | None = None
     linear_inputs: dict[str, SiteMetrics] = Field(default_factory=dict)
+    sensitivity: OutputDamage | None = None
+
+
+class Correlation(_Strict):
+    rho: Annotated[float, Field(ge=-1, le=1)] | None
+    n: Count
+
+
+class Sensitivity(_Strict):
+    metric: Literal["kl_mean"]
+    quantized: str
+    rank_correlation: dict[str, Correlation] | None = None
 
 
 class ModelInfo(_Strict):
@@ -113,6 +152,9 @@ class ScanReport(ScanLayers):
     zones: list[Zone]
     worst_layers: list[Worst]
     warnings: list[str] = Field(default_factory=list)
+    fidelity: Fidelity | None = None
+    """Absent in scans written before srdd measured model-level damage."""
+    sensitivity: Sensitivity | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> ScanReport:
@@ -121,6 +163,10 @@ class ScanReport(ScanLayers):
             raise ValueError(f"summary lacks {missing}")
         if any(entry.primary is None for entry in self.layers):
             raise ValueError("every layer needs its 'primary' metrics")
+        if self.sensitivity is not None:
+            lacking = [e.layer for e in self.layers if e.sensitivity is None or e.sensitivity.kl_mean is None]
+            if lacking:
+                raise ValueError(f"sensitivity: layers {lacking[:8]} have no sensitivity.kl_mean")
         return self
 
 

@@ -63,6 +63,13 @@ def _mutate(doc, how):
         doc = {"schema": "srdd.noise/v1", "layer_multipliers": {}}
     elif how == "bool_layer_count":
         doc["model"]["num_layers"] = True
+    elif how in ("negative_sensitivity", "sensitivity_missing"):
+        for layer in doc["layers"]:
+            layer["sensitivity"] = {"tokens": 100, "kl_mean": 0.01}
+        if how == "negative_sensitivity":
+            doc["layers"][2]["sensitivity"]["kl_mean"] = -0.5
+        else:
+            del doc["layers"][4]["sensitivity"]
     return doc
 
 
@@ -76,6 +83,8 @@ SCAN_CASES = [
     ("too_many_layers", "layers: 5000 layers is beyond any model"),
     ("multipliers_file", "that is a multipliers file"),
     ("bool_layer_count", "model.num_layers: expected a positive integer"),
+    ("negative_sensitivity", "layers[2].sensitivity.kl_mean: -0.5 is negative"),
+    ("sensitivity_missing", "layers[4].sensitivity: missing"),
 ]
 
 
@@ -89,6 +98,11 @@ def test_calibrate_refuses_scans(tmp_path, refused, how, expect):
 def test_calibrate_refuses_an_existing_output_through_the_executable(tmp_path, refused, scan_file):
     (tmp_path / "m.yaml").write_text("mine")
     refused(["calibrate", "scan.json", "-o", "m.yaml"], tmp_path, "already exists", subprocess_run=True)
+
+
+def test_calibrate_refuses_sensitivity_from_a_scan_without_it(tmp_path, refused, scan_file):
+    refused(["calibrate", scan_file, "-o", tmp_path / "m.yaml", "--metric", "sensitivity", "--suite",
+             tmp_path / "suite"], tmp_path, "has no per-layer sensitivity; make the scan with srdd scan --sensitivity")
 
 
 def test_calibrate_refuses_a_missing_scan(tmp_path, refused):

@@ -109,6 +109,13 @@ SHOW_CASES = [
     ("model", "tiny", "model"),
     ("layers.0.linear_inputs", {"q": "bad"}, "layers[0].linear_inputs.q"),
     ("warnings", "oops", "warnings"),
+    ("fidelity.top1_agreement", 1.5, "fidelity.top1_agreement"),
+    ("fidelity.kl_mean", -0.1, "fidelity.kl_mean"),
+    ("fidelity.kl_p99", KeyError, "tokens were scored but ['kl_p99'] are missing"),
+    ("fidelity.perplexity_ratio", 0.0, "fidelity.perplexity_ratio"),
+    ("fidelity.quantized", KeyError, "fidelity.quantized"),
+    ("sensitivity", {"metric": "kl_mean", "quantized": "mxfp4/w4a4"}, "have no sensitivity.kl_mean"),
+    ("layers.0.sensitivity", {"tokens": 3, "kl_mean": 0.1}, "layers[0].sensitivity: 3 tokens were scored"),
 ]
 
 
@@ -123,12 +130,21 @@ def test_show_refuses_malformed_scans(tmp_path, refused, scan_doc, field, value,
     ("not json", "is not valid JSON"),
     ("[1, 2]", "expected a JSON object"),
     ("NAN_TOKEN", "layers[0].primary.sqnr_db: Input should be a finite number"),
-], ids=["not-json", "list", "nan-token"])
+    ("NAN_KL", "fidelity.kl_max: Input should be a finite number"),
+], ids=["not-json", "list", "nan-token", "nan-kl"])
 def test_show_refuses_bad_json(tmp_path, refused, scan_doc, text, expect):
     if text == "NAN_TOKEN":
         text = json.dumps(_set(scan_doc, "layers.0.primary.sqnr_db", float("nan")))
+    if text == "NAN_KL":
+        text = json.dumps(_set(scan_doc, "fidelity.kl_max", float("inf")))
     (tmp_path / "scan.json").write_text(text)
     refused(["show", tmp_path / "scan.json"], tmp_path, expect)
+
+
+def test_show_refuses_sensitivity_zones_without_sensitivity(tmp_path, refused, scan_doc):
+    (tmp_path / "scan.json").write_text(json.dumps(scan_doc))
+    refused(["show", tmp_path / "scan.json", "--zone-metric", "sensitivity", "--csv", tmp_path / "out.csv"],
+            tmp_path, "--zone-metric sensitivity: this scan has no per-layer sensitivity")
 
 
 def test_show_refuses_an_existing_csv_through_the_executable(tmp_path, refused, scan_doc):

@@ -105,3 +105,22 @@ def test_help_documents_the_choices():
     for text in ("10^(-SQNR_i/20)", "halves away", "--tiers", "--band-std", "verl-fork", "E13k-constant",
                  "--verl-dicts"):
         assert text in r.stdout
+
+
+def test_sensitivity_gives_multipliers_zones_and_a_suite(tmp_path):
+    """--metric sensitivity reads layers[i].sensitivity.kl_mean the way relative_error is read from block_output."""
+    doc = srdd_doc()
+    sens = [0.05 if i in (3, 4, 5, 6) else 0.01 for i in range(28)]
+    for layer, value in zip(doc["layers"], sens):
+        layer["sensitivity"] = {"tokens": 600, "kl_mean": value, "top1_agreement": 0.9}
+    scan, out, suite = tmp_path / "scan.json", tmp_path / "m.yaml", tmp_path / "suite"
+    scan.write_text(json.dumps(doc))
+    r = srdd("calibrate", scan, "-o", out, "--metric", "sensitivity", "--suite", suite)
+    assert r.returncode == 0, r.stderr
+    noise = yaml.safe_load(out.read_text())
+    assert noise["metric"] == "sensitivity" and noise["basis"] == "v_i = sensitivity_i"
+    assert noise["layer_multipliers"] == {i: (3.18 if i in (3, 4, 5, 6) else 0.64) for i in range(28)}
+    band = next(z for z in noise["zones"] if z["name"] == "high_error")
+    assert band["layers"] == [3, 4, 5, 6] and band["sensitivity"] == pytest.approx(0.05)
+    assert json.loads((suite / "suite.json").read_text())["high_error_zone"] == [3, 4, 5, 6]
+    assert "sensitivity" in r.stdout.splitlines()[2]  # the per-layer table shows the column it used

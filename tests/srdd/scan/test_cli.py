@@ -221,3 +221,30 @@ def test_scan_show_and_calibrate_report_the_same_zones(tmp_path):
     assert "input_sqnr_db:self_attn.q_proj/k_proj/v_proj" in header
     assert "input_sqnr_db:mlp.gate_proj/up_proj" in header
     assert not any("k_proj.sqnr_db" in h for h in header)
+
+
+def test_sensitivity_scan_shows_and_calibrates(tiny_model_dir, tmp_path, capsys):
+    """--sensitivity end to end: the file, the show report with its rank correlations, and calibrate from it."""
+    from srdd.cli import main
+
+    scan = tmp_path / "scan.json"
+    assert main(["scan", "--fmt", "mxfp4", "--model", str(tiny_model_dir), "--samples", "3", "--max-tokens", "16",
+                 "--sensitivity", "--out", str(scan), "--no-progress"]) == 0
+    doc = json.loads(scan.read_text())
+    sens = [layer["sensitivity"]["kl_mean"] for layer in doc["layers"]]
+    assert all(s > 0 for s in sens) and doc["fidelity"]["kl_mean"] > 0
+    assert set(doc["sensitivity"]["rank_correlation"]) == {"relative_error", "deadzone_ratio", "sqnr_db"}
+    capsys.readouterr()
+    assert main(["show", str(scan), "--csv", str(tmp_path / "layers.csv"), "--zone-metric", "sensitivity",
+                 "--band-std", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "Model fidelity: fp vs mxfp4/w4a4" in out and "Does local error predict damage?" in out
+    assert "not independent replicates" in out and "v = sensitivity > mean + 0 std" in out
+    rows = (tmp_path / "layers.csv").read_text().splitlines()
+    column = rows[0].split(",").index("sensitivity")
+    assert [float(r.split(",")[column]) for r in rows[1:]] == pytest.approx(sens, rel=1e-12)
+    assert main(["calibrate", str(scan), "-o", str(tmp_path / "m.yaml"), "--metric", "sensitivity"]) == 0
+    noise = yaml.safe_load((tmp_path / "m.yaml").read_text())
+    mean = sum(sens) / len(sens)
+    assert noise["metric"] == "sensitivity"
+    assert noise["layer_multipliers"] == {i: round(s / mean, 2) for i, s in enumerate(sens)}

@@ -41,7 +41,8 @@ def _devices():
 @pytest.mark.parametrize("mode", ["propagated", "isolated"])
 def test_offload_is_bit_for_bit_the_same_scan(offline_hub, mode, device):
     source = resolve_model("Qwen2.5-7B")
-    cfg = ScanConfig(formats=("mxfp4", "nvfp4"), sites=SITES, mode=mode, samples=3, max_tokens=16, batch_size=2)
+    cfg = ScanConfig(formats=("mxfp4", "nvfp4"), sites=SITES, mode=mode, samples=3, max_tokens=16, batch_size=2,
+                     sensitivity=True)
     docs = {}
     for offload in (False, True):
         loader = load_offloaded if offload else load_causal_lm
@@ -50,7 +51,9 @@ def test_offload_is_bit_for_bit_the_same_scan(offline_hub, mode, device):
         if offload:
             assert all(p.is_meta for p in model.model.layers.parameters())  # every layer released again
     for plain, offloaded in zip(docs[False], docs[True]):
-        assert plain["layers"] == offloaded["layers"]
+        assert plain["layers"] == offloaded["layers"]  # per-layer sensitivity included
+        assert plain["fidelity"] == offloaded["fidelity"] and plain["fidelity"]["kl_mean"] > 0
+        assert plain["layers"][0]["sensitivity"]["kl_mean"] > 0
         assert plain["layers"][0]["weights"]["self_attn.q_proj"]["numel"] > 0
 
 
