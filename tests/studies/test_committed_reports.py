@@ -3,16 +3,11 @@
 A report in the repository can then never drift from its data: change a run, the statistics or the
 report's code, and this test fails until the report is regenerated (the command is in the study's
 README). Figures are not compared (matplotlib versions draw differently); versions of srdd and
-scipy are not compared either, every number is.
-
-Counts, verdicts, names and every other string, integer, boolean and null are compared exactly.
-Floats are compared to a relative tolerance of FLOAT_RTOL (absolute FLOAT_ATOL near zero): a
-correlation's last digits depend on the ISA and BLAS build that summed it (0.3383411907843101 on
-one machine, 0.33834119078431 on another), while a change in the statistics moves far more digits.
+scipy are not compared either, every number is, as tests/json_compare.py says (floats to a relative
+tolerance: their last digits depend on the ISA and BLAS build that summed them).
 """
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -21,37 +16,17 @@ from reports.build import build_report
 from reports.runs import load_runs
 from reports.verdicts import VerdictSettings
 from srdd.jsonio import dumps_json
+from tests.json_compare import differences
 
 ROOT = Path(__file__).resolve().parents[2] / "studies"
 REPORTS = sorted(ROOT.glob("**/report/report.json"))  # a study and its side measurements
 UNVERSIONED = ("tool_version",)
-FLOAT_RTOL = 1e-9
-FLOAT_ATOL = 1e-12
 
 
 def _strip(report: dict) -> dict:
     out = {k: v for k, v in report.items() if k not in UNVERSIONED}
     out["statistics"] = {k: v for k, v in report["statistics"].items() if k != "software"}
     return out
-
-
-def differences(fresh, committed, where: str = "report") -> list[str]:
-    """Where two JSON values differ: exactly, except floats (see the module docstring)."""
-    if isinstance(fresh, float) and isinstance(committed, float):
-        if math.isclose(fresh, committed, rel_tol=FLOAT_RTOL, abs_tol=FLOAT_ATOL):
-            return []
-        return [f"{where}: {fresh!r} != {committed!r}"]
-    if type(fresh) is not type(committed):
-        return [f"{where}: {fresh!r} ({type(fresh).__name__}) != {committed!r} ({type(committed).__name__})"]
-    if isinstance(fresh, dict):
-        if fresh.keys() != committed.keys():
-            return [f"{where}: keys {sorted(fresh.keys() ^ committed.keys())} in only one of the two"]
-        return [d for k in fresh for d in differences(fresh[k], committed[k], f"{where}.{k}")]
-    if isinstance(fresh, list):
-        if len(fresh) != len(committed):
-            return [f"{where}: {len(fresh)} items != {len(committed)}"]
-        return [d for i, (a, b) in enumerate(zip(fresh, committed)) for d in differences(a, b, f"{where}[{i}]")]
-    return [] if fresh == committed else [f"{where}: {fresh!r} != {committed!r}"]
 
 
 def test_floats_differing_in_the_last_digits_are_equal():
