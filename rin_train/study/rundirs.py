@@ -122,9 +122,20 @@ def foreign(spec: RunSpec) -> str | None:
         return str(exc)
     if config.get("seed") != spec.seed or config.get("name") != spec.name:
         return f"it records name {config.get('name')!r} and seed {config.get('seed')!r}"
-    if spec.arm.resolved is not None and config_digest(config) != spec.arm.resolved:
+    if spec.arm.resolved is not None and config_digest(_as_read_today(config)) != spec.arm.resolved:
         return f"its config is not arm {spec.arm.name}'s config with the study's settings"
     return None
+
+
+def _as_read_today(config: dict) -> dict:
+    """A recorded config as today's schema resolves it: a key added since the run was recorded (at its
+    default, which is what the run ran with) is no difference; a config today's schema refuses is one."""
+    from rin_train.run_config import load_run_config
+
+    try:
+        return load_run_config(config, []).to_dict()
+    except SrddError:
+        return config
 
 
 def refuse_foreign(specs: Sequence[RunSpec]) -> None:

@@ -126,6 +126,20 @@ def test_a_study_run_of_its_own_is_accepted(root):
     refuse_foreign(plan(load_settings(root / "runs"), root / "runs"))
 
 
+def test_a_run_recorded_before_a_config_key_existed_is_the_studys_own(root):
+    """A key added to the config schema after a run was recorded (at its default, which is what the run ran
+    with) is no difference: the committed SmolLM2 study's control-s0 predates grpo.micro_batch_size."""
+    from rin_train.study.rundirs import refuse_foreign, plan
+    from rin_train.study.settings import load_settings
+
+    _fake(root, "control", "control-s1", 1)
+    run_json = root / "runs" / "control-s1" / "run.json"
+    doc = json.loads(run_json.read_text())
+    assert doc["config"]["grpo"].pop("micro_batch_size") is None
+    run_json.write_text(json.dumps(doc))
+    refuse_foreign(plan(load_settings(root / "runs"), root / "runs"))
+
+
 @pytest.mark.parametrize("where, expect", [("runs/report", "overlaps --runs"), ("runs", "overlaps --runs"),
                                            (".", "overlaps --runs"), ("notes", "holds no report"),
                                            ("other-report", "holds the report of other runs")])
