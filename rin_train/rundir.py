@@ -312,8 +312,12 @@ class RunDir:
         """Every record in metrics.jsonl, in file order; a corrupt line is an error naming it."""
         if not self.metrics_path.is_file():
             raise SrddError(f"{self.metrics_path} does not exist")
+        try:
+            text = self.metrics_path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise SrddError(f"{self.metrics_path} is not UTF-8 text (a binary file?)") from None
         records = []
-        for i, line in enumerate(self.metrics_path.read_text(encoding="utf-8").splitlines(), 1):
+        for i, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:

@@ -62,7 +62,7 @@ def _recorded_wall(path: Path) -> float | None:
         if not (started and finished):
             return None
         return (_dt.datetime.fromisoformat(finished) - _dt.datetime.fromisoformat(started)).total_seconds()
-    except (SrddError, ValueError):
+    except (SrddError, ValueError, TypeError):  # TypeError: a hand-edited run.json with non-string times
         return None
 
 

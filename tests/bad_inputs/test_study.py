@@ -157,3 +157,21 @@ def test_seeds_are_checked_whole_before_any_run(root, refused, seeds, expect):
     argv = _run(root)
     argv[argv.index("--seeds") + 1] = seeds
     refused(argv, root, expect)
+
+
+def test_status_reads_hand_edited_runs_without_a_traceback(root, capsys):
+    """run.json fields of the wrong type and a binary metrics.jsonl: `study status` still prints its table
+    (the run shows what could be read) and exits 0 (issue 27)."""
+    _fake(root, "control", "control-s0", 0, status="complete", reason=None)
+    _fake(root, "E13j-variable.yaml", "E13j-variable-s0", 0)
+    run_json = root / "runs" / "control-s0" / "run.json"
+    doc = json.loads(run_json.read_text())
+    doc.update(started=5, finished=["x"], resumed="never")
+    run_json.write_text(json.dumps(doc))
+    (root / "runs" / "E13j-variable-s0" / "metrics.jsonl").write_bytes(b"\xff\xfe\x00binary")
+    assert main(["study", "status", str(root / "runs")]) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and err == "", err
+    rows = {line.split()[0] + line.split()[1]: line for line in out.splitlines() if line.startswith(("control", "E13j"))}
+    assert "complete" in rows["control0"] and rows["control0"].rstrip().endswith("—")  # no wall time to show
+    assert "failed" in rows["E13j-variable0"] and "—/2" in rows["E13j-variable0"]
