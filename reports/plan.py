@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from calibrate.suite import HYPOTHESES, Hypothesis
+from reports.outcomes import ProblemOutcomes, final_outcomes
 from reports.blocked import arm_variances, pooled_variance
 from reports.compare import ALPHA, MIN_SEEDS, POWER, Method
 from reports.power import simulate_null
@@ -99,12 +100,8 @@ class Design:
     hours: float | None = None
 
 
-def _outcomes(run: RunRecord):
-    """The run's final per-problem outcomes, or None (older runs; or the outcomes reader not installed yet)."""
-    try:
-        from reports.outcomes import final_outcomes
-    except ImportError:
-        return None
+def _outcomes(run: RunRecord) -> ProblemOutcomes | None:
+    """The run's final per-problem outcomes, or None (runs from before eval_outcomes.jsonl, and verl runs)."""
     return final_outcomes(run.path, run.accuracy_kind)
 
 

@@ -2,8 +2,6 @@
 
 import json
 import subprocess
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -100,41 +98,7 @@ def _pilot(root: Path, outcomes: bool) -> Path:
     return root
 
 
-def _outcomes_reader(monkeypatch):
-    """reports.outcomes where it exists; else a stand-in with its interface, reading the files as specified."""
-    try:
-        import reports.outcomes  # noqa: F401
-        return
-    except ImportError:
-        pass
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class ProblemOutcomes:
-        step: int
-        eval_quant: str
-        eval_lora: str
-        test_set_sha256: str
-        ids: tuple
-        strict: np.ndarray
-        flexible: np.ndarray
-
-    def final_outcomes(run_dir: Path, eval_lora: str = "merged"):
-        path = run_dir / "eval_outcomes.jsonl"
-        if not path.is_file():
-            return None
-        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        row = max((r for r in rows if r["eval_lora"] == eval_lora), key=lambda r: r["step"])
-        bits = lambda s: np.array([c == "1" for c in s])  # noqa: E731
-        return ProblemOutcomes(row["step"], row["eval_quant"], row["eval_lora"], row["test_set_sha256"],
-                               tuple(row["ids"]), bits(row["strict"]), bits(row["flexible"]))
-
-    monkeypatch.setitem(sys.modules, "reports.outcomes",
-                        types.SimpleNamespace(final_outcomes=final_outcomes, ProblemOutcomes=ProblemOutcomes))
-
-
-def test_problem_part_is_measured_from_per_problem_outcomes(tmp_path, monkeypatch):
-    _outcomes_reader(monkeypatch)
+def test_problem_part_is_measured_from_per_problem_outcomes(tmp_path):
     root = _pilot(tmp_path / "runs", outcomes=True)
     hyps = [h for h in HYPOTHESES if h.key in ("H1", "H3")]
     components, pairs, runs = estimate(load_runs(root, "relative_error"), hyps)
