@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+# four real learn runs before the first assertion: ~45 s, so with the slow tests (CI runs them too)
+pytestmark = pytest.mark.slow
+
 ARMS = {"E13i-baseline": [], "E13j-variable": ["--set", "noise.layer_multipliers={0: 2.0, 1: 1.0, 2: 0.5}"]}
 SEEDS = (0, 1)
 # Two runs share the two cores; a 64-wide model gains nothing from intra-op threads, and two

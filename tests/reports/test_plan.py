@@ -46,6 +46,7 @@ def _simulated_power(plan: dict, design: dict, hypothesis: str) -> float:
     return float((codes[:, keys.index(hypothesis)] == SUPPORTED).mean())
 
 
+@pytest.mark.slow  # 10^4-study simulations of the committed 27-run pilot: ~25 s
 @pytest.mark.parametrize("effect, sizes", [(10, "64,512"), (5, "256")])
 def test_plan_of_the_committed_pilot_is_confirmed_by_simulation(effect, sizes):
     """The designs studies/smollm2/README.md quotes: their predicted power, against simulated studies."""

@@ -291,6 +291,7 @@ def test_element_rounding_around_every_grid_boundary(variant, fmt):
     assert_same_stats(*_both(quant_stats, x, fmt))
 
 
+@pytest.mark.slow  # compiles a fresh kernel: ~30 s of CPU
 def test_first_compile_says_so_once(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("SRDD_CACHE", str(tmp_path))
     first = native._build(native.chosen_variant())
