@@ -124,8 +124,9 @@ def check_declared(analysis: str | None, margin_pp: float | None) -> None:
     if analysis is not None and analysis not in ANALYSES:
         raise SrddError(f"--analysis {shown(analysis)}: choose one of {', '.join(ANALYSES)}")
     ok = isinstance(margin_pp, (int, float)) and not isinstance(margin_pp, bool) and math.isfinite(margin_pp)
-    if margin_pp is not None and not (ok and 0 < margin_pp <= 100):
-        raise SrddError(f"--margin {shown(margin_pp)}: a difference in percentage points, in (0, 100]")
+    if margin_pp is not None and not (ok and 0 < margin_pp < 100):
+        raise SrddError(f"--margin {shown(margin_pp)}: a difference in percentage points, in (0, 100) "
+                        "(the range srdd correlate accepts)")
 
 
 def check_sets(sets: Sequence[str]) -> None:

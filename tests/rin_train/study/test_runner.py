@@ -347,7 +347,7 @@ def test_a_declared_analysis_and_margin_are_recorded_and_part_of_the_setting(sui
     assert open_study(plain, *build_settings(suite, plain, (0,), tuple(SETS))) == load_settings(plain)
 
 
-@pytest.mark.parametrize("margin", ["nan", "0", "-1", "101"])
+@pytest.mark.parametrize("margin", ["nan", "0", "-1", "100", "101"])
 def test_a_bad_margin_is_refused_before_any_arm_is_resolved(suite, tmp_path, capsys, margin):
     assert _study("run", suite, "--seeds", "0", "--runs", tmp_path / "runs", "--margin", margin) == 2
     err = capsys.readouterr().err
