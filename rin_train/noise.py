@@ -1,6 +1,9 @@
 """Noise injection on RMSNorm and/or linear weights, restore-then-perturb, never accumulating.
 
-Every targeted weight keeps an fp32 master copy of its clean value. `perturb`
+Every targeted weight keeps an fp32 master copy of its clean value, except a frozen
+quantized linear's (the TRL policy's base weights under LoRA): its noisy value goes to the
+layer's quantized-weight buffer (QuantLinear.serve), so its parameter stays clean and is its
+own master, and the weights are held twice (parameter, quantized buffer), not three times. `perturb`
 first writes the clean weights back, then adds fresh N(0, sigma^2) noise drawn
 in fp32 (sigma = schedule x layer multiplier x, in relative mode, the clean
 tensor's RMS), and reads back the noise actually present after the write into
@@ -41,6 +44,7 @@ from rin_train.effective import (EffectiveBasis, activation_quantizer, gemm_weig
                                  weight_rms)
 from rin_train.schedule import Schedule, SigmaSchedule
 from srdd.errors import SrddError
+from srdd.qlinear import QuantLinear
 from srdd.yamlio import load_yaml
 from srdd.models import decoder_layers
 
@@ -198,11 +202,21 @@ class Target:
     kind: str
     module: nn.Module
     param: nn.Parameter
-    clean: torch.Tensor  # fp32 master copy (on the parameter's device, or wherever master_of keeps it)
+    clean: torch.Tensor
+    """The clean weight: the parameter itself when `served`, else an fp32 master copy (on the parameter's
+    device, or wherever master_of keeps it)."""
     rms: float
     stream: int = 0
     """Which noise stream the target draws from: targets that hold the same tensor in several processes
     (tensor-parallel replicas) must share it; see NoiseInjector.stream_seed."""
+    served: bool = False
+    """The noisy weight goes to the module's quantized-weight buffer (QuantLinear.serve), never into the
+    parameter, which therefore stays clean and is its own master."""
+
+
+def _servable(module: nn.Module, weight: torch.Tensor) -> bool:
+    """A frozen weight of a quantized linear: its noise can live in the layer's quantized-weight buffer."""
+    return isinstance(module, QuantLinear) and module.weight is weight and not weight.requires_grad
 
 
 def _is_rmsnorm(module: nn.Module) -> bool:
@@ -293,8 +307,10 @@ class NoiseInjector:
                 for full, weight, stream in self.weights_of(f"layers.{index}.{name}", module):
                     if any(p.search(full) for p in excludes):
                         continue
-                    self.targets.append(Target(full, index, kind, module, weight, self.master_of(weight),
-                                               weight_rms(weight), stream))
+                    served = _servable(module, weight)
+                    clean = weight.detach() if served else self.master_of(weight)
+                    self.targets.append(Target(full, index, kind, module, weight, clean, weight_rms(weight), stream,
+                                               served))
         if not self.targets:
             raise SrddError(f"noise targets {cfg.targets} match no weight in the selected layers")
         self.schedules = {i: cfg.schedule_for(None) for i in range(self.num_layers)}
@@ -408,7 +424,10 @@ class NoiseInjector:
             return
         with torch.no_grad():
             for t in self.targets:
-                t.param.copy_(t.clean)
+                if t.served:
+                    t.module.stop_serving()
+                else:
+                    t.param.copy_(t.clean)
         self.perturbed = False
 
     def perturb(self, step: int, total_steps: int) -> dict:
@@ -417,7 +436,9 @@ class NoiseInjector:
         Each weight is written from its fp32 master, never from its current (possibly perturbed)
         value, so noise cannot accumulate across steps (lesson 3) and no separate restore is needed.
         The noise buffer is scaled, offset by the master and written in place, then reused for the
-        achieved delta read back from the parameter: no further weight-sized temporaries.
+        achieved delta read back from the parameter: no further weight-sized temporaries. A served
+        target (a frozen quantized linear) gets the noisy value in its quantized-weight buffer instead,
+        cast to the parameter's dtype exactly as a write into the parameter would round it.
         """
         self.perturbed = True  # from the first write on, restore() has something to undo
         self._remove_hooks()
@@ -431,12 +452,19 @@ class NoiseInjector:
                     self._pending[index] = (noise.clone(), sigma)
                 scale = t.rms if self.cfg.sigma_mode is SigmaMode.RELATIVE else 1.0
                 clean = on_device(t.clean, t.param)
-                t.param.copy_(noise.mul_(sigma * scale).add_(clean))
-                delta = torch.sub(t.param, clean, out=noise)  # what the parameter's dtype kept of the noise
+                noise.mul_(sigma * scale).add_(clean)
+                if t.served:
+                    noisy = noise.to(t.param.dtype)
+                    t.module.serve(noisy)
+                    delta = noisy.to(torch.float32) - clean.to(torch.float32)
+                else:
+                    t.param.copy_(noise)
+                    noisy = t.param.detach()
+                    delta = torch.sub(noisy, clean, out=noise)  # what the parameter's dtype kept of the noise
                 self._nominal[index] = float(delta.std()) / scale if delta.numel() > 1 else 0.0
                 if self.effective and t.kind == "linear":
                     view = self._weight_views[index]
-                    self._effective[index] = relative_std(view(t.param.detach()).float()
+                    self._effective[index] = relative_std(view(noisy).float()
                                                           - view(clean.to(t.param.dtype)).float(), t.rms)
         if self.effective:
             self._arm_norm_hooks()

@@ -122,6 +122,10 @@ class LinearQuantConfig:
         return f"{self.format}/{self.mode.value}"
 
 
+_SERVED = object()
+"""QuantLinear._wq_key while a weight other than the parameter is served (QuantLinear.serve)."""
+
+
 class QuantLinear(nn.Linear):
     """nn.Linear whose forward fake-quantizes per its `LinearQuantConfig`."""
 
@@ -150,6 +154,25 @@ class QuantLinear(nn.Linear):
         keyed on."""
         self._wq_quantized = self._wq_cache = self._wq_key = None
 
+    def serve(self, weight: torch.Tensor) -> None:
+        """Multiply by Q(`weight`) instead of Q(self.weight) until `stop_serving`.
+
+        Rollout noise on a frozen weight is written here rather than into the parameter: the
+        parameter stays the clean weight, so the noise needs no second (master) copy of it, and
+        the quantized buffer it would have been recomputed into anyway holds the noisy value.
+        """
+        if self.weight.requires_grad:
+            raise SrddError("a trainable weight is quantized on every call (straight-through); it cannot be served")
+        if weight.shape != self.weight.shape:
+            raise SrddError(f"served weight has shape {tuple(weight.shape)}, the layer's is {tuple(self.weight.shape)}")
+        self._refresh_frozen(self.quant.matmul_torch_dtype(self.weight), weight.detach())
+        self._wq_key = _SERVED
+
+    def stop_serving(self) -> None:
+        """Back to Q(self.weight), recomputed on the next call."""
+        if self._wq_key is _SERVED:
+            self._wq_key = None
+
     def _weight_key(self, dtype: torch.dtype) -> tuple:
         w = self.weight
         return (w.data_ptr(), w._version, w.dtype, w.device, dtype)
@@ -161,6 +184,8 @@ class QuantLinear(nn.Linear):
         reach them. Frozen ones are computed once per weight value (storage, version
         counter, dtype) and cached (DESIGN.md §2).
         """
+        if self._wq_key is _SERVED:
+            return self._wq_cache
         mode = self.quant.mode
         if not mode.weights and dtype == self.weight.dtype:
             return self.weight
@@ -176,7 +201,7 @@ class QuantLinear(nn.Linear):
             self._wq_key = key
         return self._wq_cache
 
-    def _refresh_frozen(self, dtype: torch.dtype) -> None:
+    def _refresh_frozen(self, dtype: torch.dtype, weight: torch.Tensor | None = None) -> None:
         """Recompute the cached weight, writing into the previous buffers where they still fit.
 
         Noise on linear weights rewrites every weight each step, so allocating fresh
@@ -184,7 +209,7 @@ class QuantLinear(nn.Linear):
         that saved the old cached value for its backward and runs after the rewrite
         fails autograd's version check rather than using the new value silently.
         """
-        w = self.weight.detach()
+        w = self.weight.detach() if weight is None else weight
         source = w
         if self.quant.mode.weights:
             self._wq_quantized = fake_quantize(w, self.quant.format, out=_reusable(self._wq_quantized, w, w.dtype),

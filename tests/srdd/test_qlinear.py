@@ -68,6 +68,36 @@ def test_a_changed_frozen_weight_is_requantized_into_the_same_buffers(linear):
     assert torch.equal(y, expected.float())
 
 
+def test_a_served_weight_is_multiplied_by_until_serving_stops_and_the_parameter_stays_clean(linear):
+    x = torch.randn(3, linear.in_features)
+    clean = linear.weight.detach().clone()
+    noisy = clean + 0.01 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+
+    def expected(w):
+        return F.linear(fake_quantize(x, "mxfp4").bfloat16(), fake_quantize(w, "mxfp4").bfloat16()).float()
+
+    with torch.no_grad():
+        linear(x)
+        pointers = (linear._wq_cache.data_ptr(), linear._wq_quantized.data_ptr())
+        linear.serve(noisy)
+        served = [linear(x), linear(x)]
+        assert torch.equal(linear.weight, clean)  # the parameter is its own clean master
+        linear.stop_serving()
+        back = linear(x)
+    assert all(torch.equal(y, expected(noisy)) for y in served)
+    assert torch.equal(back, expected(clean))
+    assert linear.weight_quantizations == 3  # clean, served, clean again: nothing per call
+    assert (linear._wq_cache.data_ptr(), linear._wq_quantized.data_ptr()) == pointers  # into the same buffers
+
+
+def test_a_trainable_or_misshapen_weight_is_refused_for_serving(linear):
+    with pytest.raises(SrddError, match="shape"):
+        linear.serve(torch.zeros(2, 2))
+    linear.weight.requires_grad_(True)
+    with pytest.raises(SrddError, match="trainable"):
+        linear.serve(linear.weight.detach())
+
+
 def test_lora_gets_gradients_through_bf16_matmuls(tiny_model_dir):
     model, _ = load_causal_lm(str(tiny_model_dir))
     with library_notices_silenced():  # peft asks transformers 5 a deprecated attribute

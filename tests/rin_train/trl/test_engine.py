@@ -32,8 +32,15 @@ def test_noise_is_on_for_rollouts_only_and_validation_sees_clean_weights(tmp_pat
     clean = {}
 
     def weight(model):
+        """What the layer computes with: the norm's weight; the linear's GEMM weight (its noise is served to the
+        quantized-weight buffer, and its parameter must stay clean throughout)."""
         layer = decoder_layers(model)[0]
-        return layer.input_layernorm.weight if target == "rmsnorm" else layer.mlp.down_proj.base_layer.weight
+        if target == "rmsnorm":
+            return layer.input_layernorm.weight
+        linear = layer.mlp.down_proj.base_layer
+        clean.setdefault("param", linear.weight.detach().clone())
+        assert torch.equal(linear.weight, clean["param"]), "linear noise must never be written into the parameter"
+        return linear.matmul_weight(linear.quant.matmul_torch_dtype(linear.weight))
 
     def norm_is_clean(model):  # bit for bit the weight the policy was loaded with
         w = weight(model).detach()
