@@ -26,7 +26,8 @@ attributed to the innermost phase running:
     checkpoint     TRL checkpoint writes
     other          everything else (config, task, run directory, trainer construction)
 
-Bounds, measured in the same child after its run, on the trained policy as it is
+Bounds, measured in the same child after its run, on the trained policy as its last scan left it
+(LoRA merged: the bound skips the adapters' small GEMMs, so it is a little tighter)
 (quantized, LoRA beside it), `--bound-rounds` interleaved rounds, min and median:
 `prefill` (a no-grad forward of one rollout batch of the run's training prompts,
 tokens/s) and a `decode` step (one token for every sequence of a batch, KV cache of

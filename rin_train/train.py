@@ -124,19 +124,21 @@ def write_module_list(run: RunDir, names: list[str]) -> None:
         write_text_atomic(path, "".join(f"{n}\n" for n in names))
 
 
-def rescan(model, tokenizer, cfg: RunConfig, info: dict) -> dict:
+def rescan(model, tokenizer, cfg: RunConfig, info: dict, *, last: bool = False) -> dict:
     """Scan the policy (LoRA applied, merged) under the training format.
 
     The scanner quantizes the policy's own full-precision tensors on the side, so
     fake quantization in the forward is switched off while it runs; noise is never
-    on here (the injector restores after every rollout).
+    on here (the injector restores after every rollout). The `last` scan of a run
+    leaves the LoRA merged: nothing runs the model after it, so no copy of the base
+    weights is kept to restore them.
     """
     from srdd.scan import ScanConfig, scan_model
 
     scan_cfg = ScanConfig(formats=(cfg.quant.format,), format_options=dict(cfg.quant.options),
                           samples=cfg.scan.samples, max_tokens=cfg.scan.max_tokens, seed=cfg.seed,
                           sites=("block_output", "linear_input", "weight"))
-    with quantization_disabled(model), lora_merged(model), torch.no_grad():
+    with quantization_disabled(model), lora_merged(model, restore=not last), torch.no_grad():
         return scan_model(model, tokenizer, scan_cfg, model_info=info, progress=False)[0]
 
 
@@ -192,7 +194,7 @@ def _run_training(cfg: RunConfig, out: Path, *, resume: bool, verbose: bool) -> 
                 return run
             validated = final_validated(run, cfg.grpo.steps)
             if validated and cfg.scan.after and not run.scan_path("after").exists():
-                run.write_scan("after", rescan(model, tokenizer, cfg, info))
+                run.write_scan("after", rescan(model, tokenizer, cfg, info, last=True))
     except BaseException as exc:
         if isinstance(exc, Terminated):
             reason = str(exc)

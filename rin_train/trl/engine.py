@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from rin_train.evaluate import evaluate
-from rin_train.lora_merge import lora_merged
+from rin_train.lora_merge import lora_served
 from rin_train.outcomes import OutcomeLog
 from rin_train.rewards import completion_text, flexible_reward, strict_reward, training_reward
 from rin_train.rundir import RunDir
@@ -138,7 +138,7 @@ class RunLogger(TrainerCallback):
             raise RuntimeError("validation would see noisy weights; the injector did not restore them")
         result = self._evaluate(model, step, "separate")
         if step == self.cfg.grpo.steps:
-            with lora_merged(model):
+            with lora_served(model):
                 merged = self._evaluate(model, step, "merged")
             result["eval_merged"] = merged
         return result

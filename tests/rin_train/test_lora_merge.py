@@ -1,10 +1,11 @@
-"""The deployed model: Q(W + B·A)·Q(x) inside `lora_merged`, fresh caches, and a bit-exact restore."""
+"""The deployed model: Q(W + B·A)·Q(x) inside `lora_merged` and `lora_served`, fresh caches, a bit-exact restore,
+and no copy of the weights where none is needed."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from rin_train.lora_merge import lora_merged
+from rin_train.lora_merge import lora_merged, lora_served
 from srdd.formats import fake_quantize
 from srdd.models import decoder_layers, load_causal_lm
 from srdd.qlinear import LinearQuantConfig, quantize_linears
@@ -66,3 +67,39 @@ def test_a_model_without_adapters_runs_unchanged(tiny_model_dir):
         with lora_merged(model):
             inside = model(input_ids=ids).logits
     assert torch.equal(before, inside)
+
+
+def test_served_merge_gives_the_merged_models_outputs_bit_for_bit_without_writing_a_weight(policy):
+    ids = torch.randint(4, 100, (2, 9))
+    weights = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    with torch.no_grad():
+        before = policy(input_ids=ids).logits
+        with lora_merged(policy):
+            merged = policy(input_ids=ids).logits
+        with lora_served(policy):
+            served = policy(input_ids=ids).logits
+            assert all(torch.equal(p, weights[n]) for n, p in policy.named_parameters())  # nothing written
+        after = policy(input_ids=ids).logits
+    assert torch.equal(served, merged)
+    assert torch.equal(after, before)  # the adapters are back on, the bases serve Q(W) again
+
+
+def test_untrained_adapters_are_not_merged_and_the_last_merge_keeps_no_copy(policy, monkeypatch):
+    clones = []
+    real_clone = torch.Tensor.clone
+    monkeypatch.setattr(torch.Tensor, "clone", lambda t, *a, **k: clones.append(t.shape) or real_clone(t, *a, **k))
+    base = decoder_layers(policy)[0].self_attn.q_proj.base_layer
+    w0 = base.weight.detach().clone()
+    clones.clear()
+    with lora_merged(policy, restore=False):
+        assert not torch.equal(base.weight, w0)  # merged...
+    assert not torch.equal(base.weight, w0) and not clones  # ...for good, with no snapshot taken
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.zero_()
+    merged_w = base.weight.detach().clone()
+    clones.clear()
+    with lora_merged(policy):
+        assert torch.equal(base.weight, merged_w)  # B = 0: W + B·A is W, nothing merged
+    assert not clones
