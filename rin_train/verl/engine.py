@@ -42,7 +42,7 @@ from rin_train.noise import SigmaBasis
 from rin_train.outcomes import NOT_FROM_VERL
 from rin_train.run_config import RunConfig, check_against_model
 from rin_train.rundir import RunDir, now_iso
-from rin_train.tasks import Example
+from rin_train.tasks import Example, chat_tokenizer
 from rin_train.verl.command import VerlPaths, script
 from rin_train.verl.data import DATA_SOURCES, select_problems, write_task_files
 from rin_train.verl.hooks import check_rollout_exclusions
@@ -158,18 +158,6 @@ def check_config(cfg: RunConfig) -> None:
                         "per-group rewards to stop on); set it to null for the verl engine")
 
 
-def _tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        raise SrddError(f"cannot load a tokenizer from {model_dir}: {exc}") from None
-    if tokenizer.chat_template is None:
-        raise SrddError(f"model {model_dir} has no chat template; GRPO prompts are chat messages")
-    return tokenizer
-
-
 def plan(cfg: RunConfig, tiny_dir: Path) -> Plan:
     """Check the config against verl, the model and the task; `tiny_dir` receives the tiny model if asked for."""
     from rin_train.train import model_num_layers
@@ -184,7 +172,7 @@ def plan(cfg: RunConfig, tiny_dir: Path) -> Plan:
     num_layers = model_num_layers(cfg.model)
     check_against_model(cfg, num_layers)
     check_rollout_exclusions(cfg.quant.linear_config(), num_layers)
-    train, test = select_problems(cfg, _tokenizer(tokenizer_dir))
+    train, test = select_problems(cfg, chat_tokenizer(tokenizer_dir))
     return Plan(model_dir, train, test, _gpus())
 
 
