@@ -18,7 +18,8 @@ every value parses back to what the config says. Mapping (TRL engine -> verl):
 
 Fixed: the vLLM rollout runs eagerly (our hooks), greedy validation, the sync
 v1 trainer with the naive (colocated) weight sync, logger [console, file],
-checkpoints in the run directory. Cluster layout (GPUs per node, nodes, tensor
+checkpoints and every validation's samples (trainer.validation_data_dir: the per-problem
+outcomes, rin_train.verl.generations) in the run directory. Cluster layout (GPUs per node, nodes, tensor
 parallelism, memory) is not part of a run config: the script forwards its own
 arguments to verl after ours, and Hydra lets the last value of a key win.
 """
@@ -49,6 +50,8 @@ class VerlPaths:
     settings: Path
     file_logger: Path
     checkpoints: Path
+    generations: Path
+    """trainer.validation_data_dir: one JSONL file of samples per validation (rin_train.verl.generations)."""
 
 
 def environment(paths: VerlPaths) -> dict[str, str]:
@@ -112,6 +115,7 @@ def override_pairs(cfg: RunConfig, paths: VerlPaths, *, n_gpus: int) -> list[tup
         ("trainer.save_freq", g.save_every),
         ("trainer.resume_mode", "auto"),
         ("trainer.default_local_dir", str(paths.checkpoints)),
+        ("trainer.validation_data_dir", str(paths.generations)),
         ("trainer.logger", ["console", "file"]),
         ("trainer.project_name", "srdd"),
         ("trainer.experiment_name", cfg.name),
