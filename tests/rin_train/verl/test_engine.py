@@ -112,6 +112,44 @@ def test_every_config_field_reaches_a_verl_override_that_parses(prepared):
     assert Path(o["reward.custom_reward_function.path"]).is_file()
 
 
+LORA_RANK = "actor_rollout_ref.model.lora_rank"
+ENV_VARS = "ray_kwargs.ray_init.runtime_env.env_vars"
+
+
+@pytest.mark.parametrize("extra, owned", [
+    (f"{LORA_RANK}=0", LORA_RANK), (f"+{LORA_RANK}=0", LORA_RANK), (f"++{LORA_RANK}=0", LORA_RANK),
+    (f"~{LORA_RANK}", LORA_RANK), ("actor_rollout_ref.model={lora_rank: 0}", "actor_rollout_ref.model.path"),
+    ("actor_rollout_ref.actor.optim.lr=1e-4", "actor_rollout_ref.actor.optim.lr"),
+    (f"+{ENV_VARS}.SRDD_VERL_SETTINGS=/elsewhere.json", ENV_VARS),
+])
+def test_extra_arguments_may_not_change_what_run_json_records(prepared, tmp_path, extra, owned):
+    """Issue 26: `bash verl_command.sh actor_rollout_ref.model.lora_rank=0` trained all weights under a run.json
+    that said LoRA r=4. An argument that changes a key set from the run config is refused before verl starts."""
+    _, out = prepared
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    stub = tmp_path / "python"
+    stub.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'verl_ran'}\n")
+    stub.chmod(0o755)
+    r = subprocess.run(["bash", str(out / "verl_command.sh"), "trainer.n_gpus_per_node=8", extra],
+                       capture_output=True, text=True, env={**os.environ, "PYTHON": str(stub)}, timeout=60)
+    assert r.returncode == 2 and f"refused '{extra}': it changes {owned}, which srdd set" in r.stderr, r.stderr
+    assert "--set lora.r=0" in r.stderr and not (tmp_path / "verl_ran").exists()
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    r = subprocess.run(["bash", str(out / "verl_command.sh"), "trainer.n_gpus_per_node=8",
+                        "actor_rollout_ref.rollout.gpu_memory_utilization=0.6"],
+                       capture_output=True, text=True, env={**os.environ, "PYTHON": str(stub)}, timeout=60)
+    assert r.returncode == 0, r.stderr  # the cluster's layout and keys srdd does not set pass through, last
+    assert (tmp_path / "verl_ran").read_text().split()[-2:] == [
+        "trainer.n_gpus_per_node=8", "actor_rollout_ref.rollout.gpu_memory_utilization=0.6"]
+
+
+def test_full_fine_tuning_is_a_run_config_setting_that_run_json_records(tmp_path):
+    run = engine_verl.prepare(_cfg("lora.r=0"), tmp_path / "full")
+    run.release()
+    assert run.info()["config"]["lora"]["r"] == 0
+    assert _parse(_command(run.path)[1])["actor_rollout_ref.model.lora_rank"] == 0
+
+
 def test_plugin_settings_and_data_are_what_the_trl_engine_would_use(prepared):
     cfg, out = prepared
     settings = PluginSettings.read(out / "verl" / "plugin_settings.json")
