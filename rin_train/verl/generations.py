@@ -16,21 +16,27 @@ skip_special_tokens=True; the keys after `step` are the reward function's extra 
 (rin_train.verl.reward returns score, acc and acc_flexible) and the sample's key. The lines are sorted
 by that key, which starts with a random uuid4 per prompt: their order says nothing about the test set's.
 
-How a sample is matched to its test problem (by prompt text): every test problem is rendered the way
-the dump shows a prompt, through the model's own tokenizer (its chat template with the generation
-prompt, tokenized as rin_train.tasks.prompt_ids does, decoded with skip_special_tokens=True), and a
+How a sample is matched to its test problem (by prompt text): verl's single-turn agent loop builds a
+text prompt's ids with `ContinuousTokenBuilder.build_initial_tokens` (verl/utils/tokenizer/
+continuous_token.py: `tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+**data.apply_chat_template_kwargs)`; srdd sets no such kwargs). Every test problem is rendered the same
+way through the model's own tokenizer (rin_train.tasks.prompt_ids: the chat template with the
+generation prompt, tokenized; the same ids) and decoded with skip_special_tokens=True, and a
 sample belongs to the problem whose rendering equals its `input` exactly and whose answer equals its
 `gts` (read as rin_train.tasks.gsm8k_answer reads a ground truth). The same prompt twice in the test
 set gets its samples in test-set order (the two are one problem with two ids). Refused: a sample that
 matches no problem, a dump whose sample count differs from the test set's (val_kwargs.n > 1, prompts
 verl dropped as overlong, failed sessions), and a test set in which two different prompts render
-alike (a tokenizer that drops the words that tell them apart, like the `tiny` models' word lists).
+alike (a tokenizer that drops the words that tell them apart, like tiny-echo's 17-token vocabulary).
 
 Each problem's strict and flexible correctness is computed with rin_train.rewards on the dumped
-`output`, exactly as the TRL engine scores its own validations. verl's accuracy is the mean of the
-`acc` our reward function returned for the response it decoded itself (skip_special_tokens=True, the
-response's own length): the same text unless the pad token is not a special token, so the two agree
-sample by sample; each sample's `acc`/`acc_flexible` and each step's logged accuracy are checked
+`output`, exactly as the TRL engine scores its own validations. verl's logged accuracy
+(val-core/<source>/acc/mean@1: `process_validation_metrics`, verl/trainer/ppo/metric_utils.py, the mean
+over prompts of each prompt's mean `acc`, a failed session counting 0) is the mean of the `acc` our reward
+function returned for the response `NaiveRewardManager.run_single` decoded itself
+(verl/experimental/reward_loop/reward_manager/naive.py: skip_special_tokens=True, cut at the response's
+own length, where the dump decodes the padded response): the same text unless the pad token is not a
+special token, so with one greedy sample per prompt the two agree sample by sample and in the mean; each sample's `acc`/`acc_flexible` and each step's logged accuracy are checked
 against ours, and a disagreement (a dump that a relaunch replaced, another reward function) is refused.
 """
 
