@@ -261,7 +261,7 @@ def collect_outcomes(cfg: RunConfig, run: RunDir) -> str:
               for r in run.logged_steps() if r.get("accuracy") is not None}
     try:
         test = RenderedProblems.render(read_task_file(root / "data" / "test.parquet"),
-                                     chat_tokenizer(_model_dir(cfg, root)))
+                                       chat_tokenizer(_model_dir(cfg, root)))
         outcomes = outcomes_from_dumps(root / GENERATIONS, test, logged)
     except (SrddError, OSError) as exc:
         return (f"per-problem outcomes: none, so this run has no eval_outcomes.jsonl (reports bound the problem part "

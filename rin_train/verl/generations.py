@@ -82,8 +82,7 @@ class Sample:
         if not isinstance(self.input, str) or not isinstance(self.output, str):
             raise ValueError("input and output must be strings")
         for kind, value in self.verl.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value)):
+            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value)):
                 raise ValueError(f"{VERL_KEYS[kind]} is {value!r}, not a finite number")
 
     @classmethod
