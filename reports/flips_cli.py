@@ -26,9 +26,12 @@ Only gained and lost carry evidence about a difference between the two runs (the
 of McNemar's test); problems both runs get right or wrong say nothing about it. A large accuracy
 gap built from a handful of flips is a handful of problems.
 
-Runs written before per-problem outcomes were stored, and verl runs (verl's logs hold only
-accuracies), have no eval_outcomes.jsonl: for them a report can bound the problem part of the
-variance, never measure it, and this command has nothing to compare."""
+verl runs validate the policy as trained, never merged: compare them with --lora separate. Their
+outcomes come from the samples verl dumps at each validation (srdd train --engine verl --launch
+collects them; srdd ingest verl --generations for a run launched elsewhere). Runs written before
+per-problem outcomes were stored, and verl runs without those dumps, have no eval_outcomes.jsonl:
+for them a report can bound the problem part of the variance, never measure it, and this command
+has nothing to compare."""
 
 
 def register(sub) -> None:
@@ -49,14 +52,18 @@ def register(sub) -> None:
 
 
 def _final(run_dir: Path, lora: str):
-    from reports.outcomes import final_outcomes
+    from reports.outcomes import EVAL_LORAS, final_outcomes
 
     if not (run_dir / "run.json").is_file():
         raise SrddError(f"{run_dir} is not a run directory (no run.json)")
     outcomes = final_outcomes(run_dir, lora)
     if outcomes is None:
-        raise SrddError(f"{run_dir} has no per-problem outcomes with LoRA {lora} (no eval_outcomes.jsonl line): "
-                        "runs from before they were stored, and verl runs, keep only accuracies")
+        other = next(o for o in EVAL_LORAS if o != lora)
+        if final_outcomes(run_dir, other) is not None:
+            raise SrddError(f"{run_dir} has per-problem outcomes with LoRA {other} only (a verl run validates the "
+                            f"policy as trained): compare with --lora {other}")
+        raise SrddError(f"{run_dir} has no per-problem outcomes with LoRA {lora} (no eval_outcomes.jsonl line): runs "
+                        "from before they were stored, and verl runs without validation dumps, keep only accuracies")
     return outcomes
 
 

@@ -2,9 +2,10 @@
 
 They turn "run A scored 3 points more than run B" into which problems flipped each way (the
 discordant counts McNemar's test needs), and let the variance between runs be split into its
-seed, run and problem parts. Runs written before the file existed (and verl runs, whose logs hold
-only aggregates) have none: `final_outcomes` returns None for them, and a report can only bound the
-problem part of their variance, never measure it.
+seed, run and problem parts. Runs written before the file existed (and verl runs without the
+validation dumps it is made from: verl's logs hold only aggregates) have none: `final_outcomes`
+returns None for them, and a report can only bound the problem part of their variance, never
+measure it. verl runs validate only as trained: their lines are all eval_lora "separate".
 """
 
 from __future__ import annotations

@@ -101,7 +101,8 @@ class Design:
 
 
 def _outcomes(run: RunRecord) -> ProblemOutcomes | None:
-    """The run's final per-problem outcomes, or None (runs from before eval_outcomes.jsonl, and verl runs)."""
+    """The run's final per-problem outcomes, or None (runs from before eval_outcomes.jsonl, verl runs without
+    validation dumps)."""
     return final_outcomes(run.path, run.accuracy_kind)
 
 

@@ -1,7 +1,7 @@
 """Reading run directories into validated records; invalid runs keep their reason.
 
 A run's eval_outcomes.jsonl, where it has one, must agree with its metrics (reports.outcomes); a run
-without one (older runs, verl) is valid and has no per-problem outcomes."""
+without one (older runs, verl runs without validation dumps) is valid and has no per-problem outcomes."""
 
 from __future__ import annotations
 

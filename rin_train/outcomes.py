@@ -23,12 +23,6 @@ from dataclasses import dataclass
 from rin_train.rundir import RunDir
 from rin_train.tasks import Example, problem_ids
 
-NOT_FROM_VERL = ("per-problem outcomes: none (verl logs only aggregate accuracies, so this run has no "
-                 "eval_outcomes.jsonl; reports bound the problem part of its variance instead of measuring it, "
-                 "and srdd flips cannot compare it)")
-"""Said by every verl path that fills a run directory, so nobody looks for what verl never wrote."""
-
-
 def sha256_of_test_set(ids: Sequence[str], examples: Sequence[Example]) -> str:
     """sha256 of the ordered (id, prompt messages, answer) list as canonical JSON."""
     if len(ids) != len(examples):

@@ -207,7 +207,8 @@ class TaskConfig:
 
 @pydantic_dataclass(frozen=True, config=STRICT)
 class LoraConfig:
-    r: Annotated[int, Field(ge=1, le=4096)] = 32
+    r: Annotated[int, Field(ge=0, le=4096)] = 32
+    """LoRA rank; 0: no adapters, every weight trained under the STE (full fine-tuning, the verl engine only)."""
     alpha: Annotated[int, Field(ge=1, le=65536)] = 64
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
@@ -483,6 +484,9 @@ def check_cross_sections(cfg: RunConfig) -> None:
     if n.enabled and n.num_stages > g.steps:
         raise SrddError(f"noise.num_stages {n.num_stages} > grpo.steps {g.steps}: some stages would never run; "
                         "num_stages must mean what it says")
+    if cfg.lora.r == 0 and cfg.engine != "verl":
+        raise SrddError("lora.r=0 (full fine-tuning, no adapters) needs engine verl: the trl engine trains LoRA "
+                        "adapters and evaluates them merged into the weights")
 
 
 def check_against_model(cfg: RunConfig, num_layers: int) -> None:

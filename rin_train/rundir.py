@@ -18,8 +18,9 @@ This is the one API through which every engine (TRL here, verl through
   when possible, else by `open_for_resume`; nothing else is ever truncated or rewritten.
 - `eval_outcomes.jsonl` (rin_train.outcomes writes it, reports.outcomes reads it): one line per
   evaluation with every problem's strict/flexible correctness, appended exactly as metrics.jsonl
-  is; made by the first evaluation that has per-problem results, so a run without it (older runs,
-  verl) says that its outcomes were never measured.
+  is; made by the first evaluation that has per-problem results (for verl, from its validation
+  dumps: rin_train.verl.generations), so a run without it (older runs, verl runs without dumps)
+  says that its outcomes were never measured.
 - A checkpoint counts only once `mark_checkpoint` has fsync'ed its files and
   renamed its marker into place (last); `latest_checkpoint` skips a newest one
   that is unmarked or broken and resumes from the one before.

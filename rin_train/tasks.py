@@ -152,6 +152,19 @@ def drop_long_prompts(examples: list[Example], tokenizer, max_tokens: int, what:
     return kept
 
 
+def chat_tokenizer(model_dir: Path):
+    """The tokenizer of a local model directory; refused without a chat template (GRPO prompts are chat messages)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise SrddError(f"cannot load a tokenizer from {model_dir}: {exc}") from None
+    if tokenizer.chat_template is None:
+        raise SrddError(f"model {model_dir} has no chat template; GRPO prompts are chat messages")
+    return tokenizer
+
+
 def prompt_text(tokenizer, example: Example) -> str:
     return tokenizer.apply_chat_template(example.messages(), tokenize=False, add_generation_prompt=True)
 

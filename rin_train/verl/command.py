@@ -13,14 +13,22 @@ every value parses back to what the config says. Mapping (TRL engine -> verl):
     grpo.temperature         rollout.temperature         grpo.beta   actor.use_kl_loss / kl_loss_coef (low_var_kl)
     grpo.save_every          trainer.save_freq           eval.every  trainer.test_freq (+ step 0, + final step)
     lora.r/alpha/targets     actor_rollout_ref.model.lora_rank / lora_alpha / target_modules
+                             (lora.r 0: full fine-tuning, every weight trained under the STE)
     task.format_score        reward.custom_reward_function.reward_kwargs.format_score
     seed                     data.seed, rollout.seed
 
 Fixed: the vLLM rollout runs eagerly (our hooks), greedy validation, the sync
 v1 trainer with the naive (colocated) weight sync, logger [console, file],
-checkpoints in the run directory. Cluster layout (GPUs per node, nodes, tensor
+checkpoints and every validation's samples (trainer.validation_data_dir: the per-problem
+outcomes, rin_train.verl.generations) in the run directory. Cluster layout (GPUs per node, nodes, tensor
 parallelism, memory) is not part of a run config: the script forwards its own
 arguments to verl after ours, and Hydra lets the last value of a key win.
+
+What the script may not forward: an argument that changes (or replaces a parent of) a key our overrides
+set, other than LAYOUT_KEYS. run.json records the run config those keys come from, and the plugin's
+settings were written from it, so `bash verl_command.sh actor_rollout_ref.model.lora_rank=0` would train
+all weights under a run.json that says LoRA r=32 (a full fine-tuning run is `--set lora.r=0`, recorded).
+The script refuses it before verl starts: a message naming the key, exit 2, nothing written.
 """
 
 from __future__ import annotations
@@ -38,6 +46,10 @@ from rin_train.verl.settings import SETTINGS_ENV
 PLUGIN_MODULE = "rin_train.verl.plugin"
 REWARD_FILE = Path(__file__).with_name("reward.py")
 ENTRY = "verl.trainer.main_ppo"
+LAYOUT_KEYS = ("trainer.nnodes", "trainer.n_gpus_per_node", "actor_rollout_ref.rollout.tensor_model_parallel_size",
+               "actor_rollout_ref.actor.use_dynamic_bsz")
+"""Keys our command sets that an extra argument may change: the cluster's layout and memory, which no run
+config holds (tensor parallelism: compare runs at one size, see README)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,8 @@ class VerlPaths:
     settings: Path
     file_logger: Path
     checkpoints: Path
+    generations: Path
+    """trainer.validation_data_dir: one JSONL file of samples per validation (rin_train.verl.generations)."""
 
 
 def environment(paths: VerlPaths) -> dict[str, str]:
@@ -112,6 +126,7 @@ def override_pairs(cfg: RunConfig, paths: VerlPaths, *, n_gpus: int) -> list[tup
         ("trainer.save_freq", g.save_every),
         ("trainer.resume_mode", "auto"),
         ("trainer.default_local_dir", str(paths.checkpoints)),
+        ("trainer.validation_data_dir", str(paths.generations)),
         ("trainer.logger", ["console", "file"]),
         ("trainer.project_name", "srdd"),
         ("trainer.experiment_name", cfg.name),
@@ -127,6 +142,32 @@ def overrides(cfg: RunConfig, paths: VerlPaths, *, n_gpus: int) -> list[str]:
     return [f"{key}={hydra_value(value)}" for key, value in override_pairs(cfg, paths, n_gpus=n_gpus)]
 
 
+def owned_keys(cfg: RunConfig, paths: VerlPaths, *, n_gpus: int) -> list[str]:
+    """The keys an extra argument may not change: ours (without Hydra's '+'), less LAYOUT_KEYS."""
+    keys = [key.lstrip("+") for key, _ in override_pairs(cfg, paths, n_gpus=n_gpus)]
+    return [key for key in keys if key not in LAYOUT_KEYS]
+
+
+def _guard(owned: list[str]) -> list[str]:
+    """Bash lines that refuse an argument changing an owned key, its subkey or a parent of it (Hydra's
+    key=, +key=, ++key=, ~key forms), before verl starts."""
+    message = ("verl_command.sh: refused '$arg': it changes $k, which srdd set from the run config that run.json "
+               "records, so run.json would no longer say what ran; prepare another run with the change in its config "
+               "(srdd train ... --set KEY=VALUE; full fine-tuning: --set lora.r=0). Extra arguments may set "
+               f"{', '.join(LAYOUT_KEYS)} and keys srdd does not set.")
+    return ["# Keys set from the run config (run.json records it): an extra argument may not change them.",
+            "owned=(", *(f"    {key}" for key in owned), ")",
+            'for arg in "$@"; do',
+            "    key=${arg%%=*}; key=${key#\\~}; key=${key#+}; key=${key#+}",
+            '    for k in "${owned[@]}"; do',
+            '        if [[ $key == "$k" || $key == "$k".* || $k == "$key".* ]]; then',
+            f'            echo "{message}" >&2',
+            "            exit 2",
+            "        fi",
+            "    done",
+            "done"]
+
+
 def script(cfg: RunConfig, paths: VerlPaths, run_dir: Path, *, n_gpus: int, header: str) -> str:
     """verl_command.sh: exports the environment, then execs verl with our overrides and the caller's."""
     lines = ["#!/usr/bin/env bash", *(f"# {line}" if line else "#" for line in header.splitlines()),
@@ -136,6 +177,7 @@ def script(cfg: RunConfig, paths: VerlPaths, run_dir: Path, *, n_gpus: int, head
              "# or let srdd run it and turn its logs into metrics.jsonl and run.json:",
              f"#     srdd train --resume --launch --out {shlex.quote(str(run_dir))}",
              "set -euo pipefail"]
+    lines += _guard(owned_keys(cfg, paths, n_gpus=n_gpus))
     lines += [f"export {k}={shlex.quote(v)}" for k, v in environment(paths).items()]
     lines.append(f'exec "${{PYTHON:-python3}}" -m {ENTRY} \\')
     lines += [f"    {shlex.quote(o)} \\" for o in overrides(cfg, paths, n_gpus=n_gpus)]

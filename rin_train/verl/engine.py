@@ -24,6 +24,8 @@ claim a live process and "failed" a failure; "invalid" says what matters to
 every reader (`srdd correlate` included): it holds no result. The exit code is 0.
 With --launch, rin_train.verl.launch runs the command and sets the final status
 (complete only when the final step was validated); exit codes as for the TRL engine.
+A complete run then gets eval_outcomes.jsonl, each validation's per-problem outcomes, from
+the samples verl dumped into verl/generations/ (rin_train.verl.generations).
 """
 
 from __future__ import annotations
@@ -39,12 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rin_train.noise import SigmaBasis
-from rin_train.outcomes import NOT_FROM_VERL
 from rin_train.run_config import RunConfig, check_against_model
 from rin_train.rundir import RunDir, now_iso
-from rin_train.tasks import Example
+from rin_train.tasks import Example, chat_tokenizer, read_task_file
 from rin_train.verl.command import VerlPaths, script
 from rin_train.verl.data import DATA_SOURCES, select_problems, write_task_files
+from rin_train.verl.generations import GENERATIONS, RenderedProblems, outcomes_from_dumps, write_outcomes
 from rin_train.verl.hooks import check_rollout_exclusions
 from rin_train.verl.launch import MetricsCollector, run_verl
 from rin_train.verl.settings import SETTINGS_ENV, PluginSettings
@@ -158,18 +160,6 @@ def check_config(cfg: RunConfig) -> None:
                         "per-group rewards to stop on); set it to null for the verl engine")
 
 
-def _tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        raise SrddError(f"cannot load a tokenizer from {model_dir}: {exc}") from None
-    if tokenizer.chat_template is None:
-        raise SrddError(f"model {model_dir} has no chat template; GRPO prompts are chat messages")
-    return tokenizer
-
-
 def plan(cfg: RunConfig, tiny_dir: Path) -> Plan:
     """Check the config against verl, the model and the task; `tiny_dir` receives the tiny model if asked for."""
     from rin_train.train import model_num_layers
@@ -184,7 +174,7 @@ def plan(cfg: RunConfig, tiny_dir: Path) -> Plan:
     num_layers = model_num_layers(cfg.model)
     check_against_model(cfg, num_layers)
     check_rollout_exclusions(cfg.quant.linear_config(), num_layers)
-    train, test = select_problems(cfg, _tokenizer(tokenizer_dir))
+    train, test = select_problems(cfg, chat_tokenizer(tokenizer_dir))
     return Plan(model_dir, train, test, _gpus())
 
 
@@ -200,7 +190,8 @@ def prepare(cfg: RunConfig, out: Path) -> RunDir:
                 model_dir = Path(shutil.copytree(Path(tmp) / "model", root / "model"))
             files = write_task_files(p.train, p.test, DATA_SOURCES[cfg.task.name], root / "data")
             paths = VerlPaths(model=model_dir, data=files, settings=root / "verl" / "plugin_settings.json",
-                              file_logger=root / "verl" / "metrics.jsonl", checkpoints=root / "checkpoints")
+                              file_logger=root / "verl" / "metrics.jsonl", checkpoints=root / "checkpoints",
+                              generations=root / GENERATIONS)
             paths.settings.parent.mkdir()
             PluginSettings.from_run_config(cfg, root / "verl" / "noise").write(paths.settings)
             header = (f"verl run {cfg.name}: srdd train --engine verl (srdd {__version__}, {now_iso()}), "
@@ -242,11 +233,42 @@ def launch(cfg: RunConfig, run: RunDir) -> int:
     print(f"launching {command}", flush=True)
     code = run_verl(["bash", str(command)], run, collector, env={**os.environ, "PYTHON": sys.executable},
                     final_step=cfg.grpo.steps, stall_timeout_s=cfg.grpo.stall_timeout_s)
+    if run.status == "complete":
+        print(collect_outcomes(cfg, run))
     run.release()
     info = run.info()
     print(f"run {cfg.name}: {info['status']}" + (f" ({info['reason']})" if info.get("reason") else "") + f" -> {root}")
-    print(NOT_FROM_VERL)
     return code
+
+
+def _model_dir(cfg: RunConfig, root: Path) -> Path:
+    """The model verl trained: the run directory's copy of a tiny model, else the one cfg.model names."""
+    from srdd.models import resolve_model
+    from srdd.tiny import TINY_MODELS
+
+    return root / "model" if cfg.model in TINY_MODELS else resolve_model(cfg.model).path.resolve()
+
+
+def collect_outcomes(cfg: RunConfig, run: RunDir) -> str:
+    """eval_outcomes.jsonl of a complete run, from the validation dumps verl wrote into verl/generations/
+    (rin_train.verl.generations); returns the line that says what it wrote, or why nothing.
+
+    All or nothing: one step whose dump is missing or refused leaves the run without outcomes (a report
+    reads a run without them as valid, one with a gap as inconsistent). The run's status stays what
+    verl's logs made it: the accuracies are verl's, with or without the per-problem detail."""
+    root = run.path.resolve()
+    logged = {r["step"]: {"strict": r["accuracy"], "flexible": r.get("accuracy_flexible")}
+              for r in run.logged_steps() if r.get("accuracy") is not None}
+    try:
+        test = RenderedProblems.render(read_task_file(root / "data" / "test.parquet"),
+                                       chat_tokenizer(_model_dir(cfg, root)))
+        outcomes = outcomes_from_dumps(root / GENERATIONS, test, logged)
+    except (SrddError, OSError) as exc:
+        return (f"per-problem outcomes: none, so this run has no eval_outcomes.jsonl (reports bound the problem part "
+                f"of its variance instead of measuring it, and srdd flips cannot compare it): {exc}")
+    write_outcomes(run, test, cfg.quant_label, outcomes)
+    return (f"per-problem outcomes of the validations at steps {sorted(outcomes)} ({len(test.examples)} problems "
+            f"each, from verl's dumps in {GENERATIONS}) -> eval_outcomes.jsonl")
 
 
 def main(cfg: RunConfig, args: argparse.Namespace) -> int:

@@ -5,6 +5,11 @@ the file logger writes `{"step": N, "data": {...}}`. A restarted verl job logs
 some steps again: the later record of a step wins, as it is the one the
 resumed run continued from. The quant mode cannot be read from the logs and
 must be given: an accuracy without its precision is not reported.
+
+Given the run's validation dumps (`Dumps`: verl's trainer.validation_data_dir, the data.val_files it
+validated on and the model whose tokenizer rendered the prompts), every validated step's per-problem
+outcomes go to eval_outcomes.jsonl too (rin_train.verl.generations); a step they cannot be made for is
+refused before anything is written.
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from srdd.errors import SrddError
 from srdd.jsonio import check_plain, read_json
 from srdd.scan.schema import check_scan_layers
 from rin_train.rundir import MAX_SEED, RunDir
+from rin_train.tasks import chat_tokenizer, read_task_file
+from rin_train.verl.generations import RenderedProblems, outcomes_from_dumps, write_outcomes
 
 VAL_KEYS = ("val-core/openai/gsm8k/acc/mean@1", "val-core/openai/gsm8k/reward/mean@1")
 SCORE_KEY = "critic/score/mean"
@@ -104,8 +112,32 @@ def _accuracy(data: dict) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class Dumps:
+    """Where a finished verl run's validation samples are, and what they are matched against."""
+
+    directory: Path
+    """verl's trainer.validation_data_dir: one `{step}.jsonl` per validation."""
+    val_file: Path
+    """The data.val_files parquet verl validated on: the test problems, in the order their ids take."""
+    model: str
+    """The model verl trained (HF directory or srdd model name): its tokenizer renders the prompts."""
+
+    def __post_init__(self) -> None:
+        if not Path(self.directory).is_dir():
+            raise SrddError(f"--generations {self.directory} is not a directory (verl's trainer.validation_data_dir)")
+        if not Path(self.val_file).is_file():
+            raise SrddError(f"--val-file {self.val_file} does not exist")
+
+    def renderings(self) -> RenderedProblems:
+        from srdd.models import resolve_model
+
+        return RenderedProblems.render(read_task_file(self.val_file), chat_tokenizer(resolve_model(self.model).path))
+
+
 def ingest(log: Path, out: Path, *, quant: str, name: str | None = None, config: Path | None = None,
-           seed: int = 0, scan_before: Path | None = None, scan_after: Path | None = None) -> RunDir:
+           seed: int = 0, scan_before: Path | None = None, scan_after: Path | None = None,
+           dumps: Dumps | None = None) -> RunDir:
     if not re.fullmatch(r"[a-z0-9_]+/[a-z0-9_]+", quant):
         raise SrddError(f"--quant must look like 'mxfp4/w4a4', got {quant!r}")
     if not 0 <= seed <= MAX_SEED:
@@ -135,9 +167,18 @@ def ingest(log: Path, out: Path, *, quant: str, name: str | None = None, config:
                                                                            ("after", scan_after)) if p}
     for which, doc in scans.items():
         check_scan_layers(doc, f"--scan-{which} {scan_before if which == 'before' else scan_after}")
+    outcomes = None
+    if dumps is not None:
+        test = dumps.renderings()
+        outcomes = outcomes_from_dumps(dumps.directory, test, {step: {"strict": _accuracy(data)}
+                                                               for step, data in steps.items()
+                                                               if _accuracy(data) is not None})
+        run_config["source_generations"] = str(dumps.directory)
     run = RunDir.create(out, name=name or out.name, config=run_config, seed=seed)
     try:
-        _store(run, steps, scans, quant)
+        if outcomes is not None:
+            write_outcomes(run, test, quant, outcomes)
+        _store(run, steps, scans, quant)  # sets the final status: last
     except BaseException as exc:  # e.g. a full disk: the run says so instead of staying "running"
         run.finish("failed", f"{type(exc).__name__}: {exc}")
         raise
@@ -151,7 +192,8 @@ def _store(run: RunDir, steps: dict[int, dict], scans: dict[str, dict], quant: s
         acc = _accuracy(data)
         run.append_metrics({"step": step, "sigma": data.get(SIGMA_KEY), "sigma_layers": None,
                             "reward_mean": data.get(SCORE_KEY), "accuracy": acc,
-                            "eval_quant": quant if acc is not None else None})
+                            "eval_quant": quant if acc is not None else None,
+                            "eval_lora": "separate" if acc is not None else None})
     for which, doc in scans.items():
         run.write_scan(which, doc)
     final = max(steps)

@@ -18,7 +18,8 @@ Record per step (the TRL engine's keys where verl has the value):
     averaging; linear targets only, see rin_train.verl.hooks), reward_mean (critic/score/mean: the training reward),
     loss (actor/pg_loss), completion_mean_length (response_length/mean),
     accuracy / accuracy_flexible (val-core/<source>/acc/mean@1, val-aux/<source>/acc_flexible/mean@1:
-    strict and flexible, greedy, no noise), eval_samples, eval_quant, step_s (timing_s/step), wall_s.
+    strict and flexible, greedy, no noise), eval_samples, eval_quant, eval_lora ("separate": verl validates
+    the policy as trained), step_s (timing_s/step), wall_s.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def metrics_record(step: int, data: dict, *, data_source: str, quant_label: str,
             "accuracy": accuracy,
             "accuracy_flexible": _number(data.get(f"val-aux/{data_source}/acc_flexible/mean@1")) if validated else None,
             "eval_samples": eval_samples if validated else None, "eval_quant": quant_label if validated else None,
+            "eval_lora": "separate" if validated else None,
             "step_s": _number(data.get("timing_s/step")), "wall_s": round(wall_s, 3)}
 
 

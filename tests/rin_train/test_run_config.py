@@ -80,7 +80,8 @@ def test_a_run_recorded_before_matmul_dtype_resumes_with_the_matmuls_it_ran():
     ({"task": {"instruction": "Answer with the number."}}, "task.instruction must ask for the answer after '####'"),
     ({"quant": {"exclude": ["("]}}, "quant.exclude: bad regex"),
     ({"seed": -1}, "seed"),
-    ({"lora": {"r": 0}}, "lora.r"),
+    ({"lora": {"r": -1}}, "lora.r: Input should be greater than or equal to 0"),
+    ({"lora": {"r": 0}}, "lora.r=0 (full fine-tuning, no adapters) needs engine verl"),
     ({"grpo": {"matmul_dtype": "float16"}}, "grpo.matmul_dtype must be one of ['auto', 'float32', 'bfloat16']"),
     ({"grpo": {"dtype": "bfloat16", "matmul_dtype": "float32"}}, "grpo.matmul_dtype=float32 needs grpo.dtype=float32"),
 ])

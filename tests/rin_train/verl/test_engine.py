@@ -20,7 +20,8 @@ from rin_train.verl import engine as engine_verl
 from rin_train.presets import preset
 from rin_train.rundir import RunDir
 from rin_train.run_config import config_for_resume, load_run_config
-from rin_train.tasks import drop_long_prompts, load_task, read_task_file
+from rin_train.outcomes import sha256_of_test_set
+from rin_train.tasks import drop_long_prompts, load_task, problem_ids, read_task_file
 from rin_train.verl.command import PLUGIN_MODULE, REWARD_FILE
 from rin_train.verl.launch import MetricsCollector, metrics_record, run_verl
 from rin_train.verl.settings import SETTINGS_ENV, PluginSettings
@@ -101,6 +102,7 @@ def test_every_config_field_reaches_a_verl_override_that_parses(prepared):
         "+reward.custom_reward_function.reward_kwargs": {"format_score": 0.1},
         "trainer.total_training_steps": 3, "trainer.test_freq": 2, "trainer.val_before_train": True,
         "trainer.save_freq": 2, "trainer.default_local_dir": str(root / "checkpoints"),
+        "trainer.validation_data_dir": str(root / "verl" / "generations"),
         "trainer.logger": ["console", "file"], "trainer.experiment_name": "e",
         "trainer.use_v1": True, "trainer.v1.trainer_mode": "sync",
     }
@@ -108,6 +110,44 @@ def test_every_config_field_reaches_a_verl_override_that_parses(prepared):
     assert o["trainer.total_epochs"] * (32 // 2) >= 3  # enough epochs to reach the step count
     assert len(o) == len(overrides)  # no key given twice
     assert Path(o["reward.custom_reward_function.path"]).is_file()
+
+
+LORA_RANK = "actor_rollout_ref.model.lora_rank"
+ENV_VARS = "ray_kwargs.ray_init.runtime_env.env_vars"
+
+
+@pytest.mark.parametrize("extra, owned", [
+    (f"{LORA_RANK}=0", LORA_RANK), (f"+{LORA_RANK}=0", LORA_RANK), (f"++{LORA_RANK}=0", LORA_RANK),
+    (f"~{LORA_RANK}", LORA_RANK), ("actor_rollout_ref.model={lora_rank: 0}", "actor_rollout_ref.model.path"),
+    ("actor_rollout_ref.actor.optim.lr=1e-4", "actor_rollout_ref.actor.optim.lr"),
+    (f"+{ENV_VARS}.SRDD_VERL_SETTINGS=/elsewhere.json", ENV_VARS),
+])
+def test_extra_arguments_may_not_change_what_run_json_records(prepared, tmp_path, extra, owned):
+    """Issue 26: `bash verl_command.sh actor_rollout_ref.model.lora_rank=0` trained all weights under a run.json
+    that said LoRA r=4. An argument that changes a key set from the run config is refused before verl starts."""
+    _, out = prepared
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    stub = tmp_path / "python"
+    stub.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'verl_ran'}\n")
+    stub.chmod(0o755)
+    r = subprocess.run(["bash", str(out / "verl_command.sh"), "trainer.n_gpus_per_node=8", extra],
+                       capture_output=True, text=True, env={**os.environ, "PYTHON": str(stub)}, timeout=60)
+    assert r.returncode == 2 and f"refused '{extra}': it changes {owned}, which srdd set" in r.stderr, r.stderr
+    assert "--set lora.r=0" in r.stderr and not (tmp_path / "verl_ran").exists()
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    r = subprocess.run(["bash", str(out / "verl_command.sh"), "trainer.n_gpus_per_node=8",
+                        "actor_rollout_ref.rollout.gpu_memory_utilization=0.6"],
+                       capture_output=True, text=True, env={**os.environ, "PYTHON": str(stub)}, timeout=60)
+    assert r.returncode == 0, r.stderr  # the cluster's layout and keys srdd does not set pass through, last
+    assert (tmp_path / "verl_ran").read_text().split()[-2:] == [
+        "trainer.n_gpus_per_node=8", "actor_rollout_ref.rollout.gpu_memory_utilization=0.6"]
+
+
+def test_full_fine_tuning_is_a_run_config_setting_that_run_json_records(tmp_path):
+    run = engine_verl.prepare(_cfg("lora.r=0"), tmp_path / "full")
+    run.release()
+    assert run.info()["config"]["lora"]["r"] == 0
+    assert _parse(_command(run.path)[1])["actor_rollout_ref.model.lora_rank"] == 0
 
 
 def test_plugin_settings_and_data_are_what_the_trl_engine_would_use(prepared):
@@ -296,22 +336,31 @@ STAND_IN_VERL = {
     "verl/__init__.py": "import importlib, os\n"
                         "for m in filter(None, os.getenv('VERL_USE_EXTERNAL_MODULES', '').split(',')):\n"
                         "    importlib.import_module(m)\n",
-    # a run as verl's sync trainer logs it: validation at 0, every test_freq and at the last step; the plugin's
-    # rollout noise for each synced weights version (what RolloutNoise.apply writes in the vLLM workers)
+    # a run as verl's sync trainer logs it: validation at 0, every test_freq and at the last step, each one's
+    # samples dumped into trainer.validation_data_dir (the first two problems right); the plugin's rollout
+    # noise for each synced weights version (what RolloutNoise.apply writes in the vLLM workers)
     "verl/trainer/main_ppo.py": textwrap.dedent("""
         import json, os, sys
         import pandas as pd
+        from transformers import AutoTokenizer
+        from tests.rin_train.verl.verl_dumps import verl_input, write_dump
         if __name__ == "__main__":
             import rin_train.verl.plugin as plugin
             args = dict(a.split("=", 1) for a in sys.argv[1:])
             steps, every = int(args["trainer.total_training_steps"]), int(args["trainer.test_freq"])
-            source = pd.read_parquet(args["data.val_files"])["data_source"][0]
+            val = pd.read_parquet(args["data.val_files"])
+            source = val["data_source"][0]
+            tokenizer = AutoTokenizer.from_pretrained(args["actor_rollout_ref.model.path"])
+            truths = [truth["ground_truth"] for truth in val["reward_model"]]
+            samples = [(verl_input(tokenizer, prompt), f"#### {truth}" if i < 2 else "#### -1", truth)
+                       for i, (prompt, truth) in enumerate(zip(val["prompt"], truths))]
             os.makedirs(plugin.SETTINGS.noise_log_dir)
             log = open(os.environ["VERL_FILE_LOGGER_PATH"], "wb", buffering=0)
             for step in range(steps + 1):
                 data = {"critic/score/mean": 0.5} if step else {}
                 if step == 0 or step == steps or step % every == 0:
-                    data[f"val-core/{source}/acc/mean@1"] = 0.25
+                    write_dump(args["trainer.validation_data_dir"], step, samples, data_source=source)
+                    data[f"val-core/{source}/acc/mean@1"] = 2 / len(samples)
                 log.write((json.dumps({"step": step, "data": data}) + "\\n").encode())
                 with open(os.path.join(plugin.SETTINGS.noise_log_dir, "w.jsonl"), "a") as fh:
                     fh.write(json.dumps({"version": step, "sigma": 0.05, "sigma_layers": {"0": 0.05}, "rank": 0})
@@ -323,7 +372,8 @@ STAND_IN_VERL = {
 
 def test_launch_through_the_real_entry_point_with_a_stand_in_verl(tmp_path):
     """`--launch` end to end: the script's environment reaches 'verl', which imports our plugin with its
-    settings, and what it logs becomes a complete run. verl itself is replaced by a stand-in (no GPU here)."""
+    settings, what it logs becomes a complete run, and the samples it dumps where the command told it to become
+    eval_outcomes.jsonl. verl itself is replaced by a stand-in (no GPU here)."""
     for rel, text in STAND_IN_VERL.items():
         (tmp_path / "fake" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "fake" / rel).write_text(text)
@@ -339,6 +389,13 @@ def test_launch_through_the_real_entry_point_with_a_stand_in_verl(tmp_path):
     assert [r["accuracy"] for r in records] == [0.25, None, 0.25, 0.25]
     assert all(r["sigma_layers"] == {"0": 0.05} for r in records[1:])
     assert "step:3 - critic/score/mean:0.5" in (out / "verl" / "verl.log").read_text()
+    test = read_task_file(out / "data" / "test.parquet")  # the 8 problems verl validated on, in their order
+    lines = [json.loads(line) for line in (out / "eval_outcomes.jsonl").read_text().splitlines()]
+    assert [(o["step"], o["eval_lora"], o["eval_quant"], o["strict"], o["flexible"]) for o in lines] == [
+        (step, "separate", "mxfp4/w4a4", "11000000", "11000000") for step in (0, 2, 3)]
+    assert all(o["ids"] == problem_ids(test) and o["test_set_sha256"] == sha256_of_test_set(o["ids"], test)
+               for o in lines)
+    assert "per-problem outcomes of the validations at steps [0, 2, 3] (8 problems each" in r.stdout
 
 
 def _flags(words: list[str]) -> dict[str, str]:

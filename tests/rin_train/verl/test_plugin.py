@@ -757,7 +757,7 @@ def test_plugin_registers_its_verl_patches(tmp_path, noise, targets):
 def test_actor_is_quantized_before_fsdp_wraps_it_with_or_without_lora(tiny_model_dir, tmp_path):
     """A stand-in with verl 0.9.1's build order (transformer_impl.py, FSDPEngine._build_model_optimizer:
     `_build_lora_module` only `if self._is_lora`, then `_build_fsdp_module` always): lora_rank=0 (full
-    fine-tuning, reachable through an extra override to verl_command.sh) gets a quantized actor too, and an
+    fine-tuning: a run config's lora.r=0) gets a quantized actor too, and an
     engine that bypasses _build_fsdp_module is refused instead of training unquantized."""
     _settings(tmp_path).write(tmp_path / "s.json")
     r = _python(f"""
