@@ -285,8 +285,16 @@ class EvalConfig:
     every: Steps = 10
     """Validate at step 0, every N steps, and always at the final step."""
     samples: Annotated[int, Field(ge=1, le=MAX_PROBLEMS)] = 64
+    final_samples: Annotated[int, Field(ge=1, le=MAX_PROBLEMS)] | None = None
+    """Problems in the final step's validations (None: `samples`). A study's endpoint can be measured on a
+    large test set while the intermediate validations, which only track learning, stay cheap; the first
+    `samples` of these problems are the intermediate validations' problems."""
     max_new_tokens: Tokens = 256
     batch_size: BatchSize = 16
+
+    @property
+    def final_problems(self) -> int:
+        return self.samples if self.final_samples is None else self.final_samples
 
 
 @pydantic_dataclass(frozen=True, config=STRICT)
@@ -478,6 +486,15 @@ def check_cross_sections(cfg: RunConfig) -> None:
     if t.test_size is not None and e.samples > t.test_size:
         raise SrddError(f"eval.samples {e.samples} > task.test_size {t.test_size}: validation would silently "
                         "use fewer problems; lower eval.samples or raise task.test_size")
+    if e.final_samples is not None:
+        if e.final_samples < e.samples:
+            raise SrddError(f"eval.final_samples {e.final_samples} < eval.samples {e.samples}: the final validation "
+                            "covers the intermediate validations' problems and more")
+        if t.test_size is not None and e.final_samples > t.test_size:
+            raise SrddError(f"eval.final_samples {e.final_samples} > task.test_size {t.test_size}: raise "
+                            "task.test_size")
+        if cfg.engine == "verl":
+            raise SrddError("eval.final_samples: the verl engine validates one fixed set every time; leave it unset")
     prompts_per_step = g.batch_size // g.num_generations
     if t.train_size is not None and t.train_size < prompts_per_step:
         raise SrddError(f"task.train_size {t.train_size} < {prompts_per_step} prompts per step")

@@ -168,7 +168,7 @@ def _run_training(cfg: RunConfig, out: Path, *, resume: bool, verbose: bool) -> 
     model, tokenizer, info, names = load_policy(cfg, verbose=verbose)
     train, test = load_task(cfg.task, cfg.seed)
     train = drop_long_prompts(train, tokenizer, cfg.grpo.max_prompt_length, "train set")
-    test = test[: cfg.eval.samples]
+    test = test[: cfg.eval.final_problems]
     # validates layers/targets against the model
     injector = NoiseInjector(model, cfg.noise, seed=cfg.seed, effective=True) if cfg.noise.enabled else None
     run = RunDir.open_for_resume(out) if resume else RunDir.create(out, name=cfg.name, config=cfg.to_dict(),

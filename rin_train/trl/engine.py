@@ -17,7 +17,8 @@ forward/backward and every validation therefore see clean weights (DESIGN.md
     eval_merged (final step only: the same with the LoRA merged and re-quantized, eval_lora "merged"),
     step_s, wall_s.
 Validation is greedy, noise-free, under the training quantization, at step 0,
-every `eval.every` steps and always at the final step. Each validation also appends its
+every `eval.every` steps and always at the final step (on `eval.final_samples` problems when set,
+else on the same `eval.samples` as the others). Each validation also appends its
 per-problem outcomes to eval_outcomes.jsonl (rin_train.outcomes) as soon as it ends. On --resume
 a step that is already logged is neither re-logged nor re-validated; a step validated but not yet
 logged when the run died is validated again, and its later outcome line is the one that counts.
@@ -113,7 +114,9 @@ class RunLogger(TrainerCallback):
                  *, injector=None, watchdog: Watchdog | None = None) -> None:
         self.run, self.cfg, self.tokenizer, self.test = run, cfg, tokenizer, test
         self.rewards, self.injector, self.watchdog = rewards, injector, watchdog
-        self.outcomes = OutcomeLog.for_test_set(run, test)
+        self.intermediate = test[: cfg.eval.samples]
+        self.outcomes = {len(problems): OutcomeLog.for_test_set(run, problems)
+                         for problems in (self.intermediate, test)}
         records = run.logged_steps()
         self.logged = {r["step"] for r in records}
         self.validated = {r["step"] for r in records if r.get("accuracy") is not None}
@@ -136,19 +139,21 @@ class RunLogger(TrainerCallback):
         deployed (LoRA merged into the weights and re-quantized), under `eval_merged`."""
         if self.injector is not None and getattr(self.injector, "perturbed", False):
             raise RuntimeError("validation would see noisy weights; the injector did not restore them")
-        result = self._evaluate(model, step, "separate")
-        if step == self.cfg.grpo.steps:
+        final = step == self.cfg.grpo.steps
+        problems = self.test if final else self.intermediate
+        result = self._evaluate(model, step, "separate", problems)
+        if final:
             with lora_served(model):
-                merged = self._evaluate(model, step, "merged")
+                merged = self._evaluate(model, step, "merged", problems)
             result["eval_merged"] = merged
         return result
 
-    def _evaluate(self, model, step: int, lora: str) -> dict:
+    def _evaluate(self, model, step: int, lora: str, problems: list[Example]) -> dict:
         self._beat(f"validation ({lora} LoRA) at step {step}")
-        result = evaluate(model, self.tokenizer, self.test, max_new_tokens=self.cfg.eval.max_new_tokens,
+        result = evaluate(model, self.tokenizer, problems, max_new_tokens=self.cfg.eval.max_new_tokens,
                           quant_label=self.cfg.quant_label, eval_lora=lora, batch_size=self.cfg.eval.batch_size,
                           heartbeat=lambda: self._beat(f"validation ({lora} LoRA) at step {step}"))
-        self.outcomes.append(step, result, result.pop("per_problem"))
+        self.outcomes[len(problems)].append(step, result, result.pop("per_problem"))
         print(f"validation step {step}: accuracy {100 * result['accuracy']:.1f}% (flexible "
               f"{100 * result['accuracy_flexible']:.1f}%) on {result['eval_samples']} problems under "
               f"{result['eval_quant']}, LoRA {lora}, greedy, no noise", flush=True)

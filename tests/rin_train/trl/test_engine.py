@@ -153,3 +153,20 @@ def test_micro_batches_accumulate_into_one_generation_and_update_per_step(tmp_pa
     records = run.logged_steps()
     assert [r["step"] for r in records] == [0, 1, 2, 3]
     assert all(r["groups"] == 2 for r in records[1:])  # 4 completions / 2 per group, as without micro-batches
+
+
+def test_the_final_validations_use_eval_final_samples_and_the_others_eval_samples(tmp_path):
+    from rin_train.outcomes import OutcomeLog  # noqa: F401  (the file's writer)
+    import json
+
+    run = run_training(_smoke("eval.samples=4", "eval.final_samples=8", "task.test_size=8"), tmp_path / "run")
+    records = [r for r in run.logged_steps() if r["accuracy"] is not None]
+    *early, final = records
+    assert [r["eval_samples"] for r in early] == [4] * len(early) and early
+    assert final["eval_samples"] == 8 and final["eval_merged"]["eval_samples"] == 8
+    lines = [json.loads(x) for x in (run.path / "eval_outcomes.jsonl").read_text().splitlines()]
+    sizes = {(x["step"], x["eval_lora"]): len(x["ids"]) for x in lines}
+    assert sizes[(final["step"], "separate")] == sizes[(final["step"], "merged")] == 8
+    assert all(n == 4 for (step, _), n in sizes.items() if step != final["step"])
+    first_ids = next(x["ids"] for x in lines if x["step"] == 0)
+    assert next(x["ids"] for x in lines if x["step"] == final["step"])[:4] == first_ids  # the same problems first
