@@ -33,6 +33,7 @@ from rin_train.signals import Terminated, terminate_on_signals
 from rin_train.run_config import RunConfig, check_against_model
 from rin_train.tasks import drop_long_prompts, load_task
 from srdd.errors import SrddError
+from srdd.memory import release_free_memory
 from srdd.jsonio import write_text_atomic
 from srdd.model_files import check_model_files
 from srdd.models import load_causal_lm, model_info, resolve_model
@@ -139,7 +140,9 @@ def rescan(model, tokenizer, cfg: RunConfig, info: dict, *, last: bool = False) 
                           samples=cfg.scan.samples, max_tokens=cfg.scan.max_tokens, seed=cfg.seed,
                           sites=("block_output", "linear_input", "weight"))
     with quantization_disabled(model), lora_merged(model, restore=not last), torch.no_grad():
-        return scan_model(model, tokenizer, scan_cfg, model_info=info, progress=False)[0]
+        scan = scan_model(model, tokenizer, scan_cfg, model_info=info, progress=False)[0]
+    release_free_memory()
+    return scan
 
 
 def provenance(info: dict) -> dict:

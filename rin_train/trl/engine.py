@@ -37,6 +37,7 @@ from rin_train.rundir import RunDir
 from rin_train.run_config import RunConfig
 from rin_train.tasks import Example
 from rin_train.watchdog import Watchdog
+from srdd.memory import release_free_memory
 
 try:  # the module imports without TRL (run dirs, configs and tests of them stay importable)
     from transformers import TrainerCallback
@@ -158,6 +159,7 @@ class RunLogger(TrainerCallback):
               f"{100 * result['accuracy_flexible']:.1f}%) on {result['eval_samples']} problems under "
               f"{result['eval_quant']}, LoRA {lora}, greedy, no noise", flush=True)
         self._beat(f"validation ({lora} LoRA) at step {step} done")
+        release_free_memory()
         return result
 
     # --- callbacks -----------------------------------------------------------------------------
@@ -180,6 +182,7 @@ class RunLogger(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         step = state.global_step
         self._beat(f"step {step} done")
+        release_free_memory()  # the update's activations: the next phase starts from the live size
         if self.should_validate(step) and step not in self.validated:
             self.pending_eval = self.validate(model, step)
 

@@ -26,8 +26,14 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 
-ROWS_PER_CHUNK = 256
-"""Rows of [rows, vocab] logits turned into float64 at once: bounds the float64 copy (256 x 152k x 8 B = 311 MB)."""
+CHUNK_BYTES = 1 << 24
+"""Size of one [rows, vocab] float64 tensor of a chunk (16 MB: 42 rows of a 49k vocabulary, 13 of 152k). About
+eight such tensors are alive at once (both models' logits, their log-softmaxes, p, the KL terms), so a chunk
+costs ~130 MB whatever the vocabulary; 256-row chunks cost 0.8 GB at SmolLM2's and 2.5 GB at Qwen2.5's."""
+
+
+def rows_per_chunk(vocab: int) -> int:
+    return max(1, CHUNK_BYTES // (8 * max(1, vocab)))
 
 
 @dataclass
@@ -98,8 +104,9 @@ class NextTokens:
 def output_stats(ref: torch.Tensor, quant: torch.Tensor, targets: torch.Tensor) -> OutputStats:
     """Statistics of [n, vocab] reference and quantized logits, `targets` [n] the actual next tokens."""
     out = OutputStats()
-    for start in range(0, ref.shape[0], ROWS_PER_CHUNK):
-        part = slice(start, start + ROWS_PER_CHUNK)
+    rows = rows_per_chunk(ref.shape[-1])
+    for start in range(0, ref.shape[0], rows):
+        part = slice(start, start + rows)
         out = out + _chunk(ref[part].double(), quant[part].double(), targets[part])
     return out
 

@@ -133,3 +133,23 @@ def test_a_quantized_policy_is_measured_under_its_own_quantization(tiny_model_di
                        progress=False)
     assert doc["fidelity"]["quantized"] == "nvfp4/w4a16" and doc["fidelity"]["kl_mean"] > 0
     assert all(m.quant_enabled for _, m in quantized_modules(model))
+
+
+def test_statistics_are_computed_in_chunks_of_bounded_size_and_sum_to_the_whole(monkeypatch):
+    import srdd.scan.fidelity as fidelity
+
+    g = torch.Generator().manual_seed(0)
+    ref, quant = torch.randn(100, 512, generator=g), torch.randn(100, 512, generator=g)
+    targets = torch.randint(0, 512, (100,), generator=g)
+    whole = fidelity._chunk(ref.double(), quant.double(), targets)
+    sizes = []
+    real_chunk = fidelity._chunk
+    monkeypatch.setattr(fidelity, "_chunk", lambda r, q, t: sizes.append(r.shape[0]) or real_chunk(r, q, t))
+    monkeypatch.setattr(fidelity, "CHUNK_BYTES", 8 * 512 * 16)  # 16 rows of float64
+    out = fidelity.output_stats(ref, quant, targets)
+    assert sizes == [16] * 6 + [4]
+    assert fidelity.rows_per_chunk(49152) * 49152 * 8 <= 1 << 24  # SmolLM2's vocabulary: 16 MB a tensor
+    assert (out.tokens, out.top1_same) == (whole.tokens, whole.top1_same)
+    for name in ("sum_kl", "sum_nll_fp", "sum_nll_q"):
+        assert getattr(out, name) == pytest.approx(getattr(whole, name), rel=1e-12)
+    assert np.array_equal(out.kl(), whole.kl())
