@@ -60,6 +60,10 @@ def register(sub) -> None:
     r.add_argument("--margin", type=float, metavar="PP",
                    help="declare the smallest effect of interest in percentage points: the equivalence margin "
                         "(default: the suite's target - baseline gap, else 5 pp); part of the setting")
+    r.add_argument("--hypotheses", metavar="KEY,...",
+                   help="declare the confirmatory family, e.g. C1,C2,C3: the report Holm-adjusts across these "
+                        "alone and labels every other hypothesis exploratory (default: every hypothesis of the "
+                        "suite in one family); part of the setting")
     r.add_argument("--only", metavar="NAME,...", help="run only these arms now (control is an arm)")
     r.add_argument("--retry-failed", action="store_true",
                    help="move failed/invalid runs to RUNS/_failed/ and run them again")
@@ -142,6 +146,7 @@ def _command(args) -> str:
     words += ["--preset", args.preset] if args.preset else []
     words += ["--analysis", args.analysis] if args.analysis else []
     words += ["--margin", f"{args.margin:g}"] if args.margin is not None else []
+    words += ["--hypotheses", args.hypotheses] if args.hypotheses is not None else []
     words += [w for s in args.sets for w in ("--set", s)]
     words += (["--only", args.only] if args.only else []) + ([] if args.control else ["--no-control"])
     words += ["--report-dir", str(args.report_dir)] if args.report_dir else []
@@ -149,6 +154,7 @@ def _command(args) -> str:
 
 
 def run(args) -> int:
+    from reports.hypotheses import parse_keys
     from rin_train.study.child import Stop
     from rin_train.study.layout import CONTROL, check_report_dir, refuse_links
     from rin_train.study.ledger import StudyLock
@@ -158,12 +164,13 @@ def run(args) -> int:
                                           refuse_other_settings)
 
     seeds = parse_seeds(args.seeds)
+    keys = None if args.hypotheses is None else parse_keys(args.hypotheses)
     only = _csv(args.only)
     check_only(only, [CONTROL, *(n for n, _ in read_suite(args.suite)[1])], args.control)  # before slow checks
     if args.runs.exists() and not args.runs.is_dir():
         raise SrddError(f"--runs {args.runs} exists and is not a directory")
     settings, control = build_settings(args.suite, args.runs, seeds, tuple(args.sets), args.preset,
-                                       analysis=args.analysis, margin_pp=args.margin)
+                                       analysis=args.analysis, margin_pp=args.margin, hypotheses=keys)
     specs = plan(settings, args.runs, only, args.control)
     report_dir = check_report_dir(args.runs, args.report_dir, [s.name for s in plan(settings, args.runs)])
     refuse_links(args.runs)
