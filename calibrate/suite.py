@@ -63,6 +63,21 @@ class Hypothesis:
     control: str
     differs_in: tuple[str, ...]  # the only config keys the two runs may differ in
 
+    def to_dict(self) -> dict:
+        return {"key": self.key, "question": self.question, "treatment": self.treatment, "control": self.control,
+                "differs_in": list(self.differs_in)}
+
+    @classmethod
+    def from_dict(cls, doc: object, where: str) -> Hypothesis:
+        """One hypothesis as suite.json records it (`to_dict`); SrddError names what is wrong, and where."""
+        fields = ("key", "question", "treatment", "control")
+        if not isinstance(doc, dict) or not all(isinstance(doc.get(f), str) and doc[f] for f in fields):
+            raise SrddError(f"{where}: a hypothesis needs the strings {', '.join(fields)}, got {str(doc)[:80]}")
+        keys = doc.get("differs_in")
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k for k in keys):
+            raise SrddError(f"{where}: hypothesis {doc['key'][:20]!r} needs differs_in, a list of config keys")
+        return cls(doc["key"], doc["question"], doc["treatment"], doc["control"], tuple(keys))
+
 
 HYPOTHESES = (
     Hypothesis("H1", "global noise beats noise targeted at the high-error zone", "E13i-baseline", "E13i-targeted",
@@ -78,6 +93,28 @@ HYPOTHESES = (
     Hypothesis("H5", "noise on RMSNorm weights (QeRL AQN) beats noise on linear weights", "E13m-rmsnorm",
                "E13i-baseline", ("noise.targets",)),
 )
+"""The hypotheses reports have always tested: every suite.json records them, and a report of a suite.json
+written before suites recorded hypotheses tests these."""
+
+CONTROL = "control"
+"""The no-noise arm `srdd study run` adds to every suite: E13i-baseline with noise.enabled false
+(rin_train.study.settings.control_config), so it differs from E13i-baseline in that key alone."""
+
+ARM_VS_CONTROL = (
+    Hypothesis("C1", "noise on the linear weights changes the merged final accuracy against no noise",
+               "E13i-baseline", CONTROL, ("noise.enabled",)),
+    Hypothesis("C2", "noise on the RMSNorm weights (QeRL AQN) changes the merged final accuracy against no noise",
+               "E13m-rmsnorm", CONTROL, ("noise.enabled", "noise.targets")),
+    Hypothesis("C3", "scan-guided per-layer sigma (variable) changes the merged final accuracy against one sigma "
+               "for all layers (the comparison of H3)", "E13j-variable", "E13i-baseline",
+               ("noise.layer_multipliers", "noise.multipliers_file")),
+)
+"""A confirmatory family: each noise against none, and the scan's guidance against none. A study declares
+it (`srdd study run --hypotheses C1,C2,C3`) before its first run; a report then Holm-adjusts across these
+three and labels every other hypothesis exploratory."""
+
+SUITE_HYPOTHESES = HYPOTHESES + ARM_VS_CONTROL
+"""What `srdd calibrate --suite` writes into plan.md and suite.json."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +144,7 @@ def experiments(s: Sigmas, band: tuple[int, ...], multipliers: dict[int, float],
 
     span = f"{layers[0]}-{layers[-1]}"
     return [
-        Experiment("E13i-baseline", 1, ("H1", "H3", "H4", "H5"),
+        Experiment("E13i-baseline", 1, ("H1", "H3", "H4", "H4b", "H5", "C1", "C3"),
                    f"reference: sigma {s.baseline[0]}->{s.baseline[1]} over {s.stages} stages on every layer",
                    "improves on the no-noise run", (0.36, 0.80), dict(base)),
         Experiment("E13i-targeted", 2, ("H1",), f"noise only on the high-error band {span}",
@@ -119,10 +156,10 @@ def experiments(s: Sigmas, band: tuple[int, ...], multipliers: dict[int, float],
         Experiment("E13i-low", 4, ("H2",), f"band {span}: sigma {s.low[0]}->{s.low[1]}, others baseline",
                    "above E13i-high if quantization error is already enough noise there", (0.36, 0.80),
                    {**base, "zone_overrides": zone(*s.low)}),
-        Experiment("E13j-variable", 5, ("H3",), "per-layer multipliers from the scan (layer_multipliers)",
+        Experiment("E13j-variable", 5, ("H3", "C3"), "per-layer multipliers from the scan (layer_multipliers)",
                    "above E13i-baseline if the scan predicts where noise helps", (0.58, 1.03),
                    {**base, "layer_multipliers": dict(multipliers)}),
-        Experiment("E13m-rmsnorm", 6, ("H5",), "noise on RMSNorm weights instead of linear weights",
+        Experiment("E13m-rmsnorm", 6, ("H5", "C2"), "noise on RMSNorm weights instead of linear weights",
                    "comparable to E13i-baseline; below it if W4A4 needs noise where it quantizes", (0.13, 0.58),
                    {**base, "targets": ["rmsnorm"]}),
         Experiment("E13l-conservative", 7, ("H4b",),
@@ -312,8 +349,12 @@ def plan_markdown(exps: list[Experiment], *, band: tuple[int, ...], band_summary
               "not predictions of this tool.", "", "## Hypotheses", "",
               "| key | question | treatment | control | the runs may differ only in |", "|---|---|---|---|---|"]
     lines += [f"| {h.key} | {h.question} | {h.treatment} | {h.control} | {', '.join(h.differs_in)} |"
-              for h in HYPOTHESES]
-    lines += ["", f"Verdicts (`srdd correlate`): {VERDICT_RULE}. The report gives each difference with its 95 % CI, "
+              for h in SUITE_HYPOTHESES]
+    lines += ["", f"`{CONTROL}` is the no-noise arm `srdd study run` adds: E13i-baseline with `noise.enabled: false`. "
+              "A confirmatory study declares its family before the first run (`srdd study run ... --hypotheses "
+              "C1,C2,C3`): the report Holm-adjusts across it and labels every other hypothesis exploratory. "
+              "Without a declaration, every hypothesis above is one family.",
+              "", f"Verdicts (`srdd correlate`): {VERDICT_RULE}. The report gives each difference with its 95 % CI, "
               "p-value and the smallest difference the seeds could detect.", "", "## Running", "",
               "rin_train (one file per experiment; add `--set seed=N` per seed):", "", "```bash"]
     lines += [f"srdd train {suite_dir}/{e.name}.yaml --out runs/{e.name}-s0 --set seed=0"
@@ -350,8 +391,7 @@ def suite_document(exps: list[Experiment], *, created: str, source: dict, multip
         "quant": {"format": fmt, "mode": "w4a4"},
         "high_error_zone": list(band),
         "thresholds": thresholds(baseline, target),
-        "hypotheses": [{"key": h.key, "question": h.question, "treatment": h.treatment, "control": h.control,
-                        "differs_in": list(h.differs_in)} for h in HYPOTHESES],
+        "hypotheses": [h.to_dict() for h in SUITE_HYPOTHESES],
         "experiments": [{"name": e.name, "priority": e.priority, "tests": list(e.tests), "change": e.change,
                          "config": f"{e.name}.yaml", "verl_overrides": f"{e.name}.overrides",
                          "expected": e.expected, "expected_gap_fraction": list(e.expected_gap),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 
 import scipy
 
+from calibrate.suite import HYPOTHESES, Hypothesis
 from reports.runs import Group, RunRecord, config_diff, flatten, group_runs
 from reports.stats import CI_METHOD, correlation
 from reports.verdicts import VerdictSettings, verdicts
@@ -38,8 +40,13 @@ def _pick(groups: list[Group], name: str | None) -> Group | None:
 
 def build_report(runs: list[RunRecord], *, metric: str, baseline: str | None, target: str | None,
                  settings: VerdictSettings = VerdictSettings(),
-                 sources: dict[str, str] | None = None) -> dict:
-    """report.json's content. `sources` says where the analysis and the margin came from (reports.settings)."""
+                 sources: dict[str, str] | None = None, hypotheses: Sequence[Hypothesis] = HYPOTHESES) -> dict:
+    """report.json's content. `sources` says where the analysis, the margin and a declared family came from
+    (reports.settings); `hypotheses` are every hypothesis tested (reports.settings.Resolved.hypotheses).
+
+    A report records a declared confirmatory family, and the definitions it tested unless they are the
+    built-in HYPOTHESES, so that it can be rebuilt from its own options (tests/studies); a report of the
+    built-in hypotheses without a declaration has neither key, as reports had before families existed."""
     valid = [r for r in runs if r.valid]
     groups = group_runs(valid)
     base = _pick(groups, baseline)
@@ -86,9 +93,9 @@ def build_report(runs: list[RunRecord], *, metric: str, baseline: str | None, ta
     for key, values in _numeric_features(valid).items():
         correlations.append(correlation(values, finals, scope="across_runs", xname=f"config.{key}",
                                         yname="final_accuracy", arms=[arm_of[r.name] for r in valid]))
-    rows, analysis = verdicts(groups, settings)
+    rows, analysis = verdicts(groups, settings, hypotheses)
     sources = dict(sources or {})
-    return {
+    report = {
         "schema": "srdd.report/v1", "tool_version": __version__, "metric": metric,
         "accuracy": valid[0].accuracy_kind if valid else None,
         "statistics": {"analysis": analysis, "alpha": settings.alpha, "multiple_comparisons": "Holm",
@@ -106,6 +113,13 @@ def build_report(runs: list[RunRecord], *, metric: str, baseline: str | None, ta
                     "accuracy": valid[0].accuracy_kind if valid else None, "analysis": settings.analysis,
                     "margin_pp": 100 * settings.margin, "sources": sources},
     }
+    if settings.confirmatory is not None:
+        report["statistics"]["confirmatory"] = {"hypotheses": list(settings.confirmatory),
+                                                "source": sources.get("hypotheses")}
+        report["options"]["confirmatory"] = list(settings.confirmatory)
+    if tuple(hypotheses) != HYPOTHESES:
+        report["options"]["hypotheses"] = [h.to_dict() for h in hypotheses]
+    return report
 
 
 def _mean_sigma(runs: list[RunRecord], attr: str) -> float | None:

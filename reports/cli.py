@@ -15,6 +15,7 @@ from srdd.errors import SrddError
 EPILOG = """examples:
   srdd correlate runs/ -o report/
   srdd correlate runs/ -o report/ --baseline E13i-baseline --target 0.6088 --metric sqnr_db
+  srdd correlate runs/ -o report/ --hypotheses C1,C2,C3   # Holm across these three; the rest exploratory
 
 Runs whose configs differ only in seed are grouped (mean, std, n): seeds are the replicates. Invalid
 runs (not complete, mixed quant modes, missing scans, corrupt metrics, no evaluation of the chosen
@@ -29,7 +30,12 @@ smallest p is 0.1). Each row: the difference, its 95 % CI, the p-value, the Holm
 the report's hypotheses, and the smallest difference the analysis could detect at 80 % power.
 Verdicts: supported/refuted (>= 3 seeds per arm and adjusted p < 0.05), "equivalent within ±m pp"
 (TOST; m = --margin, the study's smallest effect of interest), inconclusive (with the reason), not
-tested. Arms whose configs differ in more than the hypothesis is about are reported as confounded."""
+tested. Arms whose configs differ in more than the hypothesis is about are reported as confounded.
+
+The hypotheses are the suite's (its suite.json: the suite _study/study.json names, else RUNS/../suite).
+A confirmatory study declares its family before it runs (srdd study run --hypotheses C1,C2,C3): the
+report then Holm-adjusts across that family alone and labels every other hypothesis exploratory
+(adjusted among themselves). Without a declaration every hypothesis of the suite is one family."""
 
 
 def register(sub) -> None:
@@ -55,6 +61,10 @@ def register(sub) -> None:
                    help="smallest effect of interest in percentage points: the 'equivalent within ±PP pp' "
                         "margin (default: the study's declared margin, else the suite's target - baseline gap, "
                         "else 5; never below one test problem, 100/m)")
+    p.add_argument("--hypotheses", metavar="KEY,...",
+                   help="the confirmatory family, e.g. C1,C2,C3: Holm across these, every other hypothesis "
+                        "exploratory (default: the study's declared family, else every hypothesis of the suite "
+                        "in one family)")
     p.add_argument("--force", action="store_true", help="replace an existing OUT directory")
     p.set_defaults(func=run)
 
@@ -108,6 +118,7 @@ def check_names(runs, baseline: str | None, target: float | str | None) -> None:
 def run(args) -> int:
     from reports import figures
     from reports.build import build_report
+    from reports.hypotheses import parse_keys
     from reports.render import html_page, markdown
     from reports.runs import load_runs
     from reports.settings import resolve
@@ -117,17 +128,20 @@ def run(args) -> int:
     target = parse_target(args.target)
     if args.margin is not None and not (math.isfinite(args.margin) and 0 < args.margin < 100):
         raise SrddError(f"--margin {args.margin:g}: a smallest effect of interest is in (0, 100) percentage points")
+    keys = None if args.hypotheses is None else parse_keys(args.hypotheses)
     runs = load_runs(args.runs, args.metric, args.accuracy)
     check_names(runs, args.baseline, target)
     sizes = [r.test_size for r in runs if r.valid and r.test_size]
     resolved = resolve(args.runs, analysis=args.analysis, margin_pp=args.margin,
-                       test_size=min(sizes) if sizes else None)
+                       test_size=min(sizes) if sizes else None, hypotheses=keys)
     for r in runs:
         if not r.valid:
             print(f"left out {r.name}: {r.reason}", file=sys.stderr)
+    sources = {"analysis": resolved.analysis_source, "margin": resolved.margin_source}
+    if resolved.family_source is not None:  # an undeclared study's report keeps the keys it always had
+        sources["hypotheses"] = resolved.family_source
     report = build_report(runs, metric=args.metric, baseline=args.baseline, target=args.target,
-                          settings=resolved.settings,
-                          sources={"analysis": resolved.analysis_source, "margin": resolved.margin_source})
+                          settings=resolved.settings, sources=sources, hypotheses=resolved.hypotheses)
     valid = [r for r in runs if r.valid]
     figs = {"layer_profiles.png": figures.layer_profiles(valid, args.metric),
             "trajectories.png": figures.trajectories(valid),

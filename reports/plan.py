@@ -14,7 +14,13 @@ of a final accuracy, arm by arm:
 For an effect (pp), the family's hypotheses (Holm: the strictest level alpha/K) and the analysis,
 the power of each design is simulated through the analysis' own code (reports.power), and for
 each test-set size the plan gives the fewest seeds per arm that reach 80 % power on every
-hypothesis, with the wall time the pilot's own timings say it costs.
+hypothesis, with the wall time the pilot's own timings say it costs. The family is the one a
+report of the study would adjust across (reports.settings.declared_family): the given keys, else
+the pilot study's declared family, else every hypothesis of its suite.
+
+In statsmodels.stats.power's terms: it solves for nobs1 (seeds per arm; ratio 1, every arm runs
+the same seeds) given effect_size (here unstandardized, in pp: the pilot gives the spread), alpha
+(0.05, family-wise under Holm) and power (0.8), two-sided.
 """
 
 from __future__ import annotations
@@ -29,12 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
-from calibrate.suite import HYPOTHESES, Hypothesis
+from calibrate.suite import Hypothesis
 from reports.outcomes import ProblemOutcomes, final_outcomes
 from reports.blocked import arm_variances, pooled_variance
 from reports.compare import ALPHA, MIN_SEEDS, POWER, Method
 from reports.power import simulate_null
 from reports.runs import Group, RunRecord, group_runs, load_runs
+from reports.settings import declared_family
 from reports.verdicts import choose_method, find_group, seeds_of
 from srdd.errors import SrddError
 
@@ -224,6 +231,15 @@ def fewest_seeds(components: Components, pairs, method: Method, test_size: int, 
     return high, power(high)
 
 
+def family_of(runs_dir: Path, hypotheses: Sequence[str] | None) -> tuple[tuple[Hypothesis, ...], str]:
+    """The family a plan sizes, and where it comes from: the given keys, else the pilot study's declared family,
+    else every hypothesis of its suite (what a report of it would adjust across)."""
+    own, declared, source = declared_family(runs_dir, hypotheses)
+    if declared is None:
+        return own, "every hypothesis of the suite (no family declared)"
+    return declared, source
+
+
 def plan(runs_dir: Path, *, effect_pp: float, hypotheses: Sequence[str] | None = None,
          analysis: str = Method.BLOCKED.value, sizes: Sequence[int] = SIZES, max_seeds: int = 50,
          alpha: float = ALPHA) -> dict:
@@ -234,13 +250,10 @@ def plan(runs_dir: Path, *, effect_pp: float, hypotheses: Sequence[str] | None =
         raise SrddError(f"--analysis {analysis}: one of {', '.join(ANALYSES)}")
     if not sizes or any(m < 1 for m in sizes) or max_seeds < MIN_SEEDS:
         raise SrddError(f"--sizes need positive test-set sizes and --max-seeds >= {MIN_SEEDS}")
-    known = {h.key: h for h in HYPOTHESES}
-    keys = list(hypotheses) if hypotheses else list(known)
-    unknown = [k for k in keys if k not in known]
-    if unknown:
-        raise SrddError(f"--hypotheses: unknown {', '.join(unknown)} (the suite's: {', '.join(known)})")
+    family, source = family_of(runs_dir, hypotheses)
+    keys = [h.key for h in family]
     runs = load_runs(runs_dir, "relative_error", "merged")
-    components, pairs, family_runs = estimate(runs, [known[k] for k in keys])
+    components, pairs, family_runs = estimate(runs, family)
     clock = timing(family_runs)
     level = alpha / len(keys)
     scenarios = [("measured", True)] if components.problem_measured else [("problem part at its bound", True),
@@ -254,8 +267,8 @@ def plan(runs_dir: Path, *, effect_pp: float, hypotheses: Sequence[str] | None =
             designs.append(Design(name, m, n, None if powers is None else float(powers.min()),
                                   {} if powers is None else dict(zip(keys, map(float, powers))), hours))
     return {"schema": "srdd.plan/v1", "pilot": str(runs_dir), "effect_pp": effect_pp, "hypotheses": keys,
-            "analysis": analysis, "alpha": alpha, "holm_strictest_level": level, "power_target": POWER,
-            "draws": PLAN_DRAWS, "components": asdict(components), "timing": asdict(clock),
+            "family_source": source, "analysis": analysis, "alpha": alpha, "holm_strictest_level": level,
+            "power_target": POWER, "draws": PLAN_DRAWS, "components": asdict(components), "timing": asdict(clock),
             "designs": [asdict(d) for d in designs],
             "note": (f"power simulated through the {analysis} analysis, {PLAN_DRAWS:,} studies per design "
                      f"(Monte-Carlo sd ±{math.sqrt(POWER * (1 - POWER) / PLAN_DRAWS):.3f}); each hypothesis "
@@ -277,8 +290,9 @@ def table(p: dict) -> str:
              + ", ".join(f"{a} {pp(v)}" for a, v in c["problem"].items()) + f" -- {c['note']}",
              f"timings: {t['step_s']:.1f} s per step x {t['steps']} steps, {t['problem_s']:.3f} s per evaluated "
              f"problem x {t['evaluations']} evaluations, {t['overhead_s']:.0f} s per run besides ({t['source']})",
-             f"effect {p['effect_pp']:g} pp on each of {', '.join(p['hypotheses'])} (Holm: strictest level "
-             f"{p['holm_strictest_level']:.4g}), {p['analysis']} analysis, {100 * p['power_target']:.0f} % power", ""]
+             f"effect {p['effect_pp']:g} pp on each of {', '.join(p['hypotheses'])} ({p['family_source']}; Holm: "
+             f"strictest level {p['holm_strictest_level']:.4g}), {p['analysis']} analysis, "
+             f"{100 * p['power_target']:.0f} % power", ""]
     rows = [[d["scenario"], str(d["test_size"]), "—" if d["seeds"] is None else str(d["seeds"]),
              "—" if d["power"] is None else f"{d['power']:.3f}", "—" if d["hours"] is None else f"{d['hours']:.1f}"]
             for d in p["designs"]]

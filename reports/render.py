@@ -45,6 +45,10 @@ def _p(v) -> str:
     return "< 1e-16" if v < 1e-16 else f"{v:.3g}"
 
 
+VERDICT_HEADER = ["hypothesis", "treatment vs control", "n", "difference", "95% CI", "p", "p (Holm)",
+                  "detectable |Δ|", "verdict"]
+
+
 def _verdict_row(v: dict) -> list[str]:
     arms = f"{v['treatment']} vs {v['control']}" if v.get("treatment") and v.get("control") else "—"
     n = f"{v['n_treatment']} vs {v['n_control']}" if "n_treatment" in v else "—"
@@ -58,12 +62,26 @@ def _signed_pct(v) -> str:
     return "—" if v is None else f"{100 * v:+.2f}%"
 
 
+def _family_words(s: dict) -> str:
+    """Which hypotheses Holm adjusts across: all of them, or a declared family with the rest exploratory."""
+    declared = s.get("confirmatory")
+    if declared is None:
+        return "p-values Holm-adjusted across the tested hypotheses"
+    words = (f"p-values Holm-adjusted across the confirmatory family {', '.join(declared['hypotheses'])} "
+             f"(declared: {declared['source'] or 'given'})")
+    other = s["analysis"].get("exploratory")
+    if other is None:
+        return words
+    return (f"{words}; {', '.join(other['hypotheses'])} are exploratory (Holm-adjusted among themselves; "
+            f"{other['name'] or 'no test'} — {other['why']}), and so is everything else this report shows")
+
+
 def statistics_line(report: dict) -> str:
     s = report["statistics"]
     a = s["analysis"]
     name = a["name"] or "no test"
     return (f"Arms compared on {report['accuracy']} final accuracy (seeds as replicates): {name} — {a['why']} "
-            f"({s['software']}); p-values Holm-adjusted across the tested hypotheses; alpha {s['alpha']}; "
+            f"({s['software']}); {_family_words(s)}; alpha {s['alpha']}; "
             f"supported/refuted needs >= {s['min_seeds']} seeds per arm; equivalence by TOST within "
             f"±{s['margin_pp']:g} pp, the smallest effect of interest ({s['margin_source'] or 'given'}); detectable "
             f"|Δ| at 80 % power and the family's strictest level ({a['detectable_effect'] or 'not computed'}). "
@@ -71,20 +89,20 @@ def statistics_line(report: dict) -> str:
 
 
 def analysis_sections(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
-    """A declared pooled variance: its heterogeneity check and the per-arm analysis beside it."""
-    a = report["statistics"]["analysis"]
+    """A declared pooled variance: its heterogeneity check and the per-arm analysis beside it (for the
+    exploratory family too, where the study declares a confirmatory one)."""
+    main = report["statistics"]["analysis"]
     out = []
-    if "heterogeneity" in a:
-        h = a["heterogeneity"]
-        out.append(("Heterogeneity of the arms' residual variances (the pooled analysis assumes none)",
-                    ["arms", "residual sd", "Levene p", "Bartlett p"],
-                    [[", ".join(a["arms"]), ", ".join(_pct(v) for v in h["residual_sd"]), _num(h["levene_p"], "{:.3g}"),
-                      _num(h["bartlett_p"], "{:.3g}")]]))
-    if "sensitivity" in a:
-        out.append(("Sensitivity: the same hypotheses with per-arm residual variances",
-                    ["hypothesis", "treatment vs control", "n", "difference", "95% CI", "p", "p (Holm)",
-                     "detectable |Δ|", "verdict"],
-                    [_verdict_row(v) for v in a["sensitivity"]]))
+    for a, of in ((main, ""), (main.get("exploratory") or {}, " (exploratory family)")):
+        if "heterogeneity" in a:
+            h = a["heterogeneity"]
+            out.append((f"Heterogeneity of the arms' residual variances{of} (the pooled analysis assumes none)",
+                        ["arms", "residual sd", "Levene p", "Bartlett p"],
+                        [[", ".join(a["arms"]), ", ".join(_pct(v) for v in h["residual_sd"]),
+                          _num(h["levene_p"], "{:.3g}"), _num(h["bartlett_p"], "{:.3g}")]]))
+        if "sensitivity" in a:
+            out.append((f"Sensitivity{of}: the same hypotheses with per-arm residual variances", VERDICT_HEADER,
+                        [_verdict_row(v) for v in a["sensitivity"]]))
     return out
 
 
@@ -99,10 +117,11 @@ def sections(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     # adapter is zero, so both kinds agree); the final column is the kind the arms are compared on
     out = [("Results", ["group", "n", "config", "step 0", f"final ({report['accuracy']})", "std", "best (separate)",
                         "Δ vs baseline", "gap closed", "σ nominal", "σ effective"], res)]
-    out.append(("Verdicts", ["hypothesis", "treatment vs control", "n", "difference", "95% CI", "p", "p (Holm)",
-                             "detectable |Δ|", "verdict"], [_verdict_row(v) for v in report["verdicts"]]))
-    out.append(("Why each verdict", ["hypothesis", "question", "reason"],
-                [[v["hypothesis"], v["question"], v["reason"]] for v in report["verdicts"]]))
+    rows = report["verdicts"]
+    family = ["family"] if any("family" in v for v in rows) else []  # a declared family: each row says its own
+    out.append(("Verdicts", VERDICT_HEADER + family, [_verdict_row(v) + [v[k] for k in family] for v in rows]))
+    out.append(("Why each verdict", ["hypothesis", *family, "question", "reason"],
+                [[v["hypothesis"], *(v[k] for k in family), v["question"], v["reason"]] for v in rows]))
     out += analysis_sections(report)
     corr = [[c["scope"], c.get("run", ""), c["x"], c["y"], str(c["n"]), _num(c["pearson_r"]),
              _p(c["pearson_p"]), _num(c["spearman_rho"]), _p(c["spearman_p"]),

@@ -1,8 +1,11 @@
 """Verdicts on the suite's hypotheses: tested across seeds, family-wise error controlled.
 
-A hypothesis (calibrate.suite.HYPOTHESES, the same list `srdd calibrate --suite`
-writes into plan.md) compares a treatment arm with a control arm by their final
-accuracies, seeds as replicates. The hypotheses tested in one report are a family.
+A hypothesis (the suite's, reports.hypotheses: what `srdd calibrate --suite` writes
+into suite.json and plan.md) compares a treatment arm with a control arm by their final
+accuracies, seeds as replicates. The hypotheses tested in one report are a family; a
+study that declares a confirmatory family has two, the declared one and the rest
+(exploratory), each adjusted on its own, so the exploratory tests cost the declared
+ones nothing.
 When every arm of the family ran the same seeds (complete blocks) the family is
 analysed in the arm + seed model (reports.blocked), else pair by pair with Welch's
 t-test, and the report says which and why. Across the family, p-values are
@@ -27,6 +30,8 @@ from dataclasses import dataclass
 from calibrate.suite import HYPOTHESES, Hypothesis
 import numpy as np
 
+from reports.hypotheses import CONFIRMATORY, EXPLORATORY
+
 from reports.blocked import arm_variances, compare_blocked, heterogeneity, pooled_variance
 from reports.compare import (ALPHA, MIN_SEEDS, POWER, Comparison, Method, compare, equivalence_p, finite_or_none,
                              holm, stack)
@@ -47,8 +52,12 @@ class VerdictSettings:
     margin: float = DEFAULT_MARGIN
     """Equivalence margin (TOST) = the study's smallest effect of interest, a fraction of accuracy."""
     min_seeds: int = MIN_SEEDS
+    confirmatory: tuple[str, ...] | None = None
+    """The declared confirmatory family (hypothesis keys); None: every hypothesis is one family."""
 
     def __post_init__(self) -> None:
+        if self.confirmatory is not None and not self.confirmatory:
+            raise ValueError("a declared confirmatory family names at least one hypothesis")
         if self.analysis != AUTO:
             object.__setattr__(self, "analysis", Method(self.analysis).value)
         if not 0 < self.alpha < 1:
@@ -61,7 +70,9 @@ class VerdictSettings:
     @classmethod
     def from_options(cls, options: dict) -> VerdictSettings:
         """The settings a report recorded in its `options` (how tests/studies rebuilds a committed report)."""
-        return cls(analysis=options["analysis"], margin=options["margin_pp"] / 100)
+        declared = options.get("confirmatory")  # absent from reports of undeclared studies
+        return cls(analysis=options["analysis"], margin=options["margin_pp"] / 100,
+                   confirmatory=None if declared is None else tuple(declared))
 
 
 SUPPORTED, REFUTED, EQUIVALENT, INCONCLUSIVE = 1, -1, 2, 0
@@ -214,7 +225,33 @@ def seeds_of(group: Group) -> list[int]:
 
 def verdicts(groups: list[Group], settings: VerdictSettings = VerdictSettings(),
              hypotheses: Sequence[Hypothesis] = HYPOTHESES) -> tuple[list[dict], dict]:
-    """One verdict per hypothesis, and the family's analysis; the testable hypotheses form the Holm family.
+    """One verdict per hypothesis, and the analysis that made them.
+
+    Without a declared family the testable hypotheses form one Holm family. With one, the declared
+    hypotheses come first and form the confirmatory family (its analysis is the one returned); the rest
+    form an exploratory family of their own (under the analysis' `exploratory`), and every row says which
+    `family` it belongs to.
+    """
+    if settings.confirmatory is None:
+        return _family_verdicts(groups, settings, hypotheses)
+    unknown = sorted(set(settings.confirmatory) - {h.key for h in hypotheses})
+    if unknown:
+        raise ValueError(f"the confirmatory family names {', '.join(unknown)}, which no hypothesis here defines")
+    declared = [h for h in hypotheses if h.key in settings.confirmatory]
+    rows, analysis = _family_verdicts(groups, settings, declared)
+    rows = [{"hypothesis": r["hypothesis"], "family": CONFIRMATORY, **r} for r in rows]
+    analysis["hypotheses"] = [h.key for h in declared]
+    others = [h for h in hypotheses if h.key not in settings.confirmatory]
+    if others:
+        more, analysis[EXPLORATORY] = _family_verdicts(groups, settings, others)
+        analysis[EXPLORATORY]["hypotheses"] = [h.key for h in others]
+        rows += [{"hypothesis": r["hypothesis"], "family": EXPLORATORY, **r} for r in more]
+    return rows, analysis
+
+
+def _family_verdicts(groups: list[Group], settings: VerdictSettings,
+                     hypotheses: Sequence[Hypothesis]) -> tuple[list[dict], dict]:
+    """One family: the testable hypotheses are adjusted together.
 
     A declared pooled variance comes with its heterogeneity check and, under `sensitivity`, the verdicts of the
     per-arm analysis beside it.

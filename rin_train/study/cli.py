@@ -14,15 +14,19 @@ EPILOG = """examples:
   srdd study run study/ --seeds 0,1,2 --runs runs/ --set model=smollm2 --set grpo.steps=36 \\
       --only control,E13i-baseline,E13j-variable                        # a subset now, the rest later
   srdd study status runs/                                              # arm x seed table, time left
+  srdd study run study/ --seeds 0,1,2,3,4,5 --runs confirm/ --hypotheses C1,C2,C3 --margin 5 \\
+      --only control,E13i-baseline,E13m-rmsnorm,E13j-variable         # pre-registered: 4 arms, one family
   srdd study run study/ --seeds 0,1,2 --runs runs/ --retry-failed      # after fixing what failed
   srdd study report runs/ -o report/ --force --metric sqnr_db          # = srdd correlate
   srdd study plan runs/ --effect 5                                     # seeds and test-set sizes for 5 pp
+  srdd study plan runs/ --effect 5 --hypotheses C1,C2,C3               # ... for the confirmatory family
+  srdd study plan --design p4=pilot-4/ --design p8=pilot-8/ --effect 5 # which pilot design is cheapest
 
-A study is one setting: the suite's files, --seeds and --set are recorded in RUNS/_study/study.json
-on the first call, and a call with other settings for the same RUNS is refused (--only, --no-control
-and --retry-failed only choose what runs now). Runs go one after another, seed by seed, each in
-RUNS/<arm>-s<seed> as a child `srdd train` with the trl engine; the control arm is the suite's
-baseline with noise.enabled false (RUNS/_study/control.yaml).
+A study is one setting: the suite's files, --seeds, --set and the declared --analysis, --margin and
+--hypotheses are recorded in RUNS/_study/study.json on the first call, and a call with other settings
+for the same RUNS is refused (--only, --no-control and --retry-failed only choose what runs now).
+Runs go one after another, seed by seed, each in RUNS/<arm>-s<seed> as a child `srdd train` with the
+trl engine; the control arm is the suite's baseline with noise.enabled false (RUNS/_study/control.yaml).
 Run it again at any time: complete runs are skipped, killed or interrupted ones resumed (Ctrl-C or
 SIGTERM stops the current run cleanly), failed or invalid ones reported and, with --retry-failed,
 moved to RUNS/_failed/ and run anew. When every run is complete it writes the report
@@ -60,6 +64,10 @@ def register(sub) -> None:
     r.add_argument("--margin", type=float, metavar="PP",
                    help="declare the smallest effect of interest in percentage points: the equivalence margin "
                         "(default: the suite's target - baseline gap, else 5 pp); part of the setting")
+    r.add_argument("--hypotheses", metavar="KEY,...",
+                   help="declare the confirmatory family, e.g. C1,C2,C3: the report Holm-adjusts across these "
+                        "alone and labels every other hypothesis exploratory (default: every hypothesis of the "
+                        "suite in one family); part of the setting")
     r.add_argument("--only", metavar="NAME,...", help="run only these arms now (control is an arm)")
     r.add_argument("--retry-failed", action="store_true",
                    help="move failed/invalid runs to RUNS/_failed/ and run them again")
@@ -79,11 +87,21 @@ def register(sub) -> None:
                        description="Estimate a pilot's variance components (seed block, run, problem part) and "
                                    "print, per test-set size, the fewest seeds per arm that find --effect with 80 % "
                                    "power on every hypothesis (Holm over them), and the hours that costs by the "
-                                   "pilot's own timings.")
-    pl.add_argument("runs", type=Path, help="the pilot's runs directory (every arm of the hypotheses, same seeds)")
+                                   "pilot's own timings. With --design, do that for each of two or more pilots "
+                                   "(ways to run the study) and say which is cheapest.",
+                       epilog=PLAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pl.add_argument("runs", type=Path, nargs="?",
+                    help="the pilot's runs directory (every arm of the hypotheses, same seeds); or --design")
+    pl.add_argument("--design", action="append", default=[], metavar="NAME=RUNS",
+                    help="a pilot of one way to run the study, e.g. p8=pilot-8prompts/runs (repeat: two or more); "
+                         "compares their seeds per arm and hours and names the cheapest")
     pl.add_argument("--effect", type=float, required=True, metavar="PP",
-                    help="the difference to find, in percentage points (the study's smallest effect of interest)")
-    pl.add_argument("--hypotheses", metavar="KEY,...", help="the family (default: every hypothesis of the suite)")
+                    help="effect size to detect: the difference between the two arms' mean final accuracies, in "
+                         "percentage points (statsmodels' effect_size is this divided by the standard deviation; "
+                         "here the pilot gives the standard deviation)")
+    pl.add_argument("--hypotheses", metavar="KEY,...",
+                    help="the family, e.g. C1,C2,C3: alpha is family-wise across it (Holm) (default: the pilot "
+                         "study's declared family, else every hypothesis of its suite)")
     pl.add_argument("--analysis", choices=["blocked", "pooled", "welch"], default="blocked",
                     help="the analysis the study will run (default %(default)s: arm + seed, per-arm variances)")
     pl.add_argument("--sizes", default="64,128,256,512,1024", metavar="M,...", help="test-set sizes to plan for")
@@ -115,7 +133,28 @@ def correlate(runs: Path, out: Path, *, force: bool) -> int:
     return int(args.func(args) or 0)
 
 
+PLAN_EPILOG = """examples:
+  srdd study plan runs/ --effect 5                               # the study's declared family, else all
+  srdd study plan runs/ --effect 5 --hypotheses C1,C2,C3 --sizes 64,256 --json
+  srdd study plan --design p4=pilot-p4/runs --design p8=pilot-p8/runs --effect 5 --hypotheses C1,C2,C3
+
+The power analysis in statsmodels.stats.power's terms (TTestIndPower.solve_power): it solves for
+nobs1, the number of observations per sample (here seeds per arm; ratio 1, every arm runs the same
+seeds) given effect_size (--effect, here in percentage points, not standardized), alpha (0.05, the
+significance level: the probability of a type I error, wrong rejections if the null hypothesis is
+true; family-wise, so each hypothesis is tested at alpha/K under Holm) and power (0.8: one minus the
+probability of a type II error, the probability that the test rejects the null hypothesis when the
+effect is there), alternative two-sided. The power is simulated through the report's own analysis
+(--analysis), not read from the noncentral t: at 3-10 seeds per arm the two differ.
+
+With --design each pilot (a runs directory of a small study run one way, e.g. at some prompts per
+step) is planned alike, and the design whose cheapest test-set size costs fewest hours, by its runs'
+own recorded times, is named."""
+
+
 def study_plan(args) -> int:
+    from reports.designs import compare_designs, parse_design, table as design_table
+    from reports.hypotheses import parse_keys
     from reports.plan import plan, table
     from srdd.jsonio import dumps_json
 
@@ -123,9 +162,17 @@ def study_plan(args) -> int:
         sizes = [int(m) for m in _csv(args.sizes) or []]
     except ValueError:
         raise SrddError(f"--sizes {args.sizes}: comma-separated numbers of test problems, e.g. 64,256") from None
-    result = plan(args.runs, effect_pp=args.effect, hypotheses=_csv(args.hypotheses), analysis=args.analysis,
-                  sizes=sizes, max_seeds=args.max_seeds)
-    print(dumps_json(result) if args.json else table(result))
+    keys = None if args.hypotheses is None else parse_keys(args.hypotheses)
+    if (args.runs is None) == (not args.design):
+        raise SrddError("give one pilot's RUNS, or two or more --design NAME=RUNS (not both)")
+    options = dict(effect_pp=args.effect, hypotheses=keys, analysis=args.analysis, sizes=sizes,
+                   max_seeds=args.max_seeds)
+    if args.design:
+        result = compare_designs([parse_design(d) for d in args.design], **options)
+        print(dumps_json(result) if args.json else design_table(result))
+    else:
+        result = plan(args.runs, **options)
+        print(dumps_json(result) if args.json else table(result))
     return 0
 
 
@@ -142,6 +189,7 @@ def _command(args) -> str:
     words += ["--preset", args.preset] if args.preset else []
     words += ["--analysis", args.analysis] if args.analysis else []
     words += ["--margin", f"{args.margin:g}"] if args.margin is not None else []
+    words += ["--hypotheses", args.hypotheses] if args.hypotheses is not None else []
     words += [w for s in args.sets for w in ("--set", s)]
     words += (["--only", args.only] if args.only else []) + ([] if args.control else ["--no-control"])
     words += ["--report-dir", str(args.report_dir)] if args.report_dir else []
@@ -149,6 +197,7 @@ def _command(args) -> str:
 
 
 def run(args) -> int:
+    from reports.hypotheses import parse_keys
     from rin_train.study.child import Stop
     from rin_train.study.layout import CONTROL, check_report_dir, refuse_links
     from rin_train.study.ledger import StudyLock
@@ -158,12 +207,13 @@ def run(args) -> int:
                                           refuse_other_settings)
 
     seeds = parse_seeds(args.seeds)
+    keys = None if args.hypotheses is None else parse_keys(args.hypotheses)
     only = _csv(args.only)
     check_only(only, [CONTROL, *(n for n, _ in read_suite(args.suite)[1])], args.control)  # before slow checks
     if args.runs.exists() and not args.runs.is_dir():
         raise SrddError(f"--runs {args.runs} exists and is not a directory")
     settings, control = build_settings(args.suite, args.runs, seeds, tuple(args.sets), args.preset,
-                                       analysis=args.analysis, margin_pp=args.margin)
+                                       analysis=args.analysis, margin_pp=args.margin, hypotheses=keys)
     specs = plan(settings, args.runs, only, args.control)
     report_dir = check_report_dir(args.runs, args.report_dir, [s.name for s in plan(settings, args.runs)])
     refuse_links(args.runs)

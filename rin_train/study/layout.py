@@ -24,11 +24,11 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from calibrate.suite import CONTROL  # the suite's hypotheses C1, C2 name this arm
 from srdd.errors import SrddError
 
 STUDY_DIR = "_study"
 FAILED_DIR = "_failed"
-CONTROL = "control"
 STUDY_FILES = ("study.json", "control.yaml", "attempts.jsonl", "study.lock")
 MAX_ARM_NAME = 64
 ARM_NAME = re.compile(rf"[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{MAX_ARM_NAME - 1}}}")

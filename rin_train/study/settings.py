@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from reports.compare import Method
+from reports.hypotheses import defined, pick_family
 from rin_train.presets import pinned
 from rin_train.rundir import MAX_SEED, now_iso
 from rin_train.study.layout import CONTROL, check_arm_names, shown, study_dir
@@ -62,15 +63,21 @@ class Settings:
     preset: str | None = None
     analysis: str | None = None  # declared analysis of the report (reports.settings reads it); None: the default
     margin_pp: float | None = None  # declared smallest effect of interest, pp; None: the suite's gap or 5 pp
+    hypotheses: tuple[str, ...] | None = None  # declared confirmatory family; None: the suite's, all in one
 
     def __post_init__(self) -> None:
         check_seeds(self.seeds)
         check_arm_names([a.name for a in self.arms if a.name != CONTROL], "the study's arms")
         check_declared(self.analysis, self.margin_pp)
+        keys = self.hypotheses
+        if keys is not None and not (isinstance(keys, tuple) and keys and all(isinstance(k, str) for k in keys)):
+            raise SrddError(f"hypotheses {shown(keys)}: a declared family is a list of hypothesis keys")
 
     def identity(self) -> dict:
         """The part compared between calls (paths may move; contents may not change)."""
-        declared = {k: v for k, v in (("--analysis", self.analysis), ("--margin", self.margin_pp)) if v is not None}
+        declared = {k: v for k, v in (("--analysis", self.analysis), ("--margin", self.margin_pp),
+                                      ("--hypotheses", self.hypotheses and list(self.hypotheses)))
+                    if v is not None}
         return {"suite.json": self.suite_sha256, "seeds": list(self.seeds), "--preset": self.preset,
                 "--set": list(self.sets), "arms": {a.name: a.sha256 for a in self.arms}, **declared}
 
@@ -81,7 +88,7 @@ class Settings:
         return {"schema": SCHEMA, "created": now_iso(), "suite": os.path.relpath(self.suite, base),
                 "suite_sha256": self.suite_sha256, "seeds": list(self.seeds), "preset": self.preset,
                 "sets": list(self.sets), "arms": [a.to_dict(base) for a in self.arms], "analysis": self.analysis,
-                "margin_pp": self.margin_pp}
+                "margin_pp": self.margin_pp, "hypotheses": self.hypotheses and list(self.hypotheses)}
 
     @classmethod
     def from_dict(cls, doc: dict, where: Path) -> Settings:
@@ -92,9 +99,10 @@ class Settings:
             arms = tuple(Arm(a["name"], _joined(base, a["config"]), a["sha256"], int(a["steps"]),
                              a.get("resolved_sha256")) for a in doc["arms"])
             preset_name = doc.get("preset")  # an unversioned record predates versions: pinned to version 1
+            keys = doc.get("hypotheses")  # absent from records made before studies declared a family
             return cls(_joined(base, doc["suite"]), doc["suite_sha256"], tuple(doc["seeds"]), tuple(doc["sets"]), arms,
                        None if preset_name is None else pinned(preset_name, recorded=preset_name),
-                       doc.get("analysis"), doc.get("margin_pp"))
+                       doc.get("analysis"), doc.get("margin_pp"), tuple(keys) if isinstance(keys, list) else keys)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SrddError(f"{where}: not a study file ({type(exc).__name__}: {shown(str(exc))})") from None
 
@@ -219,9 +227,21 @@ def resolve_arm(config: Path | dict, sets: Sequence[str], seeds: Sequence[int],
     return cfgs[0].grpo.steps, config_digest(cfgs[0].to_dict())
 
 
+def declared_family(doc: dict, suite: Path, arms: Sequence[str], keys: Sequence[str]) -> tuple[str, ...]:
+    """A declared confirmatory family as the study records it (the suite's order), refused when it names a
+    hypothesis the suite does not know or an arm the study does not run."""
+    family = pick_family(keys, defined(doc, str(suite / "suite.json")), "--hypotheses")
+    for h in family:
+        missing = [arm for arm in (h.treatment, h.control) if arm not in arms]
+        if missing:
+            raise SrddError(f"--hypotheses: {h.key} compares {h.treatment} with {h.control}, and the suite has no "
+                            f"arm {', '.join(missing)} (its arms: {', '.join(arms)})")
+    return tuple(h.key for h in family)
+
+
 def build_settings(suite: Path, runs: Path, seeds: tuple[int, ...], sets: tuple[str, ...],
                    preset_name: str | None = None, *, analysis: str | None = None,
-                   margin_pp: float | None = None) -> tuple[Settings, str]:
+                   margin_pp: float | None = None, hypotheses: Sequence[str] | None = None) -> tuple[Settings, str]:
     """The settings of this call, every arm validated through rin_train, and the text of control.yaml.
 
     Nothing is written: `open_study` records them once they are known to be good. The preset is pinned to
@@ -231,7 +251,9 @@ def build_settings(suite: Path, runs: Path, seeds: tuple[int, ...], sets: tuple[
     preset_name = pinned(preset_name, recorded=load_settings(runs).preset if study_file(runs).is_file() else None)
     check_seeds(seeds)
     check_declared(analysis, margin_pp)
-    _, configs = read_suite(suite)
+    doc, configs = read_suite(suite)
+    if hypotheses is not None:
+        hypotheses = declared_family(doc, suite, [CONTROL, *(name for name, _ in configs)], hypotheses)
     control = control_config(configs[0][1])
     text = control_text(control, configs[0][1])
     arms = [Arm(CONTROL, (study_dir(runs) / "control.yaml").resolve(), sha256_text(text),
@@ -239,7 +261,8 @@ def build_settings(suite: Path, runs: Path, seeds: tuple[int, ...], sets: tuple[
     arms += [Arm(name, path.resolve(), hashlib.sha256(path.read_bytes()).hexdigest(),
                  *resolve_arm(path, sets, seeds, preset_name)) for name, path in configs]
     suite_sha = hashlib.sha256((suite / "suite.json").read_bytes()).hexdigest()
-    return Settings(suite.resolve(), suite_sha, seeds, sets, tuple(arms), preset_name, analysis, margin_pp), text
+    return Settings(suite.resolve(), suite_sha, seeds, sets, tuple(arms), preset_name, analysis, margin_pp,
+                    hypotheses), text
 
 
 def study_file(runs: Path) -> Path:

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from calibrate.suite import HYPOTHESES, Sigmas, experiments, hydra_value, verl_overrides
+from calibrate.suite import (ARM_VS_CONTROL, CONTROL, HYPOTHESES, SUITE_HYPOTHESES, Hypothesis, Sigmas, experiments,
+                             hydra_value, verl_overrides)
 from srdd.cli import main
 from srdd.errors import SrddError
 
@@ -144,6 +145,20 @@ def test_each_hypothesis_pair_differs_only_in_its_keys(suite):
         assert differ and differ <= set(h.differs_in), (h.key, differ)
 
 
+def test_each_arm_vs_control_hypothesis_differs_from_the_studys_control_arm_in_exactly_its_keys(suite):
+    """C1 and C2 compare against the no-noise arm `srdd study run` makes from E13i-baseline; C3 as H3."""
+    from rin_train.study.settings import control_config
+
+    _, study = suite
+    noise = {name: yaml.safe_load((study / f"{name}.yaml").read_text())["noise"] for name in NAMES}
+    noise[CONTROL] = control_config(study / "E13i-baseline.yaml")["noise"]
+    for h in ARM_VS_CONTROL:
+        a, b = noise[h.treatment], noise[h.control]
+        differ = {f"noise.{k}" for k in set(a) | set(b) if a.get(k) != b.get(k)}
+        assert differ and differ <= set(h.differs_in), (h.key, differ)
+        assert ("noise.enabled" in differ) is (h.control == CONTROL)  # against no noise: noise is what differs
+
+
 def test_plan_and_suite_json(suite, srdd_scan):
     out, study = suite
     plan = (study / "plan.md").read_text()
@@ -156,7 +171,14 @@ def test_plan_and_suite_json(suite, srdd_scan):
     assert doc["schema"] == "srdd.suite/v1" and doc["high_error_zone"] == HIGH_ERROR_BAND
     assert [e["name"] for e in doc["experiments"]] == NAMES  # priority order
     assert doc["thresholds"]["levels"]["success"] == pytest.approx(0.58645)
-    assert {h["key"] for h in doc["hypotheses"]} >= {"H1", "H2", "H3", "H4", "H5"}
+    assert tuple(Hypothesis.from_dict(h, "suite.json") for h in doc["hypotheses"]) == SUITE_HYPOTHESES
+    assert [h["key"] for h in doc["hypotheses"]] == ["H1", "H2", "H3", "H4", "H4b", "H5", "C1", "C2", "C3"]
+    for key in ("C1", "C2", "C3"):
+        assert f"| {key} |" in plan
+    assert "--hypotheses C1,C2,C3" in plan and f"`{CONTROL}` is the no-noise arm" in plan
+    tests = {e["name"]: e["tests"] for e in doc["experiments"]}
+    for h in SUITE_HYPOTHESES:  # every experiment names the hypotheses it is an arm of
+        assert all(h.key in tests[arm] for arm in (h.treatment, h.control) if arm != CONTROL), h.key
     variable = next(e for e in doc["experiments"] if e["name"] == "E13j-variable")
     assert variable["expected_accuracy"][0] == pytest.approx(0.5641 + 0.58 * 0.0447, abs=1e-4)
     assert doc["multipliers"]["path"] == "../m.yaml"  # relative to the suite, as every path a suite file holds

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 LAYERS = 6
@@ -67,4 +69,42 @@ def study(tmp_path) -> Path:
                   noise={"schedule": "constant", "sigma_start": 0.03, "sigma_end": 0.03, "num_stages": 1,
                          "targets": ["rmsnorm"]}, post_shift=[0.003 * s] * LAYERS)
     write_run(root, "broken", seed=0, acc=[0.4, 0.9], status="failed")
+    return root
+
+
+PILOT_ARMS = {"E13i-baseline": {}, "E13i-targeted": {"target_layers": [2, 3]},
+              "E13j-variable": {"layer_multipliers": {0: 1.2, 1: 0.8}}, "E13m-rmsnorm": {"targets": ["rmsnorm"]},
+              "control": {"enabled": False}}
+"""Each arm's noise as the suite's (control: the baseline with noise off), so each hypothesis is unconfounded."""
+
+
+def write_pilot(root: Path, arms: Sequence[str] = ("E13i-baseline", "E13i-targeted", "E13j-variable"), *,
+                outcomes: bool = False, flip: float = 0.15, step_s: float = 12.0, seed: int = 0) -> Path:
+    """A pilot for `srdd study plan`: `arms` x four seeds, 64 test problems, 20 steps of about `step_s` seconds,
+    0.25 s per evaluated problem and 100 s per run besides (run.json's wall_time_s), each run's correctness
+    `flip` away from a shared answer sheet; with `outcomes`, the per-problem outcomes of its final evaluations."""
+    rng = np.random.default_rng(seed)
+    m = 64
+    base = rng.random(m) < 0.4
+    for arm in arms:
+        for s in range(4):
+            correct = base ^ (rng.random(m) < flip)
+            acc = float(correct.mean())
+            path = write_run(root, f"{arm}-s{s}", seed=s, acc=[0.3, acc, acc], noise=PILOT_ARMS[arm])
+            lines = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
+            for line in lines:
+                line["eval_samples"] = m
+                if line["step"]:
+                    line["step_s"] = step_s + 0.25 * m * (2 if "eval_merged" in line else 1)
+            lines[1:1] = [{"step": k, "step_s": step_s + 0.1 * (k % 3), "accuracy": None} for k in range(1, 10)]
+            (path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+            info = json.loads((path / "run.json").read_text())
+            wall = 20 * step_s + 4 * m * 0.25 + 100.0
+            (path / "run.json").write_text(json.dumps({**info, "wall_time_s": wall}))
+            if outcomes:  # eval_outcomes.jsonl as specified: one line per final evaluation, agreeing with metrics
+                bits = "".join("1" if c else "0" for c in correct)
+                (path / "eval_outcomes.jsonl").write_text("".join(json.dumps(
+                    {"step": 20, "eval_quant": "mxfp4/w4a4", "eval_lora": lora, "test_set_sha256": "ab" * 32,
+                     "ids": [f"p{i}" for i in range(m)], "strict": bits, "flexible": bits}) + "\n"
+                    for lora in ("separate", "merged")))
     return root

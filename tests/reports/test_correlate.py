@@ -9,8 +9,9 @@ from reports.build import build_report
 from reports.runs import load_runs
 from reports.stats import correlation
 from reports.verdicts import VerdictSettings
+from srdd.cli import main
 
-from .conftest import write_run
+from .conftest import write_pilot, write_run
 
 
 def srdd(*args):
@@ -206,3 +207,89 @@ def test_report_from_smoke_runs(tmp_path):
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["baseline"] == "E13i-baseline" and len(report["runs"]) == 4
     assert {g["group"] for g in report["results"]} == {"E13i-baseline", "E13j-variable"}
+
+
+def _declared_study(tmp_path, suite_hypotheses, declared=None):
+    """Runs of control, E13i-baseline, E13m-rmsnorm and E13j-variable x 4 seeds, their suite beside them."""
+    from calibrate.suite import HYPOTHESES
+
+    runs = write_pilot(tmp_path / "runs", ("control", "E13i-baseline", "E13m-rmsnorm", "E13j-variable"))
+    (tmp_path / "suite").mkdir()
+    (tmp_path / "suite" / "suite.json").write_text(json.dumps({"hypotheses": [h.to_dict() for h in
+                                                                              suite_hypotheses or HYPOTHESES]}))
+    (runs / "_study").mkdir()
+    (runs / "_study" / "study.json").write_text(json.dumps({"suite": "../../suite", "hypotheses": declared}))
+    return runs
+
+
+def _correlate(capsys, *args) -> tuple[int, str]:
+    """`srdd correlate` in-process (the function the console script calls), and its stderr."""
+    code = main(["correlate", *map(str, args)])
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture
+def quick(monkeypatch):
+    monkeypatch.setattr("reports.power.DRAWS", 2000)  # the detectable effects are not what these tests check
+
+
+def test_the_studys_declared_family_is_confirmatory_and_the_rest_exploratory(tmp_path, capsys, quick):
+    """A pilot's suite (H1-H5 only) with C1-C3 declared: C1-C3 come from the code, H3 and H5 from the suite."""
+    from reports.hypotheses import from_options
+
+    runs = _declared_study(tmp_path, None, ["C3", "C1", "C2"])
+    code, err = _correlate(capsys, runs, "-o", tmp_path / "report")
+    assert code == 0, err
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    declared = {"hypotheses": ["C1", "C2", "C3"], "source": "the study's settings (_study/study.json)"}
+    assert report["statistics"]["confirmatory"] == declared
+    assert report["options"]["confirmatory"] == ["C1", "C2", "C3"]
+    assert report["options"]["sources"]["hypotheses"] == declared["source"]
+    family = {v["hypothesis"]: v["family"] for v in report["verdicts"]}
+    assert family == {"C1": "confirmatory", "C2": "confirmatory", "C3": "confirmatory", "H1": "exploratory",
+                      "H2": "exploratory", "H3": "exploratory", "H4": "exploratory", "H4b": "exploratory",
+                      "H5": "exploratory"}
+    assert report["statistics"]["analysis"]["exploratory"]["hypotheses"] == ["H1", "H2", "H3", "H4", "H4b", "H5"]
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Holm-adjusted across the confirmatory family C1, C2, C3 (declared: the study's settings" in text
+    assert "are exploratory (Holm-adjusted among themselves" in text
+    table = text.split("## Verdicts")[1].split("##")[0]
+    assert all(word in table for word in ("family", "confirmatory", "exploratory"))
+    o = report["options"]  # the report rebuilds from its own options, as tests/studies rebuilds committed ones
+    fresh = build_report(load_runs(runs, "relative_error"), metric="relative_error", baseline=None, target=None,
+                         settings=VerdictSettings.from_options(o), sources=o["sources"], hypotheses=from_options(o))
+    assert json.loads(json.dumps(fresh["verdicts"])) == report["verdicts"]
+
+
+def test_the_command_line_family_wins_and_unknown_keys_are_refused_by_name(tmp_path, capsys, quick):
+    runs = _declared_study(tmp_path, None, ["C1", "C2", "C3"])
+    code, err = _correlate(capsys, runs, "-o", tmp_path / "report", "--hypotheses", "C2")
+    assert code == 0, err
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["statistics"]["confirmatory"] == {"hypotheses": ["C2"], "source": "--hypotheses"}
+    for args, says in ((["--hypotheses", "C2,C9,Z"], "--hypotheses: unknown C9, Z"),
+                       (["--hypotheses", "C2,,C1"], "each once")):
+        code, err = _correlate(capsys, runs, "-o", tmp_path / "bad", *args)
+        assert code == 2 and says in err and err.count("error:") == 1, err
+    (runs / "_study" / "study.json").write_text(json.dumps({"suite": "../../suite", "hypotheses": ["C7"]}))
+    code, err = _correlate(capsys, runs, "-o", tmp_path / "bad")
+    assert code == 2 and "the study's settings (_study/study.json): unknown C7" in err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_hypotheses_are_the_suites_own_definitions(tmp_path, capsys, quick):
+    """A suite that defines H3 its own way is reported its own way, whatever calibrate.suite says today;
+    without a declaration its hypotheses are one family, with no labels."""
+    from calibrate.suite import Hypothesis
+
+    mine = Hypothesis("H3", "rmsnorm against variable, as this suite asked", "E13m-rmsnorm", "E13j-variable",
+                      ("noise.targets", "noise.layer_multipliers"))
+    runs = _declared_study(tmp_path, [mine])
+    code, err = _correlate(capsys, runs, "-o", tmp_path / "report")
+    assert code == 0, err
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    (h3,) = report["verdicts"]
+    assert (h3["hypothesis"], h3["treatment"], h3["control"], h3["question"]) == (
+        "H3", "E13m-rmsnorm", "E13j-variable", mine.question)
+    assert "family" not in h3 and "confirmatory" not in report["statistics"]
+    assert report["options"]["hypotheses"] == [mine.to_dict()]

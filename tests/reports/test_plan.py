@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibrate.suite import HYPOTHESES
-from reports.plan import estimate, timing
+from calibrate.suite import HYPOTHESES, SUITE_HYPOTHESES
+from reports.compare import Method
+from reports.plan import Components, design_power, estimate, fewest_seeds, timing
 from reports.runs import load_runs
 from reports.verdicts import SUPPORTED, VerdictSettings, decide
 from srdd.cli import main
 
-from .conftest import write_run
+from .conftest import write_pilot
 
 PILOT = Path(__file__).resolve().parents[2] / "studies" / "smollm2" / "runs"
 STUDIES = 4000  # Monte-Carlo sd of a power near 0.8: 0.0063; with the planner's 0.004, the check's ±0.03 is > 3 sd
@@ -35,10 +36,10 @@ def _simulated_power(plan: dict, design: dict, hypothesis: str) -> float:
     rng = np.random.default_rng(m + n)
     y = (0.2 + rng.normal(0, np.sqrt(c["seed_variance"]), (STUDIES, 1, n))
          + rng.standard_normal((STUDIES, len(arms), n)) * np.sqrt(var)[:, None])
-    h = next(h for h in HYPOTHESES if h.key == hypothesis)
+    h = next(h for h in SUITE_HYPOTHESES if h.key == hypothesis)
     pairs = []
     for key in keys:
-        hk = next(x for x in HYPOTHESES if x.key == key)
+        hk = next(x for x in SUITE_HYPOTHESES if x.key == key)
         pairs.append((arms.index(hk.treatment), arms.index(hk.control)))
     y[:, arms.index(h.treatment)] += plan["effect_pp"] / 100
     codes = decide(list(np.moveaxis(y, 1, 0)), [list(range(n))] * len(arms), pairs,
@@ -70,37 +71,8 @@ def test_plan_of_the_committed_pilot_is_confirmed_by_simulation(effect, sizes):
     assert t["steps"] == 24 and t["evaluations"] == 4 and 10 < t["step_s"] < 20
 
 
-def _pilot(root: Path, outcomes: bool) -> Path:
-    """Three arms (H1, H3) x four seeds with step times, wall times and, optionally, per-problem outcomes."""
-    rng = np.random.default_rng(0)
-    m = 64
-    base = rng.random(m) < 0.4
-    for arm, noise in (("E13i-baseline", {}), ("E13i-targeted", {"target_layers": [2, 3]}),
-                       ("E13j-variable", {"layer_multipliers": {0: 1.2, 1: 0.8}})):
-        for s in range(4):
-            correct = base ^ (rng.random(m) < 0.15)
-            acc = float(correct.mean())
-            path = write_run(root, f"{arm}-s{s}", seed=s, acc=[0.3, acc, acc], noise=noise)
-            lines = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
-            for line in lines:
-                line["eval_samples"] = m
-                if line["step"]:
-                    line["step_s"] = 12.0 + 0.25 * m * (2 if "eval_merged" in line else 1)
-            lines[1:1] = [{"step": k, "step_s": 12.0 + 0.1 * (k % 3), "accuracy": None} for k in range(1, 10)]
-            (path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-            info = json.loads((path / "run.json").read_text())
-            (path / "run.json").write_text(json.dumps({**info, "wall_time_s": 500.0}))
-            if outcomes:  # eval_outcomes.jsonl as specified: one line per final evaluation, agreeing with metrics
-                bits = "".join("1" if c else "0" for c in correct)
-                (path / "eval_outcomes.jsonl").write_text("".join(json.dumps(
-                    {"step": 20, "eval_quant": "mxfp4/w4a4", "eval_lora": lora, "test_set_sha256": "ab" * 32,
-                     "ids": [f"p{i}" for i in range(m)], "strict": bits, "flexible": bits}) + "\n"
-                    for lora in ("separate", "merged")))
-    return root
-
-
 def test_problem_part_is_measured_from_per_problem_outcomes(tmp_path):
-    root = _pilot(tmp_path / "runs", outcomes=True)
+    root = write_pilot(tmp_path / "runs", outcomes=True)
     hyps = [h for h in HYPOTHESES if h.key in ("H1", "H3")]
     components, pairs, runs = estimate(load_runs(root, "relative_error"), hyps)
     assert components.problem_measured and "measured" in components.note and len(runs) == 12
@@ -116,7 +88,7 @@ def test_problem_part_is_measured_from_per_problem_outcomes(tmp_path):
 
 
 def test_older_pilots_are_bounded_with_a_note(tmp_path):
-    root = _pilot(tmp_path / "runs", outcomes=False)
+    root = write_pilot(tmp_path / "runs")
     hyps = [h for h in HYPOTHESES if h.key in ("H1", "H3")]
     components, _, _ = estimate(load_runs(root, "relative_error"), hyps)
     assert not components.problem_measured and "at most p(1-p)/64" in components.note
@@ -125,7 +97,7 @@ def test_older_pilots_are_bounded_with_a_note(tmp_path):
 
 
 def test_cli_table_and_bad_input(tmp_path, capsys):
-    root = _pilot(tmp_path / "runs", outcomes=False)
+    root = write_pilot(tmp_path / "runs")
     r = srdd("study", "plan", root, "--effect", "20", "--hypotheses", "H1,H3", "--sizes", "64")
     assert r.returncode == 0, r.stderr
     assert "seeds per arm" in r.stdout and "bounded, not measured" in r.stdout and "s per step" in r.stdout
@@ -137,3 +109,50 @@ def test_cli_table_and_bad_input(tmp_path, capsys):
         assert main(["study", "plan", str(root), *args]) == 2  # the same entry point, in-process
         out, err = capsys.readouterr()
         assert says in err and err.count("error:") == 1 and not out, err
+
+
+def test_the_arm_vs_control_family_is_sized_with_holm_over_it_alone(tmp_path):
+    """C1, C2 (against the control arm) and C3: the control's variance is estimated with the others', alpha is
+    split three ways, and the power the plan promises is what simulated studies of it get from the report."""
+    root = write_pilot(tmp_path / "runs", ("control", "E13i-baseline", "E13m-rmsnorm", "E13j-variable"))
+    r = srdd("study", "plan", root, "--effect", 20, "--hypotheses", "C3,C1,C2", "--sizes", 64, "--json")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert plan["hypotheses"] == ["C1", "C2", "C3"] and plan["family_source"] == "--hypotheses"
+    assert plan["holm_strictest_level"] == pytest.approx(0.05 / 3)
+    assert sorted(plan["components"]["arms"]) == ["E13i-baseline", "E13j-variable", "E13m-rmsnorm", "control"]
+    assert plan["components"]["residual"]["control"] > 0
+    for d in plan["designs"]:
+        weakest = min(d["powers"], key=d["powers"].get)
+        assert d["power"] >= 0.8 and abs(_simulated_power(plan, d, weakest) - d["powers"][weakest]) <= 0.03
+
+
+def test_without_hypotheses_the_plan_sizes_the_studys_declared_family(tmp_path, capsys):
+    root = write_pilot(tmp_path / "runs", ("control", "E13i-baseline"))
+    (root / "_study").mkdir()
+    (root / "_study" / "study.json").write_text(json.dumps({"hypotheses": ["C1"]}))
+    assert main(["study", "plan", str(root), "--effect", "20", "--sizes", "64", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["hypotheses"] == ["C1"] and "_study/study.json" in plan["family_source"]
+    assert plan["holm_strictest_level"] == pytest.approx(0.05)
+    (root / "_study" / "study.json").write_text(json.dumps({"hypotheses": ["C1", "C9"]}))
+    assert main(["study", "plan", str(root), "--effect", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown C9" in err and "_study/study.json" in err and err.count("error:") == 1
+
+
+def test_the_pooled_power_of_two_arms_is_the_paired_t_test_of_statsmodels():
+    """Two arms in the arm + seed model with one pooled variance are a paired t-test (df n - 1): the plan's
+    simulated power and its fewest seeds agree with statsmodels' TTestPower at the family's Holm level."""
+    from statsmodels.stats.power import TTestPower
+
+    variance, effect, alpha = 0.05**2, 0.05, 0.05 / 3
+    c = Components(arms=["a", "b"], seeds=[0, 1, 2], test_size=64, seed_variance=0.0,
+                   residual={"a": variance, "b": variance}, problem={"a": 0.0, "b": 0.0}, problem_measured=True,
+                   note="")
+    d = effect / np.sqrt(2 * variance)  # statsmodels' standardized effect_size: per-seed difference's sd
+    for n in (4, 8, 16):
+        got = design_power(c, [(0, 1)], Method.POOLED, n, 64, effect, alpha, True)[0]
+        assert got == pytest.approx(TTestPower().power(effect_size=d, nobs=n, alpha=alpha), abs=0.015), n
+    seeds, _ = fewest_seeds(c, [(0, 1)], Method.POOLED, 64, effect, alpha, True, 50)
+    assert abs(seeds - np.ceil(TTestPower().solve_power(effect_size=d, alpha=alpha, power=0.8))) <= 1

@@ -58,3 +58,20 @@ def test_a_declared_pooled_variance_comes_with_its_check_and_the_per_arm_analysi
     text = markdown(report, {})
     assert "Heterogeneity of the arms' residual variances" in text and "Sensitivity: the same hypotheses" in text
     assert "one pooled residual variance" in text
+
+
+def test_the_suite_is_found_where_study_json_says_relative_to_itself(tmp_path, monkeypatch):
+    """study.json names its suite relative to RUNS/_study (as `srdd study run` writes it), wherever the
+    command runs from: its target - baseline gap and its hypotheses are the study's."""
+    runs = tmp_path / "study" / "runs"
+    _study(runs, suite="../../../suites/mine")
+    suite = tmp_path / "suites" / "mine"
+    suite.mkdir(parents=True)
+    mine = {"key": "X1", "question": "q", "treatment": "E13j-variable", "control": "control",
+            "differs_in": ["noise"]}
+    (suite / "suite.json").write_text(json.dumps({"thresholds": {"baseline_acc": 0.30, "target_acc": 0.37},
+                                                  "hypotheses": [mine]}))
+    monkeypatch.chdir(tmp_path)
+    r = resolve(runs, analysis=None, margin_pp=None, test_size=64)
+    assert r.settings.margin == pytest.approx(0.07) and [h.key for h in r.hypotheses] == ["X1"]
+    assert r.settings.confirmatory is None and r.family_source is None

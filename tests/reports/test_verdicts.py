@@ -5,10 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibrate.suite import HYPOTHESES, Sigmas, experiments
-from reports.runs import Group, RunRecord
+from calibrate.suite import ARM_VS_CONTROL, HYPOTHESES, SUITE_HYPOTHESES, Sigmas, experiments
+from reports.runs import Group, RunRecord, group_runs, load_runs
 from reports.verdicts import (EQUIVALENT, INCONCLUSIVE, REFUTED, SUPPORTED, VerdictSettings, assess_family, decide,
                               verdicts)
+
+from .conftest import write_pilot
 
 # H1-H4 of the suite over six arms: baseline appears in three comparisons, as in a real study
 ARMS = ("E13i-baseline", "E13i-targeted", "E13i-high", "E13i-low", "E13j-variable", "E13k-constant")
@@ -132,3 +134,33 @@ def test_settings_are_validated():
         with pytest.raises(ValueError):
             VerdictSettings(**bad)
     assert INCONCLUSIVE == 0 and EQUIVALENT not in (SUPPORTED, REFUTED)
+
+
+def test_a_declared_family_is_adjusted_alone_and_every_other_hypothesis_is_exploratory(tmp_path, monkeypatch):
+    """Holm across C1-C3 only (statsmodels' multipletests), the same tests as a report of C1-C3 alone; the other
+    hypotheses adjusted among themselves and labelled; without a declaration, one family and no labels."""
+    from statsmodels.stats.multitest import multipletests
+
+    monkeypatch.setattr("reports.power.DRAWS", 2000)  # the detectable effects are not what this test checks
+    root = write_pilot(tmp_path / "runs", ("control", "E13i-baseline", "E13i-targeted", "E13m-rmsnorm",
+                                           "E13j-variable"), flip=0.2)
+    groups = group_runs([r for r in load_runs(root, "relative_error") if r.valid])
+    rows, analysis = verdicts(groups, VerdictSettings(confirmatory=("C1", "C2", "C3")), SUITE_HYPOTHESES)
+    confirmatory = [r for r in rows if r["family"] == "confirmatory"]
+    exploratory = [r for r in rows if r["family"] == "exploratory" and r.get("p") is not None]
+    assert [r["hypothesis"] for r in rows[:3]] == ["C1", "C2", "C3"] and len(rows) == len(SUITE_HYPOTHESES)
+    assert [r["hypothesis"] for r in exploratory] == ["H1", "H3", "H5"]
+    for family in (confirmatory, exploratory):
+        p = [r["p"] for r in family]
+        assert [r["p_holm"] for r in family] == pytest.approx(list(multipletests(p, method="holm")[1]), rel=1e-12)
+        assert all(r["family_size"] == len(family) for r in family)
+    alone = verdicts(groups, VerdictSettings(), ARM_VS_CONTROL)[0]
+    assert [r["p"] for r in confirmatory] == [r["p"] for r in alone]
+    assert analysis["hypotheses"] == ["C1", "C2", "C3"] and sorted(analysis["arms"]) == sorted(
+        ["control", "E13i-baseline", "E13m-rmsnorm", "E13j-variable"])
+    assert analysis["exploratory"]["hypotheses"] == [h.key for h in HYPOTHESES]
+    undeclared, one = verdicts(groups, VerdictSettings(), SUITE_HYPOTHESES)
+    assert not any("family" in r for r in undeclared) and "exploratory" not in one
+    assert {r["family_size"] for r in undeclared if r.get("p") is not None} == {6}
+    with pytest.raises(ValueError, match="C9"):
+        verdicts(groups, VerdictSettings(confirmatory=("C9",)), SUITE_HYPOTHESES)

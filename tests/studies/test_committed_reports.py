@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reports.build import build_report
+from reports.hypotheses import from_options
 from reports.runs import load_runs
 from reports.verdicts import VerdictSettings
 from srdd.jsonio import dumps_json
@@ -53,6 +54,6 @@ def test_committed_report_equals_a_fresh_one(path):
     o = committed["options"]
     runs = load_runs(path.parent.parent / "runs", o["metric"], o["accuracy"])
     fresh = build_report(runs, metric=o["metric"], baseline=o["baseline"], target=o["target"],
-                         settings=VerdictSettings.from_options(o), sources=o["sources"])
+                         settings=VerdictSettings.from_options(o), sources=o["sources"], hypotheses=from_options(o))
     fresh = json.loads(dumps_json(fresh))
     assert differences(_strip(fresh), _strip(committed)) == []

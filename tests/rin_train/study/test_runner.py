@@ -144,6 +144,8 @@ def test_a_preset_is_part_of_the_setting(suite, tmp_path, capsys):
     (["run", "{suite}", "--seeds", "0", "--set", "seed=3"], "a study sets seed itself"),
     (["run", "{suite}", "--seeds", "0", "--set", "grpo.nope=1"], "the control arm with the study's --set: grpo"),
     (["run", "{suite}", "--seeds", "0", "--report-dir", "{missing}/report"], "--report-dir"),
+    (["run", "{suite}", "--seeds", "0", "--hypotheses", "C1,C9"], "--hypotheses: unknown C9 (the hypotheses"),
+    (["run", "{suite}", "--seeds", "0", "--hypotheses", "C1,C1"], "each once"),
     (["status", "{runs}"], "holds no study"),
 ])
 def test_bad_input_is_refused_before_any_run(suite, tmp_path, capsys, args, message):
@@ -345,6 +347,32 @@ def test_a_declared_analysis_and_margin_are_recorded_and_part_of_the_setting(sui
     open_study(plain, *build_settings(suite, plain, (0,), tuple(SETS)))
     assert json.loads((plain / "_study" / "study.json").read_text())["margin_pp"] is None
     assert open_study(plain, *build_settings(suite, plain, (0,), tuple(SETS))) == load_settings(plain)
+
+
+def test_a_declared_family_is_recorded_and_part_of_the_setting(suite, small_suite, tmp_path, capsys):
+    """--hypotheses is recorded in the suite's order, reaches the report's settings, cannot change between
+    calls, and is refused when the study does not run an arm of it."""
+    from reports.settings import resolve
+
+    runs = tmp_path / "runs"
+    open_study(runs, *build_settings(suite, runs, (0,), tuple(SETS), hypotheses=("C3", "C1", "C2")))
+    assert json.loads((runs / "_study" / "study.json").read_text())["hypotheses"] == ["C1", "C2", "C3"]
+    assert load_settings(runs).hypotheses == ("C1", "C2", "C3")
+    resolved = resolve(runs, analysis=None, margin_pp=None, test_size=64)
+    assert resolved.settings.confirmatory == ("C1", "C2", "C3") and "_study/study.json" in resolved.family_source
+    assert [h.key for h in resolved.hypotheses][-3:] == ["C1", "C2", "C3"]  # the suite defines them: one each
+    assert len(resolved.hypotheses) == len({h.key for h in resolved.hypotheses})
+    for extra, what in [(["--hypotheses", "C1,C2"], "--hypotheses: recorded ['C1', 'C2', 'C3'], now ['C1', 'C2']"),
+                        ([], "--hypotheses: recorded ['C1', 'C2', 'C3'], now None")]:
+        assert _study("run", suite, "--seeds", "0", "--runs", runs, *ARGS, *extra) == 2
+        err = capsys.readouterr().err
+        assert "holds a study with other settings" in err and what in err, err
+    again = build_settings(suite, runs, (0,), tuple(SETS), hypotheses=("C2", "C3", "C1"))  # another order: the same
+    assert open_study(runs, *again) == load_settings(runs)
+    assert _study("run", small_suite, "--seeds", "0", "--runs", tmp_path / "small", "--hypotheses", "C1,C2") == 2
+    err = capsys.readouterr().err
+    assert "C2 compares E13m-rmsnorm with control, and the suite has no arm E13m-rmsnorm" in err, err
+    assert not (tmp_path / "small").exists()
 
 
 @pytest.mark.parametrize("margin", ["nan", "0", "-1", "100", "101"])
