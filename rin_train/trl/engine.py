@@ -61,12 +61,14 @@ class NoisyGRPOTrainer(GRPOTrainer):
 
     def _generate_single_turn(self, *args, **kwargs):
         if self.injector is None or not self.model.training:
-            return super()._generate_single_turn(*args, **kwargs)
-        with self.injector.applied(self.state.global_step, self.total_steps) as record:
             out = super()._generate_single_turn(*args, **kwargs)
-            # read after the rollout: an RMSNorm target under sigma_basis effective is set on its first forward
-            self.last_noise = {"sigma": record.get("sigma"), "sigma_layers": self.injector.nominal_layers(),
-                               "sigma_layers_effective": self.injector.effective_layers()}
+        else:
+            with self.injector.applied(self.state.global_step, self.total_steps) as record:
+                out = super()._generate_single_turn(*args, **kwargs)
+                # read after the rollout: an RMSNorm target under sigma_basis effective is set on its first forward
+                self.last_noise = {"sigma": record.get("sigma"), "sigma_layers": self.injector.nominal_layers(),
+                                   "sigma_layers_effective": self.injector.effective_layers()}
+        release_free_memory()  # the rollout's KV caches and noise draws: the update starts from the live size
         return out
 
 
