@@ -13,17 +13,21 @@ from collections.abc import Callable
 import torch
 
 from rin_train.rewards import flexible_reward, strict_reward
+from rin_train.shared_prefill import shared_prefill
 from rin_train.tasks import Example, prompt_text
 
 
 def evaluate(model, tokenizer, examples: list[Example], *, max_new_tokens: int, quant_label: str,
-             eval_lora: str = "separate", batch_size: int = 16, heartbeat: Callable[[], None] | None = None) -> dict:
+             eval_lora: str = "separate", batch_size: int = 16, heartbeat: Callable[[], None] | None = None,
+             shared_prefix: bool = False) -> dict:
     """{'accuracy' (strict), 'accuracy_flexible', 'eval_samples', 'eval_quant', 'eval_lora', 'per_problem'}
     over `examples`; 'per_problem' = {'strict': [bool], 'flexible': [bool]} in `examples` order (the caller
     stores it apart from the metrics, rin_train.outcomes), and each accuracy is exactly the mean of its list.
 
     `eval_lora` labels how the caller set up the LoRA ("separate": the fp branch beside the quantized
-    base, as trained; "merged": merged into the weights and re-quantized, as deployed)."""
+    base, as trained; "merged": merged into the weights and re-quantized, as deployed). `shared_prefix`
+    prefills each batch's common prompt prefix (the chat template's) once: faster, but equal to the plain
+    prefill only up to float rounding (rin_train.shared_prefill)."""
     if eval_lora not in ("separate", "merged"):
         raise ValueError(f"eval_lora must be 'separate' or 'merged', got {eval_lora!r}")
     from transformers import GenerationConfig
@@ -44,7 +48,7 @@ def evaluate(model, tokenizer, examples: list[Example], *, max_new_tokens: int, 
             chunk = examples[start:start + batch_size]
             enc = tokenizer([prompt_text(tokenizer, e) for e in chunk], return_tensors="pt", padding=True,
                             add_special_tokens=False)
-            with torch.no_grad():
+            with torch.no_grad(), shared_prefill(model, split_prefix=shared_prefix):
                 out = model.generate(**enc, generation_config=gen)
             texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
             strict += [strict_reward(t, e.answer) == 1.0 for t, e in zip(texts, chunk)]

@@ -5,7 +5,9 @@ noise wraps the generation call: `NoisyGRPOTrainer._generate_single_turn`
 perturbs (restore-then-perturb from the fp32 master copy), generates, and
 restores before returning. The old/ref log-probs, the policy-gradient
 forward/backward and every validation therefore see clean weights (DESIGN.md
-§7; a callback at step begin would also perturb the loss).
+§7; a callback at step begin would also perturb the loss). The rollout
+prefills each distinct prompt once, where TRL would prefill all its
+num_generations copies (rin_train.shared_prefill: the same tokens bit for bit).
 
 `RunLogger` appends one metrics.jsonl line per optimizer step:
     step, sigma (scheduled), sigma_layers (nominal: achieved std per layer, read back),
@@ -35,6 +37,7 @@ from rin_train.outcomes import OutcomeLog
 from rin_train.rewards import completion_text, flexible_reward, strict_reward, training_reward
 from rin_train.rundir import RunDir
 from rin_train.run_config import RunConfig
+from rin_train.shared_prefill import shared_prefill
 from rin_train.tasks import Example
 from rin_train.watchdog import Watchdog
 from srdd.memory import release_free_memory
@@ -60,14 +63,16 @@ class NoisyGRPOTrainer(GRPOTrainer):
         request at run time whenever HF_HUB_OFFLINE is unset, for a model that never left this machine."""
 
     def _generate_single_turn(self, *args, **kwargs):
-        if self.injector is None or not self.model.training:
-            out = super()._generate_single_turn(*args, **kwargs)
-        else:
-            with self.injector.applied(self.state.global_step, self.total_steps) as record:
+        with shared_prefill(self.model):  # each of the num_generations copies of a prompt is prefilled once
+            if self.injector is None or not self.model.training:
                 out = super()._generate_single_turn(*args, **kwargs)
-                # read after the rollout: an RMSNorm target under sigma_basis effective is set on its first forward
-                self.last_noise = {"sigma": record.get("sigma"), "sigma_layers": self.injector.nominal_layers(),
-                                   "sigma_layers_effective": self.injector.effective_layers()}
+            else:
+                with self.injector.applied(self.state.global_step, self.total_steps) as record:
+                    out = super()._generate_single_turn(*args, **kwargs)
+                    # read after the rollout: an RMSNorm target under sigma_basis effective is set on its first
+                    # forward
+                    self.last_noise = {"sigma": record.get("sigma"), "sigma_layers": self.injector.nominal_layers(),
+                                       "sigma_layers_effective": self.injector.effective_layers()}
         release_free_memory()  # the rollout's KV caches and noise draws: the update starts from the live size
         return out
 
@@ -155,7 +160,8 @@ class RunLogger(TrainerCallback):
         self._beat(f"validation ({lora} LoRA) at step {step}")
         result = evaluate(model, self.tokenizer, problems, max_new_tokens=self.cfg.eval.max_new_tokens,
                           quant_label=self.cfg.quant_label, eval_lora=lora, batch_size=self.cfg.eval.batch_size,
-                          heartbeat=lambda: self._beat(f"validation ({lora} LoRA) at step {step}"))
+                          heartbeat=lambda: self._beat(f"validation ({lora} LoRA) at step {step}"),
+                          shared_prefix=self.cfg.eval.shared_prefix)
         self.outcomes[len(problems)].append(step, result, result.pop("per_problem"))
         print(f"validation step {step}: accuracy {100 * result['accuracy']:.1f}% (flexible "
               f"{100 * result['accuracy_flexible']:.1f}%) on {result['eval_samples']} problems under "

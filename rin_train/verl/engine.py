@@ -143,6 +143,9 @@ def check_config(cfg: RunConfig) -> None:
         raise SrddError(f"verl validates with the training response length (data.max_response_length); set "
                         f"eval.max_new_tokens ({cfg.eval.max_new_tokens}) equal to grpo.max_completion_length "
                         f"({cfg.grpo.max_completion_length})")
+    if cfg.eval.shared_prefix:
+        raise SrddError("eval.shared_prefix is for the trl engine; vLLM shares prompt prefixes itself (prefix "
+                        "caching), so leave it false for the verl engine")
     if cfg.lora.dropout:
         raise SrddError(f"verl's FSDP engine builds LoRA without dropout; set lora.dropout to 0 (got {cfg.lora.dropout})")
     if cfg.grpo.dtype != "float32":

@@ -170,3 +170,23 @@ def test_the_final_validations_use_eval_final_samples_and_the_others_eval_sample
     assert all(n == 4 for (step, _), n in sizes.items() if step != final["step"])
     first_ids = next(x["ids"] for x in lines if x["step"] == 0)
     assert next(x["ids"] for x in lines if x["step"] == final["step"])[:4] == first_ids  # the same problems first
+
+
+def test_rollouts_prefill_each_distinct_prompt_once_and_validations_split_nothing_by_default(tmp_path, monkeypatch):
+    """TRL passes each prompt num_generations times: the rollout's prefill runs the distinct ones
+    (rin_train.shared_prefill); validation prompts are distinct and, without eval.shared_prefix, not split."""
+    import rin_train.shared_prefill as sp
+
+    calls = []
+    prefill = sp._prefill
+
+    def spy(forward, model, split_prefix, **kwargs):
+        rows = sp.Rows.of(*(kwargs[key] for key in sp.PER_ROW if kwargs.get(key) is not None))
+        calls.append((model.training, split_prefix, len(rows.inverse), len(rows.unique)))
+        return prefill(forward, model, split_prefix, **kwargs)
+
+    monkeypatch.setattr(sp, "_prefill", spy)
+    run = run_training(_smoke("noise.targets=[linear]"), tmp_path / "run")  # RMSNorm targets: hooks, no sharing
+    assert run.status == "complete"
+    assert [c for c in calls if c[0]] == [(True, False, 4, 2)] * 3  # 2 prompts x 2 generations, every step
+    assert [c for c in calls if not c[0]] == [(False, False, 8, 8)] * 4  # steps 0, 2, 3 and 3 merged
