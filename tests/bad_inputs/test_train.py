@@ -26,7 +26,7 @@ SET_CASES = [
     ("grpo.steps=true", "grpo.steps: Input should be a valid integer, got True"),
     ("grpo.max_completion_length=1000000000", "grpo.max_completion_length: Input should be less than or equal"),
     ("task.train_size=1000000000000", "task.train_size: Input should be less than or equal"),
-    ("lora.r=0", "lora.r: Input should be greater than or equal to 1"),
+    ("lora.r=0", "lora.r=0 (full fine-tuning, no adapters) needs engine verl"),
     ("lora.dropout=1.0", "lora.dropout: Input should be less than 1"),
     ("eval.samples=-1", "eval.samples: Input should be greater than or equal to 1"),
     ("engine=deepspeed", "engine: Input should be 'trl' or 'verl'"),
