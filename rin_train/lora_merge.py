@@ -35,12 +35,6 @@ def invalidate_quantized_weights(model: nn.Module) -> None:
             module.drop_weight_cache()
 
 
-def _lora_bases(model: nn.Module) -> list[nn.Parameter]:
-    from peft.tuners.lora import LoraLayer
-
-    return [m.get_base_layer().weight for m in model.modules() if isinstance(m, LoraLayer)]
-
-
 def _lora_layers(model: nn.Module) -> list:
     from peft.tuners.lora import LoraLayer
 
@@ -62,7 +56,7 @@ def lora_merged(model: nn.Module, *, restore: bool = True) -> Iterator[None]:
     if getattr(model, "merge_adapter", None) is None or _adapters_are_zero(model):
         yield
         return
-    weights = _lora_bases(model)
+    weights = [layer.get_base_layer().weight for layer in _lora_layers(model)]
     saved = [w.detach().clone() for w in weights] if restore else None
     model.merge_adapter()
     invalidate_quantized_weights(model)
