@@ -187,14 +187,15 @@ def install(prof: Profiler, captured: dict) -> None:
         return out
 
     transformers.GenerationMixin.generate = counted_generate
-    forward = GRPOTrainer._get_per_token_logps_and_entropies
+    # the engine's trainer: its own log-probs (grpo.shared_prompt) where it has them, else TRL's
+    forward = engine.NoisyGRPOTrainer._get_per_token_logps_and_entropies
 
     def counted_logps(self, model, input_ids, *args, **kwargs):
         prof.count_tokens(int(input_ids.numel()))
         return forward(self, model, input_ids, *args, **kwargs)
 
-    GRPOTrainer._get_per_token_logps_and_entropies = counted_logps
-    prof.wrap(GRPOTrainer, "_get_per_token_logps_and_entropies",
+    engine.NoisyGRPOTrainer._get_per_token_logps_and_entropies = counted_logps
+    prof.wrap(engine.NoisyGRPOTrainer, "_get_per_token_logps_and_entropies",
               lambda *a, **k: "log-probs" if torch.is_grad_enabled() else "log-probs (no grad)")
     optim.register_optimizer_step_pre_hook(lambda *_: prof.enter("optimizer"))
     optim.register_optimizer_step_post_hook(lambda *_: prof.leave())

@@ -25,11 +25,13 @@
   problems, validations at steps 0, 12, 24 and 36 on 64 fixed test problems, rescans
   before and after. About 9 minutes on 2 CPU cores. Measured (seed 0, 2026-11-25):
   strict accuracy 15.6 % at step 0, 32.8 % at step 36 (flexible 23.4 % -> 35.9 %) --
-  one seed, so a demonstration that the loop learns, not a finding. Version 2 (the
-  current `demo`) updates in micro-batches of 4 completions, which cuts the update's
+  one seed, so a demonstration that the loop learns, not a finding. Version 2 updates
+  in micro-batches of 4 completions, which cuts the update's
   activations and log-prob tiles by 4 (the loss is normalized over the step's tokens,
   so the update is the same up to float rounding); `demo@1`, the single 16-completion
-  pass, is what the committed SmolLM2 study recorded and still runs.
+  pass, is what the committed SmolLM2 study recorded and still runs. Version 3 (the current
+  `demo`) also runs each pass's distinct prompts once and scores only the completion tokens
+  (`grpo.shared_prompt`): about half the update's FLOPs, the same loss up to float rounding.
 
 Why the demo looks like this (greedy strict / flexible accuracy of the untrained
 policy, measured on this model; every number of a run carries its quant mode):
@@ -114,6 +116,11 @@ PRESET_VERSIONS: dict[str, tuple[dict, ...]] = {
         # tokens, so only float rounding differs): the activations and log-prob tiles of a pass shrink
         # by that factor
         {**_FIRST["demo"], "grpo": {**_FIRST["demo"]["grpo"], "micro_batch_size": DEMO_MICRO_BATCH}},
+        # version 3: each pass's distinct prompts run once and only completion tokens are scored
+        # (grpo.shared_prompt, rin_train.trl.shared_prompt): about half the update's FLOPs, the same loss up to
+        # float rounding
+        {**_FIRST["demo"], "grpo": {**_FIRST["demo"]["grpo"], "micro_batch_size": DEMO_MICRO_BATCH,
+                                    "shared_prompt": True}},
     ),
 }
 PRESETS: dict[str, dict] = {name: versions[-1] for name, versions in PRESET_VERSIONS.items()}

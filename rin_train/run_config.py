@@ -232,6 +232,10 @@ class GrpoConfig:
     accumulated passes (TRL's gradient accumulation): peak memory for activations and logits falls by that
     factor. TRL's default loss (dapo) is normalized by the whole step's completion tokens, so the update is the
     same sum up to float rounding (a 6-step learn run: the same rewards at every step, losses equal to 1e-7)."""
+    shared_prompt: bool = False
+    """The update's forward runs each distinct prompt of a pass once and scores only completion tokens (trl
+    engine, rin_train.trl.shared_prompt): about half the update's FLOPs on the demo, but equal to TRL's
+    forward only up to float rounding, so a run's numbers differ in their last bits from one without it."""
     max_prompt_length: Tokens = 256
     """Prompts longer than this (in tokens) are dropped from the task, with a count printed."""
     max_completion_length: Tokens = 256

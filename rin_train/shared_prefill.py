@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +55,7 @@ from torch import nn
 
 from srdd.formats import get_format
 from srdd.qlinear import quantized_modules
+from srdd.threads import small_gemm_threads, torch_threads
 
 MIN_ROWS_PER_THREAD = 8
 """Fewest GEMM rows (tokens) per thread a shared prefill may run: on this repository's CPU, MKL's fp32 GEMM
@@ -68,9 +69,12 @@ back) may be laid out per row in ways this module does not know, so it gets the 
 
 
 @contextmanager
-def shared_prefill(model: nn.Module, *, split_prefix: bool = False) -> Iterator[None]:
+def shared_prefill(model: nn.Module, *, split_prefix: bool = False, prefill_threads: int | None = None
+                   ) -> Iterator[None]:
     """Inside the block, `model.generate` prefills each distinct prompt once; with `split_prefix`, also
-    the prompts' common prefix once (not bit-identical in general: see the module's docstring).
+    the prompts' common prefix once (not bit-identical in general: see the module's docstring). Its
+    prefill runs on `prefill_threads` (default: torch's), its token-by-token steps on
+    srdd.threads.small_gemm_threads() (one where threads wait passively: the same bits in less time).
 
     `model` may be a PEFT model: the forward replaced is the one `generate` calls, its base model's,
     whatever it is at the time (TRL leaves the class's forward set on the instance; accelerate's offload
@@ -80,9 +84,10 @@ def shared_prefill(model: nn.Module, *, split_prefix: bool = False) -> Iterator[
     if getattr(previous, "shares_prefill", False):
         yield
         return
-    target.forward = _sharing(target.forward, target, split_prefix)
+    target.forward = _sharing(target.forward, target, split_prefix, prefill_threads or torch.get_num_threads())
     try:
-        yield
+        with torch_threads(min(small_gemm_threads(), prefill_threads or torch.get_num_threads())):
+            yield
     finally:
         if previous is None:
             del target.forward
@@ -90,14 +95,17 @@ def shared_prefill(model: nn.Module, *, split_prefix: bool = False) -> Iterator[
             target.forward = previous
 
 
-def _sharing(forward: Callable, model: nn.Module, split_prefix: bool) -> Callable:
-    """`forward`, with its prefill calls shared; functools.wraps keeps the signature `generate` inspects."""
+def _sharing(forward: Callable, model: nn.Module, split_prefix: bool, threads: int) -> Callable:
+    """`forward`, with its prefill calls shared and run on `threads` (the block's decode steps may run on fewer:
+    srdd.threads.small_gemm_threads); functools.wraps keeps the signature `generate` inspects."""
 
     @functools.wraps(forward)
     def wrapper(*args, **kwargs):
-        if args or not _is_prefill(kwargs) or not _deterministic_and_unobserved(model):
-            return forward(*args, **kwargs)
-        return _prefill(forward, model, split_prefix, **kwargs)
+        ids = kwargs.get("input_ids")
+        with torch_threads(threads) if isinstance(ids, torch.Tensor) and ids.shape[-1] > 1 else nullcontext():
+            if args or not _is_prefill(kwargs) or not deterministic_and_unobserved(model):
+                return forward(*args, **kwargs)
+            return _prefill(forward, model, split_prefix, **kwargs)
 
     wrapper.shares_prefill = True
     return wrapper
@@ -112,7 +120,7 @@ def _is_prefill(kwargs: dict) -> bool:
             and cache.get_seq_length() == 0 and isinstance(ids, torch.Tensor) and ids.dim() == 2 and ids.shape[1] > 1)
 
 
-def _deterministic_and_unobserved(model: nn.Module) -> bool:
+def deterministic_and_unobserved(model: nn.Module) -> bool:
     """No dropout draws and no hooks: then a row's prefill is a function of that row alone."""
     for module in model.modules():
         if module._forward_hooks or module._forward_pre_hooks:
@@ -172,9 +180,15 @@ def _split_allowed(model: nn.Module, cache) -> bool:
 
     if any(type(layer) is not DynamicLayer for layer in cache.layers):
         return False
-    return not any(m.quant_enabled and m.quant.mode.activations
-                   and get_format(m.quant.format, **m.quant.options).uses_tensor_amax
-                   for _, m in quantized_modules(model))
+    return not tensor_scaled_activations(model)
+
+
+def tensor_scaled_activations(model: nn.Module) -> bool:
+    """Whether a quantized linear scales its activations by one amax over the whole GEMM (NVFP4 or FP8 A4):
+    then a token's quantized value depends on which other tokens share its forward."""
+    return any(m.quant_enabled and m.quant.mode.activations
+               and get_format(m.quant.format, **m.quant.options).uses_tensor_amax
+               for _, m in quantized_modules(model))
 
 
 PER_ROW = ("input_ids", "attention_mask", "position_ids")

@@ -29,6 +29,7 @@ logged when the run died is validated again, and its later outcome line is the o
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from rin_train.evaluate import evaluate
@@ -39,8 +40,10 @@ from rin_train.rundir import RunDir
 from rin_train.run_config import RunConfig
 from rin_train.shared_prefill import shared_prefill
 from rin_train.tasks import Example
+from rin_train.trl.shared_prompt import shareable, shared_prompt_logps
 from rin_train.watchdog import Watchdog
 from srdd.memory import release_free_memory
+from srdd.threads import small_gemm_threads, torch_threads
 
 try:  # the module imports without TRL (run dirs, configs and tests of them stay importable)
     from transformers import TrainerCallback
@@ -52,9 +55,10 @@ except ImportError as _exc:  # pragma: no cover - trl is a hard dependency in py
 class NoisyGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose rollouts, and only its rollouts, see the noisy weights."""
 
-    def __init__(self, *args, injector=None, total_steps: int, **kwargs) -> None:
+    def __init__(self, *args, injector=None, total_steps: int, shared_prompt: bool = False, **kwargs) -> None:
         self.injector = injector
         self.total_steps = total_steps
+        self.shared_prompt = shared_prompt
         self.last_noise: dict = {"sigma": None, "sigma_layers": None, "sigma_layers_effective": None}
         super().__init__(*args, **kwargs)
 
@@ -75,6 +79,28 @@ class NoisyGRPOTrainer(GRPOTrainer):
                                        "sigma_layers_effective": self.injector.effective_layers()}
         release_free_memory()  # the rollout's KV caches and noise draws: the update starts from the live size
         return out
+
+    def training_step(self, *args, **kwargs):
+        """One pass's forward and backward (and, at a step's first pass, its rollout). With shared prompts the
+        passes are small GEMMs: on srdd.threads.small_gemm_threads(), one where threads wait passively."""
+        with torch_threads(small_gemm_threads()) if self.shared_prompt else nullcontext():
+            return super().training_step(*args, **kwargs)
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, **inputs):
+        """With grpo.shared_prompt, each distinct prompt of a pass runs once (rin_train.trl.shared_prompt);
+        TRL's forward otherwise, and for whatever that module cannot share."""
+        if (self.shared_prompt and not compute_aux_loss and not self.args.cast_lm_head_to_fp32
+                and all(v is None for v in inputs.values())
+                and shareable(model)):
+            with self.accelerator.autocast():
+                logps, entropies = shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep,
+                                                       temperature=self.temperature, entropy=compute_entropy,
+                                                       batch_size=batch_size)
+            return logps, entropies, None
+        return super()._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, compute_entropy=compute_entropy,
+            compute_aux_loss=compute_aux_loss, **inputs)
 
 
 class RewardTracker:
@@ -293,7 +319,8 @@ def train_grpo(model, tokenizer, cfg: RunConfig, run: RunDir, train: list[Exampl
     logger = RunLogger(run, cfg, tokenizer, test, rewards, injector=injector, watchdog=watchdog)
     trainer = NoisyGRPOTrainer(model=model, reward_funcs=[rewards], args=grpo_args(cfg, run.checkpoints),
                                train_dataset=build_dataset(train), processing_class=tokenizer,
-                               callbacks=[logger], injector=injector, total_steps=cfg.grpo.steps)
+                               callbacks=[logger], injector=injector, total_steps=cfg.grpo.steps,
+                               shared_prompt=cfg.grpo.shared_prompt)
     for noisy in (PrinterCallback, ProgressCallback):  # our one line per step replaces them
         trainer.remove_callback(noisy)
     logger.trainer = trainer

@@ -17,17 +17,19 @@ def test_a_name_is_the_latest_version_and_name_at_n_is_version_n():
     assert preset("demo") == preset(f"demo@{len(PRESET_VERSIONS['demo'])}")
     assert preset("demo")["grpo"]["micro_batch_size"] == 4
     assert "micro_batch_size" not in preset("demo@1")["grpo"]
-    assert {"demo", "demo@1", "demo@2", "learn@1"} <= set(preset_names())
-    for bad in ("demo@0", "demo@3", "demo@x", "nope"):
+    assert preset("demo")["grpo"]["shared_prompt"] is True
+    assert "shared_prompt" not in preset("demo@2")["grpo"]
+    assert {"demo", "demo@1", "demo@2", "demo@3", "learn@1"} <= set(preset_names())
+    for bad in ("demo@0", "demo@4", "demo@x", "nope"):
         with pytest.raises(SrddError, match="unknown preset"):
             preset(bad)
 
 
 def test_pinning_keeps_a_recorded_version_and_reads_an_unversioned_record_as_version_1():
-    assert pinned("demo") == "demo@2"
+    assert pinned("demo") == "demo@3"
     assert pinned("demo", recorded="demo") == "demo@1"  # recorded before presets had versions
     assert pinned("demo", recorded="demo@1") == "demo@1"
-    assert pinned("demo", recorded="learn@1") == "demo@2"
+    assert pinned("demo", recorded="learn@1") == "demo@3"
     assert pinned("demo@2", recorded="demo@1") == "demo@2"  # an explicit version is what was asked for
     assert pinned(None) is None
 
@@ -42,7 +44,7 @@ def test_the_committed_study_command_still_runs_what_its_runs_recorded(tmp_path)
     settings, _ = build_settings(STUDY / "suite", runs, recorded.seeds, recorded.sets, "demo")
     assert settings.identity() == recorded.identity()
     latest, _ = build_settings(STUDY / "suite", tmp_path / "new", recorded.seeds, recorded.sets, "demo")
-    assert latest.preset == "demo@2"
+    assert latest.preset == "demo@3"
     for arm in settings.arms:
         config = (runs / "_study" / "control.yaml") if arm.name == "control" else STUDY / "suite" / f"{arm.name}.yaml"
         run_json = json.loads((runs / f"{arm.name}-s0" / "run.json").read_text())

@@ -10,53 +10,14 @@ import torch
 from transformers import GenerationConfig
 
 from rin_train.shared_prefill import MIN_ROWS_PER_THREAD, Rows, common_prefix, laid_out, shared_prefill
-from srdd.models import load_causal_lm
-from srdd.qlinear import LinearQuantConfig, quantize_linears
 from srdd.quiet import library_notices_silenced
-
-PREFIX = 10
-SUFFIXES = (3, 7, 5)  # different lengths: left padding of 4, 0 and 2 tokens
-
-W4A4_BF16 = LinearQuantConfig("mxfp4", "w4a4", matmul_dtype="bfloat16")  # the default policy's GEMMs
-W4A16 = LinearQuantConfig("nvfp4", "w4a16")  # the demo's: fp32 GEMMs
-W4A4_PER_TENSOR = LinearQuantConfig("nvfp4", "w4a4")  # activations scaled by the whole tensor's amax
-
-
-def _policy(model_dir, quant: LinearQuantConfig, dropout: float = 0.0):
-    from peft import LoraConfig, get_peft_model
-
-    model = load_causal_lm(str(model_dir))[0]
-    torch.manual_seed(0)
-    with library_notices_silenced():
-        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout,
-                                                 target_modules=["q_proj", "v_proj", "down_proj"]))
-    with torch.no_grad():  # a trained-looking adapter: B is zero at initialisation
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
-    quantize_linears(model, quant)
-    return model
+from tests.rin_train.tiny_policy import (PREFIX, SUFFIXES, W4A4_BF16, W4A4_PER_TENSOR, W4A16, left_padded, lora_policy,
+                                         prompts)
 
 
 @pytest.fixture(scope="module", params=[W4A4_BF16, W4A16], ids=["mxfp4-w4a4-bf16", "nvfp4-w4a16"])
 def policy(request, tiny_model_dir):
-    return _policy(tiny_model_dir, request.param)
-
-
-def prompts(vocab: int, copies: int, seed: int = 1, interleaved: bool = False) -> list[list[int]]:
-    """Prompts sharing a PREFIX-token start, of different lengths, each `copies` times in a row (TRL's layout)
-    or, `interleaved`, the distinct ones `copies` times over."""
-    g = torch.Generator().manual_seed(seed)
-    start = torch.randint(3, vocab, (PREFIX,), generator=g).tolist()
-    distinct = [start + torch.randint(3, vocab, (n,), generator=g).tolist() for n in SUFFIXES]
-    return distinct * copies if interleaved else [p for p in distinct for _ in range(copies)]
-
-
-def left_padded(rows: list[list[int]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, rows))
-    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    return ids, mask
+    return lora_policy(tiny_model_dir, request.param)
 
 
 @pytest.fixture
@@ -142,7 +103,7 @@ def test_the_prefix_split_generates_the_plain_tokens_up_to_rounding(policy, pref
 def test_per_tensor_activation_scales_keep_the_prefix_in_the_batch(tiny_model_dir, prefill_tokens):
     """NVFP4 W4A4 scales activations by the tensor's amax: identical rows (the same amax) are still shared,
     the prefix (other tokens, another amax) is not split off."""
-    model = _policy(tiny_model_dir, W4A4_PER_TENSOR)
+    model = lora_policy(tiny_model_dir, W4A4_PER_TENSOR)
     ids, mask = left_padded(prompts(model.config.vocab_size, copies=4))
     plain = generate(model, ids, mask, sample=True, shared=False)
     assert_identical(plain, generate(model, ids, mask, sample=True, shared=True, split_prefix=True))
@@ -150,7 +111,7 @@ def test_per_tensor_activation_scales_keep_the_prefix_in_the_batch(tiny_model_di
 
 
 def test_dropout_in_training_gets_the_plain_prefill(tiny_model_dir, prefill_tokens):
-    model = _policy(tiny_model_dir, W4A16, dropout=0.1)
+    model = lora_policy(tiny_model_dir, W4A16, dropout=0.1)
     model.train()  # every row draws its own dropout mask: shared rows would share masks
     ids, mask = left_padded(prompts(model.config.vocab_size, copies=2))
     generate(model, ids, mask, sample=True, shared=True)
@@ -159,7 +120,7 @@ def test_dropout_in_training_gets_the_plain_prefill(tiny_model_dir, prefill_toke
 
 def test_a_hooked_model_gets_the_plain_prefill(tiny_model_dir, prefill_tokens):
     """A forward hook (the noise injector's RMSNorm measurement) must see the batch the plain prefill runs."""
-    model = _policy(tiny_model_dir, W4A16)
+    model = lora_policy(tiny_model_dir, W4A16)
     model.get_base_model().model.layers[0].input_layernorm.register_forward_hook(lambda module, args, out: None)
     ids, mask = left_padded(prompts(model.config.vocab_size, copies=2))
     generate(model, ids, mask, sample=True, shared=True)
@@ -247,3 +208,26 @@ def test_smollm2_demo_rollouts_and_validation_generate_the_plain_tokens(tmp_path
     split = generate(model, ids, mask, sample=False, shared=True, split_prefix=True, config=greedy)
     assert torch.equal(plain[0], split[0])
     assert prefill_tokens[1] == 24  # SmolLM2's system message and the user turn's opening, once
+
+
+def test_the_prefill_runs_on_torchs_threads_and_decode_steps_on_one_when_threads_wait_passively(policy, monkeypatch):
+    from transformers import LlamaForCausalLM
+
+    from srdd.threads import WAIT_POLICY, torch_threads
+
+    seen: list[tuple[int, int]] = []  # (tokens per row, torch threads) of every forward
+    forward = LlamaForCausalLM.forward
+
+    @functools.wraps(forward)
+    def recording(self, *args, **kwargs):
+        seen.append((kwargs["input_ids"].shape[1], torch.get_num_threads()))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", recording)
+    monkeypatch.setenv(WAIT_POLICY, "PASSIVE")
+    policy.train()
+    ids, mask = left_padded(prompts(policy.config.vocab_size, copies=4))
+    with torch_threads(2):
+        generate(policy, ids, mask, sample=True, shared=True)
+        assert torch.get_num_threads() == 2
+    assert seen[0] == (ids.shape[1], 2) and seen[1:] == [(1, 1)] * (len(seen) - 1) and len(seen) == 6

@@ -31,3 +31,22 @@ def test_the_srdd_command_sets_it_before_building_its_subcommands(monkeypatch):
     with pytest.raises(SystemExit):
         srdd.cli.main(["--help"])
     assert seen == ["PASSIVE"]
+
+
+def test_few_row_forwards_run_on_one_thread_when_threads_wait_passively(monkeypatch):
+    import torch
+
+    from srdd.threads import small_gemm_threads, torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(2):
+        monkeypatch.setenv(WAIT_POLICY, "PASSIVE")
+        assert small_gemm_threads() == 1
+        monkeypatch.setenv(WAIT_POLICY, "ACTIVE")
+        assert small_gemm_threads() == 2
+        monkeypatch.delenv(WAIT_POLICY)  # OpenMP's default spins
+        assert small_gemm_threads() == 2
+        with torch_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
