@@ -31,8 +31,10 @@ def small_gemm_threads() -> int:
     policy (SmolLM2, 2 cores, passive waiting): a rollout's generation 10.0 s on 2 threads against 7.0 s on 1;
     a step's update with shared prompts (rin_train.trl.shared_prompt) 12.5 s against 10.9 s, where TRL's
     update, whose passes are 4x larger, gains from the second thread (19.0 s on 1, 15.1 s on 2). Spinning threads
-    (OMP_WAIT_POLICY=ACTIVE: a machine to yourself) keep every thread. MKL gives the same bits on 1 thread as on
-    2 there (log-probs, gradients and generated tokens compared: tests and golden runs)."""
+    (OMP_WAIT_POLICY=ACTIVE: a machine to yourself) keep every thread. On SmolLM2's shapes MKL gives the same bits
+    on 1 thread as on 2 (generated tokens, log-probs and gradients compared), and the golden runs are unchanged;
+    not on every shape (a tiny Llama's fp32 decode steps differ in their last bits). Like OMP_NUM_THREADS, the
+    thread count is the machine's business, not a run setting: run.json does not record it."""
     import torch
 
     passive = os.environ.get(WAIT_POLICY, "").strip().upper() == "PASSIVE"

@@ -11,6 +11,7 @@ from transformers import GenerationConfig
 
 from rin_train.shared_prefill import MIN_ROWS_PER_THREAD, Rows, common_prefix, laid_out, shared_prefill
 from srdd.quiet import library_notices_silenced
+from srdd.threads import WAIT_POLICY, torch_threads
 from tests.rin_train.tiny_policy import (PREFIX, SUFFIXES, W4A4_BF16, W4A4_PER_TENSOR, W4A16, left_padded, lora_policy,
                                          prompts)
 
@@ -18,6 +19,14 @@ from tests.rin_train.tiny_policy import (PREFIX, SUFFIXES, W4A4_BF16, W4A4_PER_T
 @pytest.fixture(scope="module", params=[W4A4_BF16, W4A16], ids=["mxfp4-w4a4-bf16", "nvfp4-w4a16"])
 def policy(request, tiny_model_dir):
     return lora_policy(tiny_model_dir, request.param)
+
+
+@pytest.fixture(autouse=True)
+def spinning_threads(monkeypatch):
+    """Plain and shared generation on the same threads, so that what is compared is the prefill alone: with
+    passive waiting the shared path decodes on one thread (the last test here), and on this tiny model's
+    shapes MKL's fp32 GEMM gives other bits on one thread than on two."""
+    monkeypatch.setenv(WAIT_POLICY, "ACTIVE")
 
 
 @pytest.fixture
@@ -212,8 +221,6 @@ def test_smollm2_demo_rollouts_and_validation_generate_the_plain_tokens(tmp_path
 
 def test_the_prefill_runs_on_torchs_threads_and_decode_steps_on_one_when_threads_wait_passively(policy, monkeypatch):
     from transformers import LlamaForCausalLM
-
-    from srdd.threads import WAIT_POLICY, torch_threads
 
     seen: list[tuple[int, int]] = []  # (tokens per row, torch threads) of every forward
     forward = LlamaForCausalLM.forward
