@@ -75,7 +75,7 @@ def _servable(layer) -> bool:
     """A plain LoRA (no DoRA-style variant, no LoRA bias, one adapter) on a frozen quantized linear: its merge
     is exactly W + get_delta_weight, which can be served instead of written."""
     base = layer.get_base_layer()
-    return (isinstance(base, QuantLinear) and not base.weight.requires_grad and len(layer.active_adapters) == 1
+    return (isinstance(base, QuantLinear) and base.servable and len(layer.active_adapters) == 1
             and not getattr(layer, "lora_variant", {}) and not any(getattr(layer, "lora_bias", {}).values()))
 
 

@@ -216,7 +216,7 @@ class Target:
 
 def _servable(module: nn.Module, weight: torch.Tensor) -> bool:
     """A frozen weight of a quantized linear: its noise can live in the layer's quantized-weight buffer."""
-    return isinstance(module, QuantLinear) and module.weight is weight and not weight.requires_grad
+    return isinstance(module, QuantLinear) and module.weight is weight and module.servable
 
 
 def _is_rmsnorm(module: nn.Module) -> bool:

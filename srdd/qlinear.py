@@ -154,6 +154,11 @@ class QuantLinear(nn.Linear):
         keyed on."""
         self._wq_quantized = self._wq_cache = self._wq_key = None
 
+    @property
+    def servable(self) -> bool:
+        """Its weight is frozen (quantized once into a buffer, not on every call), so `serve` can stand in for it."""
+        return not self.weight.requires_grad
+
     def serve(self, weight: torch.Tensor) -> None:
         """Multiply by Q(`weight`) instead of Q(self.weight) until `stop_serving`.
 
@@ -161,7 +166,7 @@ class QuantLinear(nn.Linear):
         parameter stays the clean weight, so the noise needs no second (master) copy of it, and
         the quantized buffer it would have been recomputed into anyway holds the noisy value.
         """
-        if self.weight.requires_grad:
+        if not self.servable:
             raise SrddError("a trainable weight is quantized on every call (straight-through); it cannot be served")
         if weight.shape != self.weight.shape:
             raise SrddError(f"served weight has shape {tuple(weight.shape)}, the layer's is {tuple(self.weight.shape)}")
