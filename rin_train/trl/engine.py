@@ -80,11 +80,12 @@ class NoisyGRPOTrainer(GRPOTrainer):
         release_free_memory()  # the rollout's KV caches and noise draws: the update starts from the live size
         return out
 
-    def training_step(self, *args, **kwargs):
+    def training_step(self, model, *args, **kwargs):
         """One pass's forward and backward (and, at a step's first pass, its rollout). With shared prompts the
         passes are small GEMMs: on srdd.threads.small_gemm_threads(), one where threads wait passively."""
-        with torch_threads(small_gemm_threads()) if self.shared_prompt else nullcontext():
-            return super().training_step(*args, **kwargs)
+        few_rows = self.shared_prompt and shareable(model)
+        with torch_threads(small_gemm_threads()) if few_rows else nullcontext():
+            return super().training_step(model, *args, **kwargs)
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **inputs):

@@ -190,3 +190,32 @@ def test_rollouts_prefill_each_distinct_prompt_once_and_validations_split_nothin
     assert run.status == "complete"
     assert [c for c in calls if c[0]] == [(True, False, 4, 2)] * 3  # 2 prompts x 2 generations, every step
     assert [c for c in calls if not c[0]] == [(False, False, 8, 8)] * 4  # steps 0, 2, 3 and 3 merged
+
+
+def test_shared_prompt_runs_every_update_pass_and_matches_trls_forward_on_the_runs_own_batches(tmp_path, monkeypatch):
+    """grpo.shared_prompt: every update pass goes through rin_train.trl.shared_prompt, and on each of the run's
+    own batches (TRL's layout of prompts and completions) its log-probs are TRL's forward's up to float rounding."""
+    calls, gaps = [], []
+    logps = engine.shared_prompt_logps
+    ours = engine.NoisyGRPOTrainer._get_per_token_logps_and_entropies
+
+    def spy(model, input_ids, *a, **k):
+        calls.append(input_ids.shape[0])
+        return logps(model, input_ids, *a, **k)
+
+    def against_trl(self, model, input_ids, attention_mask, logits_to_keep, **k):
+        out = ours(self, model, input_ids, attention_mask, logits_to_keep, **k)
+        with torch.no_grad():
+            trl = engine.GRPOTrainer._get_per_token_logps_and_entropies(self, model, input_ids, attention_mask,
+                                                                        logits_to_keep, **k)
+        gaps.append(max(float((a.detach() - b).abs().max()) for a, b in zip(out[:2], trl[:2])))
+        return out
+
+    monkeypatch.setattr(engine, "shared_prompt_logps", spy)
+    monkeypatch.setattr(engine.NoisyGRPOTrainer, "_get_per_token_logps_and_entropies", against_trl)
+    # RMSNorm targets would hook the model (TRL's forward); micro-batches of 2: two passes a step
+    run = run_training(_smoke("noise.targets=[linear]", "grpo.micro_batch_size=2", "grpo.shared_prompt=true"),
+                       tmp_path / "run")
+    assert run.status == "complete"
+    assert calls == [2] * 6  # 3 steps x 2 passes
+    assert len(gaps) == 6 and max(gaps) < 1e-4, gaps
