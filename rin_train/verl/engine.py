@@ -146,6 +146,9 @@ def check_config(cfg: RunConfig) -> None:
     if cfg.eval.shared_prefix:
         raise SrddError("eval.shared_prefix is for the trl engine; vLLM shares prompt prefixes itself (prefix "
                         "caching), so leave it false for the verl engine")
+    if cfg.grpo.shared_prompt:
+        raise SrddError("grpo.shared_prompt is for the trl engine; verl's actor computes its own log-probs (with "
+                        "remove-padding packing), so leave it false for the verl engine")
     if cfg.lora.dropout:
         raise SrddError(f"verl's FSDP engine builds LoRA without dropout; set lora.dropout to 0 (got {cfg.lora.dropout})")
     if cfg.grpo.dtype != "float32":

@@ -195,6 +195,7 @@ def test_smoke_preset_through_the_real_entry_point(tmp_path):
     (["eval.max_new_tokens=16"], "verl validates with the training response length"),
     (["lora.dropout=0.1"], "LoRA without dropout"),
     (["eval.shared_prefix=true"], "eval.shared_prefix is for the trl engine"),
+    (["grpo.shared_prompt=true"], "grpo.shared_prompt is for the trl engine"),
     (["grpo.stop_after_zero_variance_steps=2"], "cannot be enforced inside verl"),
     (["noise.sigma_basis=effective"], "vLLM's fused norm does not expose"),
     (["grpo.dtype=bfloat16"], "grpo.dtype=bfloat16 is for the trl engine"),
