@@ -69,12 +69,11 @@ back) may be laid out per row in ways this module does not know, so it gets the 
 
 
 @contextmanager
-def shared_prefill(model: nn.Module, *, split_prefix: bool = False, prefill_threads: int | None = None
-                   ) -> Iterator[None]:
+def shared_prefill(model: nn.Module, *, split_prefix: bool = False) -> Iterator[None]:
     """Inside the block, `model.generate` prefills each distinct prompt once; with `split_prefix`, also
     the prompts' common prefix once (not bit-identical in general: see the module's docstring). Its
-    prefill runs on `prefill_threads` (default: torch's), its token-by-token steps on
-    srdd.threads.small_gemm_threads() (one where threads wait passively: the same bits in less time).
+    prefill runs on torch's threads, its token-by-token steps on srdd.threads.small_gemm_threads() (one
+    where threads wait passively: the same bits in less time).
 
     `model` may be a PEFT model: the forward replaced is the one `generate` calls, its base model's,
     whatever it is at the time (TRL leaves the class's forward set on the instance; accelerate's offload
@@ -84,9 +83,9 @@ def shared_prefill(model: nn.Module, *, split_prefix: bool = False, prefill_thre
     if getattr(previous, "shares_prefill", False):
         yield
         return
-    target.forward = _sharing(target.forward, target, split_prefix, prefill_threads or torch.get_num_threads())
+    target.forward = _sharing(target.forward, target, split_prefix, torch.get_num_threads())
     try:
-        with torch_threads(min(small_gemm_threads(), prefill_threads or torch.get_num_threads())):
+        with torch_threads(small_gemm_threads()):
             yield
     finally:
         if previous is None:
