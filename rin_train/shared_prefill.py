@@ -78,7 +78,7 @@ def shared_prefill(model: nn.Module, *, split_prefix: bool = False) -> Iterator[
     `model` may be a PEFT model: the forward replaced is the one `generate` calls, its base model's,
     whatever it is at the time (TRL leaves the class's forward set on the instance; accelerate's offload
     hooks set theirs), and it is put back as it was. Inside an enclosing block nothing changes."""
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    target = unwrapped(model)
     previous = vars(target).get("forward")
     if getattr(previous, "shares_prefill", False):
         yield
@@ -92,6 +92,11 @@ def shared_prefill(model: nn.Module, *, split_prefix: bool = False) -> Iterator[
             del target.forward
         else:
             target.forward = previous
+
+
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The causal LM a PEFT model wraps (its forward is the one `generate` and TRL's head call), else `model`."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _sharing(forward: Callable, model: nn.Module, split_prefix: bool, threads: int) -> Callable:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rin_train.shared_prefill import Rows, deterministic_and_unobserved, tensor_scaled_activations
+from rin_train.shared_prefill import Rows, deterministic_and_unobserved, tensor_scaled_activations, unwrapped
 
 LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
                     "logits_scaling")
@@ -40,7 +40,7 @@ def shareable(model: nn.Module) -> bool:
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrapped(model)
     config = base.config.get_text_config()
     if any(getattr(config, name, None) is not None for name in LOGIT_TRANSFORMS):
         return False
@@ -72,7 +72,7 @@ def _logps(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tens
     from trl.kernels import ChunkedLogProbFunction
     from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrapped(model)
     backbone = base.base_model  # the decoder stack without the LM head (base_model_prefix), as TRL's head calls it
     prompt_ids, prompt_mask = input_ids[:, :-keep], attention_mask[:, :-keep]
     completion_ids, completion_mask = input_ids[:, -keep:], attention_mask[:, -keep:]
