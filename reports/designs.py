@@ -21,11 +21,11 @@ from reports.plan import Timing, family_of, plan
 from srdd.errors import SrddError
 
 
-def parse_design(text: str) -> tuple[str, Path]:
-    """`NAME=RUNS` of --design."""
+def parse_design(text: str, option: str = "--design") -> tuple[str, Path]:
+    """`NAME=RUNS` of --design (and of --timing with designs)."""
     name, sep, path = text.partition("=")
     if not sep or not name.strip() or not path.strip():
-        raise SrddError(f"--design {text!r}: expected NAME=RUNS, e.g. p8=pilot-8prompts/runs")
+        raise SrddError(f"{option} {text!r}: expected NAME=RUNS, e.g. p8=pilot-8prompts/runs")
     return name.strip(), Path(path.strip())
 
 
@@ -40,17 +40,23 @@ def needed(p: dict) -> list[dict]:
 
 
 def compare_designs(designs: Sequence[tuple[str, Path]], *, effect_pp: float, hypotheses: Sequence[str] | None,
-                    analysis: str, sizes: Sequence[int], max_seeds: int) -> dict:
-    """Every design's plan, its cheapest test-set size, and the cheapest design (None: none reaches the power)."""
+                    analysis: str, sizes: Sequence[int], max_seeds: int,
+                    timings: dict[str, Path] | None = None) -> dict:
+    """Every design's plan, its cheapest test-set size, and the cheapest design (None: none reaches the power).
+    `timings`: per design name, the runs that price it in place of its pilot's own (reports.plan.priced_by)."""
     names = [name for name, _ in designs]
     if len(designs) < 2 or len(set(names)) != len(names):
         raise SrddError("--design: give two or more designs with distinct names (for one pilot, give its RUNS)")
+    timings = timings or {}
+    unknown = sorted(set(timings) - set(names))
+    if unknown:
+        raise SrddError(f"--timing {unknown[0]}=...: no --design is named {unknown[0]!r} ({', '.join(names)})")
     families = {name: [h.key for h in family_of(path, hypotheses)[0]] for name, path in designs}
     if len({tuple(f) for f in families.values()}) > 1:
         shown = "; ".join(f"{name}: {', '.join(f)}" for name, f in families.items())
         raise SrddError(f"the designs' pilots plan different families ({shown}); give --hypotheses")
     plans = {name: plan(path, effect_pp=effect_pp, hypotheses=hypotheses, analysis=analysis, sizes=sizes,
-                        max_seeds=max_seeds) for name, path in designs}
+                        max_seeds=max_seeds, timing_dir=timings.get(name)) for name, path in designs}
     rows = []
     for name, p in plans.items():
         options = needed(p)
@@ -63,7 +69,7 @@ def compare_designs(designs: Sequence[tuple[str, Path]], *, effect_pp: float, hy
             "holm_strictest_level": first["holm_strictest_level"], "designs": rows, "ranking": ranking,
             "cheapest": ranking[0] if ranking else None,
             "note": ("per design, the test-set size with the fewest hours among those every problem-part scenario "
-                     "agrees on; hours = seeds per arm x arms x one run by the pilot's own times")}
+                     "agrees on; hours = seeds per arm x arms x one run by the pilot's own times (or --timing's)")}
 
 
 def _sd_range(variances: dict[str, float]) -> str:
@@ -80,7 +86,10 @@ def table(d: dict) -> str:
         c, best = r["plan"]["components"], r["cheapest"]
         clock = Timing(**r["plan"]["timing"])
         run_min = "—" if best is None else f"{clock.run_seconds(best['test_size']) / 60:.1f}"
-        rows.append([r["name"], r["plan"]["pilot"], f"{len(c['arms'])} x {len(c['seeds'])}",
+        pilot = r["plan"]["pilot"]
+        if r["plan"]["timing_runs"] != pilot:
+            pilot += f" (timed by {r['plan']['timing_runs']})"
+        rows.append([r["name"], pilot, f"{len(c['arms'])} x {len(c['seeds'])}",
                      f"{100 * math.sqrt(c['seed_variance']):.1f}", _sd_range(c["residual"]),
                      _sd_range(c["problem"]) + ("" if c["problem_measured"] else " (bound)"), run_min,
                      *(["—"] * 4 if best is None else

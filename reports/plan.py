@@ -30,7 +30,7 @@ import json
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -89,11 +89,16 @@ class Timing:
     problem_s: float
     overhead_s: float
     steps: int
-    evaluations: int
+    endpoint_evaluations: int
+    """The final step's evaluations on the endpoint's test set: the ones a larger test set makes dearer."""
+    other_problems: int
+    """Problems of every other evaluation (the intermediate validations, and the final separate-LoRA one
+    under eval.endpoint_only): they keep the pilot's size whatever the endpoint's (eval.final_samples)."""
     source: str
 
     def run_seconds(self, test_size: int) -> float:
-        return self.steps * self.step_s + self.evaluations * test_size * self.problem_s + self.overhead_s
+        problems = self.endpoint_evaluations * test_size + self.other_problems
+        return self.steps * self.step_s + problems * self.problem_s + self.overhead_s
 
 
 @dataclass(frozen=True)
@@ -169,30 +174,52 @@ def _median(values: list[float], what: str) -> float:
     return float(statistics.median(values))
 
 
-def timing(runs: list[RunRecord]) -> Timing:
+def timing(runs: list[RunRecord], arms: Sequence[str] = ()) -> Timing:
+    """What a run of each of `arms` costs, averaged over them, so that arms x one run is what one seed of every
+    arm costs: arms differ (noise on RMSNorm weights hooks the forward and skips the shared-prompt update), and
+    each arm with runs here is priced by its own, any other by all of them (`arms` empty: all of them)."""
+    pooled = _timing(runs)
+    own = {arm: _timing([r for r in runs if r.group == arm]) for arm in {r.group for r in runs}}
+    chosen = [own.get(arm, pooled) for arm in arms] or [pooled]
+    priced = [arm for arm in arms if arm in own]
+    return replace(pooled, step_s=statistics.fmean(t.step_s for t in chosen),
+                   problem_s=statistics.fmean(t.problem_s for t in chosen),
+                   overhead_s=statistics.fmean(t.overhead_s for t in chosen),
+                   source=pooled.source + (f"; the mean over the arms of each arm's own ({', '.join(priced)}) "
+                                           "or, for an arm without runs here, of all runs" if arms else ""))
+
+
+def _timing(runs: list[RunRecord]) -> Timing:
     """Median seconds per training step, per evaluated problem, and per run besides (load, scans, step 0)."""
-    steps, per_problem, counts, totals, walls = [], [], [], [], []
+    steps, per_problem, endpoint, other, totals, walls = [], [], [], [], [], []
     for r in runs:
         lines = [json.loads(x) for x in (r.path / "metrics.jsonl").read_text().splitlines() if x.strip()]
         train = [x["step_s"] for x in lines if x.get("step_s") and x.get("accuracy") is None]
         steps += train
-        evaluations = 0
+        last = max(x["step"] for x in lines)
+        scaled, fixed = 0, 0
         for x in lines:
-            evaluated = [e for e in (x, x.get("eval_merged") or {}) if e.get("accuracy") is not None]
-            problems = sum(int(e.get("eval_samples") or 0) for e in evaluated)
-            evaluations += len(evaluated)
-            if x.get("step_s") and problems and train:
-                per_problem.append((x["step_s"] - statistics.median(train)) / problems)
-        counts.append(evaluations)
-        totals.append(max(x["step"] for x in lines))
+            evaluated = [int(e.get("eval_samples") or 0) for e in (x, x.get("eval_merged") or {})
+                         if e.get("accuracy") is not None]
+            for n in evaluated:
+                if x["step"] == last and n == r.test_size:
+                    scaled += 1
+                else:
+                    fixed += n
+            if x.get("step_s") and sum(evaluated) and train:
+                per_problem.append((x["step_s"] - statistics.median(train)) / sum(evaluated))
+        endpoint.append(scaled)
+        other.append(fixed)
+        totals.append(last)
         info = json.loads((r.path / "run.json").read_text())
         if isinstance(info.get("wall_time_s"), (int, float)):
-            walls.append((float(info["wall_time_s"]), max(x["step"] for x in lines), evaluations, r.test_size or 0))
+            walls.append((float(info["wall_time_s"]), last, scaled * (r.test_size or 0) + fixed))
     step_s = _median(steps, "training step times (step_s)")
     problem_s = max(0.0, _median(per_problem, "evaluation times (step_s of evaluated steps)"))
-    overhead = [w - s * step_s - e * m * problem_s for w, s, e, m in walls]
+    overhead = [w - s * step_s - n * problem_s for w, s, n in walls]
     return Timing(step_s=step_s, problem_s=problem_s, overhead_s=max(0.0, statistics.median(overhead or [0.0])),
-                  steps=int(statistics.median(totals)), evaluations=int(statistics.median(counts)),
+                  steps=int(statistics.median(totals)), endpoint_evaluations=int(statistics.median(endpoint)),
+                  other_problems=int(statistics.median(other)),
                   source=(f"median step_s of {len(steps)} training steps; per problem, the extra step_s of "
                           f"{len(per_problem)} evaluated steps over their problems; per run besides (model load, "
                           f"scans, step 0), run.json wall_time_s minus both, median of {len(walls)} runs"))
@@ -240,10 +267,35 @@ def family_of(runs_dir: Path, hypotheses: Sequence[str] | None) -> tuple[tuple[H
     return declared, source
 
 
+# What makes two runs the same amount of work per step: a timing pilot must agree on these with the pilot.
+SHAPE = ("steps", "batch_size", "num_generations", "max_prompt_length", "max_completion_length")
+
+
+def _shape(run: RunRecord) -> dict:
+    grpo = json.loads((run.path / "run.json").read_text()).get("config", {}).get("grpo", {})
+    return {key: grpo.get(key) for key in SHAPE}
+
+
+def priced_by(timing_dir: Path, family_runs: list[RunRecord]) -> list[RunRecord]:
+    """The runs of `timing_dir` that price a plan in place of the pilot's own: the same design run by today's
+    code or on the study's machine (a pilot's variance outlives a faster release; its wall times do not).
+    Refused unless every run has the pilot's GRPO shape, so a faster design cannot price a slower one."""
+    runs = [r for r in load_runs(timing_dir, "relative_error", "merged") if r.valid]
+    if not runs:
+        raise SrddError(f"--timing {timing_dir}: no complete runs to take times from")
+    want = _shape(family_runs[0])
+    for r in runs:
+        if _shape(r) != want:
+            diff = ", ".join(f"grpo.{k} {_shape(r)[k]} (pilot {want[k]})" for k in SHAPE if _shape(r)[k] != want[k])
+            raise SrddError(f"--timing {timing_dir}: run {r.name} is another design than the pilot's: {diff}")
+    return runs
+
+
 def plan(runs_dir: Path, *, effect_pp: float, hypotheses: Sequence[str] | None = None,
          analysis: str = Method.BLOCKED.value, sizes: Sequence[int] = SIZES, max_seeds: int = 50,
-         alpha: float = ALPHA) -> dict:
-    """The plan as a JSON-ready dict (the table is `table(plan)`)."""
+         alpha: float = ALPHA, timing_dir: Path | None = None) -> dict:
+    """The plan as a JSON-ready dict (the table is `table(plan)`); priced by `timing_dir`'s runs when given,
+    else by the pilot's own."""
     if not (math.isfinite(effect_pp) and 0 < effect_pp < 100):
         raise SrddError(f"--effect {effect_pp:g}: an effect is in (0, 100) percentage points")
     if analysis not in ANALYSES:
@@ -254,7 +306,7 @@ def plan(runs_dir: Path, *, effect_pp: float, hypotheses: Sequence[str] | None =
     keys = [h.key for h in family]
     runs = load_runs(runs_dir, "relative_error", "merged")
     components, pairs, family_runs = estimate(runs, family)
-    clock = timing(family_runs)
+    clock = timing(family_runs if timing_dir is None else priced_by(timing_dir, family_runs), components.arms)
     level = alpha / len(keys)
     scenarios = [("measured", True)] if components.problem_measured else [("problem part at its bound", True),
                                                                          ("no problem part", False)]
@@ -266,14 +318,17 @@ def plan(runs_dir: Path, *, effect_pp: float, hypotheses: Sequence[str] | None =
             hours = None if n is None else n * len(components.arms) * clock.run_seconds(m) / 3600
             designs.append(Design(name, m, n, None if powers is None else float(powers.min()),
                                   {} if powers is None else dict(zip(keys, map(float, powers))), hours))
-    return {"schema": "srdd.plan/v1", "pilot": str(runs_dir), "effect_pp": effect_pp, "hypotheses": keys,
+    return {"schema": "srdd.plan/v1", "pilot": str(runs_dir),
+            "timing_runs": str(runs_dir if timing_dir is None else timing_dir), "effect_pp": effect_pp,
+            "hypotheses": keys,
             "family_source": source, "analysis": analysis, "alpha": alpha, "holm_strictest_level": level,
             "power_target": POWER, "draws": PLAN_DRAWS, "components": asdict(components), "timing": asdict(clock),
             "designs": [asdict(d) for d in designs],
             "note": (f"power simulated through the {analysis} analysis, {PLAN_DRAWS:,} studies per design "
                      f"(Monte-Carlo sd ±{math.sqrt(POWER * (1 - POWER) / PLAN_DRAWS):.3f}); each hypothesis "
                      f"alone has the effect, the others none; hours = seeds x {len(components.arms)} arms x one "
-                     "run, one run after another")}
+                     "run, one run after another, a run's final-step evaluations on the endpoint's test set and "
+                     "its other validations at the pilot's size (eval.final_samples)")}
 
 
 def table(p: dict) -> str:
@@ -288,8 +343,9 @@ def table(p: dict) -> str:
              + ", ".join(f"{a} {pp(v)}" for a, v in c["residual"].items()),
              f"problem part (sd, pp, at {c['test_size']} problems): "
              + ", ".join(f"{a} {pp(v)}" for a, v in c["problem"].items()) + f" -- {c['note']}",
-             f"timings: {t['step_s']:.1f} s per step x {t['steps']} steps, {t['problem_s']:.3f} s per evaluated "
-             f"problem x {t['evaluations']} evaluations, {t['overhead_s']:.0f} s per run besides ({t['source']})",
+             f"timings (from {p['timing_runs']}): {t['step_s']:.1f} s per step x {t['steps']} steps, {t['problem_s']:.3f} s per evaluated "
+             f"problem x ({t['endpoint_evaluations']} endpoint evaluations x the test set + {t['other_problems']} "
+             f"problems of the other validations), {t['overhead_s']:.0f} s per run besides ({t['source']})",
              f"effect {p['effect_pp']:g} pp on each of {', '.join(p['hypotheses'])} ({p['family_source']}; Holm: "
              f"strictest level {p['holm_strictest_level']:.4g}), {p['analysis']} analysis, "
              f"{100 * p['power_target']:.0f} % power", ""]

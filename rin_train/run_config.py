@@ -293,6 +293,10 @@ class EvalConfig:
     """Problems in the final step's validations (None: `samples`). A study's endpoint can be measured on a
     large test set while the intermediate validations, which only track learning, stay cheap; the first
     `samples` of these problems are the intermediate validations' problems."""
+    endpoint_only: bool = False
+    """Give `final_samples` only to the final step's merged validation (the deployed policy, a study's
+    endpoint); the final step's separate-LoRA validation then runs on the intermediate problems like every
+    earlier one, so the learning curve stays on one test set and the large set is generated once, not twice."""
     max_new_tokens: Tokens = 256
     batch_size: BatchSize = 16
     shared_prefix: bool = False
@@ -503,6 +507,9 @@ def check_cross_sections(cfg: RunConfig) -> None:
                             "task.test_size")
         if cfg.engine == "verl":
             raise SrddError("eval.final_samples: the verl engine validates one fixed set every time; leave it unset")
+    elif e.endpoint_only:
+        raise SrddError("eval.endpoint_only: set eval.final_samples too; without it every validation has the same "
+                        "problems and there is nothing to give the endpoint alone")
     prompts_per_step = g.batch_size // g.num_generations
     if t.train_size is not None and t.train_size < prompts_per_step:
         raise SrddError(f"task.train_size {t.train_size} < {prompts_per_step} prompts per step")

@@ -95,6 +95,10 @@ def register(sub) -> None:
     pl.add_argument("--design", action="append", default=[], metavar="NAME=RUNS",
                     help="a pilot of one way to run the study, e.g. p8=pilot-8prompts/runs (repeat: two or more); "
                          "compares their seeds per arm and hours and names the cheapest")
+    pl.add_argument("--timing", action="append", default=[], metavar="[NAME=]RUNS",
+                    help="price the plan by these runs' wall times instead of the pilot's own: the same design run "
+                         "by today's code or on the study's machine (same GRPO steps and shape); with --design, "
+                         "NAME=RUNS for that design (repeat)")
     pl.add_argument("--effect", type=float, required=True, metavar="PP",
                     help="effect size to detect: the difference between the two arms' mean final accuracies, in "
                          "percentage points (statsmodels' effect_size is this divided by the standard deviation; "
@@ -137,6 +141,7 @@ PLAN_EPILOG = """examples:
   srdd study plan runs/ --effect 5                               # the study's declared family, else all
   srdd study plan runs/ --effect 5 --hypotheses C1,C2,C3 --sizes 64,256 --json
   srdd study plan --design p4=pilot-p4/runs --design p8=pilot-p8/runs --effect 5 --hypotheses C1,C2,C3
+  srdd study plan old-study/runs --timing pilot/runs --effect 5   # old variances, today's run times
 
 The power analysis in statsmodels.stats.power's terms (TTestIndPower.solve_power): it solves for
 nobs1, the number of observations per sample (here seeds per arm; ratio 1, every arm runs the same
@@ -168,10 +173,15 @@ def study_plan(args) -> int:
     options = dict(effect_pp=args.effect, hypotheses=keys, analysis=args.analysis, sizes=sizes,
                    max_seeds=args.max_seeds)
     if args.design:
-        result = compare_designs([parse_design(d) for d in args.design], **options)
+        timings = dict(parse_design(t, "--timing") for t in args.timing)
+        if len(timings) != len(args.timing):
+            raise SrddError("--timing: one NAME=RUNS per design")
+        result = compare_designs([parse_design(d) for d in args.design], **options, timings=timings)
         print(dumps_json(result) if args.json else design_table(result))
     else:
-        result = plan(args.runs, **options)
+        if len(args.timing) > 1:
+            raise SrddError("--timing: one RUNS for one pilot (NAME=RUNS is for --design)")
+        result = plan(args.runs, **options, timing_dir=Path(args.timing[0]) if args.timing else None)
         print(dumps_json(result) if args.json else table(result))
     return 0
 

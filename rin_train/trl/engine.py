@@ -171,15 +171,16 @@ class RunLogger(TrainerCallback):
 
     def validate(self, model, step: int) -> dict:
         """Validation of the policy as trained (LoRA beside the quantized base); at the final step also as
-        deployed (LoRA merged into the weights and re-quantized), under `eval_merged`."""
+        deployed (LoRA merged into the weights and re-quantized), under `eval_merged`, on the final test set
+        (with `eval.endpoint_only`, the deployed one alone)."""
         if self.injector is not None and getattr(self.injector, "perturbed", False):
             raise RuntimeError("validation would see noisy weights; the injector did not restore them")
         final = step == self.cfg.grpo.steps
-        problems = self.test if final else self.intermediate
+        problems = self.test if final and not self.cfg.eval.endpoint_only else self.intermediate
         result = self._evaluate(model, step, "separate", problems)
         if final:
             with lora_served(model):
-                merged = self._evaluate(model, step, "merged", problems)
+                merged = self._evaluate(model, step, "merged", self.test)
             result["eval_merged"] = merged
         return result
 

@@ -44,6 +44,7 @@ def test_each_design_is_planned_alone_priced_by_its_runs_and_the_cheapest_named(
         assert d["cheapest"] == best
         clock = Timing(**alone["timing"])  # the pilot's own wall times: 20 steps, 4 evaluations, 100 s besides
         assert clock.run_seconds(64) == pytest.approx(20 * clock.step_s + 4 * 64 * 0.25 + 100, rel=0.01)
+        assert clock.run_seconds(512) - clock.run_seconds(64) == pytest.approx(2 * 448 * clock.problem_s)
         assert best["hours"] == pytest.approx(best["seeds"] * len(ARMS) * clock.run_seconds(best["test_size"]) / 3600)
         hours[d["name"]] = best["hours"]
     assert result["cheapest"] == min(hours, key=hours.get)
@@ -88,3 +89,18 @@ def test_designs_whose_pilots_declare_different_families_are_refused(pilots, cap
     assert main(["study", "plan", *_argv(pilots), "--effect", "20", "--sizes", "64"]) == 2
     err = capsys.readouterr().err
     assert "plan different families" in err and "give --hypotheses" in err
+
+
+def test_timing_prices_one_design_by_other_runs_and_names_only_known_designs(pilots, capsys):
+    """`--timing steady=RUNS`: steady's variances, the noisy pilot's (cheaper) step times."""
+    alone = compare_designs(list(pilots.items()), **{**OPTIONS, "sizes": [64]})
+    priced = compare_designs(list(pilots.items()), **{**OPTIONS, "sizes": [64]}, timings={"steady": pilots["noisy"]})
+    before, after = ({d["name"]: d for d in r["designs"]} for r in (alone, priced))
+    assert after["steady"]["plan"]["timing"] == before["noisy"]["plan"]["timing"]
+    assert after["steady"]["cheapest"]["seeds"] == before["steady"]["cheapest"]["seeds"]
+    assert after["steady"]["cheapest"]["hours"] < before["steady"]["cheapest"]["hours"] and after["noisy"] == before["noisy"]
+    assert main(["study", "plan", *_argv(pilots), "--timing", "stedy=x", "--effect", "20", "--hypotheses", "C1"]) == 2
+    assert "no --design is named 'stedy'" in capsys.readouterr().err
+    assert main(["study", "plan", *_argv(pilots), "--timing", f"steady={pilots['noisy']}", "--effect", "20",
+                 "--hypotheses", "C1,C2,C3", "--sizes", "64"]) == 0
+    assert f"{pilots['steady']} (timed by {pilots['noisy']})" in capsys.readouterr().out

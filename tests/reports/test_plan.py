@@ -9,7 +9,7 @@ import pytest
 
 from calibrate.suite import HYPOTHESES, SUITE_HYPOTHESES
 from reports.compare import Method
-from reports.plan import Components, design_power, estimate, fewest_seeds, timing
+from reports.plan import Components, Timing, design_power, estimate, fewest_seeds, plan, timing
 from reports.runs import load_runs
 from reports.verdicts import SUPPORTED, VerdictSettings, decide
 from srdd.cli import main
@@ -68,7 +68,8 @@ def test_plan_of_the_committed_pilot_is_confirmed_by_simulation(effect, sizes):
     if effect == 10:  # more problems help only through the problem part
         assert bound[512] < bound[64] and none[512] == none[64]
     t = plan["timing"]
-    assert t["steps"] == 24 and t["evaluations"] == 4 and 10 < t["step_s"] < 20
+    assert t["steps"] == 24 and t["endpoint_evaluations"] == 2 and t["other_problems"] == 2 * 64
+    assert 10 < t["step_s"] < 20
 
 
 def test_problem_part_is_measured_from_per_problem_outcomes(tmp_path):
@@ -83,7 +84,8 @@ def test_problem_part_is_measured_from_per_problem_outcomes(tmp_path):
     expected = (inter**2).sum() / (3 * 63) / 64
     assert components.problem["E13i-targeted"] == pytest.approx(min(expected, components.residual["E13i-targeted"]))
     clock = timing(runs)
-    assert clock.step_s == pytest.approx(12.1) and clock.steps == 20 and clock.evaluations == 4
+    assert clock.step_s == pytest.approx(12.1) and clock.steps == 20
+    assert clock.endpoint_evaluations == 2 and clock.other_problems == 2 * 64  # steps 0 and 10; 20 and 20 merged
     assert clock.problem_s == pytest.approx(0.25, rel=0.01)
 
 
@@ -156,3 +158,37 @@ def test_the_pooled_power_of_two_arms_is_the_paired_t_test_of_statsmodels():
         assert got == pytest.approx(TTestPower().power(effect_size=d, nobs=n, alpha=alpha), abs=0.015), n
     seeds, _ = fewest_seeds(c, [(0, 1)], Method.POOLED, 64, effect, alpha, True, 50)
     assert abs(seeds - np.ceil(TTestPower().solve_power(effect_size=d, alpha=alpha, power=0.8))) <= 1
+
+
+def test_timing_runs_price_the_plan_and_must_be_the_pilots_design(tmp_path, capsys):
+    """--timing: the pilot's variances, another runs directory's wall times (the same design under faster code)."""
+    root = write_pilot(tmp_path / "runs", outcomes=True)
+    faster = write_pilot(tmp_path / "faster", ("E13i-baseline",), step_s=6.0, seed=5)
+    options = dict(effect_pp=20, hypotheses=["H1", "H3"], sizes=[64])
+    own, priced = plan(root, **options), plan(root, **options, timing_dir=faster)
+    assert priced["components"] == own["components"] and priced["designs"][0]["seeds"] == own["designs"][0]["seeds"]
+    assert own["timing"]["step_s"] == pytest.approx(12.1) and priced["timing"]["step_s"] == pytest.approx(6.1)
+    assert priced["timing_runs"] == str(faster) and own["timing_runs"] == str(root)
+    clock = Timing(**priced["timing"])
+    assert priced["designs"][0]["hours"] == pytest.approx(own["designs"][0]["seeds"] * 3 * clock.run_seconds(64) / 3600)
+    assert priced["designs"][0]["hours"] < own["designs"][0]["hours"]
+    info = json.loads((faster / "E13i-baseline-s2" / "run.json").read_text())
+    info["config"]["grpo"]["steps"] = 40
+    (faster / "E13i-baseline-s2" / "run.json").write_text(json.dumps(info))
+    assert main(["study", "plan", str(root), "--timing", str(faster), "--effect", "20", "--hypotheses", "H1,H3",
+                 "--sizes", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "run E13i-baseline-s2 is another design than the pilot's: grpo.steps 40 (pilot 20)" in err
+
+
+def test_each_arm_is_priced_by_its_own_runs_and_an_arm_without_runs_by_all(tmp_path):
+    """One seed of every arm costs the sum of the arms' runs: a slow arm (RMSNorm noise skips the shared-prompt
+    update) is not hidden under a median of the fast ones."""
+    root = write_pilot(tmp_path / "runs")
+    mixed = write_pilot(tmp_path / "mixed", ("E13i-baseline",), step_s=6.0, seed=5)
+    write_pilot(mixed, ("E13i-targeted", "E13j-variable"), step_s=18.0, seed=6)
+    priced = plan(root, effect_pp=20, hypotheses=["H1", "H3"], sizes=[64], timing_dir=mixed)["timing"]
+    assert priced["step_s"] == pytest.approx((6.1 + 18.1 + 18.1) / 3)
+    runs = load_runs(mixed, "relative_error")
+    assert timing(runs).step_s == pytest.approx(18.0)  # no arms: the median of every step (2 in 3 are 18.x s)
+    assert timing(runs, ["E13i-baseline", "E13k-constant"]).step_s == pytest.approx((6.1 + 18.0) / 2)

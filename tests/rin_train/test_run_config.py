@@ -75,6 +75,7 @@ def test_a_run_recorded_before_matmul_dtype_resumes_with_the_matmuls_it_ran():
     ({"eval": {"samples": 16, "final_samples": 8}}, "eval.final_samples 8 < eval.samples 16"),
     ({"eval": {"samples": 16, "final_samples": 128}, "task": {"test_size": 64}}, "eval.final_samples 128 > task.test_size"),
     ({"engine": "verl", "eval": {"samples": 16, "final_samples": 32}}, "verl engine validates one fixed set"),
+    ({"eval": {"endpoint_only": True}}, "eval.endpoint_only: set eval.final_samples too"),
     ({"engine": "deepspeed"}, "engine: Input should be 'trl' or 'verl'"),
     ({"quant": {"format": "mxfp3"}}, "mxfp3"),
     ({"quant": {"mode": "w8a8"}}, "w8a8"),

@@ -172,6 +172,18 @@ def test_the_final_validations_use_eval_final_samples_and_the_others_eval_sample
     assert next(x["ids"] for x in lines if x["step"] == final["step"])[:4] == first_ids  # the same problems first
 
 
+def test_eval_endpoint_only_gives_the_final_test_set_to_the_merged_validation_alone(tmp_path):
+    import json
+
+    run = run_training(_smoke("eval.samples=4", "eval.final_samples=8", "task.test_size=8", "eval.endpoint_only=true"),
+                       tmp_path / "run")
+    final = [r for r in run.logged_steps() if r["accuracy"] is not None][-1]
+    assert final["eval_samples"] == 4 and final["eval_merged"]["eval_samples"] == 8
+    lines = [json.loads(x) for x in (run.path / "eval_outcomes.jsonl").read_text().splitlines()]
+    sizes = {(x["step"], x["eval_lora"]): len(x["ids"]) for x in lines}
+    assert sizes == {**{(s, "separate"): 4 for s in (0, 2, 3)}, (3, "merged"): 8}
+
+
 def test_rollouts_prefill_each_distinct_prompt_once_and_validations_split_nothing_by_default(tmp_path, monkeypatch):
     """TRL passes each prompt num_generations times: the rollout's prefill runs the distinct ones
     (rin_train.shared_prefill); validation prompts are distinct and, without eval.shared_prefix, not split."""
