@@ -10,6 +10,7 @@ import scipy
 from calibrate.suite import HYPOTHESES, Hypothesis
 from reports.runs import Group, RunRecord, config_diff, flatten, group_runs
 from reports.stats import CI_METHOD, correlation
+from reports.variance import components_section
 from reports.verdicts import VerdictSettings, verdicts
 from srdd import __version__
 
@@ -40,9 +41,14 @@ def _pick(groups: list[Group], name: str | None) -> Group | None:
 
 def build_report(runs: list[RunRecord], *, metric: str, baseline: str | None, target: str | None,
                  settings: VerdictSettings = VerdictSettings(),
-                 sources: dict[str, str] | None = None, hypotheses: Sequence[Hypothesis] = HYPOTHESES) -> dict:
+                 sources: dict[str, str] | None = None, hypotheses: Sequence[Hypothesis] = HYPOTHESES,
+                 plan: tuple[str, dict] | None = None) -> dict:
     """report.json's content. `sources` says where the analysis, the margin and a declared family came from
-    (reports.settings); `hypotheses` are every hypothesis tested (reports.settings.Resolved.hypotheses).
+    (reports.settings); `hypotheses` are every hypothesis tested (reports.settings.Resolved.hypotheses);
+    `plan` is the (path, content) of the `srdd study plan` the study was sized by.
+
+    A declared confirmatory family (or, without one, the plan's) gets its variance components beside the
+    plan's (reports.variance), so that an inconclusive verdict shows whether the design or its bet failed.
 
     A report records a declared confirmatory family, and the definitions it tested unless they are the
     built-in HYPOTHESES, so that it can be rebuilt from its own options (tests/studies); a report of the
@@ -119,6 +125,14 @@ def build_report(runs: list[RunRecord], *, metric: str, baseline: str | None, ta
         report["options"]["confirmatory"] = list(settings.confirmatory)
     if tuple(hypotheses) != HYPOTHESES:
         report["options"]["hypotheses"] = [h.to_dict() for h in hypotheses]
+    keys = settings.confirmatory if settings.confirmatory is not None else (plan[1]["hypotheses"] if plan else None)
+    if keys is not None:
+        family = [h for h in hypotheses if h.key in keys]
+        section = components_section(valid, family, None if plan is None else plan[1])
+        if section is not None:
+            report["variance_components"] = section
+    if plan is not None:
+        report["options"]["plan"] = plan[0]
     return report
 
 

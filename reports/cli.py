@@ -65,6 +65,9 @@ def register(sub) -> None:
                    help="the confirmatory family, e.g. C1,C2,C3: Holm across these, every other hypothesis "
                         "exploratory (default: the study's declared family, else every hypothesis of the suite "
                         "in one family)")
+    p.add_argument("--plan", type=Path, metavar="PLAN.json",
+                   help="the power plan the study was sized by (srdd study plan RUNS --json): its variance "
+                        "components are set beside the ones the study's runs show, at the study's test-set size")
     p.add_argument("--force", action="store_true", help="replace an existing OUT directory")
     p.set_defaults(func=run)
 
@@ -122,6 +125,7 @@ def run(args) -> int:
     from reports.render import html_page, markdown
     from reports.runs import load_runs
     from reports.settings import resolve
+    from reports.variance import load_plan
     from srdd.jsonio import dumps_json, new_dir_mode
 
     check_out(args.out, args.runs, args.force)
@@ -140,8 +144,9 @@ def run(args) -> int:
     sources = {"analysis": resolved.analysis_source, "margin": resolved.margin_source}
     if resolved.family_source is not None:  # an undeclared study's report keeps the keys it always had
         sources["hypotheses"] = resolved.family_source
+    plan = None if args.plan is None else (str(args.plan), load_plan(args.plan))
     report = build_report(runs, metric=args.metric, baseline=args.baseline, target=args.target,
-                          settings=resolved.settings, sources=sources, hypotheses=resolved.hypotheses)
+                          settings=resolved.settings, sources=sources, hypotheses=resolved.hypotheses, plan=plan)
     valid = [r for r in runs if r.valid]
     figs = {"layer_profiles.png": figures.layer_profiles(valid, args.metric),
             "trajectories.png": figures.trajectories(valid),

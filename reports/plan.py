@@ -40,7 +40,7 @@ from reports.outcomes import ProblemOutcomes, final_outcomes
 from reports.blocked import arm_variances, pooled_variance
 from reports.compare import ALPHA, MIN_SEEDS, POWER, Method
 from reports.power import simulate_null
-from reports.runs import Group, RunRecord, group_runs, load_runs
+from reports.runs import Group, RunRecord, group_runs, load_run, load_runs
 from reports.settings import declared_family
 from reports.verdicts import choose_method, find_group, seeds_of
 from srdd.errors import SrddError
@@ -280,7 +280,10 @@ def priced_by(timing_dir: Path, family_runs: list[RunRecord]) -> list[RunRecord]
     """The runs of `timing_dir` that price a plan in place of the pilot's own: the same design run by today's
     code or on the study's machine (a pilot's variance outlives a faster release; its wall times do not).
     Refused unless every run has the pilot's GRPO shape, so a faster design cannot price a slower one."""
-    runs = [r for r in load_runs(timing_dir, "relative_error", "merged") if r.valid]
+    if not timing_dir.is_dir():
+        raise SrddError(f"--timing {timing_dir} is not a directory of runs")
+    runs = [r for r in (load_run(p, "relative_error", "merged") for p in sorted(timing_dir.iterdir())
+                        if (p / "run.json").is_file()) if r.valid]  # one complete run prices as well as many
     if not runs:
         raise SrddError(f"--timing {timing_dir}: no complete runs to take times from")
     want = _shape(family_runs[0])

@@ -6,6 +6,7 @@ import base64
 import html
 import re
 
+from reports.variance import rows as variance_rows
 from srdd.scan.render import table
 
 
@@ -123,6 +124,14 @@ def sections(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     out.append(("Why each verdict", ["hypothesis", *family, "question", "reason"],
                 [[v["hypothesis"], *(v[k] for k in family), v["question"], v["reason"]] for v in rows]))
     out += analysis_sections(report)
+    if report.get("variance_components"):
+        section = report["variance_components"]
+        planned = section.get("planned")
+        title = ("Variance components of the final accuracy (the family's arms), observed"
+                 + (f" and as planned ({planned['pilot']}, {planned['pilot_test_size']} problems, rescaled)"
+                    if planned else ""))
+        if section["observed"] is not None:
+            out.append((title, *variance_rows(section)))
     corr = [[c["scope"], c.get("run", ""), c["x"], c["y"], str(c["n"]), _num(c["pearson_r"]),
              _p(c["pearson_p"]), _num(c["spearman_rho"]), _p(c["spearman_p"]),
              "—" if c["ci95"] is None else f"[{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]",

@@ -15,7 +15,7 @@ EPILOG = """examples:
       --only control,E13i-baseline,E13j-variable                        # a subset now, the rest later
   srdd study status runs/                                              # arm x seed table, time left
   srdd study run study/ --seeds 0,1,2,3,4,5 --runs confirm/ --hypotheses C1,C2,C3 --margin 5 \\
-      --only control,E13i-baseline,E13m-rmsnorm,E13j-variable         # pre-registered: 4 arms, one family
+      --arms control,E13i-baseline,E13m-rmsnorm,E13j-variable         # pre-registered: 4 arms, one family
   srdd study run study/ --seeds 0,1,2 --runs runs/ --retry-failed      # after fixing what failed
   srdd study report runs/ -o report/ --force --metric sqnr_db          # = srdd correlate
   srdd study plan runs/ --effect 5                                     # seeds and test-set sizes for 5 pp
@@ -68,6 +68,10 @@ def register(sub) -> None:
                    help="declare the confirmatory family, e.g. C1,C2,C3: the report Holm-adjusts across these "
                         "alone and labels every other hypothesis exploratory (default: every hypothesis of the "
                         "suite in one family); part of the setting")
+    r.add_argument("--arms", metavar="NAME,...",
+                   help="declare the study's arms, e.g. control,E13i-baseline (default: the control and every arm "
+                        "of the suite): a pre-registered study runs these alone and reports once they are "
+                        "complete; part of the setting")
     r.add_argument("--only", metavar="NAME,...", help="run only these arms now (control is an arm)")
     r.add_argument("--retry-failed", action="store_true",
                    help="move failed/invalid runs to RUNS/_failed/ and run them again")
@@ -200,6 +204,7 @@ def _command(args) -> str:
     words += ["--analysis", args.analysis] if args.analysis else []
     words += ["--margin", f"{args.margin:g}"] if args.margin is not None else []
     words += ["--hypotheses", args.hypotheses] if args.hypotheses is not None else []
+    words += ["--arms", args.arms] if args.arms is not None else []
     words += [w for s in args.sets for w in ("--set", s)]
     words += (["--only", args.only] if args.only else []) + ([] if args.control else ["--no-control"])
     words += ["--report-dir", str(args.report_dir)] if args.report_dir else []
@@ -223,7 +228,8 @@ def run(args) -> int:
     if args.runs.exists() and not args.runs.is_dir():
         raise SrddError(f"--runs {args.runs} exists and is not a directory")
     settings, control = build_settings(args.suite, args.runs, seeds, tuple(args.sets), args.preset,
-                                       analysis=args.analysis, margin_pp=args.margin, hypotheses=keys)
+                                       analysis=args.analysis, margin_pp=args.margin, hypotheses=keys,
+                                       arms=_csv(args.arms))
     specs = plan(settings, args.runs, only, args.control)
     report_dir = check_report_dir(args.runs, args.report_dir, [s.name for s in plan(settings, args.runs)])
     refuse_links(args.runs)

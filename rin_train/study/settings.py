@@ -64,6 +64,7 @@ class Settings:
     analysis: str | None = None  # declared analysis of the report (reports.settings reads it); None: the default
     margin_pp: float | None = None  # declared smallest effect of interest, pp; None: the suite's gap or 5 pp
     hypotheses: tuple[str, ...] | None = None  # declared confirmatory family; None: the suite's, all in one
+    declared_arms: tuple[str, ...] | None = None  # declared --arms (the study runs these alone); None: all
 
     def __post_init__(self) -> None:
         check_seeds(self.seeds)
@@ -76,7 +77,8 @@ class Settings:
     def identity(self) -> dict:
         """The part compared between calls (paths may move; contents may not change)."""
         declared = {k: v for k, v in (("--analysis", self.analysis), ("--margin", self.margin_pp),
-                                      ("--hypotheses", self.hypotheses and list(self.hypotheses)))
+                                      ("--hypotheses", self.hypotheses and list(self.hypotheses)),
+                                      ("--arms", self.declared_arms and list(self.declared_arms)))
                     if v is not None}
         return {"suite.json": self.suite_sha256, "seeds": list(self.seeds), "--preset": self.preset,
                 "--set": list(self.sets), "arms": {a.name: a.sha256 for a in self.arms}, **declared}
@@ -88,7 +90,8 @@ class Settings:
         return {"schema": SCHEMA, "created": now_iso(), "suite": os.path.relpath(self.suite, base),
                 "suite_sha256": self.suite_sha256, "seeds": list(self.seeds), "preset": self.preset,
                 "sets": list(self.sets), "arms": [a.to_dict(base) for a in self.arms], "analysis": self.analysis,
-                "margin_pp": self.margin_pp, "hypotheses": self.hypotheses and list(self.hypotheses)}
+                "margin_pp": self.margin_pp, "hypotheses": self.hypotheses and list(self.hypotheses),
+                **({} if self.declared_arms is None else {"declared_arms": list(self.declared_arms)})}
 
     @classmethod
     def from_dict(cls, doc: dict, where: Path) -> Settings:
@@ -100,9 +103,11 @@ class Settings:
                              a.get("resolved_sha256")) for a in doc["arms"])
             preset_name = doc.get("preset")  # an unversioned record predates versions: pinned to version 1
             keys = doc.get("hypotheses")  # absent from records made before studies declared a family
+            chosen = doc.get("declared_arms")  # absent unless the study declared --arms
             return cls(_joined(base, doc["suite"]), doc["suite_sha256"], tuple(doc["seeds"]), tuple(doc["sets"]), arms,
                        None if preset_name is None else pinned(preset_name, recorded=preset_name),
-                       doc.get("analysis"), doc.get("margin_pp"), tuple(keys) if isinstance(keys, list) else keys)
+                       doc.get("analysis"), doc.get("margin_pp"), tuple(keys) if isinstance(keys, list) else keys,
+                       None if chosen is None else tuple(chosen))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SrddError(f"{where}: not a study file ({type(exc).__name__}: {shown(str(exc))})") from None
 
@@ -241,28 +246,44 @@ def declared_family(doc: dict, suite: Path, arms: Sequence[str], keys: Sequence[
 
 def build_settings(suite: Path, runs: Path, seeds: tuple[int, ...], sets: tuple[str, ...],
                    preset_name: str | None = None, *, analysis: str | None = None,
-                   margin_pp: float | None = None, hypotheses: Sequence[str] | None = None) -> tuple[Settings, str]:
+                   margin_pp: float | None = None, hypotheses: Sequence[str] | None = None,
+                   arms: Sequence[str] | None = None) -> tuple[Settings, str]:
     """The settings of this call, every arm validated through rin_train, and the text of control.yaml.
 
     Nothing is written: `open_study` records them once they are known to be good. The preset is pinned to
-    a version: the one the study in `runs` recorded, else the latest (rin_train.presets).
+    a version: the one the study in `runs` recorded, else the latest (rin_train.presets). `arms` declares
+    the study's arms (the control by its name), in the suite's order; None: the control and every arm.
     """
     check_sets(sets)
     preset_name = pinned(preset_name, recorded=load_settings(runs).preset if study_file(runs).is_file() else None)
     check_seeds(seeds)
     check_declared(analysis, margin_pp)
     doc, configs = read_suite(suite)
+    baseline = configs[0][1]
+    control = control_config(baseline)  # the baseline's without noise, whichever arms the study runs
+    names = [CONTROL, *(name for name, _ in configs)]
+    chosen = None if arms is None else declared_arms(arms, names)
+    if chosen is not None:
+        configs = [(name, path) for name, path in configs if name in chosen]
     if hypotheses is not None:
-        hypotheses = declared_family(doc, suite, [CONTROL, *(name for name, _ in configs)], hypotheses)
-    control = control_config(configs[0][1])
-    text = control_text(control, configs[0][1])
-    arms = [Arm(CONTROL, (study_dir(runs) / "control.yaml").resolve(), sha256_text(text),
-                *resolve_arm(control, sets, seeds, preset_name))]
-    arms += [Arm(name, path.resolve(), hashlib.sha256(path.read_bytes()).hexdigest(),
-                 *resolve_arm(path, sets, seeds, preset_name)) for name, path in configs]
+        hypotheses = declared_family(doc, suite, chosen or names, hypotheses)
+    text = control_text(control, baseline)
+    out = [Arm(CONTROL, (study_dir(runs) / "control.yaml").resolve(), sha256_text(text),
+               *resolve_arm(control, sets, seeds, preset_name))] if chosen is None or CONTROL in chosen else []
+    out += [Arm(name, path.resolve(), hashlib.sha256(path.read_bytes()).hexdigest(),
+                *resolve_arm(path, sets, seeds, preset_name)) for name, path in configs]
     suite_sha = hashlib.sha256((suite / "suite.json").read_bytes()).hexdigest()
-    return Settings(suite.resolve(), suite_sha, seeds, sets, tuple(arms), preset_name, analysis, margin_pp,
-                    hypotheses), text
+    return Settings(suite.resolve(), suite_sha, seeds, sets, tuple(out), preset_name, analysis, margin_pp,
+                    hypotheses, chosen), text
+
+
+def declared_arms(arms: Sequence[str], names: Sequence[str]) -> tuple[str, ...]:
+    """--arms in the suite's order, refused when it names an arm the suite lacks or none at all."""
+    unknown = [a for a in arms if a not in names]
+    if unknown or not arms:
+        raise SrddError(f"--arms: {'unknown arm(s) ' + ', '.join(unknown) if unknown else 'no arm named'}; the "
+                        f"suite's arms: {', '.join(names)}")
+    return tuple(n for n in names if n in arms)
 
 
 def study_file(runs: Path) -> Path:

@@ -164,6 +164,9 @@ def test_timing_runs_price_the_plan_and_must_be_the_pilots_design(tmp_path, caps
     """--timing: the pilot's variances, another runs directory's wall times (the same design under faster code)."""
     root = write_pilot(tmp_path / "runs", outcomes=True)
     faster = write_pilot(tmp_path / "faster", ("E13i-baseline",), step_s=6.0, seed=5)
+    for s in (0, 1, 3):  # one complete run prices a plan; running ones are left out
+        info = json.loads((faster / f"E13i-baseline-s{s}" / "run.json").read_text())
+        (faster / f"E13i-baseline-s{s}" / "run.json").write_text(json.dumps({**info, "status": "running"}))
     options = dict(effect_pp=20, hypotheses=["H1", "H3"], sizes=[64])
     own, priced = plan(root, **options), plan(root, **options, timing_dir=faster)
     assert priced["components"] == own["components"] and priced["designs"][0]["seeds"] == own["designs"][0]["seeds"]

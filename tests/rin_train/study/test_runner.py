@@ -375,6 +375,36 @@ def test_a_declared_family_is_recorded_and_part_of_the_setting(suite, small_suit
     assert not (tmp_path / "small").exists()
 
 
+def test_declared_arms_are_the_study_recorded_and_part_of_the_setting(suite, tmp_path, capsys):
+    """--arms: a pre-registered study of some of the suite's arms plans, shows and waits for those alone."""
+    from rin_train.study.status import status_lines
+
+    runs = tmp_path / "runs"
+    settings, control = build_settings(suite, runs, (0, 1), tuple(SETS), arms=["E13j-variable", CONTROL])
+    assert [a.name for a in settings.arms] == [CONTROL, "E13j-variable"] and settings.declared_arms == (CONTROL,
+                                                                                                       "E13j-variable")
+    assert yaml.safe_load(control)["noise"]["enabled"] is False  # still the suite baseline's control
+    open_study(runs, settings, control)
+    assert json.loads((runs / "_study" / "study.json").read_text())["declared_arms"] == [CONTROL, "E13j-variable"]
+    assert load_settings(runs) == settings
+    assert [s.name for s in plan(load_settings(runs), runs)] == ["control-s0", "E13j-variable-s0", "control-s1",
+                                                                 "E13j-variable-s1"]
+    assert any("E13j-variable" in line for line in status_lines(load_settings(runs), runs))
+    assert not any("E13i-baseline" in line for line in status_lines(load_settings(runs), runs))
+    for extra, what in [([], "--arms: recorded ['control', 'E13j-variable'], now None"),
+                        (["--arms", "control"], "--arms: recorded ['control', 'E13j-variable'], now ['control']")]:
+        assert _study("run", suite, "--seeds", "0,1", "--runs", runs, *ARGS, *extra) == 2
+        err = capsys.readouterr().err
+        assert "holds a study with other settings" in err and what in err, err
+    assert _study("run", suite, "--seeds", "0", "--runs", tmp_path / "other", *ARGS, "--arms", "control,E13x") == 2
+    assert "--arms: unknown arm(s) E13x; the suite's arms: control, E13i-baseline" in capsys.readouterr().err
+    assert _study("run", suite, "--seeds", "0", "--runs", tmp_path / "c3", *ARGS, "--arms", "control,E13j-variable",
+                  "--hypotheses", "C3") == 2
+    assert "C3 compares E13j-variable with E13i-baseline, and the suite has no arm E13i-baseline" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "other").exists() and not (tmp_path / "c3").exists()
+
+
 @pytest.mark.parametrize("margin", ["nan", "0", "-1", "100", "101"])
 def test_a_bad_margin_is_refused_before_any_arm_is_resolved(suite, tmp_path, capsys, margin):
     assert _study("run", suite, "--seeds", "0", "--runs", tmp_path / "runs", "--margin", margin) == 2
