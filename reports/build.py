@@ -93,8 +93,12 @@ def build_report(runs: list[RunRecord], *, metric: str, baseline: str | None, ta
                                                 scope="across_layers", run=r.name, xname=xname,
                                                 yname=f"delta.{metric}"))
     finals = [r.final_accuracy for r in valid]
-    correlations.append(correlation([statistics.fmean(r.delta) for r in valid], finals, scope="across_runs",
-                                    xname=f"mean_delta.{metric}", yname="final_accuracy"))
+    srdd_r = correlation([statistics.fmean(r.delta) for r in valid], finals, scope="across_runs",
+                         xname=f"mean_delta.{metric}", yname="final_accuracy")
+    srdd_r["unit"] = (f"one point per run; x: the run's {metric} after training minus before, averaged over its "
+                      f"layers ({METRIC_UNITS[metric]}); y: its final accuracy "
+                      f"({valid[0].accuracy_kind if valid else 'merged'}, a fraction of the test problems)")
+    correlations.append(srdd_r)
     arm_of = {r.name: g.name for g in groups for r in g.runs}
     for key, values in _numeric_features(valid).items():
         correlations.append(correlation(values, finals, scope="across_runs", xname=f"config.{key}",
@@ -134,6 +138,12 @@ def build_report(runs: list[RunRecord], *, metric: str, baseline: str | None, ta
     if plan is not None:
         report["options"]["plan"] = plan[0]
     return report
+
+
+METRIC_UNITS = {"relative_error": "mean |q - x| / |x| over the block's outputs, a fraction",
+                "deadzone_ratio": "the fraction of block outputs quantized to zero",
+                "sqnr_db": "10 log10 of signal over quantization-error power, dB"}
+"""What a scan metric's numbers are (DESIGN.md §2), for the SRDD change <-> accuracy correlation's unit."""
 
 
 def _mean_sigma(runs: list[RunRecord], attr: str) -> float | None:

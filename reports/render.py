@@ -135,7 +135,7 @@ def sections(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     corr = [[c["scope"], c.get("run", ""), c["x"], c["y"], str(c["n"]), _num(c["pearson_r"]),
              _p(c["pearson_p"]), _num(c["spearman_rho"]), _p(c["spearman_p"]),
              "—" if c["ci95"] is None else f"[{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]",
-             "; ".join(x for x in (c.get("note"), c.get("warning")) if x)]
+             "; ".join(x for x in (c.get("note"), c.get("unit"), c.get("warning")) if x)]
             for c in report["correlations"]]
     out.append(("Correlations", ["scope", "run", "x", "y", "n", "pearson r", "pearson p", "spearman ρ", "spearman p",
                                  "95% CI of r", "note"], corr))

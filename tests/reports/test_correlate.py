@@ -85,6 +85,8 @@ def test_report_content(study):
     across = next(c for c in report["correlations"] if c["x"] == "mean_delta.relative_error")
     valid = [r for r in runs if r.valid]
     assert across["n"] == 12
+    assert across["unit"].startswith("one point per run; x: the run's relative_error after training minus before")
+    assert "mean |q - x| / |x|" in across["unit"] and "final accuracy (merged" in across["unit"]
     assert across["spearman_rho"] == pytest.approx(
         sps.spearmanr([np.mean(r.delta) for r in valid], [r.final_accuracy for r in valid]).statistic)
     verdicts = {v["hypothesis"]: v for v in report["verdicts"]}
