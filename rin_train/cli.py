@@ -53,6 +53,10 @@ def register(sub) -> None:
     p.add_argument("--name", help="run name (default: the --out directory name)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out (its recorded config) from its last checkpoint")
+    p.add_argument("--step0-cache", type=Path, metavar="DIR",
+                   help="share the untrained policy's step-0 validation with other runs through DIR (srdd study "
+                        "passes RUNS/_study/step0): a run whose config differs only in seed and name, on the same "
+                        "model files, code and machine, copies the stored result instead of validating again")
     p.add_argument("--engine", choices=["trl", "verl"], default=None,
                    help="trl: GRPO on this machine (default); verl: write the verl command for this config")
     p.add_argument("--launch", action="store_true", help="verl engine: also run the command it writes")
@@ -86,6 +90,8 @@ def run(args) -> int:
                         "(choose another --out, or pass --resume to continue that run)")
     cfg = resolve_config(args)
     if cfg.engine == "verl":
+        if args.step0_cache is not None:
+            raise SrddError("--step0-cache is for the trl engine (verl validates in its own workers)")
         import importlib
         import importlib.util
 
@@ -99,7 +105,7 @@ def run(args) -> int:
     from rin_train.train import run_training
 
     try:
-        result = run_training(cfg, args.out, resume=args.resume, verbose=args.verbose)
+        result = run_training(cfg, args.out, resume=args.resume, verbose=args.verbose, step0_cache=args.step0_cache)
     except Terminated as exc:
         print(f"srdd train: {exc}; run {args.out} marked failed (continue it with --resume)")
         return 1

@@ -30,6 +30,7 @@ from rin_train.lora_merge import lora_merged
 from rin_train.noise import NoiseInjector
 from rin_train.rundir import RunDir
 from rin_train.signals import Terminated, terminate_on_signals
+from rin_train.step0 import Step0Cache
 from rin_train.run_config import RunConfig, check_against_model
 from rin_train.tasks import drop_long_prompts, load_task
 from srdd.errors import SrddError
@@ -155,13 +156,15 @@ def final_validated(run: RunDir, steps: int) -> bool:
                for r in run.logged_steps())
 
 
-def run_training(cfg: RunConfig, out: Path, *, resume: bool = False, verbose: bool = False) -> RunDir:
-    """Train one run into `out`; returns its RunDir (read `info()['status']`), its lock released."""
+def run_training(cfg: RunConfig, out: Path, *, resume: bool = False, verbose: bool = False,
+                 step0_cache: Path | None = None) -> RunDir:
+    """Train one run into `out`; returns its RunDir (read `info()['status']`), its lock released.
+    `step0_cache`: a directory of step-0 validations shared with other runs (rin_train.step0)."""
     with library_notices_silenced():
-        return _run_training(cfg, Path(out), resume=resume, verbose=verbose)
+        return _run_training(cfg, Path(out), resume=resume, verbose=verbose, step0_cache=step0_cache)
 
 
-def _run_training(cfg: RunConfig, out: Path, *, resume: bool, verbose: bool) -> RunDir:
+def _run_training(cfg: RunConfig, out: Path, *, resume: bool, verbose: bool, step0_cache: Path | None) -> RunDir:
     from rin_train.trl.engine import train_grpo
     from rin_train.watchdog import Watchdog
 
@@ -174,6 +177,8 @@ def _run_training(cfg: RunConfig, out: Path, *, resume: bool, verbose: bool) -> 
     test = test[: cfg.eval.final_problems]
     # validates layers/targets against the model
     injector = NoiseInjector(model, cfg.noise, seed=cfg.seed, effective=True) if cfg.noise.enabled else None
+    step0 = None if step0_cache is None else Step0Cache.open(step0_cache, config=cfg.to_dict(), model=info,
+                                                             run_name=cfg.name)
     run = RunDir.open_for_resume(out) if resume else RunDir.create(out, name=cfg.name, config=cfg.to_dict(),
                                                                   seed=cfg.seed, provenance=provenance(info))
     write_module_list(run, names)
@@ -188,7 +193,7 @@ def _run_training(cfg: RunConfig, out: Path, *, resume: bool, verbose: bool) -> 
                 run.write_scan("before", rescan(model, tokenizer, cfg, info))
             try:  # armed by the engine when training begins
                 logger = train_grpo(model, tokenizer, cfg, run, train, test, injector=injector, resume=resume,
-                                    watchdog=watchdog)
+                                    watchdog=watchdog, step0=step0)
             finally:
                 watchdog.stop()
             if logger.stop_reason is not None:

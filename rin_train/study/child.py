@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from rin_train.study.layout import step0_dir
 from rin_train.study.rundirs import RunSpec
 
 SIGINT_GRACE_S = 10.0   # Ctrl-C in a terminal reaches the child too: let it mark itself failed first
@@ -16,8 +17,9 @@ SIGTERM_GRACE_S = 120.0  # then SIGKILL (the run is left "running", lock free: r
 
 
 def train_argv(spec: RunSpec, sets: Sequence[str], *, resume: bool, preset_name: str | None = None) -> list[str]:
-    """The child's command line (`python -m srdd train`, this interpreter)."""
-    base = [sys.executable, "-m", "srdd", "train"]
+    """The child's command line (`python -m srdd train`, this interpreter); every run of the study shares its
+    step-0 validation through RUNS/_study/step0 (rin_train.step0)."""
+    base = [sys.executable, "-m", "srdd", "train", "--step0-cache", str(step0_dir(spec.path.parent))]
     if resume:
         return [*base, "--resume", "--out", str(spec.path)]
     return [*base, str(spec.arm.config), "--out", str(spec.path), "--engine", "trl",

@@ -76,9 +76,14 @@ def failed_dir(runs: Path) -> Path:
     return runs / FAILED_DIR
 
 
+def step0_dir(runs: Path) -> Path:
+    """The study's shared step-0 validations (rin_train.step0): a cache, never committed."""
+    return study_dir(runs) / "step0"
+
+
 def refuse_links(runs: Path) -> None:
     """Refuse RUNS when anything the study writes or moves into is a symlink (checked before any run)."""
-    paths = [study_dir(runs), failed_dir(runs), *(study_dir(runs) / f for f in STUDY_FILES)]
+    paths = [study_dir(runs), failed_dir(runs), step0_dir(runs), *(study_dir(runs) / f for f in STUDY_FILES)]
     links = [str(p.relative_to(runs)) for p in paths if p.is_symlink()]
     if links:
         raise SrddError(f"--runs {runs}: {', '.join(links)} is a symlink; a study never writes through a symlink "

@@ -39,6 +39,7 @@ from rin_train.rewards import completion_text, flexible_reward, strict_reward, t
 from rin_train.rundir import RunDir
 from rin_train.run_config import RunConfig
 from rin_train.shared_prefill import shared_prefill
+from rin_train.step0 import Step0Cache
 from rin_train.tasks import Example
 from rin_train.trl.shared_prompt import shareable, shared_prompt_logps
 from rin_train.watchdog import Watchdog
@@ -146,9 +147,9 @@ class RunLogger(TrainerCallback):
     """Validation at step 0 / every N / final step, one metrics line per step, watchdog beats."""
 
     def __init__(self, run: RunDir, cfg: RunConfig, tokenizer, test: list[Example], rewards: RewardTracker,
-                 *, injector=None, watchdog: Watchdog | None = None) -> None:
+                 *, injector=None, watchdog: Watchdog | None = None, step0: Step0Cache | None = None) -> None:
         self.run, self.cfg, self.tokenizer, self.test = run, cfg, tokenizer, test
-        self.rewards, self.injector, self.watchdog = rewards, injector, watchdog
+        self.rewards, self.injector, self.watchdog, self.step0 = rewards, injector, watchdog, step0
         self.intermediate = test[: cfg.eval.samples]
         self.outcomes = {len(problems): OutcomeLog.for_test_set(run, problems)
                          for problems in (self.intermediate, test)}
@@ -186,14 +187,21 @@ class RunLogger(TrainerCallback):
 
     def _evaluate(self, model, step: int, lora: str, problems: list[Example]) -> dict:
         self._beat(f"validation ({lora} LoRA) at step {step}")
-        result = evaluate(model, self.tokenizer, problems, max_new_tokens=self.cfg.eval.max_new_tokens,
-                          quant_label=self.cfg.quant_label, eval_lora=lora, batch_size=self.cfg.eval.batch_size,
-                          heartbeat=lambda: self._beat(f"validation ({lora} LoRA) at step {step}"),
-                          shared_prefix=self.cfg.eval.shared_prefix)
+        shared = self.step0 if step == 0 else None  # the untrained policy: the same for every seed (rin_train.step0)
+        result = None if shared is None else shared.load()
+        if result is None:
+            result = evaluate(model, self.tokenizer, problems, max_new_tokens=self.cfg.eval.max_new_tokens,
+                              quant_label=self.cfg.quant_label, eval_lora=lora, batch_size=self.cfg.eval.batch_size,
+                              heartbeat=lambda: self._beat(f"validation ({lora} LoRA) at step {step}"),
+                              shared_prefix=self.cfg.eval.shared_prefix)
+            if shared is not None:
+                shared.store(result)
         self.outcomes[len(problems)].append(step, result, result.pop("per_problem"))
+        reused = result.get("eval_reused_from")
         print(f"validation step {step}: accuracy {100 * result['accuracy']:.1f}% (flexible "
               f"{100 * result['accuracy_flexible']:.1f}%) on {result['eval_samples']} problems under "
-              f"{result['eval_quant']}, LoRA {lora}, greedy, no noise", flush=True)
+              f"{result['eval_quant']}, LoRA {lora}, greedy, no noise"
+              + (f" (run {reused['run']}'s, the same untrained policy)" if reused else ""), flush=True)
         self._beat(f"validation ({lora} LoRA) at step {step} done")
         release_free_memory()
         return result
@@ -313,12 +321,13 @@ def latest_checkpoint(run: RunDir) -> str | None:
 
 
 def train_grpo(model, tokenizer, cfg: RunConfig, run: RunDir, train: list[Example], test: list[Example], *,
-               injector=None, resume: bool = False, watchdog: Watchdog | None = None) -> RunLogger:
+               injector=None, resume: bool = False, watchdog: Watchdog | None = None,
+               step0: Step0Cache | None = None) -> RunLogger:
     """Run GRPO to cfg.grpo.steps (or an early stop); returns the logger (stop_reason, validated steps)."""
     from transformers import PrinterCallback, ProgressCallback
 
     rewards = RewardTracker(cfg.grpo.num_generations, cfg.task.format_score)
-    logger = RunLogger(run, cfg, tokenizer, test, rewards, injector=injector, watchdog=watchdog)
+    logger = RunLogger(run, cfg, tokenizer, test, rewards, injector=injector, watchdog=watchdog, step0=step0)
     trainer = NoisyGRPOTrainer(model=model, reward_funcs=[rewards], args=grpo_args(cfg, run.checkpoints),
                                train_dataset=build_dataset(train), processing_class=tokenizer,
                                callbacks=[logger], injector=injector, total_steps=cfg.grpo.steps,
