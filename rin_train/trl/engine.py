@@ -187,7 +187,8 @@ class RunLogger(TrainerCallback):
 
     def _evaluate(self, model, step: int, lora: str, problems: list[Example]) -> dict:
         self._beat(f"validation ({lora} LoRA) at step {step}")
-        shared = self.step0 if step == 0 else None  # the untrained policy: the same for every seed (rin_train.step0)
+        # the untrained policy, as trained: the same for every seed of the arm (rin_train.step0)
+        shared = self.step0 if step == 0 and lora == "separate" else None
         result = None if shared is None else shared.load()
         if result is None:
             result = evaluate(model, self.tokenizer, problems, max_new_tokens=self.cfg.eval.max_new_tokens,
