@@ -391,6 +391,7 @@ def test_declared_arms_are_the_study_recorded_and_part_of_the_setting(suite, tmp
                                                                  "E13j-variable-s1"]
     assert any("E13j-variable" in line for line in status_lines(load_settings(runs), runs))
     assert not any("E13i-baseline" in line for line in status_lines(load_settings(runs), runs))
+    assert "declared: --arms control,E13j-variable" in status_lines(load_settings(runs), runs)
     for extra, what in [([], "--arms: recorded ['control', 'E13j-variable'], now None"),
                         (["--arms", "control"], "--arms: recorded ['control', 'E13j-variable'], now ['control']")]:
         assert _study("run", suite, "--seeds", "0,1", "--runs", runs, *ARGS, *extra) == 2
