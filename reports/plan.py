@@ -40,7 +40,7 @@ from reports.outcomes import ProblemOutcomes, final_outcomes
 from reports.blocked import arm_variances, pooled_variance
 from reports.compare import ALPHA, MIN_SEEDS, POWER, Method
 from reports.power import simulate_null
-from reports.runs import Group, RunRecord, group_runs, load_run, load_runs
+from reports.runs import Group, RunRecord, group_runs, load_run, load_runs, run_dirs
 from reports.settings import declared_family
 from reports.verdicts import choose_method, find_group, seeds_of
 from srdd.errors import SrddError
@@ -272,7 +272,7 @@ SHAPE = ("steps", "batch_size", "num_generations", "max_prompt_length", "max_com
 
 
 def _shape(run: RunRecord) -> dict:
-    grpo = json.loads((run.path / "run.json").read_text()).get("config", {}).get("grpo", {})
+    grpo = run.config.get("grpo") or {}
     return {key: grpo.get(key) for key in SHAPE}
 
 
@@ -280,16 +280,18 @@ def priced_by(timing_dir: Path, family_runs: list[RunRecord]) -> list[RunRecord]
     """The runs of `timing_dir` that price a plan in place of the pilot's own: the same design run by today's
     code or on the study's machine (a pilot's variance outlives a faster release; its wall times do not).
     Refused unless every run has the pilot's GRPO shape, so a faster design cannot price a slower one."""
-    if not timing_dir.is_dir():
-        raise SrddError(f"--timing {timing_dir} is not a directory of runs")
-    runs = [r for r in (load_run(p, "relative_error", "merged") for p in sorted(timing_dir.iterdir())
-                        if (p / "run.json").is_file()) if r.valid]  # one complete run prices as well as many
+    try:
+        found = run_dirs(timing_dir)
+    except SrddError as exc:
+        raise SrddError(f"--timing: {exc}") from None
+    runs = [r for r in (load_run(p, "relative_error", "merged") for p in found) if r.valid]  # one is enough
     if not runs:
         raise SrddError(f"--timing {timing_dir}: no complete runs to take times from")
     want = _shape(family_runs[0])
     for r in runs:
-        if _shape(r) != want:
-            diff = ", ".join(f"grpo.{k} {_shape(r)[k]} (pilot {want[k]})" for k in SHAPE if _shape(r)[k] != want[k])
+        shape = _shape(r)
+        if shape != want:
+            diff = ", ".join(f"grpo.{k} {shape[k]} (pilot {want[k]})" for k in SHAPE if shape[k] != want[k])
             raise SrddError(f"--timing {timing_dir}: run {r.name} is another design than the pilot's: {diff}")
     return runs
 
@@ -346,9 +348,10 @@ def table(p: dict) -> str:
              + ", ".join(f"{a} {pp(v)}" for a, v in c["residual"].items()),
              f"problem part (sd, pp, at {c['test_size']} problems): "
              + ", ".join(f"{a} {pp(v)}" for a, v in c["problem"].items()) + f" -- {c['note']}",
-             f"timings (from {p['timing_runs']}): {t['step_s']:.1f} s per step x {t['steps']} steps, {t['problem_s']:.3f} s per evaluated "
-             f"problem x ({t['endpoint_evaluations']} endpoint evaluations x the test set + {t['other_problems']} "
-             f"problems of the other validations), {t['overhead_s']:.0f} s per run besides ({t['source']})",
+             f"timings (from {p['timing_runs']}): {t['step_s']:.1f} s per step x {t['steps']} steps, "
+             f"{t['problem_s']:.3f} s per evaluated problem x ({t['endpoint_evaluations']} endpoint evaluations x "
+             f"the test set + {t['other_problems']} problems of the other validations), {t['overhead_s']:.0f} s per "
+             f"run besides ({t['source']})",
              f"effect {p['effect_pp']:g} pp on each of {', '.join(p['hypotheses'])} ({p['family_source']}; Holm: "
              f"strictest level {p['holm_strictest_level']:.4g}), {p['analysis']} analysis, "
              f"{100 * p['power_target']:.0f} % power", ""]

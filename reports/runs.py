@@ -258,10 +258,15 @@ def load_run(path: Path, metric: str, accuracy: str = "merged") -> RunRecord:
     return rec
 
 
-def load_runs(root: Path, metric: str, accuracy: str = "merged") -> list[RunRecord]:
+def run_dirs(root: Path) -> list[Path]:
+    """The run directories in `root` (those holding a run.json), in name order."""
     if not root.is_dir():
         raise SrddError(f"{root} is not a directory of runs")
-    dirs = sorted(p for p in root.iterdir() if (p / "run.json").is_file())
+    return sorted(p for p in root.iterdir() if (p / "run.json").is_file())
+
+
+def load_runs(root: Path, metric: str, accuracy: str = "merged") -> list[RunRecord]:
+    dirs = run_dirs(root)
     if not dirs:
         raise SrddError(f"{root} holds no run directories (none has a run.json)")
     runs = [load_run(p, metric, accuracy) for p in dirs]

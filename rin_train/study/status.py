@@ -121,7 +121,8 @@ def status_lines(settings: Settings, runs: Path) -> list[str]:
     sets = " ".join(words) or "none"
     out = [f"study {runs}: suite {settings.suite}, seeds {','.join(map(str, settings.seeds))}, overrides: {sets}"]
     declared = [f"{flag} {value}" for flag, value in (
-        ("--analysis", settings.analysis), ("--margin", None if settings.margin_pp is None else f"{settings.margin_pp:g}"),
+        ("--analysis", settings.analysis),
+        ("--margin", None if settings.margin_pp is None else f"{settings.margin_pp:g}"),
         ("--hypotheses", settings.hypotheses and ",".join(settings.hypotheses)),
         ("--arms", settings.declared_arms and ",".join(settings.declared_arms))) if value is not None]
     if declared:  # a pre-registered study: what it declared (its report's settings, its arms)
