@@ -70,7 +70,11 @@ PHASE_ORDER = ("setup", "load", "rescan", "validation", "generation", "noise wri
 
 
 class Profiler:
-    """Exclusive wall time, calls, tokens and peak RSS per phase; phases nest on one stack (one thread trains)."""
+    """Exclusive wall time, calls, tokens and peak RSS per phase; phases nest on one stack, the main thread's.
+
+    Work in other threads (update passes run ahead, rin_train.trl.parallel_passes; validation batches side by
+    side) is not a phase of its own: it runs while the main thread's phase does, and that phase's wall time is
+    what it costs. Its tokens count under the phase its function names."""
 
     def __init__(self) -> None:
         self.stack: list[str] = ["other"]
@@ -106,15 +110,18 @@ class Profiler:
         finally:
             self.leave()
 
-    def count_tokens(self, n: int) -> None:
-        top = self.stack[-1]
+    def count_tokens(self, n: int, phase: str | None = None) -> None:
+        top = self.stack[-1] if phase is None else phase
         self.tokens[top] = self.tokens.get(top, 0) + n
 
     def wrap(self, owner, attr: str, name: str | Callable[..., str]) -> None:
-        """Replace owner.attr by a wrapper that runs it inside phase `name` (or name(*args) -> phase)."""
+        """Replace owner.attr by a wrapper that runs it inside phase `name` (or name(*args) -> phase), when the
+        main thread calls it."""
         inner = getattr(owner, attr)
 
         def wrapped(*args, **kwargs):
+            if threading.current_thread() is not threading.main_thread():
+                return inner(*args, **kwargs)
             with self.phase(name(*args, **kwargs) if callable(name) else name):
                 return inner(*args, **kwargs)
 
@@ -191,7 +198,7 @@ def install(prof: Profiler, captured: dict) -> None:
     forward = engine.NoisyGRPOTrainer._get_per_token_logps_and_entropies
 
     def counted_logps(self, model, input_ids, *args, **kwargs):
-        prof.count_tokens(int(input_ids.numel()))
+        prof.count_tokens(int(input_ids.numel()), "log-probs" if torch.is_grad_enabled() else "log-probs (no grad)")
         return forward(self, model, input_ids, *args, **kwargs)
 
     engine.NoisyGRPOTrainer._get_per_token_logps_and_entropies = counted_logps

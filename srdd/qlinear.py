@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -122,6 +123,10 @@ class LinearQuantConfig:
         return f"{self.format}/{self.mode.value}"
 
 
+_REFRESH_LOCK = threading.Lock()
+"""Held while a frozen weight's cache is recomputed: a second thread's forward must neither recompute it into
+the buffer the first one's GEMM (or saved graph) reads, nor use it half written."""
+
 _SERVED = object()
 """QuantLinear._wq_key while a weight other than the parameter is served (QuantLinear.serve)."""
 
@@ -202,8 +207,10 @@ class QuantLinear(nn.Linear):
             return weight.to(dtype)
         key = self._weight_key(dtype)
         if self._wq_key != key:
-            self._refresh_frozen(dtype)
-            self._wq_key = key
+            with _REFRESH_LOCK:  # forwards in threads (side-by-side validation batches, update passes) refresh once
+                if self._wq_key != key:
+                    self._refresh_frozen(dtype)
+                    self._wq_key = key
         return self._wq_cache
 
     def _refresh_frozen(self, dtype: torch.dtype, weight: torch.Tensor | None = None) -> None:

@@ -41,6 +41,25 @@ def small_gemm_threads() -> int:
     return 1 if passive else torch.get_num_threads()
 
 
+PASS_WORKERS = "SRDD_PASS_WORKERS"
+
+
+def update_workers() -> int:
+    """How many of a GRPO step's update passes run side by side (rin_train.trl.parallel_passes): as many as
+    torch has threads where a pass runs on one (small_gemm_threads), else 1; SRDD_PASS_WORKERS caps it (1:
+    one pass at a time, each pass's activations alive alone). The bits are the same either way, so like the
+    thread count it is the machine's business, not a run setting."""
+    import torch
+
+    if small_gemm_threads() != 1:
+        return 1
+    cap = os.environ.get(PASS_WORKERS, "").strip()
+    if cap and (not cap.isdigit() or int(cap) < 1):
+        raise ValueError(f"{PASS_WORKERS} must be a positive whole number, got {cap!r}")
+    threads = torch.get_num_threads()
+    return min(threads, int(cap)) if cap else threads
+
+
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """torch's intra-op threads set to `n` inside the block, put back after."""

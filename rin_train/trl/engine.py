@@ -41,10 +41,11 @@ from rin_train.run_config import RunConfig
 from rin_train.shared_prefill import shared_prefill
 from rin_train.step0 import Step0Cache
 from rin_train.tasks import Example
+from rin_train.trl.parallel_passes import ParallelPasses, wait_for_previous_pass
 from rin_train.trl.shared_prompt import shareable, shared_prompt_logps
 from rin_train.watchdog import Watchdog
 from srdd.memory import release_free_memory
-from srdd.threads import small_gemm_threads, torch_threads
+from srdd.threads import small_gemm_threads, torch_threads, update_workers
 
 try:  # the module imports without TRL (run dirs, configs and tests of them stay importable)
     from transformers import TrainerCallback
@@ -61,6 +62,8 @@ class NoisyGRPOTrainer(GRPOTrainer):
         self.total_steps = total_steps
         self.shared_prompt = shared_prompt
         self.last_noise: dict = {"sigma": None, "sigma_layers": None, "sigma_layers_effective": None}
+        self.passes = ParallelPasses(self)
+        self.pass_workers = 1
         super().__init__(*args, **kwargs)
 
     def _send_telemetry(self) -> None:
@@ -83,10 +86,31 @@ class NoisyGRPOTrainer(GRPOTrainer):
 
     def training_step(self, model, *args, **kwargs):
         """One pass's forward and backward (and, at a step's first pass, its rollout). With shared prompts the
-        passes are small GEMMs: on srdd.threads.small_gemm_threads(), one where threads wait passively."""
+        passes are small GEMMs: on srdd.threads.small_gemm_threads(), one where threads wait passively, and
+        then srdd.threads.update_workers() of them side by side (rin_train.trl.parallel_passes)."""
         few_rows = self.shared_prompt and shareable(model)
+        self.pass_workers = update_workers() if few_rows else 1
         with torch_threads(small_gemm_threads()) if few_rows else nullcontext():
-            return super().training_step(model, *args, **kwargs)
+            failed = True
+            try:
+                out = super().training_step(model, *args, **kwargs)
+                failed = False
+                return out
+            finally:
+                self.passes.settle(failed)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """A pass computed ahead replays its loss and gradients; a group's first pass starts the others."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        replayed = self.passes.replay(self._step, params)
+        if replayed is not None:
+            return replayed
+        self.passes.launch(model, self._step, self.pass_workers, params, num_items_in_batch)
+        try:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        finally:
+            self.passes.leader_finished()
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **inputs):
@@ -99,10 +123,13 @@ class NoisyGRPOTrainer(GRPOTrainer):
                 logps, entropies = shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep,
                                                        temperature=self.temperature, entropy=compute_entropy,
                                                        batch_size=batch_size)
-            return logps, entropies, None
-        return super()._get_per_token_logps_and_entropies(
-            model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, compute_entropy=compute_entropy,
-            compute_aux_loss=compute_aux_loss, **inputs)
+            out = logps, entropies, None
+        else:
+            out = super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+                compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **inputs)
+        wait_for_previous_pass()  # a pass run ahead logs its metrics after the pass before it
+        return out
 
 
 class RewardTracker:

@@ -68,6 +68,35 @@ def test_a_changed_frozen_weight_is_requantized_into_the_same_buffers(linear):
     assert torch.equal(y, expected.float())
 
 
+def test_forwards_in_two_threads_quantize_a_changed_weight_once(linear, monkeypatch):
+    """Validation batches and update passes run forwards in threads: the first two after a weight changed must
+    not both recompute its cache (the second would overwrite a buffer the first one's GEMM or graph reads)."""
+    import threading
+    import time
+
+    refresh = QuantLinear._refresh_frozen
+
+    def slow(self, *args, **kwargs):
+        time.sleep(0.2)  # the other thread reaches its forward meanwhile
+        refresh(self, *args, **kwargs)
+
+    monkeypatch.setattr(QuantLinear, "_refresh_frozen", slow)
+    x = torch.randn(3, linear.in_features)
+    outs = [None, None]
+
+    def forward(i):
+        with torch.no_grad():
+            outs[i] = linear(x)
+
+    workers = [threading.Thread(target=forward, args=(i,)) for i in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert linear.weight_quantizations == 1
+    assert torch.equal(outs[0], outs[1])
+
+
 def test_a_served_weight_is_multiplied_by_until_serving_stops_and_the_parameter_stays_clean(linear):
     x = torch.randn(3, linear.in_features)
     clean = linear.weight.detach().clone()

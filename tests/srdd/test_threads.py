@@ -50,3 +50,22 @@ def test_few_row_forwards_run_on_one_thread_when_threads_wait_passively(monkeypa
             assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 2
     assert torch.get_num_threads() == before
+
+
+def test_update_passes_run_side_by_side_one_per_thread_where_a_pass_runs_on_one(monkeypatch):
+    from srdd.threads import PASS_WORKERS, torch_threads, update_workers
+
+    monkeypatch.delenv(PASS_WORKERS, raising=False)
+    with torch_threads(2):
+        monkeypatch.setenv(WAIT_POLICY, "PASSIVE")
+        assert update_workers() == 2
+        monkeypatch.setenv(PASS_WORKERS, "1")  # a user short of memory: one pass's activations at a time
+        assert update_workers() == 1
+        monkeypatch.setenv(PASS_WORKERS, "8")  # a cap, not a count: never more than the threads
+        assert update_workers() == 2
+        for bad in ("0", "two", "-1"):
+            monkeypatch.setenv(PASS_WORKERS, bad)
+            with pytest.raises(ValueError, match=f"{PASS_WORKERS} must be a positive whole number, got '{bad}'"):
+                update_workers()
+        monkeypatch.setenv(WAIT_POLICY, "ACTIVE")  # passes use every thread already
+        assert update_workers() == 1
