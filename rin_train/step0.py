@@ -56,6 +56,12 @@ def key_inputs(config: dict, model: dict) -> dict:
             "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
 
+def check_directory(directory: Path) -> None:
+    """Refuse a --step0-cache that cannot be a directory of stored validations (checked before a model loads)."""
+    if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
+        raise SrddError(f"--step0-cache {directory}: not a directory")
+
+
 @dataclass(frozen=True)
 class Step0Cache:
     """One run's view of a shared directory of step-0 validations."""
@@ -66,8 +72,7 @@ class Step0Cache:
 
     @classmethod
     def open(cls, directory: Path, *, config: dict, model: dict, run_name: str) -> Step0Cache:
-        if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
-            raise SrddError(f"--step0-cache {directory}: not a directory")
+        check_directory(directory)
         return cls(directory, json.loads(dumps_json(key_inputs(config, model))), run_name)  # as stored: lists
 
     @property

@@ -232,15 +232,18 @@ def resolve_arm(config: Path | dict, sets: Sequence[str], seeds: Sequence[int],
     return cfgs[0].grpo.steps, config_digest(cfgs[0].to_dict())
 
 
-def declared_family(doc: dict, suite: Path, arms: Sequence[str], keys: Sequence[str]) -> tuple[str, ...]:
+def declared_family(doc: dict, suite: Path, arms: Sequence[str], keys: Sequence[str], *,
+                    chosen: bool = False) -> tuple[str, ...]:
     """A declared confirmatory family as the study records it (the suite's order), refused when it names a
-    hypothesis the suite does not know or an arm the study does not run."""
+    hypothesis the suite does not know or an arm the study does not run (`chosen`: `arms` are --arms')."""
     family = pick_family(keys, defined(doc, str(suite / "suite.json")), "--hypotheses")
     for h in family:
-        missing = [arm for arm in (h.treatment, h.control) if arm not in arms]
+        missing = ", ".join(arm for arm in (h.treatment, h.control) if arm not in arms)
         if missing:
-            raise SrddError(f"--hypotheses: {h.key} compares {h.treatment} with {h.control}, and the suite has no "
-                            f"arm {', '.join(missing)} (its arms: {', '.join(arms)})")
+            why = (f"--arms leaves out {missing} (the study's arms: " if chosen
+                   else f"the suite has no arm {missing} (its arms: ")
+            raise SrddError(f"--hypotheses: {h.key} compares {h.treatment} with {h.control}, and {why}"
+                            f"{', '.join(arms)})")
     return tuple(h.key for h in family)
 
 
@@ -266,7 +269,7 @@ def build_settings(suite: Path, runs: Path, seeds: tuple[int, ...], sets: tuple[
     if chosen is not None:
         configs = [(name, path) for name, path in configs if name in chosen]
     if hypotheses is not None:
-        hypotheses = declared_family(doc, suite, chosen or names, hypotheses)
+        hypotheses = declared_family(doc, suite, chosen or names, hypotheses, chosen=chosen is not None)
     text = control_text(control, baseline)
     out = [Arm(CONTROL, (study_dir(runs) / "control.yaml").resolve(), sha256_text(text),
                *resolve_arm(control, sets, seeds, preset_name))] if chosen is None or CONTROL in chosen else []

@@ -65,11 +65,17 @@ def test_the_key_is_everything_but_the_seed_and_the_name(tmp_path):
     assert one.inputs["source"] and one.inputs["cpu_isa"] and one.inputs["versions"]["torch"]
 
 
-def test_the_cli_refuses_a_cache_that_is_a_file_and_verl(tmp_path, capsys):
+def test_the_cli_refuses_a_cache_that_is_a_file_before_loading_a_model_and_verl(tmp_path, capsys, monkeypatch):
+    import rin_train.train
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded for a run that --step0-cache refuses")
+
+    monkeypatch.setattr(rin_train.train, "load_policy", no_model)
     bad = tmp_path / "cache"
     bad.write_text("x")
     assert main(["train", "--preset", "smoke", "--out", str(tmp_path / "r"), "--step0-cache", str(bad)]) == 2
-    assert "--step0-cache" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert f"--step0-cache {bad}: not a directory" in capsys.readouterr().err and not (tmp_path / "r").exists()
     assert main(["train", "--preset", "smoke", "--engine", "verl", "--out", str(tmp_path / "v"),
                  "--step0-cache", str(tmp_path / "c")]) == 2
     assert "--step0-cache is for the trl engine" in capsys.readouterr().err

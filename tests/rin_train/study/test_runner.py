@@ -401,8 +401,8 @@ def test_declared_arms_are_the_study_recorded_and_part_of_the_setting(suite, tmp
     assert "--arms: unknown arm(s) E13x; the suite's arms: control, E13i-baseline" in capsys.readouterr().err
     assert _study("run", suite, "--seeds", "0", "--runs", tmp_path / "c3", *ARGS, "--arms", "control,E13j-variable",
                   "--hypotheses", "C3") == 2
-    assert "C3 compares E13j-variable with E13i-baseline, and the suite has no arm E13i-baseline" in \
-        capsys.readouterr().err
+    assert ("C3 compares E13j-variable with E13i-baseline, and --arms leaves out E13i-baseline (the study's arms: "
+            "control, E13j-variable)") in capsys.readouterr().err
     assert not (tmp_path / "other").exists() and not (tmp_path / "c3").exists()
 
 
