@@ -9,7 +9,9 @@ Each run is a child process (a fresh heap, so its peak RSS is its own) training 
 preset with the usual `--set` overrides. Its time is split into phases by wrapping
 the functions that do each job; a phase's time is exclusive (a generation inside a
 rollout counts once, as generation), and resident memory, sampled every 20 ms, is
-attributed to the innermost phase running:
+attributed to the innermost phase running (the run's peak of anonymous memory, resident less file-backed
+pages, is reported beside it: the model's safetensors are memory-mapped, and a frozen weight that is never
+written stays a page of that file, which the kernel can drop and read again):
 
     setup          preflight, task, noise injector (fp32 masters), dataset, TRL trainer construction
     load           base model, LoRA, fake quantization (train.load_policy)
@@ -82,6 +84,7 @@ class Profiler:
         self.calls: dict[str, int] = {}
         self.tokens: dict[str, int] = {}
         self.peak_rss: dict[str, int] = {}
+        self.peak_anon = 0  # resident minus file-backed and shared pages: memory only this process can give back
         self._mark = time.perf_counter()
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
@@ -132,9 +135,11 @@ class Profiler:
         with open("/proc/self/statm") as fh:
             while not self._stop.wait(RSS_SAMPLE_S):
                 fh.seek(0)
-                rss = int(fh.read().split()[1]) * page
+                _, resident, shared = (int(x) for x in fh.read().split()[:3])
+                rss = resident * page
                 top = self.stack[-1]
                 self.peak_rss[top] = max(self.peak_rss.get(top, 0), rss)
+                self.peak_anon = max(self.peak_anon, (resident - shared) * page)
 
     def start(self) -> None:
         self._mark = time.perf_counter()
@@ -145,7 +150,8 @@ class Profiler:
         self._stop.set()
         self._sampler.join()
         return {"seconds": self.seconds, "calls": self.calls, "tokens": self.tokens,
-                "peak_rss_mib": {k: v / 2**20 for k, v in self.peak_rss.items()}}
+                "peak_rss_mib": {k: v / 2**20 for k, v in self.peak_rss.items()},
+                "peak_anon_mib": self.peak_anon / 2**20}
 
 
 def install(prof: Profiler, captured: dict) -> None:
@@ -355,7 +361,9 @@ def report(label: str, docs: list[dict]) -> None:
         ratio = f"{min(rs):5.1f} {statistics.median(rs):5.1f}" if None not in rs else ""
         print(f"  {p:<22} {spread(secs)} {100 * share:5.1f}% {peak:9.0f} {tokens!s:>8} {ratio:>12}")
     peak = max(max(d["profile"]["peak_rss_mib"].values()) for d in docs)
-    print(f"  peak RSS {peak:.0f} MiB; completion tokens {first['completion_tokens']:.0f}; "
+    anon = max(d["profile"].get("peak_anon_mib", 0.0) for d in docs)
+    print(f"  peak RSS {peak:.0f} MiB (of it, at most {anon:.0f} MiB anonymous: the rest is file pages, the "
+          f"memory-mapped model file's among them); completion tokens {first['completion_tokens']:.0f}; "
           f"validated problems {first['validated_problems']}")
     for name, b in first["bounds"].items():
         tps = [d["bounds"][name]["tokens_per_s"] for d in docs]
