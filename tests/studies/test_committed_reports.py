@@ -15,6 +15,7 @@ import pytest
 from reports.build import build_report
 from reports.hypotheses import from_options
 from reports.runs import load_runs
+from reports.variance import load_plan
 from reports.verdicts import VerdictSettings
 from srdd.jsonio import dumps_json
 from tests.json_compare import differences
@@ -53,7 +54,10 @@ def test_committed_report_equals_a_fresh_one(path):
     committed = json.loads(path.read_text())
     o = committed["options"]
     runs = load_runs(path.parent.parent / "runs", o["metric"], o["accuracy"])
+    # a study sized by `srdd study plan` reports against its plan (--plan, a path from the repository's root)
+    plan = None if "plan" not in o else (o["plan"], load_plan(ROOT.parent / o["plan"]))
     fresh = build_report(runs, metric=o["metric"], baseline=o["baseline"], target=o["target"],
-                         settings=VerdictSettings.from_options(o), sources=o["sources"], hypotheses=from_options(o))
+                         settings=VerdictSettings.from_options(o), sources=o["sources"], hypotheses=from_options(o),
+                         plan=plan)
     fresh = json.loads(dumps_json(fresh))
     assert differences(_strip(fresh), _strip(committed)) == []
