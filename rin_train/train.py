@@ -41,6 +41,7 @@ from srdd.models import load_causal_lm, model_info, resolve_model
 from srdd.provenance import command_line, machine
 from srdd.qlinear import count_by_kind, quantization_disabled, quantize_linears
 from srdd.quiet import library_notices_silenced, progress_bars_hidden
+from srdd.threads import update_workers
 from srdd.tiny import TINY_LAYERS, TINY_MODELS
 
 
@@ -70,6 +71,7 @@ def preflight(cfg: RunConfig, out: Path, *, resume: bool) -> None:
                         "(choose another --out, or pass --resume to continue that run)")
     check_against_model(cfg, model_num_layers(cfg.model))
     load_task(cfg.task, cfg.seed)  # task files readable, sizes satisfiable
+    update_workers()  # SRDD_PASS_WORKERS readable
 
 
 QUANTIZED_LIST = "quantized_modules.txt"

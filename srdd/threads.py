@@ -48,14 +48,17 @@ def update_workers() -> int:
     """How many of a GRPO step's update passes run side by side (rin_train.trl.parallel_passes): as many as
     torch has threads where a pass runs on one (small_gemm_threads), else 1; SRDD_PASS_WORKERS caps it (1:
     one pass at a time, each pass's activations alive alone). The bits are the same either way, so like the
-    thread count it is the machine's business, not a run setting."""
+    thread count it is the machine's business, not a run setting. A bad cap is refused whatever the policy:
+    `srdd train` asks before it loads a model."""
     import torch
 
-    if small_gemm_threads() != 1:
-        return 1
+    from srdd.errors import SrddError
+
     cap = os.environ.get(PASS_WORKERS, "").strip()
     if cap and (not cap.isdigit() or int(cap) < 1):
-        raise ValueError(f"{PASS_WORKERS} must be a positive whole number, got {cap!r}")
+        raise SrddError(f"{PASS_WORKERS} must be a positive whole number, got {cap!r}")
+    if small_gemm_threads() != 1:
+        return 1
     threads = torch.get_num_threads()
     return min(threads, int(cap)) if cap else threads
 

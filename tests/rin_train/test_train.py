@@ -183,6 +183,13 @@ def test_bad_configs_fail_before_training(tmp_path, capsys, sets, message):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_bad_pass_worker_cap_fails_before_a_model_loads(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SRDD_PASS_WORKERS", "two")
+    assert main(["train", "--preset", "smoke", "--out", str(tmp_path / "run")]) == 2
+    assert "SRDD_PASS_WORKERS must be a positive whole number, got 'two'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_bad_config_file_and_existing_run_dir(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("noise: {schedule: exponential, sigma_start: 0.01, sigma_end: 0.05}\n")

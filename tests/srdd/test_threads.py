@@ -5,6 +5,7 @@ import os
 import pytest
 
 import srdd.cli
+from srdd.errors import SrddError
 from srdd.threads import WAIT_POLICY, passive_openmp_wait
 
 
@@ -65,7 +66,10 @@ def test_update_passes_run_side_by_side_one_per_thread_where_a_pass_runs_on_one(
         assert update_workers() == 2
         for bad in ("0", "two", "-1"):
             monkeypatch.setenv(PASS_WORKERS, bad)
-            with pytest.raises(ValueError, match=f"{PASS_WORKERS} must be a positive whole number, got '{bad}'"):
+            with pytest.raises(SrddError, match=f"{PASS_WORKERS} must be a positive whole number, got '{bad}'"):
                 update_workers()
         monkeypatch.setenv(WAIT_POLICY, "ACTIVE")  # passes use every thread already
+        with pytest.raises(SrddError, match=PASS_WORKERS):  # refused all the same: the next run may wait passively
+            update_workers()
+        monkeypatch.setenv(PASS_WORKERS, "2")
         assert update_workers() == 1
