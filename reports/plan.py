@@ -176,8 +176,9 @@ def _median(values: list[float], what: str) -> float:
 
 def timing(runs: list[RunRecord], arms: Sequence[str] = ()) -> Timing:
     """What a run of each of `arms` costs, averaged over them, so that arms x one run is what one seed of every
-    arm costs: arms differ (noise on RMSNorm weights hooks the forward and skips the shared-prompt update), and
-    each arm with runs here is priced by its own, any other by all of them (`arms` empty: all of them)."""
+    arm costs: arms differ (noise on RMSNorm weights hooks the rollout's forward, which then prefills every copy
+    of a prompt and measures its effective sigma there), and each arm with runs here is priced by its own, any
+    other by all of them (`arms` empty: all of them)."""
     pooled = _timing(runs)
     own = {arm: _timing([r for r in runs if r.group == arm]) for arm in {r.group for r in runs}}
     chosen = [own.get(arm, pooled) for arm in arms] or [pooled]

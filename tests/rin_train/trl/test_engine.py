@@ -225,7 +225,7 @@ def test_shared_prompt_runs_every_update_pass_and_matches_trls_forward_on_the_ru
 
     monkeypatch.setattr(engine, "shared_prompt_logps", spy)
     monkeypatch.setattr(engine.NoisyGRPOTrainer, "_get_per_token_logps_and_entropies", against_trl)
-    # RMSNorm targets would hook the model (TRL's forward); micro-batches of 2: two passes a step
+    # micro-batches of 2: two passes a step (RMSNorm noise hooks only the rollout: the update shares prompts too)
     run = run_training(_smoke("noise.targets=[linear]", "grpo.micro_batch_size=2", "grpo.shared_prompt=true"),
                        tmp_path / "run")
     assert run.status == "complete"
