@@ -4,6 +4,7 @@
     python benchmarks/bench_run.py --preset demo --set grpo.steps=2 --set eval.every=2 --set grpo.save_every=2
     python benchmarks/bench_run.py --preset demo --reference --rounds 2     # + a plain bf16 LoRA GRPO run
     python benchmarks/bench_run.py --preset demo --refs main,cost --rounds 2  # two versions, interleaved
+    python benchmarks/bench_run.py --preset demo --refs main,cost --study-run  # as a study's later runs of an arm
 
 Each run is a child process (a fresh heap, so its peak RSS is its own) training one
 preset with the usual `--set` overrides. Its time is split into phases by wrapping
@@ -264,8 +265,8 @@ def process_settings() -> None:
     passive_openmp_wait()
 
 
-def child(preset_name: str, sets: list[str], bound_rounds: int, out: Path) -> None:
-    """One profiled run; its profile, bounds and metrics as JSON into `out`."""
+def child(preset_name: str, sets: list[str], bound_rounds: int, out: Path, step0: Path | None = None) -> None:
+    """One profiled run; its profile, bounds and metrics as JSON into `out` (`step0`: the run's --step0-cache)."""
     from rin_train.presets import preset
     from rin_train.run_config import load_run_config
 
@@ -278,7 +279,7 @@ def child(preset_name: str, sets: list[str], bound_rounds: int, out: Path) -> No
     prof.start()
     t0, cpu0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
-        run = train.run_training(cfg, Path(tmp) / "run")
+        run = train.run_training(cfg, Path(tmp) / "run", **({} if step0 is None else {"step0_cache": step0}))
         records = run.logged_steps()
         status = run.info()["status"]
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -292,8 +293,9 @@ def child(preset_name: str, sets: list[str], bound_rounds: int, out: Path) -> No
 
 
 def _validations(records: list[dict]) -> int:
-    """Validations a run made: one per validated step, a second (merged LoRA) at the final one."""
-    return sum(1 + ("eval_merged" in r) for r in records if r.get("accuracy") is not None)
+    """Validations a run made: one per validated step, a second (merged LoRA) at the final one; a step-0
+    validation copied from the cache (rin_train.step0) was not made."""
+    return sum(("eval_reused_from" not in r) + ("eval_merged" in r) for r in records if r.get("accuracy") is not None)
 
 
 def ratios(doc: dict) -> dict[str, float]:
@@ -320,9 +322,11 @@ def checkout(ref: str, into: Path) -> Path:
 
 
 def run_child(pythonpath: str | None, preset_name: str, sets: list[str], bound_rounds: int, tmp: Path,
-              env_overrides: dict[str, str | None] | None = None, as_srdd: bool = True) -> dict:
+              env_overrides: dict[str, str | None] | None = None, as_srdd: bool = True,
+              step0: Path | None = None) -> dict:
     """One profiled run in a child process; `env_overrides` sets (or, with None, unsets) its environment;
-    `as_srdd` False skips what the `srdd` command sets for its process (to measure what it changes)."""
+    `as_srdd` False skips what the `srdd` command sets for its process (to measure what it changes); `step0`
+    is the run's --step0-cache."""
     out = tmp / f"profile-{time.monotonic_ns()}.json"
     env = dict(os.environ)
     for key, value in (env_overrides or {}).items():
@@ -333,11 +337,21 @@ def run_child(pythonpath: str | None, preset_name: str, sets: list[str], bound_r
     if pythonpath:
         env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
     argv = [sys.executable, __file__, "--child", str(out), "--preset", preset_name, "--bound-rounds",
-            str(bound_rounds), *[x for s in sets for x in ("--set", s)], *([] if as_srdd else ["--bare"])]
+            str(bound_rounds), *[x for s in sets for x in ("--set", s)], *([] if as_srdd else ["--bare"]),
+            *([] if step0 is None else ["--step0-cache", str(step0)])]
     proc = subprocess.run(argv, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"profiled run failed ({' '.join(sets)}):\n{proc.stderr[-3000:]}")
     return json.loads(out.read_text())
+
+
+def has_step0(path: str | None) -> bool:
+    """Whether a version (checked out at `path`; None: the code on PYTHONPATH) shares step-0 validations."""
+    if path is None:
+        import importlib.util
+
+        return importlib.util.find_spec("rin_train.step0") is not None
+    return (Path(path) / "rin_train" / "step0.py").is_file()
 
 
 def spread(values: list[float]) -> str:
@@ -383,6 +397,10 @@ def main() -> None:
     p.add_argument("--reference", action="store_true", help="also the plain bf16 LoRA GRPO run of the same shape")
     p.add_argument("--refs", help="comma-separated commits to compare (default: the code on PYTHONPATH)")
     p.add_argument("--json", type=Path, help="write every child's raw profile here")
+    p.add_argument("--study-run", action="store_true",
+                   help="time a study's later runs of an arm: each copies its step-0 validation from a cache that "
+                        "one unmeasured run per version fills first (versions without rin_train.step0 validate)")
+    p.add_argument("--step0-cache", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -391,7 +409,7 @@ def main() -> None:
     if args.child:
         if not args.bare:
             process_settings()
-        child(args.preset, args.set, args.bound_rounds, args.child)
+        child(args.preset, args.set, args.bound_rounds, args.child, args.step0_cache)
         return
     configs = {args.preset: list(args.set)}
     if args.reference:
@@ -400,11 +418,18 @@ def main() -> None:
         tmp = Path(tmp_name)
         versions = {None: None} if not args.refs else {
             ref: str(checkout(ref, tmp / f"src-{i}")) for i, ref in enumerate(args.refs.split(","))}
+        step0 = {ref: tmp / "step0" if args.study_run and has_step0(path) else None for ref, path in versions.items()}
+        for ref, path in versions.items():
+            for label, sets in configs.items():
+                if step0[ref] is not None:
+                    run_child(path, args.preset, sets, 1, tmp, step0=step0[ref])
+                    print(f"warm-up: {label}{'' if ref is None else ' @ ' + ref} stored its step-0 validation",
+                          flush=True)
         docs: dict[tuple, list[dict]] = {}
         for r in range(args.rounds):
             for ref, path in versions.items():
                 for label, sets in configs.items():
-                    doc = run_child(path, args.preset, sets, args.bound_rounds, tmp)
+                    doc = run_child(path, args.preset, sets, args.bound_rounds, tmp, step0=step0[ref])
                     docs.setdefault((ref, label), []).append(doc)
                     print(f"round {r + 1}: {label}{'' if ref is None else ' @ ' + ref}: {doc['wall_s']:.1f} s",
                           flush=True)
