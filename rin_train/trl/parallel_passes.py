@@ -76,7 +76,6 @@ class ParallelPasses:
         self.trainer = trainer
         self.ahead: dict[int, Future[PassAhead]] = {}
         self.leader_done: threading.Event | None = None
-        self.replayed = 0  # passes that ran ahead: what a test or a profile reads to see that they did
 
     def supported(self) -> bool:
         """Whether the Trainer's update is the plain one whose scaling grad_at_loss reproduces."""
@@ -94,7 +93,6 @@ class ParallelPasses:
         if future is None:
             return None
         ahead = future.result()
-        self.replayed += 1
         return _Replay.apply(ahead.loss, ahead, *params)
 
     def launch(self, model, index: int, workers: int, params: list[torch.Tensor], num_items_in_batch) -> None:
