@@ -101,10 +101,6 @@ def run(args) -> int:
         return int(engine_verl.main(cfg, args) or 0)
     if args.launch:
         raise SrddError("--launch is for --engine verl")
-    if args.step0_cache is not None:
-        from rin_train.step0 import check_directory
-
-        check_directory(args.step0_cache)
     from rin_train.signals import Terminated
     from rin_train.train import run_training
 

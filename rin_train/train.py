@@ -30,7 +30,7 @@ from rin_train.lora_merge import lora_merged
 from rin_train.noise import NoiseInjector
 from rin_train.rundir import RunDir
 from rin_train.signals import Terminated, terminate_on_signals
-from rin_train.step0 import Step0Cache
+from rin_train.step0 import Step0Cache, check_directory
 from rin_train.run_config import RunConfig, check_against_model
 from rin_train.tasks import drop_long_prompts, load_task
 from srdd.errors import SrddError
@@ -62,7 +62,7 @@ def model_num_layers(spec: str) -> int:
     raise SrddError(f"{path / 'config.json'} does not say how many decoder layers the model has")
 
 
-def preflight(cfg: RunConfig, out: Path, *, resume: bool) -> None:
+def preflight(cfg: RunConfig, out: Path, *, resume: bool, step0_cache: Path | None = None) -> None:
     """Everything that can be checked before a model is loaded or a run directory made."""
     if cfg.engine != "trl":
         raise SrddError(f"engine {cfg.engine!r}: this process runs the trl engine (use srdd train --engine verl)")
@@ -72,6 +72,8 @@ def preflight(cfg: RunConfig, out: Path, *, resume: bool) -> None:
     check_against_model(cfg, model_num_layers(cfg.model))
     load_task(cfg.task, cfg.seed)  # task files readable, sizes satisfiable
     update_workers()  # SRDD_PASS_WORKERS readable
+    if step0_cache is not None:
+        check_directory(step0_cache)
 
 
 QUANTIZED_LIST = "quantized_modules.txt"
@@ -171,7 +173,7 @@ def _run_training(cfg: RunConfig, out: Path, *, resume: bool, verbose: bool, ste
     from rin_train.watchdog import Watchdog
 
     t0 = time.monotonic()
-    preflight(cfg, out, resume=resume)
+    preflight(cfg, out, resume=resume, step0_cache=step0_cache)
     torch.manual_seed(cfg.seed)
     model, tokenizer, info, names = load_policy(cfg, verbose=verbose)
     train, test = load_task(cfg.task, cfg.seed)
