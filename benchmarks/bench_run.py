@@ -5,6 +5,8 @@
     python benchmarks/bench_run.py --preset demo --reference --rounds 2     # + a plain bf16 LoRA GRPO run
     python benchmarks/bench_run.py --preset demo --refs main,cost --rounds 2  # two versions, interleaved
     python benchmarks/bench_run.py --preset demo --refs main,cost --study-run  # as a study's later runs of an arm
+    python benchmarks/bench_run.py --preset demo --refs old,new \
+        --variant "final 512:task.test_size=512,eval.final_samples=512,eval.endpoint_only=true" --variant-refs new
 
 Each run is a child process (a fresh heap, so its peak RSS is its own) training one
 preset with the usual `--set` overrides. Its time is split into phases by wrapping
@@ -46,8 +48,11 @@ only, about one forward's FLOPs, so 1× would be tight for it too).
 configuration from other commits (each checked out with `git archive` into a temp
 dir and put first on the child's PYTHONPATH), interleaved round by round, so that a
 busy machine slows every version alike; it prints each phase's min and median per
-version and the ratio of total wall times. `--json FILE` writes every child's raw
-profile.
+version and the ratio of total wall times. `--variant "LABEL:KEY=VALUE,..."` adds a
+configuration (the preset, the `--set`s and these), run by the versions `--variant-refs`
+names (default: all; a version that predates a setting refuses it), and compared, like
+every other configuration, with the first version's plain one. `--json FILE` writes
+every child's raw profile.
 """
 
 from __future__ import annotations
@@ -396,6 +401,9 @@ def main() -> None:
     p.add_argument("--bound-rounds", type=int, default=3, help="interleaved rounds of the bounds (default 3)")
     p.add_argument("--reference", action="store_true", help="also the plain bf16 LoRA GRPO run of the same shape")
     p.add_argument("--refs", help="comma-separated commits to compare (default: the code on PYTHONPATH)")
+    p.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE,...",
+                   help="another configuration: the preset with the --sets and these (repeatable)")
+    p.add_argument("--variant-refs", help="the commits of --refs that run the variants (default: all)")
     p.add_argument("--json", type=Path, help="write every child's raw profile here")
     p.add_argument("--study-run", action="store_true",
                    help="time a study's later runs of an arm: each copies its step-0 validation from a cache that "
@@ -414,6 +422,18 @@ def main() -> None:
     configs = {args.preset: list(args.set)}
     if args.reference:
         configs[f"{args.preset} as plain bf16 LoRA"] = [*args.set, *REFERENCE_SETS]
+    for variant in args.variant:
+        label, colon, sets = variant.partition(":")
+        if not (colon and label.strip() and sets.strip()):
+            p.error(f"--variant {variant!r}: write it LABEL:KEY=VALUE[,KEY=VALUE...]")
+        configs[f"{args.preset}, {label.strip()}"] = [*args.set, *(s.strip() for s in sets.split(","))]
+    variant_refs = set(args.variant_refs.split(",")) if args.variant_refs else None
+    if variant_refs and not (args.refs and variant_refs <= set(args.refs.split(","))):
+        p.error("--variant-refs names commits that --refs does not")
+
+    def runs(ref: str | None, label: str) -> bool:
+        """Whether version `ref` runs configuration `label` (the preset's and --reference's: every version)."""
+        return variant_refs is None or ref in variant_refs or not label.startswith(f"{args.preset}, ")
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp_name:
         tmp = Path(tmp_name)
         versions = {None: None} if not args.refs else {
@@ -421,26 +441,28 @@ def main() -> None:
         step0 = {ref: tmp / "step0" if args.study_run and has_step0(path) else None for ref, path in versions.items()}
         for ref, path in versions.items():
             for label, sets in configs.items():
-                if step0[ref] is not None:
+                if step0[ref] is not None and runs(ref, label):
                     run_child(path, args.preset, sets, 1, tmp, step0=step0[ref])
                     print(f"warm-up: {label}{'' if ref is None else ' @ ' + ref} stored its step-0 validation",
                           flush=True)
         docs: dict[tuple, list[dict]] = {}
         for r in range(args.rounds):
             for ref, path in versions.items():
-                for label, sets in configs.items():
+                for label, sets in (item for item in configs.items() if runs(ref, item[0])):
                     doc = run_child(path, args.preset, sets, args.bound_rounds, tmp, step0=step0[ref])
                     docs.setdefault((ref, label), []).append(doc)
                     print(f"round {r + 1}: {label}{'' if ref is None else ' @ ' + ref}: {doc['wall_s']:.1f} s",
                           flush=True)
     for (ref, label), runs in docs.items():
         report(label if ref is None else f"{label} @ {ref}", runs)
-    if args.refs:
-        base, *others = versions
-        for label in configs:
-            for ref in others:
-                pairs = [b["wall_s"] / a["wall_s"] for a, b in zip(docs[(base, label)], docs[(ref, label)])]
-                print(f"{label}: wall {ref} / {base} = min {min(pairs):.2f}, median {statistics.median(pairs):.2f}")
+    first = next(iter(versions))
+    for (ref, label), runs_of in docs.items():
+        # a variant against the first version's plain configuration, anything else against its own in that version
+        against = (first, args.preset if label.startswith(f"{args.preset}, ") else label)
+        if (ref, label) != against and against in docs:
+            pairs = [b["wall_s"] / a["wall_s"] for a, b in zip(docs[against], runs_of)]
+            print(f"wall {label}{'' if ref is None else ' @ ' + ref} / {against[1]}"
+                  f"{'' if first is None else ' @ ' + first} = min {min(pairs):.2f}, median {statistics.median(pairs):.2f}")
     if args.json:
         args.json.write_text(json.dumps([{"ref": ref, "label": label, "runs": runs}
                                          for (ref, label), runs in docs.items()], indent=1))
