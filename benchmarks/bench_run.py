@@ -422,18 +422,21 @@ def main() -> None:
     configs = {args.preset: list(args.set)}
     if args.reference:
         configs[f"{args.preset} as plain bf16 LoRA"] = [*args.set, *REFERENCE_SETS]
+    variants: set[str] = set()
     for variant in args.variant:
         label, colon, sets = variant.partition(":")
         if not (colon and label.strip() and sets.strip()):
             p.error(f"--variant {variant!r}: write it LABEL:KEY=VALUE[,KEY=VALUE...]")
-        configs[f"{args.preset}, {label.strip()}"] = [*args.set, *(s.strip() for s in sets.split(","))]
+        name = f"{args.preset}, {label.strip()}"
+        variants.add(name)
+        configs[name] = [*args.set, *(s.strip() for s in sets.split(","))]
     variant_refs = set(args.variant_refs.split(",")) if args.variant_refs else None
     if variant_refs and not (args.refs and variant_refs <= set(args.refs.split(","))):
         p.error("--variant-refs names commits that --refs does not")
 
-    def runs(ref: str | None, label: str) -> bool:
+    def runs_config(ref: str | None, label: str) -> bool:
         """Whether version `ref` runs configuration `label` (the preset's and --reference's: every version)."""
-        return variant_refs is None or ref in variant_refs or not label.startswith(f"{args.preset}, ")
+        return variant_refs is None or ref in variant_refs or label not in variants
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp_name:
         tmp = Path(tmp_name)
         versions = {None: None} if not args.refs else {
@@ -441,14 +444,14 @@ def main() -> None:
         step0 = {ref: tmp / "step0" if args.study_run and has_step0(path) else None for ref, path in versions.items()}
         for ref, path in versions.items():
             for label, sets in configs.items():
-                if step0[ref] is not None and runs(ref, label):
+                if step0[ref] is not None and runs_config(ref, label):
                     run_child(path, args.preset, sets, 1, tmp, step0=step0[ref])
                     print(f"warm-up: {label}{'' if ref is None else ' @ ' + ref} stored its step-0 validation",
                           flush=True)
         docs: dict[tuple, list[dict]] = {}
         for r in range(args.rounds):
             for ref, path in versions.items():
-                for label, sets in (item for item in configs.items() if runs(ref, item[0])):
+                for label, sets in (item for item in configs.items() if runs_config(ref, item[0])):
                     doc = run_child(path, args.preset, sets, args.bound_rounds, tmp, step0=step0[ref])
                     docs.setdefault((ref, label), []).append(doc)
                     print(f"round {r + 1}: {label}{'' if ref is None else ' @ ' + ref}: {doc['wall_s']:.1f} s",
@@ -458,7 +461,7 @@ def main() -> None:
     first = next(iter(versions))
     for (ref, label), runs_of in docs.items():
         # a variant against the first version's plain configuration, anything else against its own in that version
-        against = (first, args.preset if label.startswith(f"{args.preset}, ") else label)
+        against = (first, args.preset if label in variants else label)
         if (ref, label) != against and against in docs:
             pairs = [b["wall_s"] / a["wall_s"] for a, b in zip(docs[against], runs_of)]
             print(f"wall {label}{'' if ref is None else ' @ ' + ref} / {against[1]}"
