@@ -44,7 +44,7 @@ from rin_train.tasks import Example
 from rin_train.trl.parallel_passes import ParallelPasses, wait_for_previous_pass
 from rin_train.trl.shared_prompt import shareable, shared_prompt_logps
 from rin_train.watchdog import Watchdog
-from srdd.memory import release_free_memory
+from srdd.memory import DYNAMIC_MMAP_THRESHOLD_MAX, mapped_allocations, release_free_memory
 from srdd.threads import small_gemm_threads, torch_threads, update_workers
 
 try:  # the module imports without TRL (run dirs, configs and tests of them stay importable)
@@ -71,7 +71,9 @@ class NoisyGRPOTrainer(GRPOTrainer):
         request at run time whenever HF_HUB_OFFLINE is unset, for a model that never left this machine."""
 
     def _generate_single_turn(self, *args, **kwargs):
-        with shared_prefill(self.model):  # each of the num_generations copies of a prompt is prefilled once
+        # each of the num_generations copies of a prompt is prefilled once; the rollout runs inside a training
+        # step (mapped_allocations) but allocates its KV caches token by token, so from the heap
+        with mapped_allocations(DYNAMIC_MMAP_THRESHOLD_MAX), shared_prefill(self.model):
             if self.injector is None or not self.model.training:
                 out = super()._generate_single_turn(*args, **kwargs)
             else:
@@ -90,7 +92,7 @@ class NoisyGRPOTrainer(GRPOTrainer):
         then srdd.threads.update_workers() of them side by side (rin_train.trl.parallel_passes)."""
         few_rows = self.shared_prompt and shareable(model)
         self.pass_workers = update_workers() if few_rows else 1
-        with torch_threads(small_gemm_threads()) if few_rows else nullcontext():
+        with torch_threads(small_gemm_threads()) if few_rows else nullcontext(), mapped_allocations():
             failed = True
             try:
                 out = super().training_step(model, *args, **kwargs)
