@@ -41,6 +41,7 @@ from rin_train.run_config import RunConfig
 from rin_train.shared_prefill import shared_prefill
 from rin_train.step0 import Step0Cache
 from rin_train.tasks import Example
+from rin_train.trl.lean_logprob_grad import install as install_lean_logprob_grad
 from rin_train.trl.parallel_passes import ParallelPasses, wait_for_previous_pass
 from rin_train.trl.shared_prompt import shareable, shared_prompt_logps
 from rin_train.watchdog import Watchdog
@@ -52,6 +53,9 @@ try:  # the module imports without TRL (run dirs, configs and tests of them stay
     from trl import GRPOConfig, GRPOTrainer
 except ImportError as _exc:  # pragma: no cover - trl is a hard dependency in pyproject
     raise ImportError(f"rin_train's TRL engine needs trl>=1.16 ({_exc})") from _exc
+
+
+install_lean_logprob_grad()  # TRL's CPU log-prob backward, the same bits in a third of the memory
 
 
 class NoisyGRPOTrainer(GRPOTrainer):
