@@ -45,7 +45,7 @@ from rin_train.trl.lean_logprob_grad import install as install_lean_logprob_grad
 from rin_train.trl.parallel_passes import ParallelPasses, wait_for_previous_pass
 from rin_train.trl.shared_prompt import shareable, shared_prompt_logps
 from rin_train.watchdog import Watchdog
-from srdd.memory import DYNAMIC_MMAP_THRESHOLD_MAX, mapped_allocations, release_free_memory
+from srdd.memory import DYNAMIC_MMAP_THRESHOLD_MAX, mapped_allocations, release_free_memory, update_allocations_mapped
 from srdd.threads import small_gemm_threads, torch_threads, update_workers
 
 try:  # the module imports without TRL (run dirs, configs and tests of them stay importable)
@@ -68,6 +68,7 @@ class NoisyGRPOTrainer(GRPOTrainer):
         self.last_noise: dict = {"sigma": None, "sigma_layers": None, "sigma_layers_effective": None}
         self.passes = ParallelPasses(self)
         self.pass_workers = 1
+        self.mapped_update = update_allocations_mapped()
         super().__init__(*args, **kwargs)
 
     def _send_telemetry(self) -> None:
@@ -75,9 +76,10 @@ class NoisyGRPOTrainer(GRPOTrainer):
         request at run time whenever HF_HUB_OFFLINE is unset, for a model that never left this machine."""
 
     def _generate_single_turn(self, *args, **kwargs):
-        # each of the num_generations copies of a prompt is prefilled once; the rollout runs inside a training
-        # step (mapped_allocations) but allocates its KV caches token by token, so from the heap
-        with mapped_allocations(DYNAMIC_MMAP_THRESHOLD_MAX), shared_prefill(self.model):
+        # each of the num_generations copies of a prompt is prefilled once; a rollout runs inside a training step,
+        # but allocates its KV caches token by token: from the heap, also where the update's allocations are mapped
+        heap = mapped_allocations(DYNAMIC_MMAP_THRESHOLD_MAX) if self.mapped_update else nullcontext()
+        with heap, shared_prefill(self.model):
             if self.injector is None or not self.model.training:
                 out = super()._generate_single_turn(*args, **kwargs)
             else:
@@ -96,7 +98,8 @@ class NoisyGRPOTrainer(GRPOTrainer):
         then srdd.threads.update_workers() of them side by side (rin_train.trl.parallel_passes)."""
         few_rows = self.shared_prompt and shareable(model)
         self.pass_workers = update_workers() if few_rows else 1
-        with torch_threads(small_gemm_threads()) if few_rows else nullcontext(), mapped_allocations():
+        threads = torch_threads(small_gemm_threads()) if few_rows else nullcontext()
+        with threads, mapped_allocations() if self.mapped_update else nullcontext():
             failed = True
             try:
                 out = super().training_step(model, *args, **kwargs)
