@@ -34,7 +34,7 @@ from rin_train.step0 import Step0Cache, check_directory
 from rin_train.run_config import RunConfig, check_against_model
 from rin_train.tasks import drop_long_prompts, load_task
 from srdd.errors import SrddError
-from srdd.memory import release_free_memory
+from srdd.memory import release_free_memory, update_allocations_mapped
 from srdd.jsonio import write_text_atomic
 from srdd.model_files import check_model_files
 from srdd.models import load_causal_lm, model_info, resolve_model
@@ -72,6 +72,7 @@ def preflight(cfg: RunConfig, out: Path, *, resume: bool, step0_cache: Path | No
     check_against_model(cfg, model_num_layers(cfg.model))
     load_task(cfg.task, cfg.seed)  # task files readable, sizes satisfiable
     update_workers()  # SRDD_PASS_WORKERS readable
+    update_allocations_mapped()  # SRDD_MAPPED_UPDATE readable
     if step0_cache is not None:
         check_directory(step0_cache)
 

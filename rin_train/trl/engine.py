@@ -41,10 +41,11 @@ from rin_train.run_config import RunConfig
 from rin_train.shared_prefill import shared_prefill
 from rin_train.step0 import Step0Cache
 from rin_train.tasks import Example
+from rin_train.trl.lean_logprob_grad import install as install_lean_logprob_grad
 from rin_train.trl.parallel_passes import ParallelPasses, wait_for_previous_pass
 from rin_train.trl.shared_prompt import shareable, shared_prompt_logps
 from rin_train.watchdog import Watchdog
-from srdd.memory import release_free_memory
+from srdd.memory import DYNAMIC_MMAP_THRESHOLD_MAX, mapped_allocations, release_free_memory, update_allocations_mapped
 from srdd.threads import small_gemm_threads, torch_threads, update_workers
 
 try:  # the module imports without TRL (run dirs, configs and tests of them stay importable)
@@ -52,6 +53,9 @@ try:  # the module imports without TRL (run dirs, configs and tests of them stay
     from trl import GRPOConfig, GRPOTrainer
 except ImportError as _exc:  # pragma: no cover - trl is a hard dependency in pyproject
     raise ImportError(f"rin_train's TRL engine needs trl>=1.16 ({_exc})") from _exc
+
+
+install_lean_logprob_grad()  # TRL's CPU log-prob backward, the same bits in a third of the memory
 
 
 class NoisyGRPOTrainer(GRPOTrainer):
@@ -64,6 +68,7 @@ class NoisyGRPOTrainer(GRPOTrainer):
         self.last_noise: dict = {"sigma": None, "sigma_layers": None, "sigma_layers_effective": None}
         self.passes = ParallelPasses(self)
         self.pass_workers = 1
+        self.mapped_update = update_allocations_mapped()
         super().__init__(*args, **kwargs)
 
     def _send_telemetry(self) -> None:
@@ -71,7 +76,10 @@ class NoisyGRPOTrainer(GRPOTrainer):
         request at run time whenever HF_HUB_OFFLINE is unset, for a model that never left this machine."""
 
     def _generate_single_turn(self, *args, **kwargs):
-        with shared_prefill(self.model):  # each of the num_generations copies of a prompt is prefilled once
+        # each of the num_generations copies of a prompt is prefilled once; a rollout runs inside a training step,
+        # but allocates its KV caches token by token: from the heap, also where the update's allocations are mapped
+        heap = mapped_allocations(DYNAMIC_MMAP_THRESHOLD_MAX) if self.mapped_update else nullcontext()
+        with heap, shared_prefill(self.model):
             if self.injector is None or not self.model.training:
                 out = super()._generate_single_turn(*args, **kwargs)
             else:
@@ -90,7 +98,8 @@ class NoisyGRPOTrainer(GRPOTrainer):
         then srdd.threads.update_workers() of them side by side (rin_train.trl.parallel_passes)."""
         few_rows = self.shared_prompt and shareable(model)
         self.pass_workers = update_workers() if few_rows else 1
-        with torch_threads(small_gemm_threads()) if few_rows else nullcontext():
+        threads = torch_threads(small_gemm_threads()) if few_rows else nullcontext()
+        with threads, mapped_allocations() if self.mapped_update else nullcontext():
             failed = True
             try:
                 out = super().training_step(model, *args, **kwargs)

@@ -183,10 +183,14 @@ def test_bad_configs_fail_before_training(tmp_path, capsys, sets, message):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_bad_pass_worker_cap_fails_before_a_model_loads(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("SRDD_PASS_WORKERS", "two")
+@pytest.mark.parametrize("var,value,message", [
+    ("SRDD_PASS_WORKERS", "two", "SRDD_PASS_WORKERS must be a positive whole number, got 'two'"),
+    ("SRDD_MAPPED_UPDATE", "yes", "SRDD_MAPPED_UPDATE must be 1 (map an update's allocations) or 0, got 'yes'"),
+])
+def test_a_bad_memory_setting_fails_before_a_model_loads(tmp_path, capsys, monkeypatch, var, value, message):
+    monkeypatch.setenv(var, value)
     assert main(["train", "--preset", "smoke", "--out", str(tmp_path / "run")]) == 2
-    assert "SRDD_PASS_WORKERS must be a positive whole number, got 'two'" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

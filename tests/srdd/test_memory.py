@@ -34,3 +34,42 @@ def test_a_hole_of_freed_heap_memory_leaves_the_resident_set():
     out = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, check=True).stdout
     before, after = map(float, out.split())
     assert before - after > 250, (before, after)  # ~299 MB handed back
+
+
+MAPPED = r"""
+import ctypes, resource, sys
+from contextlib import nullcontext
+from srdd.memory import DYNAMIC_MMAP_THRESHOLD_MAX, mapped_allocations
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+page = resource.getpagesize()
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * page / 2**20
+libc.mallopt(-3, DYNAMIC_MMAP_THRESHOLD_MAX)  # what a long run's grown threshold is
+if sys.argv[1] == "after":
+    with mapped_allocations():
+        pass
+with mapped_allocations() if sys.argv[1] == "inside" else nullcontext():
+    size = 1 << 20
+    blocks = [libc.malloc(size) for _ in range(200)]
+    for b in blocks:
+        ctypes.memset(b, 1, size)
+    keeper = libc.malloc(size)  # a live block above the freed ones keeps the heap from trimming them
+    ctypes.memset(keeper, 1, size)
+    before = rss_mb()
+    for b in blocks:
+        libc.free(b)
+    print(rss_mb() - before + 200 * size / 2**20)  # MB of the 200 freed that stay resident
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not release_free_memory(), reason="needs glibc")
+def test_mapped_allocations_hand_freed_blocks_back_at_once_and_only_inside_the_block():
+    def resident_after_free(where: str) -> float:  # a fresh process each: a heap's free chunks are reused first
+        out = subprocess.run([sys.executable, "-c", MAPPED, where], capture_output=True, text=True, check=True)
+        return float(out.stdout)
+
+    assert resident_after_free("heap") > 150  # 200 freed MB of heap stay resident behind a live block
+    assert resident_after_free("inside") < 20  # mapped blocks leave with their free
+    assert resident_after_free("after") > 150  # the threshold is back: the heap again

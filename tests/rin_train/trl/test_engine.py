@@ -9,6 +9,7 @@ from rin_train.presets import preset
 from rin_train.run_config import load_run_config
 from rin_train.train import run_training
 from srdd.models import decoder_layers
+from tests.rin_train.trl.test_parallel_passes import _run, threads  # noqa: F401 (a fixture)
 
 
 def _smoke(*sets):
@@ -231,3 +232,22 @@ def test_shared_prompt_runs_every_update_pass_and_matches_trls_forward_on_the_ru
     assert run.status == "complete"
     assert calls == [2] * 6  # 3 steps x 2 passes
     assert len(gaps) == 6 and max(gaps) < 1e-4, gaps
+
+
+def test_an_update_whose_allocations_are_mapped_computes_the_same_bits(tmp_path, monkeypatch, threads):  # noqa: F811
+    thresholds = []
+    mapped = engine.mapped_allocations
+
+    def spy(*args):
+        thresholds.append(args[0] if args else "update")
+        return mapped(*args)
+
+    monkeypatch.setattr(engine, "mapped_allocations", spy)
+    threads(2)
+    heap, _ = _run(tmp_path, "heap", 2, monkeypatch)
+    assert thresholds == []  # off by default: glibc's own threshold
+    monkeypatch.setenv("SRDD_MAPPED_UPDATE", "1")
+    mapped_run, _ = _run(tmp_path, "mapped", 2, monkeypatch)
+    assert thresholds.count("update") == 3 * 4  # every pass of the 3 steps of 4
+    assert thresholds.count(engine.DYNAMIC_MMAP_THRESHOLD_MAX) == 3  # each rollout back on the heap
+    assert mapped_run == heap
