@@ -14,7 +14,8 @@ the functions that do each job; a phase's time is exclusive (a generation inside
 rollout counts once, as generation), and resident memory, sampled every 20 ms, is
 attributed to the innermost phase running (the run's peak of anonymous memory, resident less file-backed
 pages, is reported beside it: the model's safetensors are memory-mapped, and a frozen weight that is never
-written stays a page of that file, which the kernel can drop and read again):
+written stays a page of that file, which the kernel can drop and read again; and, at that peak, how much of
+malloc's heaps was free, holes that stay resident: fragmentation rather than data):
 
     setup          preflight, task, noise injector (fp32 masters), dataset, TRL trainer construction
     load           base model, LoRA, fake quantization (train.load_policy)
@@ -58,6 +59,7 @@ every child's raw profile.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -77,6 +79,33 @@ PHASE_ORDER = ("setup", "load", "rescan", "validation", "generation", "noise wri
                "checkpoint", "other")
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _mallinfo2() -> Callable[[], _MallInfo2] | None:
+    """glibc's heap statistics (2.33+), or None."""
+    try:
+        fn = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+    return fn
+
+
+MALLINFO2 = _mallinfo2()
+
+
+def heap_usage() -> dict | None:
+    """What malloc's heaps hold, in MiB, and how much of it is free: holes between live blocks, resident until
+    reused or trimmed (fragmentation, not data); beside it, what malloc mapped block by block. None without glibc."""
+    if MALLINFO2 is None:
+        return None
+    m = MALLINFO2()
+    return {"heap_mib": m.arena / 2**20, "heap_free_mib": m.fordblks / 2**20, "mapped_mib": m.hblkhd / 2**20}
+
+
 class Profiler:
     """Exclusive wall time, calls, tokens and peak RSS per phase; phases nest on one stack, the main thread's.
 
@@ -91,6 +120,7 @@ class Profiler:
         self.tokens: dict[str, int] = {}
         self.peak_rss: dict[str, int] = {}
         self.peak_anon = 0  # resident minus file-backed and shared pages: memory only this process can give back
+        self.heap_at_peak: dict | None = None  # heap_usage() when the anonymous peak was sampled
         self._mark = time.perf_counter()
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
@@ -145,7 +175,10 @@ class Profiler:
                 rss = resident * page
                 top = self.stack[-1]
                 self.peak_rss[top] = max(self.peak_rss.get(top, 0), rss)
-                self.peak_anon = max(self.peak_anon, (resident - shared) * page)
+                anon = (resident - shared) * page
+                if anon > self.peak_anon:
+                    self.peak_anon = anon
+                    self.heap_at_peak = heap_usage()
 
     def start(self) -> None:
         self._mark = time.perf_counter()
@@ -157,7 +190,7 @@ class Profiler:
         self._sampler.join()
         return {"seconds": self.seconds, "calls": self.calls, "tokens": self.tokens,
                 "peak_rss_mib": {k: v / 2**20 for k, v in self.peak_rss.items()},
-                "peak_anon_mib": self.peak_anon / 2**20}
+                "peak_anon_mib": self.peak_anon / 2**20, "heap_at_anon_peak": self.heap_at_peak}
 
 
 def install(prof: Profiler, captured: dict) -> None:
@@ -384,6 +417,12 @@ def report(label: str, docs: list[dict]) -> None:
     print(f"  peak RSS {peak:.0f} MiB (of it, at most {anon:.0f} MiB anonymous: the rest is file pages, the "
           f"memory-mapped model file's among them); completion tokens {first['completion_tokens']:.0f}; "
           f"validated problems {first['validated_problems']}")
+    heaps = [d["profile"].get("heap_at_anon_peak") for d in docs]
+    if all(heaps):
+        worst = max(heaps, key=lambda h: h["heap_free_mib"])
+        print(f"  at the anonymous peak, malloc's heaps held {worst['heap_mib']:.0f} MiB, {worst['heap_free_mib']:.0f} "
+              f"of it free (holes between live blocks, resident); {worst['mapped_mib']:.0f} MiB mapped block by block "
+              "(the round whose heap held most free)")
     for name, b in first["bounds"].items():
         tps = [d["bounds"][name]["tokens_per_s"] for d in docs]
         print(f"  bound {name:<26} {max(tps):9.0f} tokens/s (best round), batch of {b['tokens']} tokens")
