@@ -55,7 +55,7 @@ except ImportError as _exc:  # pragma: no cover - trl is a hard dependency in py
     raise ImportError(f"rin_train's TRL engine needs trl>=1.16 ({_exc})") from _exc
 
 
-install_lean_logprob_grad()  # TRL's CPU log-prob backward, the same bits in a third of the memory
+install_lean_logprob_grad()  # TRL's CPU log-prob backward: the same bits, its tiles in 3.25 buffers instead of 8
 
 
 class NoisyGRPOTrainer(GRPOTrainer):
