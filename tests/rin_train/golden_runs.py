@@ -3,8 +3,9 @@
 A golden file holds everything a run computed (each metrics.jsonl record without its
 timings, and the after-training scan's per-layer numbers, which depend on every LoRA weight)
 plus the platform it was made on: float results depend on the CPU kernels torch picks (AVX2 vs
-AVX512) and on the thread count, so the runs use one thread and a file is compared only on the
-platform that made it. The metrics must match bit for bit; the scan's numbers are float64 sums
+AVX512) and on the thread count, so the runs use one thread, the files sit in one directory per CPU
+capability (golden/AVX2, golden/AVX512: both made from the reference code 7b4ef43), and a file is
+compared only on the platform that made it. The metrics must match bit for bit; the scan's numbers are float64 sums
 whose order of additions srdd's own kernel build chooses (portable, AVX2, AVX-512), so they are
 compared as tests/json_compare.py says (counts exactly, floats to a relative 1e-9).
 
@@ -65,13 +66,14 @@ def run_case(name: str) -> dict:
             "scan_after_layers": scan["layers"]}
 
 
-def golden_path(name: str) -> Path:
-    return GOLDEN_DIR / f"{name}.json"
+def golden_path(name: str, capability: str | None = None) -> Path:
+    """Case `name`'s golden file for a CPU capability (torch's name for it; default: this CPU's)."""
+    return GOLDEN_DIR / (capability or platform_key()["cpu_capability"]) / f"{name}.json"
 
 
 def write_goldens(names: list[str]) -> None:
-    GOLDEN_DIR.mkdir(exist_ok=True)
     for name in names:
+        golden_path(name).parent.mkdir(parents=True, exist_ok=True)
         doc = {"platform": platform_key(), **run_case(name)}
         golden_path(name).write_text(json.dumps(doc, indent=1) + "\n")
         print(f"wrote {golden_path(name)}")

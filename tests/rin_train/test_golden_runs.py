@@ -16,7 +16,11 @@ from tests.rin_train.golden_runs import CASES, golden_path, platform_key, run_ca
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_fixed_run_reproduces_its_golden_results_exactly(name):
-    golden = json.loads(golden_path(name).read_text())
+    path = golden_path(name)
+    if not path.exists():
+        pytest.skip(f"no golden file for this CPU ({platform_key()['cpu_capability']}); make one from the reference "
+                    "code as tests/rin_train/golden_runs.py says")
+    golden = json.loads(path.read_text())
     if golden["platform"] != platform_key():
         pytest.skip(f"golden made on {golden['platform']}, this is {platform_key()}: float kernels differ")
     got = run_case(name)
