@@ -19,14 +19,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
+def _libc(name: str) -> Callable[[int, int], int] | Callable[[int], int] | None:
+    """The C library's function `name`, or None where this C library has none (macOS, musl)."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
     except (OSError, AttributeError):
         return None
 
 
-_TRIM = _malloc_trim()
+_TRIM = _libc("malloc_trim")
 
 
 def release_free_memory() -> bool:
@@ -45,14 +46,7 @@ UPDATE_MMAP_THRESHOLD = 128 * 2**10
 """glibc's initial mmap threshold: every activation of an update pass (hundreds of KB and up) gets its own mapping."""
 
 
-def _mallopt() -> Callable[[int, int], int] | None:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOPT = _mallopt()
+_MALLOPT = _libc("mallopt")
 _threshold = [DYNAMIC_MMAP_THRESHOLD_MAX]
 
 
@@ -61,7 +55,7 @@ MAPPED_UPDATE = "SRDD_MAPPED_UPDATE"
 
 def update_allocations_mapped() -> bool:
     """Whether a GRPO update's allocations are mapped (`mapped_allocations`): SRDD_MAPPED_UPDATE=1. Off by default,
-    because the page faults cost time: measured on the demo (2 cores, passes side by side), peak RSS 2628 MiB
+    because it costs time (fresh mappings fault their pages in): measured on the demo (2 cores, passes side by side), peak RSS 2628 MiB
     against 3564, the run 1.03-1.04x as long. Like SRDD_PASS_WORKERS it changes no bit, so it is the machine's
     business, not a run setting."""
     from srdd.errors import SrddError
@@ -80,8 +74,8 @@ def mapped_allocations(threshold: int = UPDATE_MMAP_THRESHOLD) -> Iterator[None]
     Why: glibc raises its mmap threshold to the size of the largest mapped block freed (up to 32 MiB),
     so a long run's tensors come from the heap, where what an update frees between its allocations stays
     resident as holes: with two update passes side by side, 682 MiB of a demo run's 2031 MiB heap was free at
-    its peak. Mapped, an update's resident memory is its live tensors. The price is a page fault per page an
-    allocation touches, so generation and validation, which allocate a growing KV cache token by token,
+    its peak. Mapped, what the update frees leaves the resident set at once (free heap chunks are still used
+    first). The price is a page fault per page a fresh mapping touches, so generation and validation, which allocate a growing KV cache token by token,
     keep the heap. Placement only: every tensor stays 64-byte aligned (c10's allocator), the bits do not change.
     """
     if _MALLOPT is None:
