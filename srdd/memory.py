@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
-def _libc(name: str) -> Callable[[int, int], int] | Callable[[int], int] | None:
+def _libc(name: str) -> Callable[..., int] | None:
     """The C library's function `name`, or None where this C library has none (macOS, musl)."""
     try:
         return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
