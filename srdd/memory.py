@@ -55,9 +55,9 @@ MAPPED_UPDATE = "SRDD_MAPPED_UPDATE"
 
 def update_allocations_mapped() -> bool:
     """Whether a GRPO update's allocations are mapped (`mapped_allocations`): SRDD_MAPPED_UPDATE=1. Off by default,
-    because it costs time (fresh mappings fault their pages in): measured on the demo (2 cores, passes side by side), peak RSS 2628 MiB
-    against 3564, the run 1.03-1.04x as long. Like SRDD_PASS_WORKERS it changes no bit, so it is the machine's
-    business, not a run setting."""
+    because it costs time (fresh mappings fault their pages in): measured on the demo (2 cores, passes side by
+    side), peak RSS 2628 MiB against 3564, the run 1.03-1.04x as long. Like SRDD_PASS_WORKERS it changes no bit,
+    so it is the machine's business, not a run setting."""
     from srdd.errors import SrddError
 
     value = os.environ.get(MAPPED_UPDATE, "").strip()
@@ -75,8 +75,9 @@ def mapped_allocations(threshold: int = UPDATE_MMAP_THRESHOLD) -> Iterator[None]
     so a long run's tensors come from the heap, where what an update frees between its allocations stays
     resident as holes: with two update passes side by side, 682 MiB of a demo run's 2031 MiB heap was free at
     its peak. Mapped, what the update frees leaves the resident set at once (free heap chunks are still used
-    first). The price is a page fault per page a fresh mapping touches, so generation and validation, which allocate a growing KV cache token by token,
-    keep the heap. Placement only: every tensor stays 64-byte aligned (c10's allocator), the bits do not change.
+    first). The price is a page fault per page a fresh mapping touches, so generation and validation, which
+    allocate a growing KV cache token by token, keep the heap. Placement only: every tensor stays 64-byte aligned
+    (c10's allocator), the bits do not change.
     """
     if _MALLOPT is None:
         yield

@@ -5,8 +5,8 @@ timings, and the after-training scan's per-layer numbers, which depend on every 
 plus the platform it was made on: float results depend on the CPU kernels torch picks (AVX2 vs
 AVX512) and on the thread count, so the runs use one thread, the files sit in one directory per CPU
 capability (golden/AVX2, golden/AVX512: both made from the reference code 7b4ef43), and a file is
-compared only on the platform that made it. The metrics must match bit for bit; the scan's numbers are float64 sums
-whose order of additions srdd's own kernel build chooses (portable, AVX2, AVX-512), so they are
+compared only on the platform that made it. The metrics must match bit for bit; the scan's numbers are
+float64 sums whose order of additions srdd's own kernel build chooses (portable, AVX2, AVX-512), so they are
 compared as tests/json_compare.py says (counts exactly, floats to a relative 1e-9).
 
     PYTHONPATH=<checkout> python -m tests.rin_train.golden_runs   # rewrite the files from <checkout>'s code

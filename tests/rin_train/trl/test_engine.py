@@ -9,7 +9,7 @@ from rin_train.presets import preset
 from rin_train.run_config import load_run_config
 from rin_train.train import run_training
 from srdd.models import decoder_layers
-from tests.rin_train.trl.test_parallel_passes import _run, threads  # noqa: F401 (a fixture)
+from tests.rin_train.trl.test_parallel_passes import _run
 
 
 def _smoke(*sets):
@@ -234,7 +234,7 @@ def test_shared_prompt_runs_every_update_pass_and_matches_trls_forward_on_the_ru
     assert len(gaps) == 6 and max(gaps) < 1e-4, gaps
 
 
-def test_an_update_whose_allocations_are_mapped_computes_the_same_bits(tmp_path, monkeypatch, threads):  # noqa: F811
+def test_an_update_whose_allocations_are_mapped_computes_the_same_bits(tmp_path, monkeypatch, threads):
     thresholds = []
     mapped = engine.mapped_allocations
 

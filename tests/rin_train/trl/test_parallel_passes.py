@@ -16,19 +16,6 @@ SETS = ["grpo.steps=3", "eval.every=3", "grpo.save_every=3", "eval.samples=8", "
         "grpo.shared_prompt=true"]
 
 
-@pytest.fixture
-def threads(monkeypatch):
-    """torch on `n` threads that wait passively (update passes then run on one thread each, side by side)."""
-    previous = torch.get_num_threads()
-    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
-
-    def use(n: int) -> None:
-        torch.set_num_threads(n)
-
-    yield use
-    torch.set_num_threads(previous)
-
-
 def _run(tmp_path, name: str, workers: int, monkeypatch) -> tuple[list[dict], int]:
     """A short learn run's records without timings, and how many of its passes ran ahead."""
     monkeypatch.setenv("SRDD_PASS_WORKERS", str(workers))
