@@ -396,6 +396,11 @@ def spread(values: list[float]) -> str:
     return f"{min(values):8.1f} {statistics.median(values):8.1f}"
 
 
+def named(label: str, ref: str | None) -> str:
+    """A configuration as the output names it: with the commit that ran it, where --refs chose one."""
+    return label if ref is None else f"{label} @ {ref}"
+
+
 def report(label: str, docs: list[dict]) -> None:
     """One table per configuration: phase seconds (min, median over rounds), share, peak RSS, ratio to bound."""
     walls = [d["wall_s"] for d in docs]
@@ -485,7 +490,7 @@ def main() -> None:
             for label, sets in configs.items():
                 if step0[ref] is not None and runs_config(ref, label):
                     run_child(path, args.preset, sets, 1, tmp, step0=step0[ref])
-                    print(f"warm-up: {label}{'' if ref is None else ' @ ' + ref} stored its step-0 validation",
+                    print(f"warm-up: {named(label, ref)} stored its step-0 validation",
                           flush=True)
         docs: dict[tuple, list[dict]] = {}
         for r in range(args.rounds):
@@ -493,18 +498,18 @@ def main() -> None:
                 for label, sets in (item for item in configs.items() if runs_config(ref, item[0])):
                     doc = run_child(path, args.preset, sets, args.bound_rounds, tmp, step0=step0[ref])
                     docs.setdefault((ref, label), []).append(doc)
-                    print(f"round {r + 1}: {label}{'' if ref is None else ' @ ' + ref}: {doc['wall_s']:.1f} s",
+                    print(f"round {r + 1}: {named(label, ref)}: {doc['wall_s']:.1f} s",
                           flush=True)
     for (ref, label), runs in docs.items():
-        report(label if ref is None else f"{label} @ {ref}", runs)
+        report(named(label, ref), runs)
     first = next(iter(versions))
     for (ref, label), runs_of in docs.items():
         # a variant against the first version's plain configuration, anything else against its own in that version
         against = (first, args.preset if label in variants else label)
         if (ref, label) != against and against in docs:
             pairs = [b["wall_s"] / a["wall_s"] for a, b in zip(docs[against], runs_of)]
-            print(f"wall {label}{'' if ref is None else ' @ ' + ref} / {against[1]}"
-                  f"{'' if first is None else ' @ ' + first} = min {min(pairs):.2f}, median {statistics.median(pairs):.2f}")
+            print(f"wall {named(label, ref)} / {named(against[1], first)} = min {min(pairs):.2f}, "
+                  f"median {statistics.median(pairs):.2f}")
     if args.json:
         args.json.write_text(json.dumps([{"ref": ref, "label": label, "runs": runs}
                                          for (ref, label), runs in docs.items()], indent=1))
