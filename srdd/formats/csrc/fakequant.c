@@ -864,10 +864,15 @@ INLINE int valid_args(int64_t nblocks, int fmt, int dtype) {
 /* Groups [g0, g1) into fresh output memory, FAULT_GROUPS at a time: each chunk first touches its output
  * pages, fetching the x lines of every page while that page faults in, then stores into the pages the
  * kernel has just zeroed through the cache. The faults (about 1.5 us a page here, as much as all the rest
- * of a large call) then overlap the reads of x instead of following them. */
-static void groups_fresh(const void *x, void *y, int64_t g0, int64_t g1, int fmt, int dtype, tensor_scale t) {
+ * of a large call) then overlap the reads of x instead of following them. `backward` (x was just read
+ * whole for the tensor amax): the last chunk first, so that the end of the thread's share, still in cache
+ * from that read, is not fetched from DRAM a second time. */
+static void groups_fresh(const void *x, void *y, int64_t g0, int64_t g1, int fmt, int dtype, tensor_scale t,
+                         int backward) {
     int64_t group_bytes = (int64_t)GROUP * block_of(fmt) * (dtype == DT_F32 ? 4 : 2);
-    for (int64_t c = g0; c < g1; c += FAULT_GROUPS) {
+    int64_t nchunks = (g1 - g0 + FAULT_GROUPS - 1) / FAULT_GROUPS;
+    for (int64_t k = 0; k < nchunks; k++) {
+        int64_t c = g0 + (backward ? nchunks - 1 - k : k) * FAULT_GROUPS;
         int64_t end = c + FAULT_GROUPS < g1 ? c + FAULT_GROUPS : g1;
         /* x and y share offsets; each 4 KiB step of y lands on a page not touched before */
         for (int64_t b = c * group_bytes; b < end * group_bytes; b += 4096) {
@@ -878,6 +883,21 @@ static void groups_fresh(const void *x, void *y, int64_t g0, int64_t g1, int fmt
     }
 }
 #endif
+
+/* Asks for transparent huge pages over the 2 MiB-aligned interior of y, whose pages are still to fault:
+ * one fault then zeroes 2 MiB instead of 4 KiB, and the faults were as costly as the rest of a large call.
+ * Only whole huge pages inside y are named, so no neighbouring allocation grows; where THP is off or
+ * unsupported the call fails and nothing changes. */
+static void huge_pages(void *y, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t lo = ((uintptr_t)y + huge - 1) & ~(huge - 1), hi = ((uintptr_t)y + bytes) & ~(huge - 1);
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+#else
+    (void)y;
+    (void)bytes;
+#endif
+}
 
 /* Whether every page of y is present. Allocators hand out recycled memory as well as fresh pages (glibc
  * reuses coalesced free chunks of any size; jemalloc and tcmalloc keep large ones), and only fresh pages
@@ -921,11 +941,13 @@ SRDD_API int srdd_round_trip(const void *x, void *y, int64_t nblocks, int fmt, i
     int large = bytes >= STREAM_MIN_BYTES;
     int present = large && (existing || pages_present(y, bytes));
     int stream = present && ((uintptr_t)y & 63) == 0;
+    int reread = fmt == FMT_NVFP4 || fmt == FMT_FP8_TENSOR; /* tensor_part read x whole */
+    if (large && !present) huge_pages(y, bytes);
 #pragma omp parallel num_threads(nthreads)
     {
         int64_t g0, g1;
         thread_share(ngroups, &g0, &g1);
-        if (large && !present) groups_fresh(x, y, g0, g1, fmt, dtype, t);
+        if (large && !present) groups_fresh(x, y, g0, g1, fmt, dtype, t, reread);
         else groups_dispatch(x, y, 0, g0, g1, fmt, dtype, t, stream, 1);
         if (stream) _mm_sfence(); /* each thread orders its streamed stores before the join */
     }

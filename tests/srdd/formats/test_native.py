@@ -10,6 +10,7 @@ skipped, with the reason.
 """
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -236,13 +237,44 @@ def test_large_tensors_keep_the_bits(vector_variant, dtype):
     assert_same_stats(*_both(quant_stats, x, "nvfp4"))
 
 
-@pytest.mark.parametrize("fmt, cols", [("mxfp4", 2080), ("nvfp4", 2064)])
+@pytest.mark.parametrize("fmt, cols", [("mxfp4", 2080), ("nvfp4", 2064), ("fp8_e4m3", 2080)])
 def test_large_fresh_outputs_with_ragged_chunks(vector_variant, fmt, cols):
     """Over 32 MiB with a group count that splits into neither whole fault-ahead chunks per thread nor whole
     groups (one block left for the scalar tail)."""
     x = torch.randn(4097, cols, generator=torch.Generator().manual_seed(9)) * 2
     eager, got = _both(fake_quantize, x, fmt)
     assert (bits(eager) == bits(got)).all()
+
+
+def _vm_flags(address: int) -> list[str]:
+    """The VmFlags of this process's mapping that holds `address` (/proc/self/smaps)."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and ":" not in head:
+            lo, hi = (int(part, 16) for part in head.split("-"))
+            inside = lo <= address < hi
+        elif inside and head == "VmFlags:":
+            return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
+def test_fresh_large_outputs_ask_for_huge_pages_inside_themselves_only(vector_variant):
+    """A large result whose pages are still to fault gets MADV_HUGEPAGE ("hg") over its whole 2 MiB pages,
+    and nothing outside them: its first bytes, before the first 2 MiB boundary, keep their flags."""
+    x = torch.randn(4096, 4096, generator=torch.Generator().manual_seed(12))
+    huge = 2 << 20
+    eager, y = _both(fake_quantize, x, "nvfp4")  # the kernel's result, a fresh allocation
+    start, end = y.data_ptr(), y.data_ptr() + y.numel() * 4
+    first_huge = (start + huge - 1) // huge * huge
+    assert "hg" in _vm_flags(first_huge) and "hg" in _vm_flags(end // huge * huge - 1)
+    if first_huge != start:
+        assert "hg" not in _vm_flags(start)
+    assert (bits(y) == bits(eager)).all()
+    present = torch.full_like(x, 1.0)  # recycled or caller's memory (pages present): left as it is
+    fake_quantize(x, "nvfp4", out=present)
+    assert "hg" not in _vm_flags(present.data_ptr() + present.numel() * 2)
 
 
 @pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4"])
