@@ -4,6 +4,7 @@
     python benchmarks/bench_fakequant.py --backends auto,compiled,eager
     python benchmarks/bench_fakequant.py --formats mxfp4,nvfp4 --device cuda
     python benchmarks/bench_fakequant.py --variants avx2 --stat min   # one kernel build; best of the rounds
+    THP_MEM_ALLOC_ENABLE=1 python benchmarks/bench_fakequant.py   # clone on huge pages too (see below)
 
 For each format, dtype and backend (and, for the C kernel, each build of it
 this CPU runs: portable, avx2, avx512): GB/s of the allocating round trip (bytes
@@ -11,6 +12,10 @@ read + written), and the ratios allocating / x.clone(), out= / y.copy_(x) and
 statistics pass / y.copy_(x) (higher is better; 1.0 = as fast as the copy).
 All ops of a dtype are timed in turns, so each ratio compares calls made under
 the same machine conditions.
+A large new result of the C kernel is faulted in on transparent huge pages, while
+torch allocates clone's on 4 KiB pages unless THP_MEM_ALLOC_ENABLE=1 (or the system's
+THP setting is `always`): with it both get huge pages and the allocating ratio
+shows the kernel's own work, without it what a caller gets by default.
 `auto` is what callers get: the C kernel for the quantized formats on the CPU, Inductor
 elsewhere. Also torchao's MX round trip when torchao is importable.
 """

@@ -11,9 +11,10 @@
  * and the statistics stay in vector accumulators. Two-level NVFP4 and
  * per-tensor FP8 need the tensor amax before any scale, so they read x twice;
  * their statistics do the q-independent sums during that first, memory-bound,
- * read. Large
+ * read, and their round trips walk back from where it ended, still in cache. Large
  * results go straight to DRAM when their pages are present, and fault their
- * pages in ahead of the stores, overlapped with the reads, when they are not.
+ * pages in ahead of the stores, overlapped with the reads, when they are not,
+ * asking for 2 MiB pages (a fault of 4 KiB costs more than quantizing it).
  *
  * The numerics are those of srdd/formats/kernels.py and elements.py in fp32
  * (the same divisions and clamps; the vector E2M1 rounding is a magic-number
