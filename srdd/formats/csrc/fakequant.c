@@ -883,7 +883,6 @@ static void groups_fresh(const void *x, void *y, int64_t g0, int64_t g1, int fmt
         groups_dispatch(x, y, 0, c, end, fmt, dtype, t, 0, 1);
     }
 }
-#endif
 
 /* Asks for transparent huge pages over the 2 MiB-aligned interior of y, whose pages are still to fault:
  * one fault then zeroes 2 MiB instead of 4 KiB, and the faults were as costly as the rest of a large call.
@@ -899,6 +898,7 @@ static void huge_pages(void *y, int64_t bytes) {
     (void)bytes;
 #endif
 }
+#endif
 
 /* Whether every page of y is present. Allocators hand out recycled memory as well as fresh pages (glibc
  * reuses coalesced free chunks of any size; jemalloc and tcmalloc keep large ones), and only fresh pages

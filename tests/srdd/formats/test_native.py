@@ -9,6 +9,7 @@ that exercise the 16-block groups and the tail. Builds the CPU cannot run are
 skipped, with the reason.
 """
 
+import mmap
 import warnings
 from pathlib import Path
 
@@ -259,22 +260,35 @@ def _vm_flags(address: int) -> list[str]:
     raise AssertionError(f"no mapping holds {address:#x}")
 
 
-@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
+@pytest.mark.skipif(not (Path("/proc/self/smaps").exists() and Path("/sys/kernel/mm/transparent_hugepage").exists()),
+                    reason="needs Linux's /proc/self/smaps and a kernel with transparent huge pages")
 def test_fresh_large_outputs_ask_for_huge_pages_inside_themselves_only(vector_variant):
     """A large result whose pages are still to fault gets MADV_HUGEPAGE ("hg") over its whole 2 MiB pages,
-    and nothing outside them: its first bytes, before the first 2 MiB boundary, keep their flags."""
+    and nothing outside them: the bytes before its first 2 MiB boundary and after its last keep their flags.
+    Its memory is a fresh anonymous mapping (an allocator may hand out recycled pages, which stay as they
+    are), and it starts 4 KiB past a page boundary so that it never starts on a 2 MiB one."""
     x = torch.randn(4096, 4096, generator=torch.Generator().manual_seed(12))
-    huge = 2 << 20
-    eager, y = _both(fake_quantize, x, "nvfp4")  # the kernel's result, a fresh allocation
-    start, end = y.data_ptr(), y.data_ptr() + y.numel() * 4
+    huge, size = 2 << 20, x.numel() * 4
+    lib, spec = native.library(), get_format("nvfp4")
+
+    def private(nbytes: int) -> mmap.mmap:  # what malloc maps for a large block
+        return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+    def round_trip(y: torch.Tensor, existing: int) -> None:
+        assert lib.srdd_round_trip(x.data_ptr(), y.data_ptr(), x.numel() // spec.block_size,
+                                   native.format_code(spec), 0, torch.get_num_threads(), existing) == 0
+
+    y = torch.frombuffer(private(size + huge), dtype=torch.float32, count=x.numel(), offset=4096).view_as(x)
+    round_trip(y, 0)
+    start, end = y.data_ptr(), y.data_ptr() + size
     first_huge = (start + huge - 1) // huge * huge
     assert "hg" in _vm_flags(first_huge) and "hg" in _vm_flags(end // huge * huge - 1)
-    if first_huge != start:
-        assert "hg" not in _vm_flags(start)
+    assert "hg" not in _vm_flags(start) and "hg" not in _vm_flags(end)
+    eager = _both(fake_quantize, x, "nvfp4")[0]
     assert (bits(y) == bits(eager)).all()
-    present = torch.full_like(x, 1.0)  # recycled or caller's memory (pages present): left as it is
-    fake_quantize(x, "nvfp4", out=present)
-    assert "hg" not in _vm_flags(present.data_ptr() + present.numel() * 2)
+    present = torch.frombuffer(private(size), dtype=torch.float32).view_as(x).fill_(1.0)  # a caller's out=
+    round_trip(present, 1)
+    assert "hg" not in _vm_flags(present.data_ptr() + size // 2) and (bits(present) == bits(eager)).all()
 
 
 @pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4"])

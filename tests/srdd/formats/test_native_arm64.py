@@ -15,6 +15,7 @@ import ctypes
 import shutil
 import struct
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,7 +41,7 @@ def arm64_driver(tmp_path_factory) -> str:
         pytest.skip(f"{' and '.join(missing)} not installed (apt install gcc-aarch64-linux-gnu qemu-user)")
     exe = tmp_path_factory.mktemp("arm64") / "native_driver"
     flags = [flag for flag in native.CFLAGS if flag not in HOST_ONLY_FLAGS]
-    driver = native.SOURCE.parents[3] / "tests" / "srdd" / "formats" / "native_driver.c"
+    driver = Path(__file__).with_name("native_driver.c")
     done = subprocess.run([CROSS_CC, *flags, "-static", str(driver), str(native.SOURCE), "-o", str(exe), "-lm"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
