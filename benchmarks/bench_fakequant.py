@@ -12,8 +12,8 @@ read + written), and the ratios allocating / x.clone(), out= / y.copy_(x) and
 statistics pass / y.copy_(x) (higher is better; 1.0 = as fast as the copy).
 All ops of a dtype are timed in turns, so each ratio compares calls made under
 the same machine conditions.
-A large new result of the C kernel is faulted in on transparent huge pages, while
-torch allocates clone's on 4 KiB pages unless THP_MEM_ALLOC_ENABLE=1 (or the system's
+A large new result of the C kernel is a mapping of its own on transparent huge pages
+(srdd.formats.native.new_result), while torch allocates clone's on 4 KiB pages unless THP_MEM_ALLOC_ENABLE=1 (or the system's
 THP setting is `always`): with it both get huge pages and the allocating ratio
 shows the kernel's own work, without it what a caller gets by default.
 `auto` is what callers get: the C kernel for the quantized formats on the CPU, Inductor

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import mmap
 import os
 import platform
 import subprocess
@@ -55,6 +56,8 @@ VARIANT_ENV = "SRDD_NATIVE_VARIANT"
 """Names the build to use instead of the best one this CPU runs (benchmarks, debugging)."""
 PARALLEL_MIN_NUMEL = 1 << 16
 """Below this many elements one thread is faster than waking the OpenMP team."""
+OWN_MAPPING_BYTES = 32 << 20
+"""A new result at least this large gets its own mapping on huge pages (fakequant.c's STREAM_MIN_BYTES)."""
 
 _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 
@@ -190,11 +193,30 @@ def _threads(x: torch.Tensor) -> int:
     return torch.get_num_threads() if x.numel() >= PARALLEL_MIN_NUMEL else 1
 
 
+def new_result(x: torch.Tensor) -> torch.Tensor:
+    """Uninitialised memory for a result shaped like the contiguous `x`.
+
+    A new large result's pages fault in one at a time, and a 64 MiB one's 16 384 faults cost as much as
+    the rest of the round trip. So it gets an anonymous mapping of its own with transparent huge pages
+    asked for (32 faults instead), which the tensor keeps alive and which is unmapped with it: unlike
+    flagging memory that malloc handed out, nothing outside the result, and nothing after it is freed, is
+    left on huge pages. Where THP is unsupported it is an ordinary private mapping."""
+    nbytes = x.numel() * x.element_size()
+    if nbytes < OWN_MAPPING_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return torch.empty_like(x)
+    pages = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        pages.madvise(mmap.MADV_HUGEPAGE)
+    except OSError:  # a kernel built without THP
+        pass
+    return torch.frombuffer(pages, dtype=x.dtype).view(x.shape)
+
+
 def round_trip(lib: ctypes.CDLL, x: torch.Tensor, spec: QuantFormatConfig,
                out: torch.Tensor | None = None) -> torch.Tensor:
     """fake_quantize(x) into `out` (or a new tensor); `applies(x, spec)` must hold."""
     x = x.contiguous()
-    target = out if out is not None and out.is_contiguous() else torch.empty_like(x)
+    target = out if out is not None and out.is_contiguous() else new_result(x)
     rc = lib.srdd_round_trip(x.data_ptr(), target.data_ptr(), x.numel() // kernel_block(spec), format_code(spec),
                              _DTYPES[x.dtype], _threads(x), target is out)
     if rc != 0:

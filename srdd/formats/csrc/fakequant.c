@@ -832,6 +832,8 @@ static uint32_t tensor_amax_bits(const void *x, acc_t *powers, int64_t n, int dt
         if (powers) flush_all(&total, &powers[thread_id()]);
     }
     done = nv * 16;
+#else
+    (void)nthreads; /* the scalar loop below runs on the calling thread */
 #endif
     for (int i = 0; i < MAX_THREADS; i++) m = part[i] > m ? part[i] : m;
     for (int64_t i = done; i < n; i++) {
@@ -884,22 +886,6 @@ static void groups_fresh(const void *x, void *y, int64_t g0, int64_t g1, int fmt
     }
 }
 
-/* Asks for transparent huge pages over the 2 MiB-aligned interior of y, whose pages are still to fault:
- * one fault then zeroes 2 MiB instead of 4 KiB, and the faults were as costly as the rest of a large call.
- * Only whole huge pages inside y are named, so no neighbouring allocation grows; where THP is off or
- * unsupported the call fails and nothing changes. */
-static void huge_pages(void *y, int64_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    const uintptr_t huge = (uintptr_t)2 << 20;
-    uintptr_t lo = ((uintptr_t)y + huge - 1) & ~(huge - 1), hi = ((uintptr_t)y + bytes) & ~(huge - 1);
-    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
-#else
-    (void)y;
-    (void)bytes;
-#endif
-}
-#endif
-
 /* Whether every page of y is present. Allocators hand out recycled memory as well as fresh pages (glibc
  * reuses coalesced free chunks of any size; jemalloc and tcmalloc keep large ones), and only fresh pages
  * fault. Fresh memory fails on the first page; a full check of 64 MiB costs about 50 us. */
@@ -921,6 +907,7 @@ static int pages_present(const void *y, int64_t bytes) {
     return 0;
 #endif
 }
+#endif
 
 /* y = fake_quantize(x) for `nblocks` contiguous blocks. Returns 0, or -1 for bad arguments.
  * `existing`: y is the caller's memory, not an allocation just made for the result. A large y whose pages
@@ -931,19 +918,17 @@ SRDD_API int srdd_round_trip(const void *x, void *y, int64_t nblocks, int fmt, i
     if (!valid_args(nblocks, fmt, dtype) || !y) return -1;
     nthreads = threads_for(nthreads);
     int block = block_of(fmt);
-    int64_t bytes = nblocks * block * (dtype == DT_F32 ? 4 : 2);
     uint32_t amax_bits;
     tensor_scale t = tensor_part(x, 0, nblocks * block, fmt, dtype, nthreads, &amax_bits);
     int64_t done = 0;
 #if SRDD_SIMD
-    int64_t ngroups = nblocks / GROUP;
+    int64_t ngroups = nblocks / GROUP, bytes = nblocks * block * (dtype == DT_F32 ? 4 : 2);
     /* below this size y may stay in cache, and a fresh-looking allocation is mostly recycled heap memory
      * (measured: touching ahead only costs there) */
     int large = bytes >= STREAM_MIN_BYTES;
     int present = large && (existing || pages_present(y, bytes));
     int stream = present && ((uintptr_t)y & 63) == 0;
     int reread = fmt == FMT_NVFP4 || fmt == FMT_FP8_TENSOR; /* tensor_part read x whole */
-    if (large && !present) huge_pages(y, bytes);
 #pragma omp parallel num_threads(nthreads)
     {
         int64_t g0, g1;
@@ -953,6 +938,8 @@ SRDD_API int srdd_round_trip(const void *x, void *y, int64_t nblocks, int fmt, i
         if (stream) _mm_sfence(); /* each thread orders its streamed stores before the join */
     }
     done = ngroups * GROUP;
+#else
+    (void)existing; /* the scalar path stores the same way into any memory */
 #endif
     blocks_scalar(x, y, 0, done, nblocks, block, fmt, dtype, t);
     return 0;
