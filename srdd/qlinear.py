@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from srdd import file_pages
 from srdd.errors import SrddError
 from srdd.formats import fake_quantize, fake_quantize_ste, get_format
 from srdd.formats.specs import Family
@@ -220,6 +221,9 @@ class QuantLinear(nn.Linear):
         copies of all of them per step would churn through hundreds of MB. A graph
         that saved the old cached value for its backward and runs after the rewrite
         fails autograd's version check rather than using the new value silently.
+        The GEMMs now read the buffer, not the parameter, so a parameter that is still
+        the untouched pages of a mapped weights file gives them back until it is read
+        again (srdd.file_pages).
         """
         w = self.weight.detach() if weight is None else weight
         source = w
@@ -230,9 +234,11 @@ class QuantLinear(nn.Linear):
             source = self._wq_quantized
         if dtype == w.dtype:
             self._wq_cache = source
-            return
-        buffer = _reusable(self._wq_cache, w, dtype)
-        self._wq_cache = source.to(dtype) if buffer is None else buffer.copy_(source)
+        else:
+            buffer = _reusable(self._wq_cache, w, dtype)
+            self._wq_cache = source.to(dtype) if buffer is None else buffer.copy_(source)
+        if self._wq_cache.data_ptr() != self.weight.data_ptr():
+            file_pages.release(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mode = self.quant.mode
