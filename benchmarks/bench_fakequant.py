@@ -13,9 +13,10 @@ statistics pass / y.copy_(x) (higher is better; 1.0 = as fast as the copy).
 All ops of a dtype are timed in turns, so each ratio compares calls made under
 the same machine conditions.
 A large new result of the C kernel is a mapping of its own on transparent huge pages
-(srdd.formats.native.new_result), while torch allocates clone's on 4 KiB pages unless THP_MEM_ALLOC_ENABLE=1 (or the system's
-THP setting is `always`): with it both get huge pages and the allocating ratio
-shows the kernel's own work, without it what a caller gets by default.
+(srdd.formats.native.new_result), while torch allocates clone's on 4 KiB pages unless
+THP_MEM_ALLOC_ENABLE=1 (or the system's THP setting is `always`): with it both get huge
+pages and the allocating ratio shows the kernel's own work, without it what a caller
+gets by default.
 `auto` is what callers get: the C kernel for the quantized formats on the CPU, Inductor
 elsewhere. Also torchao's MX round trip when torchao is importable.
 """

@@ -22,12 +22,13 @@ only; elsewhere nothing happens.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import mmap
 import sys
 
 import numpy as np
 import torch
+
+from srdd.memory import libc_function
 
 PAGE = mmap.PAGESIZE
 _PRESENT, _SWAPPED, _FILE = 1 << 63, 1 << 62, 1 << 61
@@ -35,11 +36,12 @@ _MADV_DONTNEED = 4
 
 
 def _madvise():
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    return libc.madvise
+    """libc's madvise with a pointer-sized address (ctypes would pass a 64-bit address as an int), on Linux only:
+    /proc/self/pagemap, which decides what may go, is Linux's."""
+    madvise = libc_function("madvise") if sys.platform.startswith("linux") else None
+    if madvise is not None:
+        madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return madvise
 
 
 _MADVISE = _madvise()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
-def _libc(name: str) -> Callable[..., int] | None:
+def libc_function(name: str) -> Callable[..., int] | None:
     """The C library's function `name`, or None where this C library has none (macOS, musl)."""
     try:
         return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
@@ -27,7 +27,7 @@ def _libc(name: str) -> Callable[..., int] | None:
         return None
 
 
-_TRIM = _libc("malloc_trim")
+_TRIM = libc_function("malloc_trim")
 
 
 def release_free_memory() -> bool:
@@ -46,7 +46,7 @@ UPDATE_MMAP_THRESHOLD = 128 * 2**10
 """glibc's initial mmap threshold: every activation of an update pass (hundreds of KB and up) gets its own mapping."""
 
 
-_MALLOPT = _libc("mallopt")
+_MALLOPT = libc_function("mallopt")
 _threshold = [DYNAMIC_MMAP_THRESHOLD_MAX]
 
 

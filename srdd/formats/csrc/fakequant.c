@@ -13,8 +13,8 @@
  * their statistics do the q-independent sums during that first, memory-bound,
  * read, and their round trips walk back from where it ended, still in cache. Large
  * results go straight to DRAM when their pages are present, and fault their
- * pages in ahead of the stores, overlapped with the reads, when they are not,
- * asking for 2 MiB pages (a fault of 4 KiB costs more than quantizing it).
+ * pages in ahead of the stores, overlapped with the reads, when they are not
+ * (a new large result comes on 2 MiB pages: srdd.formats.native.new_result).
  *
  * The numerics are those of srdd/formats/kernels.py and elements.py in fp32
  * (the same divisions and clamps; the vector E2M1 rounding is a magic-number

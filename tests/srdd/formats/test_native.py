@@ -10,7 +10,6 @@ skipped, with the reason.
 """
 
 import gc
-import mmap
 import warnings
 from pathlib import Path
 
