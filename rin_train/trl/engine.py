@@ -35,6 +35,7 @@ from pathlib import Path
 from rin_train.evaluate import evaluate
 from rin_train.lora_merge import lora_served
 from rin_train.outcomes import OutcomeLog
+from rin_train.prefetched_draws import prefetched_draws
 from rin_train.rewards import completion_text, flexible_reward, strict_reward, training_reward
 from rin_train.rundir import RunDir
 from rin_train.run_config import RunConfig
@@ -79,16 +80,16 @@ class NoisyGRPOTrainer(GRPOTrainer):
         # each of the num_generations copies of a prompt is prefilled once; a rollout runs inside a training step,
         # but allocates its KV caches token by token: from the heap, also where the update's allocations are mapped
         heap = mapped_allocations(DYNAMIC_MMAP_THRESHOLD_MAX) if self.mapped_update else nullcontext()
-        with heap, shared_prefill(self.model):
-            if self.injector is None or not self.model.training:
-                out = super()._generate_single_turn(*args, **kwargs)
-            else:
-                with self.injector.applied(self.state.global_step, self.total_steps) as record:
-                    out = super()._generate_single_turn(*args, **kwargs)
-                    # read after the rollout: an RMSNorm target under sigma_basis effective is set on its first
-                    # forward
-                    self.last_noise = {"sigma": record.get("sigma"), "sigma_layers": self.injector.nominal_layers(),
-                                       "sigma_layers_effective": self.injector.effective_layers()}
+        noisy = self.injector is not None and self.model.training
+        # the noise is written on all of torch's threads, before shared_prefill puts decoding on fewer; sampling's
+        # random draws are made a step ahead on the core decoding leaves idle
+        noise = self.injector.applied(self.state.global_step, self.total_steps) if noisy else nullcontext()
+        with heap, noise as record, shared_prefill(self.model), prefetched_draws():
+            out = super()._generate_single_turn(*args, **kwargs)
+            if noisy:  # read after the rollout: an RMSNorm target under sigma_basis effective is set on its first
+                # forward
+                self.last_noise = {"sigma": record.get("sigma"), "sigma_layers": self.injector.nominal_layers(),
+                                   "sigma_layers_effective": self.injector.effective_layers()}
         release_free_memory()  # the rollout's KV caches and noise draws: the update starts from the live size
         return out
 
