@@ -7,7 +7,8 @@ restores before returning. The old/ref log-probs, the policy-gradient
 forward/backward and every validation therefore see clean weights (DESIGN.md
 §7; a callback at step begin would also perturb the loss). The rollout
 prefills each distinct prompt once, where TRL would prefill all its
-num_generations copies (rin_train.shared_prefill: the same tokens bit for bit).
+num_generations copies (rin_train.shared_prefill: the same tokens bit for bit), and makes each
+decode step's sampling draws a step ahead, on the core decoding leaves idle (rin_train.prefetched_draws).
 
 `RunLogger` appends one metrics.jsonl line per optimizer step:
     step, sigma (scheduled), sigma_layers (nominal: achieved std per layer, read back),
@@ -31,6 +32,8 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from pathlib import Path
+
+import torch
 
 from rin_train.evaluate import evaluate
 from rin_train.lora_merge import lora_served
@@ -70,6 +73,8 @@ class NoisyGRPOTrainer(GRPOTrainer):
         self.passes = ParallelPasses(self)
         self.pass_workers = 1
         self.mapped_update = update_allocations_mapped()
+        self.threads = torch.get_num_threads()
+        """torch's threads outside the update passes (training_step may run those on fewer)."""
         super().__init__(*args, **kwargs)
 
     def _send_telemetry(self) -> None:
@@ -81,10 +86,12 @@ class NoisyGRPOTrainer(GRPOTrainer):
         # but allocates its KV caches token by token: from the heap, also where the update's allocations are mapped
         heap = mapped_allocations(DYNAMIC_MMAP_THRESHOLD_MAX) if self.mapped_update else nullcontext()
         noisy = self.injector is not None and self.model.training
-        # the noise is written on all of torch's threads, before shared_prefill puts decoding on fewer; sampling's
-        # random draws are made a step ahead on the core decoding leaves idle
         noise = self.injector.applied(self.state.global_step, self.total_steps) if noisy else nullcontext()
-        with heap, noise as record, shared_prefill(self.model), prefetched_draws():
+        called_with = torch.get_num_threads()
+        # the noise is written on all of the trainer's threads (a step's passes, where the rollout runs, may have
+        # fewer), generation runs on the threads it was called with; sampling's random draws are made a step ahead
+        with (heap, torch_threads(self.threads), noise as record, torch_threads(called_with),
+              shared_prefill(self.model), prefetched_draws()):
             out = super()._generate_single_turn(*args, **kwargs)
             if noisy:  # read after the rollout: an RMSNorm target under sigma_basis effective is set on its first
                 # forward

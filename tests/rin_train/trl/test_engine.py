@@ -251,3 +251,32 @@ def test_an_update_whose_allocations_are_mapped_computes_the_same_bits(tmp_path,
     assert thresholds.count("update") == 3 * 4  # every pass of the 3 steps of 4
     assert thresholds.count(engine.DYNAMIC_MMAP_THRESHOLD_MAX) == 3  # each rollout back on the heap
     assert mapped_run == heap
+
+
+def test_a_rollout_writes_its_noise_on_all_threads_and_samples_with_draws_made_ahead(tmp_path, monkeypatch, threads):
+    """With shared prompts the update passes (inside which TRL rolls out) run on one thread each: the noise write
+    still gets all of the trainer's threads, decoding keeps one, and the sampling draws are made a call ahead."""
+    import rin_train.prefetched_draws as pd
+    from rin_train.noise import NoiseInjector
+
+    seen = {"perturb": [], "sample": [], "ahead": []}
+    perturb, sample = NoiseInjector.perturb, pd.PrefetchingSampler.__call__
+
+    def perturb_spy(self, *a, **k):
+        seen["perturb"].append(torch.get_num_threads())
+        return perturb(self, *a, **k)
+
+    def sample_spy(self, *a, **k):
+        seen["sample"].append(torch.get_num_threads())
+        before = self.prefetched
+        out = sample(self, *a, **k)
+        seen["ahead"].append(self.prefetched - before)
+        return out
+
+    monkeypatch.setattr(NoiseInjector, "perturb", perturb_spy)
+    monkeypatch.setattr(pd.PrefetchingSampler, "__call__", sample_spy)
+    threads(2)
+    _run(tmp_path, "run", 2, monkeypatch)
+    assert seen["perturb"] == [2] * 3
+    assert seen["sample"] and set(seen["sample"]) == {1}
+    assert sum(seen["ahead"]) == len(seen["sample"]) - 3  # every draw but each rollout's first
