@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import torch
 
 _MULTINOMIAL = torch.multinomial
+MAX_CATEGORIES = 2**24
+"""ATen refuses more categories (FLOAT32_MAX_CONSECUTIVE_INT); such calls go to torch's multinomial to say so."""
 
 
 def _arguments(input, num_samples, replacement=False, *, generator=None, out=None):
@@ -68,7 +70,7 @@ class PrefetchingSampler:
         probs, num_samples, generator, out = _arguments(*args, **kwargs)
         if not (isinstance(probs, torch.Tensor) and num_samples == 1 and generator is None and out is None
                 and probs.device.type == "cpu" and probs.dim() in (1, 2) and probs.is_floating_point()
-                and probs.is_contiguous() and probs.numel() and _valid(probs)):
+                and probs.is_contiguous() and probs.numel() and probs.shape[-1] <= MAX_CATEGORIES and _valid(probs)):
             self._ahead = None
             return _MULTINOMIAL(*args, **kwargs)  # its own checks raise where the input is invalid
         layout = (probs.shape, probs.dtype)

@@ -56,25 +56,28 @@ def test_a_draw_in_between_is_seen_and_the_draw_made_ahead_dropped():
     assert ahead[2] == 2  # calls 2 and 4, the ones with no draw since the call before
 
 
-def test_other_shapes_dtypes_and_calls_fall_back_to_torch():
-    g = torch.Generator()
-
-    def calls(i):  # what may not be served ahead, between calls that may
-        g.manual_seed(i)
-        torch.multinomial(probabilities(3, 50, 99), 2, generator=g)
-
-    shapes = [probabilities(4, 300, 0), probabilities(4, 301, 1), probabilities(4, 301, 2).double(),
-              probabilities(1, 300, 3)[0], probabilities(4, 300, 4).t().contiguous().t(), probabilities(4, 300, 5)]
-    plain = samples(shapes, prefetch=False, between=calls)
-    ahead = samples(shapes, prefetch=True, between=calls)
+def test_another_shape_or_dtype_draws_afresh():
+    calls = [probabilities(4, 300, 0), probabilities(4, 301, 1), probabilities(4, 301, 2).double(),
+             probabilities(1, 300, 3)[0], probabilities(4, 300, 4).t().contiguous().t(),  # 1-D; not contiguous
+             probabilities(4, 300, 5), probabilities(4, 300, 6)]
+    plain, ahead = samples(calls, prefetch=False), samples(calls, prefetch=True)
     assert_same(plain, ahead)
-    assert plain[0][3].shape == ahead[0][3].shape == (1,)
-    two = [torch.multinomial(probabilities(2, 40, 7), 3, replacement=True, generator=torch.Generator().manual_seed(1))
-           for _ in range(2)]
-    with prefetched_draws():
-        two_ahead = torch.multinomial(probabilities(2, 40, 7), 3, replacement=True,
-                                      generator=torch.Generator().manual_seed(1))
-    assert torch.equal(two[0], two_ahead)
+    assert ahead[0][3].shape == (1,)
+    assert ahead[2] == 1  # the last call alone has the layout of the call before it (and no fallback between)
+
+
+def test_a_generator_or_several_samples_go_to_torch():
+    def draw(samples: int) -> torch.Tensor:
+        return torch.multinomial(probabilities(2, 40, 7), samples, replacement=True,
+                                 generator=torch.Generator().manual_seed(1))
+
+    expected = [draw(1), draw(3)]
+    torch.manual_seed(0)
+    with prefetched_draws() as sampler:
+        got = [draw(1), draw(3)]
+    assert all(torch.equal(a, b) for a, b in zip(expected, got))
+    assert sampler.prefetched == 0
+    assert torch.equal(torch.default_generator.get_state(), torch.manual_seed(0).get_state())
 
 
 @pytest.mark.parametrize("bad", [float("nan"), -0.1, float("inf"), "zero row"])
