@@ -12,7 +12,6 @@ after the rollout are identical, and how many of the rollout's sampling calls we
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from contextlib import nullcontext
@@ -22,25 +21,16 @@ from srdd.threads import passive_openmp_wait
 passive_openmp_wait()  # as the `srdd` command runs: before anything loads torch and OpenMP reads its settings
 
 import torch  # noqa: E402
-from bench_shared_prefill import rollout  # noqa: E402
+from bench_shared_prefill import arguments, policy_of, rollout  # noqa: E402
 
 from rin_train.prefetched_draws import prefetched_draws  # noqa: E402
-from rin_train.presets import preset  # noqa: E402
-from rin_train.run_config import load_run_config  # noqa: E402
 from rin_train.shared_prefill import shared_prefill  # noqa: E402
 from rin_train.tasks import load_task  # noqa: E402
-from rin_train.train import load_policy  # noqa: E402
-from srdd.quiet import library_notices_silenced  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="demo")
-    p.add_argument("--rounds", type=int, default=4)
-    args = p.parse_args()
-    cfg = load_run_config(None, [], preset=preset(args.preset))
-    with library_notices_silenced():
-        model, tokenizer, _, _ = load_policy(cfg)
+    args = arguments(__doc__, 4)
+    cfg, model, tokenizer = policy_of(args.preset)
     generate = rollout(model, tokenizer, cfg, load_task(cfg.task, cfg.seed)[0])
 
     def run(ahead: bool) -> tuple[list[list[int]], torch.Tensor, int]:

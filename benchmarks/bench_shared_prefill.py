@@ -39,6 +39,7 @@ from rin_train.tasks import Example, load_task, prompt_ids
 from rin_train.train import load_policy
 from rin_train.trl.engine import grpo_args
 from srdd.quiet import library_notices_silenced
+from srdd.threads import torch_threads
 
 
 def rollout(model, tokenizer, cfg: RunConfig, prompts: list[Example]) -> Callable[[bool], list[list[int]]]:
@@ -117,7 +118,9 @@ class Flops(TorchDispatchMode):
 
 
 def flops(run: Callable[[bool], object], shared: bool) -> int:
-    with Flops() as counter:
+    """On one thread: a dispatch mode sees its own thread's ops only, and on more, a validation runs its batches
+    in worker threads (rin_train.evaluate), where nothing would be counted."""
+    with torch_threads(1), Flops() as counter:
         run(shared)
     return counter.total
 
@@ -129,14 +132,24 @@ def differing(old: list[list[int]], new: list[list[int]]) -> tuple[int, int, int
     return rows, tokens, sum(map(len, old))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="demo")
-    p.add_argument("--rounds", type=int, default=3)
-    args = p.parse_args()
-    cfg = load_run_config(None, [], preset=preset(args.preset))
+def policy_of(preset_name: str):
+    """(run config, model, tokenizer) of a preset's policy, loaded as its run loads it."""
+    cfg = load_run_config(None, [], preset=preset(preset_name))
     with library_notices_silenced():
         model, tokenizer, _, _ = load_policy(cfg)
+    return cfg, model, tokenizer
+
+
+def arguments(doc: str, rounds: int) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--rounds", type=int, default=rounds)
+    return p.parse_args()
+
+
+def main() -> None:
+    args = arguments(__doc__, 3)
+    cfg, model, tokenizer = policy_of(args.preset)
     train, test = load_task(cfg.task, cfg.seed)
     cases = {"rollout": rollout(model, tokenizer, cfg, train),
              "validation": validation(model, tokenizer, cfg, test[: cfg.eval.samples])}
