@@ -34,7 +34,7 @@ from rin_train.step0 import Step0Cache, check_directory
 from rin_train.run_config import RunConfig, check_against_model
 from rin_train.tasks import drop_long_prompts, load_task
 from srdd.errors import SrddError
-from srdd.memory import release_free_memory, update_allocations_mapped
+from srdd.memory import release_free_memory, steady_heap, update_allocations_mapped
 from srdd.jsonio import write_text_atomic
 from srdd.model_files import check_model_files
 from srdd.models import load_causal_lm, model_info, resolve_model
@@ -165,7 +165,7 @@ def run_training(cfg: RunConfig, out: Path, *, resume: bool = False, verbose: bo
                  step0_cache: Path | None = None) -> RunDir:
     """Train one run into `out`; returns its RunDir (read `info()['status']`), its lock released.
     `step0_cache`: a directory of step-0 validations shared with other runs (rin_train.step0)."""
-    with library_notices_silenced():
+    with library_notices_silenced(), steady_heap():
         return _run_training(cfg, Path(out), resume=resume, verbose=verbose, step0_cache=step0_cache)
 
 

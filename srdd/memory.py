@@ -48,6 +48,33 @@ UPDATE_MMAP_THRESHOLD = 128 * 2**10
 
 _MALLOPT = libc_function("mallopt")
 _threshold = [DYNAMIC_MMAP_THRESHOLD_MAX]
+_M_TRIM_THRESHOLD = -1
+GLIBC_TRIM_THRESHOLD = 128 * 2**10
+"""glibc's initial trim threshold, where `steady_heap` puts it back (a process that never set one)."""
+RUN_TRIM_THRESHOLD = 64 * 2**20
+"""Free memory glibc keeps at the top of a heap during a run (see `steady_heap`)."""
+
+
+@contextmanager
+def steady_heap() -> Iterator[None]:
+    """Inside the block, glibc keeps up to RUN_TRIM_THRESHOLD free at the top of a heap instead of handing it back
+    at once, and serves blocks below 32 MiB from its heaps; after it, glibc's settings as before.
+
+    Why: a phase's short-lived tensors (a noise write's effective-sigma temporaries, three 3.5 MB blocks per
+    weight) are freed at the top of the heap, which glibc then trims (its threshold follows the mmap threshold's,
+    a few MB), so the next weight's faults them in again: 110 thousand page faults in one demo noise write, none
+    with the top kept. Setting a trim threshold stops glibc's own raising of the mmap threshold, so that is set
+    to the 32 MiB it would reach anyway. The explicit trims between phases (`release_free_memory`) still hand
+    everything back, so what the top keeps stays within one phase. Placement only: the bits do not change."""
+    if _MALLOPT is None:
+        yield
+        return
+    _MALLOPT(_M_TRIM_THRESHOLD, RUN_TRIM_THRESHOLD)
+    _MALLOPT(_M_MMAP_THRESHOLD, _threshold[0])
+    try:
+        yield
+    finally:
+        _MALLOPT(_M_TRIM_THRESHOLD, GLIBC_TRIM_THRESHOLD)
 
 
 MAPPED_UPDATE = "SRDD_MAPPED_UPDATE"
