@@ -58,11 +58,12 @@ RUN_TRIM_THRESHOLD = 64 * 2**20
 @contextmanager
 def steady_heap() -> Iterator[None]:
     """Inside the block, glibc keeps up to RUN_TRIM_THRESHOLD free at the top of a heap instead of handing it back
-    at once, and serves blocks below 32 MiB from its heaps; after it, glibc's settings as before.
+    at once, and serves blocks below 32 MiB from its heaps; after it, glibc's initial trim threshold again (the
+    mmap threshold stays at 32 MiB, where glibc's own raising of it ends in a long-running process anyway).
 
     Why: a phase's short-lived tensors (a noise write's effective-sigma temporaries, three 3.5 MB blocks per
     weight) are freed at the top of the heap, which glibc then trims (its threshold follows the mmap threshold's,
-    a few MB), so the next weight's faults them in again: 110 thousand page faults in one demo noise write, none
+    a few MB), so the next weight faults them in again: 110 thousand page faults in one demo noise write, none
     with the top kept. Setting a trim threshold stops glibc's own raising of the mmap threshold, so that is set
     to the 32 MiB it would reach anyway. The explicit trims between phases (`release_free_memory`) still hand
     everything back, so what the top keeps stays within one phase. Placement only: the bits do not change."""

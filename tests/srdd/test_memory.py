@@ -73,3 +73,42 @@ def test_mapped_allocations_hand_freed_blocks_back_at_once_and_only_inside_the_b
     assert resident_after_free("heap") > 150  # 200 freed MB of heap stay resident behind a live block
     assert resident_after_free("inside") < 20  # mapped blocks leave with their free
     assert resident_after_free("after") > 150  # the threshold is back: the heap again
+
+
+STEADY = r"""
+import ctypes, ctypes.util, sys
+from srdd.memory import steady_heap
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+SIZE = 24 << 20  # below the 32 MiB mmap threshold: from the heap's top
+def faults():
+    return int(open("/proc/self/stat").read().split(")")[1].split()[7])
+def refaults():  # a block freed at the top of the heap, then allocated and written again: the faults of the second
+    b = libc.malloc(SIZE); ctypes.memset(b, 1, SIZE); libc.free(b)
+    before = faults()
+    b = libc.malloc(SIZE); ctypes.memset(b, 1, SIZE); libc.free(b)
+    return faults() - before
+libc.mallopt(-3, 32 << 20)  # the mmap threshold a long-running process reaches
+if sys.argv[1] == "inside":
+    with steady_heap():
+        print(refaults())
+else:
+    if sys.argv[1] == "after":
+        with steady_heap():
+            pass
+    print(refaults())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not release_free_memory(), reason="needs glibc")
+def test_a_steady_heap_keeps_its_freed_top_within_the_block_and_only_there():
+    def refaults(where: str) -> int:
+        out = subprocess.run([sys.executable, "-c", STEADY, where], capture_output=True, text=True, check=True)
+        return int(out.stdout)
+
+    pages = (24 << 20) // 4096
+    assert refaults("before") > pages // 2  # glibc trims the freed top: written again, every page faults
+    assert refaults("inside") < pages // 20  # kept: written again without faulting
+    assert refaults("after") > pages // 2  # the trim threshold is glibc's again
