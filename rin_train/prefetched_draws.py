@@ -12,9 +12,9 @@ by `PrefetchingSampler`: it draws q as ATen does (empty_like(probs).exponential_
 drawn ahead for it, divides and takes the argmax as ATen does, and then has a worker thread draw the
 next call's q from a copy of the generator's new state while the next decode step runs. A call takes
 the draw made ahead only if the default generator is still in the state the copy started from (nothing
-else drew in between) and the shape, dtype and strides match; it then moves the generator to where its
-own draw would have left it. Otherwise, and for every other call (another device, a generator passed,
-more than one sample, an output tensor), torch's own multinomial runs. The draw made ahead for a call
+else drew in between) and the shape and dtype match (only contiguous inputs are served); it then moves
+the generator to where its own draw would have left it. Otherwise, and for every other call (another
+device, a generator passed, more than one sample, an output tensor), torch's own multinomial runs. The draw made ahead for a call
 that never comes (after a generation's last step) is dropped: the generator never saw it.
 
 Same bits by construction: the same draws from the same state, then ATen's own division and argmax.

@@ -67,8 +67,8 @@ def test_another_shape_or_dtype_draws_afresh():
 
 
 def test_a_generator_or_several_samples_go_to_torch():
-    def draw(samples: int) -> torch.Tensor:
-        return torch.multinomial(probabilities(2, 40, 7), samples, replacement=True,
+    def draw(count: int) -> torch.Tensor:
+        return torch.multinomial(probabilities(2, 40, 7), count, replacement=True,
                                  generator=torch.Generator().manual_seed(1))
 
     expected = [draw(1), draw(3)]
