@@ -30,6 +30,7 @@ from torch import nn
 from srdd import file_pages
 from srdd.errors import SrddError
 from srdd.formats import fake_quantize, fake_quantize_ste, get_format
+from srdd.formats.packed import PackedE2M1, pack
 from srdd.formats.specs import Family
 
 
@@ -193,8 +194,14 @@ class QuantLinear(nn.Linear):
 
         Trainable weights go through the STE and the cast every call, so gradients
         reach them. Frozen ones are computed once per weight value (storage, version
-        counter, dtype) and cached (DESIGN.md §2).
+        counter, dtype) and cached (DESIGN.md §2); a packed one is unpacked into this
+        thread's scratch buffer, which the next packed linear of the thread overwrites.
         """
+        operand = self._gemm_operand(dtype)
+        return operand.unpack(_scratch(operand)) if isinstance(operand, PackedE2M1) else operand
+
+    def _gemm_operand(self, dtype: torch.dtype) -> torch.Tensor | PackedE2M1:
+        """`matmul_weight`, with a packed frozen weight left packed."""
         if self._wq_key is _SERVED:
             return self._wq_cache
         mode = self.quant.mode
@@ -215,29 +222,36 @@ class QuantLinear(nn.Linear):
         return self._wq_cache
 
     def _refresh_frozen(self, dtype: torch.dtype, weight: torch.Tensor | None = None) -> None:
-        """Recompute the cached weight, writing into the previous buffers where they still fit.
+        """Recompute the cached weight: packed where its format allows (E2M1 codes and block scales, a fifth of
+        fp32's bytes), else into the previous buffers where they still fit.
 
         Noise on linear weights rewrites every weight each step, so allocating fresh
-        copies of all of them per step would churn through hundreds of MB. A graph
+        fp32 copies of all of them per step would churn through hundreds of MB. A graph
         that saved the old cached value for its backward and runs after the rewrite
-        fails autograd's version check rather than using the new value silently.
-        The GEMMs now read the buffer, not the parameter, so a parameter that is still
+        fails autograd's version check rather than using the new value silently (a
+        packed value is never rewritten: such a graph keeps the one it saw).
+        The GEMMs now read the cache, not the parameter, so a parameter that is still
         the untouched pages of a mapped weights file gives them back until it is read
         again (srdd.file_pages).
         """
         w = self.weight.detach() if weight is None else weight
-        source = w
-        if self.quant.mode.weights:
-            self._wq_quantized = fake_quantize(w, self.quant.format, out=_reusable(self._wq_quantized, w, w.dtype),
-                                               **self.quant.options)
-            self.weight_quantizations += 1
-            source = self._wq_quantized
-        if dtype == w.dtype:
-            self._wq_cache = source
+        self.weight_quantizations += self.quant.mode.weights
+        packed = pack(w, self.quant.format, **self.quant.options) if self.quant.mode.weights and dtype == w.dtype \
+            else None
+        if packed is not None:
+            self._wq_quantized, self._wq_cache = None, packed
         else:
-            buffer = _reusable(self._wq_cache, w, dtype)
-            self._wq_cache = source.to(dtype) if buffer is None else buffer.copy_(source)
-        if self._wq_cache.data_ptr() != self.weight.data_ptr():
+            source = w
+            if self.quant.mode.weights:
+                self._wq_quantized = fake_quantize(w, self.quant.format, **self.quant.options,
+                                                   out=_reusable(self._wq_quantized, w, w.dtype))
+                source = self._wq_quantized
+            if dtype == w.dtype:
+                self._wq_cache = source
+            else:
+                buffer = _reusable(self._wq_cache, w, dtype)
+                self._wq_cache = source.to(dtype) if buffer is None else buffer.copy_(source)
+        if packed is not None or self._wq_cache.data_ptr() != self.weight.data_ptr():
             file_pages.release(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -246,11 +260,56 @@ class QuantLinear(nn.Linear):
             return F.linear(x, self.weight, self.bias)
         x_q = fake_quantize_ste(x, self.quant.format, **self.quant.options) if mode.activations else x
         dtype = self.quant.matmul_torch_dtype(self.weight)
-        weight = self.matmul_weight(dtype)
+        operand = self._gemm_operand(dtype)
+        if not isinstance(operand, PackedE2M1):
+            return self._linear(x_q, operand, dtype)
+        weight = operand.unpack(_scratch(operand))
+        if not torch.is_grad_enabled():
+            return self._linear(x_q, weight, dtype)
+        with _saved_packed(weight, operand):
+            return self._linear(x_q, weight, dtype)
+
+    def _linear(self, x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if dtype == x.dtype:
-            return F.linear(x_q, weight, self.bias)
+            return F.linear(x, weight, self.bias)
         bias = None if self.bias is None else self.bias.to(dtype)
-        return F.linear(x_q.to(dtype), weight, bias).to(x.dtype)
+        return F.linear(x.to(dtype), weight, bias).to(x.dtype)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(packed: PackedE2M1) -> torch.Tensor:
+    """This thread's buffer for an unpacked weight, grown to the largest one: one weight-sized buffer per thread
+    that runs forwards, instead of every weight unpacked at once."""
+    numel = 2 * packed.codes.numel()
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.numel() < numel:
+        buffer = _SCRATCH.buffer = torch.empty(numel, dtype=torch.float32)
+    return buffer[:numel]
+
+
+@contextmanager
+def _saved_packed(weight: torch.Tensor, packed: PackedE2M1) -> Iterator[None]:
+    """Inside the block, a graph that saves `weight` (a scratch buffer the next linear overwrites) or a view of it
+    for its backward saves `packed` instead and unpacks it when the backward runs. Autograd's own operations
+    still compute the gradient, so it is the bits of a graph that saved an fp32 copy, without one per linear
+    alive from forward to backward."""
+    storage = weight.untyped_storage().data_ptr()
+
+    def save(tensor: torch.Tensor) -> object:
+        if tensor.untyped_storage().data_ptr() != storage:
+            return tensor
+        return tensor.shape, tensor.stride(), tensor.storage_offset() - weight.storage_offset()
+
+    def load(saved: object) -> torch.Tensor:
+        if isinstance(saved, torch.Tensor):
+            return saved
+        shape, stride, offset = saved
+        return packed.unpack().as_strided(shape, stride, offset)
+
+    with torch.autograd.graph.saved_tensors_hooks(save, load):
+        yield
 
 
 def _reusable(buffer: torch.Tensor | None, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:

@@ -176,7 +176,10 @@ def _load(variant: str) -> ctypes.CDLL | None:
     i64, cint, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
     lib.srdd_round_trip.argtypes = (ptr, ptr, i64, cint, cint, cint, cint)
     lib.srdd_stats.argtypes = (ptr, i64, cint, cint, cint, ctypes.POINTER(ctypes.c_double))
-    lib.srdd_round_trip.restype = lib.srdd_stats.restype = lib.srdd_simd.restype = cint
+    lib.srdd_pack_e2m1.argtypes = (ptr, ptr, ptr, i64, cint, cint)
+    lib.srdd_unpack_e2m1.argtypes = (ptr, ptr, ptr, i64, cint, cint)
+    for function in (lib.srdd_round_trip, lib.srdd_stats, lib.srdd_simd, lib.srdd_pack_e2m1, lib.srdd_unpack_e2m1):
+        function.restype = cint
     return lib
 
 

@@ -149,3 +149,71 @@ def test_trainable_weights_go_through_the_ste_and_the_cast_every_call(linear):
     assert linear.weight_quantizations == 2
     assert linear.weight.grad.dtype == torch.float32 and linear.weight.grad.abs().sum() > 0
     assert x.grad.abs().sum() > 0
+
+
+NVFP4_W4A16 = LinearQuantConfig("nvfp4", "w4a16")
+
+
+def _lora_model(tiny_model_dir, backend: str):
+    """The tiny model with LoRA adapters under NVFP4 W4A16 in fp32, its frozen weights cached under `backend`
+    (`native` packs them, `eager` keeps fp32 copies)."""
+    from srdd.formats import set_backend
+
+    set_backend(backend)
+    torch.manual_seed(3)
+    model, _ = load_causal_lm(str(tiny_model_dir))
+    with library_notices_silenced():
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"],
+                                                 task_type="CAUSAL_LM", init_lora_weights=False))
+    quantize_linears(model, NVFP4_W4A16)
+    return model
+
+
+def test_frozen_e2m1_weights_are_held_packed_and_train_bit_for_bit_as_fp32_copies(tiny_model_dir):
+    from srdd.formats import set_backend
+    from srdd.formats.packed import PackedE2M1
+
+    ids = torch.randint(4, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    runs = {}
+    try:
+        for backend in ("eager", "native"):
+            model = _lora_model(tiny_model_dir, backend)
+            loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            caches = [m._wq_cache for m in model.modules() if isinstance(m, QuantLinear)]
+            runs[backend] = (loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad},
+                             caches)
+    finally:
+        set_backend("auto")
+    (loss_fp32, grads_fp32, caches_fp32), (loss, grads, caches) = runs["eager"], runs["native"]
+    assert caches and all(isinstance(c, PackedE2M1) for c in caches)
+    assert all(isinstance(c, torch.Tensor) and c.dtype == torch.float32 for c in caches_fp32)
+    assert sum(c.nbytes for c in caches) * 5 < sum(c.nbytes for c in caches_fp32)
+    assert torch.equal(loss, loss_fp32)
+    # every linear's backward unpacked its own weight, although each forward overwrote the one before it
+    assert grads.keys() == grads_fp32.keys() and all(torch.equal(grads[n], grads_fp32[n]) for n in grads)
+
+
+def test_a_graph_keeps_the_packed_weight_it_saw_when_the_served_weight_changes(tiny_model_dir):
+    from srdd.formats import set_backend
+
+    set_backend("native")
+    try:
+        model, _ = load_causal_lm(str(tiny_model_dir))
+        model.requires_grad_(False)
+        layer = model.model.layers[0].mlp.down_proj
+        quantize_linears(model, NVFP4_W4A16)
+        clean = layer.weight.detach().clone()
+        x = torch.randn(3, layer.in_features, requires_grad=True)
+        layer(x).sum().backward()
+        expected = x.grad.clone()
+        x.grad = None
+        loss = layer(x).sum()
+        layer.serve(clean * 3)  # a noise write between a forward and its backward
+        with torch.no_grad():
+            layer(x)  # and a forward that unpacks the new weight into the scratch buffer the graph's came from
+        loss.backward()
+        assert torch.equal(x.grad, expected)
+        assert torch.equal(x.grad, torch.ones(3, layer.out_features) @ fake_quantize(clean, "nvfp4"))
+    finally:
+        set_backend("auto")

@@ -1008,3 +1008,95 @@ SRDD_API int srdd_stats(const void *x, int64_t nblocks, int fmt, int dtype, int 
     out[S_AMAX] = (double)u2f(total.amax);
     return 0;
 }
+
+/* ------------------------------------------------------------------ packed E2M1 weights
+ * A frozen weight's fake-quantized values held as what they are: a 4-bit E2M1 code per element (two a byte,
+ * the even element in the low nibble) and one fp32 scale per block, 0.75 bytes a weight under NVFP4 and
+ * 0.625 under MXFP4 instead of fp32's 4. The round trip's last operation is round_element(v) * s.scale, one
+ * fp32 multiplication of an E2M1 value by its block's scale, so unpacking, the same multiplication of the
+ * code's value by the stored scale, gives its bits. */
+
+static const float E2M1_VALUES[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                      -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+INLINE int has_e2m1(int fmt) { return fmt == 2 * EL_E2M1 || fmt == 2 * EL_E2M1 + 1 || is_nvfp4(fmt); }
+
+/* The code of a value round_element gave for E2M1: its sign in bit 3, its magnitude's rank in bits 0-2. */
+INLINE uint8_t e2m1_code(float e) {
+    int twice = (int)(fabsf(e) * 2.0f); /* 0, 1, 2, 3, 4, 6, 8, 12 */
+    int rank = twice <= 4 ? twice : (twice == 6 ? 5 : (twice == 8 ? 6 : 7));
+    return (uint8_t)(rank | (f2u(e) >> 31) << 3);
+}
+
+/* codes[nblocks * block / 2] and scales[nblocks]: fake_quantize(x) of fp32 x, packed. Returns 0; 1 when a
+ * value would be NaN (a non-finite block or tensor scale, or an infinite multiplier), which a code cannot
+ * hold, so the caller keeps the fp32 values; -1 for bad arguments. */
+SRDD_API int srdd_pack_e2m1(const float *x, uint8_t *codes, float *scales, int64_t nblocks, int fmt,
+                            int nthreads) {
+    if (!valid_args(nblocks, fmt, DT_F32) || !has_e2m1(fmt) || !x || !codes || !scales) return -1;
+    nthreads = threads_for(nthreads);
+    int block = block_of(fmt);
+    uint32_t amax_bits;
+    tensor_scale t = tensor_part(x, 0, nblocks * block, fmt, DT_F32, nthreads, &amax_bits);
+    element el = element_of(fmt);
+    int bad = 0;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1) reduction(| : bad)
+    {
+        int64_t b0, b1;
+        thread_share(nblocks, &b0, &b1);
+        for (int64_t b = b0; b < b1; b++) {
+            const float *xb = x + b * block;
+            uint8_t *cb = codes + b * block / 2;
+            block_scale s = scale_for(amax_bits_scalar(xb, 0, block, DT_F32), fmt, t);
+            scales[b] = s.scale;
+            int nan = s.scale != s.scale;
+            for (int i = 0; i < block; i += 2) {
+                float lo = round_element(xb[i] * s.mul, el), hi = round_element(xb[i + 1] * s.mul, el);
+                nan |= (lo != lo) | (hi != hi);
+                cb[i / 2] = (uint8_t)(e2m1_code(lo) | e2m1_code(hi) << 4);
+            }
+            bad |= nan;
+        }
+    }
+    return bad;
+}
+
+/* 16 elements of y from 8 bytes of codes and their scale. */
+INLINE void unpack16(const uint8_t *c, float scale, float *y) {
+#if SRDD_SIMD == 2
+    __m128i bytes = _mm_loadl_epi64((const __m128i *)c), low4 = _mm_set1_epi8(0x0f);
+    __m128i nibbles = _mm_unpacklo_epi8(_mm_and_si128(bytes, low4), _mm_and_si128(_mm_srli_epi16(bytes, 4), low4));
+    __m512 v = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(nibbles), _mm512_loadu_ps(E2M1_VALUES));
+    _mm512_storeu_ps(y, _mm512_mul_ps(v, _mm512_set1_ps(scale)));
+#elif SRDD_SIMD == 1
+    __m128i bytes = _mm_loadl_epi64((const __m128i *)c), low4 = _mm_set1_epi8(0x0f);
+    __m128i nibbles = _mm_unpacklo_epi8(_mm_and_si128(bytes, low4), _mm_and_si128(_mm_srli_epi16(bytes, 4), low4));
+    __m256 magnitudes = _mm256_loadu_ps(E2M1_VALUES), s = _mm256_set1_ps(scale);
+    for (int h = 0; h < 2; h++) {
+        __m256i code = _mm256_cvtepu8_epi32(h ? _mm_srli_si128(nibbles, 8) : nibbles);
+        __m256i sign = _mm256_slli_epi32(_mm256_srli_epi32(code, 3), 31); /* vpermps reads bits 0-2 only */
+        __m256 v = _mm256_xor_ps(_mm256_permutevar8x32_ps(magnitudes, code), _mm256_castsi256_ps(sign));
+        _mm256_storeu_ps(y + 8 * h, _mm256_mul_ps(v, s));
+    }
+#else
+    for (int i = 0; i < 8; i++) {
+        y[2 * i] = E2M1_VALUES[c[i] & 0x0f] * scale;
+        y[2 * i + 1] = E2M1_VALUES[c[i] >> 4] * scale;
+    }
+#endif
+}
+
+/* y[nblocks * block] = the values srdd_pack_e2m1 packed (block 16 or 32). Returns 0, or -1 for bad arguments. */
+SRDD_API int srdd_unpack_e2m1(const uint8_t *codes, const float *scales, float *y, int64_t nblocks, int block,
+                              int nthreads) {
+    if (nblocks < 0 || (block != 16 && block != 32) || !codes || !scales || !y) return -1;
+    nthreads = threads_for(nthreads);
+    int64_t n16 = nblocks * block / 16, per_scale = block / 16;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+        int64_t j0, j1;
+        thread_share(n16, &j0, &j1);
+        for (int64_t j = j0; j < j1; j++) unpack16(codes + 8 * j, scales[j / per_scale], y + 16 * j);
+    }
+    return 0;
+}

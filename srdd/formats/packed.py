@@ -1,0 +1,76 @@
+"""Fake-quantized E2M1 weights (MXFP4, NVFP4) held packed: a 4-bit code per element and an fp32 scale per block.
+
+A frozen weight's quantized values are what its GEMMs read for a whole run, and in
+fp32 they are as large as the weight itself (405 MiB for SmolLM2's linears). They are
+E2M1 values times one fp32 scale per block, so the C kernel stores exactly that (0.75
+bytes a weight under NVFP4, 0.625 under MXFP4) and `unpack` multiplies them out again
+when a GEMM needs them: the round trip ends in the same fp32 multiplication, so the
+values are its bits, and the GEMM gives the same result as on the fp32 copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from srdd.formats import native
+from srdd.formats.backend import native_kernel
+from srdd.formats.registry import get_format
+from srdd.formats.specs import QuantFormatConfig
+
+
+@dataclass(frozen=True)
+class PackedE2M1:
+    """fake_quantize(x) of an fp32 CPU tensor x, packed: `unpack()` gives its values, bit for bit."""
+
+    codes: torch.Tensor
+    """uint8, two E2M1 codes a byte (the even element in the low nibble; sign bit 3, magnitude rank bits 0-2)."""
+    scales: torch.Tensor
+    """fp32, one per block of `block` elements."""
+    shape: torch.Size
+    block: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.numel() + 4 * self.scales.numel()
+
+    def unpack(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The fp32 values, written into `out` (contiguous, `shape`'s element count) when given."""
+        numel = self.codes.numel() * 2
+        if out is None:
+            out = torch.empty(self.shape, dtype=torch.float32)
+        elif out.numel() != numel or out.dtype != torch.float32 or not out.is_contiguous():
+            raise ValueError(f"unpack needs a contiguous fp32 tensor of {numel} elements, "
+                             f"got {out.dtype} {tuple(out.shape)}")
+        threads = torch.get_num_threads() if numel >= native.PARALLEL_MIN_NUMEL else 1
+        rc = native.library().srdd_unpack_e2m1(self.codes.data_ptr(), self.scales.data_ptr(), out.data_ptr(),
+                                               numel // self.block, self.block, threads)
+        if rc != 0:
+            raise RuntimeError(f"srdd_unpack_e2m1 rejected its arguments (code {rc})")
+        return out.view(self.shape)
+
+
+def packable(x: torch.Tensor, spec: QuantFormatConfig) -> bool:
+    """Whether `pack` can hold fake_quantize(x, spec): E2M1 elements, fp32 on the CPU, the C kernel in use."""
+    code = native.format_code(spec)
+    return (x.dtype == torch.float32 and code is not None and getattr(spec, "element", None) is not None
+            and spec.element.name == "e2m1" and native_kernel(x, spec) is not None)
+
+
+def pack(x: torch.Tensor, fmt: str, **options) -> PackedE2M1 | None:
+    """fake_quantize(x, fmt, **options) packed, or None where it cannot be (see `packable`, and a result with a
+    NaN in it, which no code holds)."""
+    spec = get_format(fmt, **options)
+    if not packable(x, spec):
+        return None
+    x = x.detach().contiguous()
+    block = native.kernel_block(spec)
+    codes = torch.empty(x.numel() // 2, dtype=torch.uint8)
+    scales = torch.empty(x.numel() // block, dtype=torch.float32)
+    threads = torch.get_num_threads() if x.numel() >= native.PARALLEL_MIN_NUMEL else 1
+    rc = native.library().srdd_pack_e2m1(x.data_ptr(), codes.data_ptr(), scales.data_ptr(), scales.numel(),
+                                         native.format_code(spec), threads)
+    if rc < 0:
+        raise RuntimeError(f"srdd_pack_e2m1 rejected its arguments (code {rc})")
+    return None if rc else PackedE2M1(codes, scales, x.shape, block)
