@@ -162,6 +162,16 @@ class QuantLinear(nn.Linear):
         self._wq_quantized = self._wq_cache = self._wq_key = None
 
     @property
+    def cache_bytes(self) -> int:
+        """Bytes its frozen weight's quantized values take (packed or fp32), 0 while nothing is cached."""
+        cache = self._wq_cache
+        if isinstance(cache, PackedE2M1):
+            return cache.nbytes
+        if cache is None or cache.data_ptr() == self.weight.data_ptr():  # the weight itself: nothing held
+            return 0
+        return cache.numel() * cache.element_size()
+
+    @property
     def servable(self) -> bool:
         """Its weight is frozen (quantized once into a buffer, not on every call), so `serve` can stand in for it."""
         return not self.weight.requires_grad

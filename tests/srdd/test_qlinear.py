@@ -180,15 +180,15 @@ def test_frozen_e2m1_weights_are_held_packed_and_train_bit_for_bit_as_fp32_copie
             model = _lora_model(tiny_model_dir, backend)
             loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
-            caches = [m._wq_cache for m in model.modules() if isinstance(m, QuantLinear)]
+            linears = [m for m in model.modules() if isinstance(m, QuantLinear)]
             runs[backend] = (loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad},
-                             caches)
+                             [m._wq_cache for m in linears], sum(m.cache_bytes for m in linears))
     finally:
         set_backend("auto")
-    (loss_fp32, grads_fp32, caches_fp32), (loss, grads, caches) = runs["eager"], runs["native"]
+    (loss_fp32, grads_fp32, caches_fp32, held_fp32), (loss, grads, caches, held) = runs["eager"], runs["native"]
     assert caches and all(isinstance(c, PackedE2M1) for c in caches)
     assert all(isinstance(c, torch.Tensor) and c.dtype == torch.float32 for c in caches_fp32)
-    assert sum(c.nbytes for c in caches) * 5 < sum(c.nbytes for c in caches_fp32)
+    assert held_fp32 == 4 * sum(c.numel() for c in caches_fp32) and held * 16 == held_fp32 * 3
     assert torch.equal(loss, loss_fp32)
     # every linear's backward unpacked its own weight, although each forward overwrote the one before it
     assert grads.keys() == grads_fp32.keys() and all(torch.equal(grads[n], grads_fp32[n]) for n in grads)
