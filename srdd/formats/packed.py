@@ -36,16 +36,19 @@ class PackedE2M1:
         return self.codes.numel() + 4 * self.scales.numel()
 
     def unpack(self, out: torch.Tensor | None = None) -> torch.Tensor:
-        """The fp32 values, written into `out` (contiguous, `shape`'s element count) when given."""
+        """The fp32 values, written into `out` (contiguous, `shape`'s element count) when given.
+
+        On the calling thread alone: a weight unpacks in about a GEMM's hundredth (120 us for 576 x 1536 here), and
+        the GEMMs that need it often run on one thread beside another busy core (decode steps, update passes side
+        by side), where a second thread's wake-up costs more than it saves."""
         numel = self.codes.numel() * 2
         if out is None:
             out = torch.empty(self.shape, dtype=torch.float32)
         elif out.numel() != numel or out.dtype != torch.float32 or not out.is_contiguous():
             raise ValueError(f"unpack needs a contiguous fp32 tensor of {numel} elements, "
                              f"got {out.dtype} {tuple(out.shape)}")
-        threads = torch.get_num_threads() if numel >= native.PARALLEL_MIN_NUMEL else 1
         rc = native.library().srdd_unpack_e2m1(self.codes.data_ptr(), self.scales.data_ptr(), out.data_ptr(),
-                                               numel // self.block, self.block, threads)
+                                               numel // self.block, self.block, 1)
         if rc != 0:
             raise RuntimeError(f"srdd_unpack_e2m1 rejected its arguments (code {rc})")
         return out.view(self.shape)

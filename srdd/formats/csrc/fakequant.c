@@ -214,6 +214,9 @@ INLINE uint32_t amax_bits_scalar(const void *x, int64_t start, int64_t n, int dt
 }
 
 typedef struct { int64_t nonzero, deadzone, saturated, nonfinite; double x2, x4, err2, rel; uint32_t amax; } acc_t;
+/* Where a round trip packs its E2M1 values (srdd_pack_e2m1): codes, block scales, and whether a value of a group
+ * the vector path does not take as clean (NaN, Inf or an overflowing scale in reach) was met. */
+typedef struct { uint8_t *codes; float *scales; int unclean; } packed_t;
 
 INLINE void stats1(acc_t *a, float xv, float y, int dtype, int saturated) {
     float q = in_dtype(y, dtype);
@@ -488,6 +491,20 @@ INLINE vf round16(vf v, element el, int saturate) {
     return vf_of(vi_or(r, vi_and(vi_of(v), vi_set1(0x80000000u))));
 }
 
+/* The E2M1 codes (e2m1_code) of 16 values round16 gave, two a byte: 2|r| is 0, 1, 2, 3, 4, 6, 8 or 12, and its
+ * rank is that less one above 4, one more above 6 and three more above 8. */
+INLINE void codes16(vf r, uint8_t *c) {
+    const vf zero = vf_set1(0.0f), one = vf_set1(1.0f);
+    vf twice = vf_mul(vf_abs(r), vf_set1(2.0f)), rank = twice;
+    rank = vf_sub(rank, vf_min(one, vf_max(zero, vf_sub(twice, vf_set1(4.0f)))));
+    rank = vf_sub(rank, vf_min(one, vf_max(zero, vf_sub(twice, vf_set1(6.0f)))));
+    rank = vf_sub(rank, vf_mul(vf_set1(3.0f), vf_min(one, vf_max(zero, vf_sub(twice, vf_set1(8.0f))))));
+    vi code = vi_or(vi_of(vf_add(rank, vf_set1(0x1p23f))), vi_and(vi_shr(vi_of(r), 28), vi_set1(8)));
+    uint32_t l[16];
+    EACH_V(SI(storeu)((si_t *)(l + i * PART), code.p[i]);)
+    for (int k = 0; k < 8; k++) c[k] = (uint8_t)((l[2 * k] & 15) | (l[2 * k + 1] & 15) << 4);
+}
+
 /* round_int4 of 16 values; MINPS/MAXPS return their second operand beside a NaN, so NaN survives. */
 INLINE vf round_int4_16(vf v) {
     return vf_max(vf_set1(-INT4_QMAX - 1), vf_min(vf_set1(INT4_QMAX), vf_rint(v)));
@@ -713,23 +730,33 @@ INLINE int group_prepare(const void *x, int64_t g, int block, int fmt, int dtype
     return group_scales(*amax, fmt, t, mul, scale);
 }
 
-/* Group g with its scales: round trip into y, or statistics into v. */
-INLINE void group_apply(const void *x, void *y, vacc_t *v, int64_t g, int block, int fmt, int dtype,
+/* Group g with its scales: round trip into y, statistics into v, or its E2M1 codes and block scales into pk. */
+INLINE void group_apply(const void *x, void *y, vacc_t *v, packed_t *pk, int64_t g, int block, int fmt, int dtype,
                         const float *mul, const float *scale, int flags, int stream, int powers) {
     int64_t off = g * GROUP * block;
     element el = element_of(fmt);
     int sat = !(flags & GROUP_BOUNDED);
+    if (pk && !(flags & GROUP_CLEAN)) {
+        pk->unclean = 1;
+        return;
+    }
     for (int j = 0; j < GROUP; j++) {
         vf m = vf_set1(mul[BLOCK_LANE[j]]), s = vf_set1(scale[BLOCK_LANE[j]]);
+        if (pk) pk->scales[g * GROUP + j] = scale[BLOCK_LANE[j]];
         for (int h = 0; h < block; h += 16) {
             int64_t i = off + (int64_t)j * block + h;
             vf xv = load16(x, i, dtype);
-            if (!y && (flags & GROUP_CLEAN)) {
+            if (v && (flags & GROUP_CLEAN)) {
                 vstats16_clean(v, xv, m, s, fmt, el, sat, dtype, powers, flags);
                 continue;
             }
             vf vv = scale_in16(xv, m, fmt);
-            vf q = vf_mul(is_int4(fmt) ? round_int4_16(vv) : round16(vv, el, sat), s);
+            vf r = is_int4(fmt) ? round_int4_16(vv) : round16(vv, el, sat);
+            if (pk) {
+                codes16(r, pk->codes + i / 2);
+                continue;
+            }
+            vf q = vf_mul(r, s);
             if (y) store16(y, i, q, dtype, stream, flags);
             else vstats16_masked(v, xv, q, saturated16(vv, fmt, el), dtype);
         }
@@ -738,7 +765,7 @@ INLINE void group_apply(const void *x, void *y, vacc_t *v, int64_t g, int block,
 
 /* Groups [g0, g1) into y or v, software-pipelined: the scales of group g+1 (block maxima -> divisions ->
  * scales, a long dependency chain) are computed while group g is applied (measured 1.5x on NVFP4). */
-INLINE void groups_simd(const void *x, void *y, vacc_t *v, int64_t g0, int64_t g1, int block, int fmt,
+INLINE void groups_simd(const void *x, void *y, vacc_t *v, packed_t *pk, int64_t g0, int64_t g1, int block, int fmt,
                         int dtype, tensor_scale t, int stream, int powers) {
     float mul[2][GROUP], scale[2][GROUP];
     int flags[2];
@@ -749,17 +776,17 @@ INLINE void groups_simd(const void *x, void *y, vacc_t *v, int64_t g0, int64_t g
         int cur = (int)((g - g0) & 1);
         if (g + 1 < g1)
             flags[cur ^ 1] = group_prepare(x, g + 1, block, fmt, dtype, t, mul[cur ^ 1], scale[cur ^ 1], &amax[cur ^ 1]);
-        group_apply(x, y, v, g, block, fmt, dtype, mul[cur], scale[cur], flags[cur], stream, powers);
+        group_apply(x, y, v, pk, g, block, fmt, dtype, mul[cur], scale[cur], flags[cur], stream, powers);
         if (v && (flags[cur] & GROUP_CLEAN)) v->amax = vi_max(v->amax, amax[cur]);
     }
 }
 
 /* One thread's share [g0, g1) of the groups, with the format and dtype as constants so that the compiler
  * specialises each case. */
-INLINE void groups_dispatch(const void *x, void *y, vacc_t *v, int64_t g0, int64_t g1, int fmt, int dtype,
+INLINE void groups_dispatch(const void *x, void *y, vacc_t *v, packed_t *pk, int64_t g0, int64_t g1, int fmt, int dtype,
                             tensor_scale t, int stream, int powers) {
 #define SRDD_CASE(f, d) \
-    case (f) * 2 + (d): groups_simd(x, y, v, g0, g1, block_of(f), f, d, t, stream, powers); break;
+    case (f) * 2 + (d): groups_simd(x, y, v, pk, g0, g1, block_of(f), f, d, t, stream, powers); break;
 #define SRDD_FORMAT(f) SRDD_CASE(f, DT_F32) SRDD_CASE(f, DT_BF16)
     switch (fmt * 2 + dtype) {
     SRDD_FORMAT(0) SRDD_FORMAT(1) SRDD_FORMAT(2) SRDD_FORMAT(3) SRDD_FORMAT(4) SRDD_FORMAT(5)
@@ -882,7 +909,7 @@ static void groups_fresh(const void *x, void *y, int64_t g0, int64_t g1, int fmt
             for (int64_t l = b; l < b + 4096; l += 64) _mm_prefetch((const char *)x + l, _MM_HINT_T1);
             ((volatile char *)y)[b] = 0;
         }
-        groups_dispatch(x, y, 0, c, end, fmt, dtype, t, 0, 1);
+        groups_dispatch(x, y, 0, 0, c, end, fmt, dtype, t, 0, 1);
     }
 }
 
@@ -934,7 +961,7 @@ SRDD_API int srdd_round_trip(const void *x, void *y, int64_t nblocks, int fmt, i
         int64_t g0, g1;
         thread_share(ngroups, &g0, &g1);
         if (large && !present) groups_fresh(x, y, g0, g1, fmt, dtype, t, reread);
-        else groups_dispatch(x, y, 0, g0, g1, fmt, dtype, t, stream, 1);
+        else groups_dispatch(x, y, 0, 0, g0, g1, fmt, dtype, t, stream, 1);
         if (stream) _mm_sfence(); /* each thread orders its streamed stores before the join */
     }
     done = ngroups * GROUP;
@@ -974,7 +1001,7 @@ SRDD_API int srdd_stats(const void *x, int64_t nblocks, int fmt, int dtype, int 
         memset(&chunk, 0, sizeof chunk);
         memset(&total, 0, sizeof total);
         for (int64_t c = g0; c < g1; c += FOLD_GROUPS) {
-            groups_dispatch(x, 0, &chunk, c, c + FOLD_GROUPS < g1 ? c + FOLD_GROUPS : g1, fmt, dtype, t, 0, !split);
+            groups_dispatch(x, 0, &chunk, 0, c, c + FOLD_GROUPS < g1 ? c + FOLD_GROUPS : g1, fmt, dtype, t, 0, !split);
             fold(&chunk, &total);
         }
         flush_all(&total, &part[thread_id()]);
@@ -1028,37 +1055,51 @@ INLINE uint8_t e2m1_code(float e) {
     return (uint8_t)(rank | (f2u(e) >> 31) << 3);
 }
 
-/* codes[nblocks * block / 2] and scales[nblocks]: fake_quantize(x) of fp32 x, packed. Returns 0; 1 when a
- * value would be NaN (a non-finite block or tensor scale, or an infinite multiplier), which a code cannot
- * hold, so the caller keeps the fp32 values; -1 for bad arguments. */
+/* Blocks [b0, b1) packed one at a time (the tail of the vector path, or all of it without one); returns whether
+ * a value would be NaN. */
+INLINE int blocks_pack_scalar(const float *x, uint8_t *codes, float *scales, int64_t b0, int64_t b1, int fmt,
+                              tensor_scale t) {
+    element el = element_of(fmt);
+    int block = block_of(fmt), nan = 0;
+    for (int64_t b = b0; b < b1; b++) {
+        const float *xb = x + b * block;
+        block_scale s = scale_for(amax_bits_scalar(xb, 0, block, DT_F32), fmt, t);
+        scales[b] = s.scale;
+        nan |= s.scale != s.scale;
+        for (int i = 0; i < block; i += 2) {
+            float lo = round_element(xb[i] * s.mul, el), hi = round_element(xb[i + 1] * s.mul, el);
+            nan |= (lo != lo) | (hi != hi);
+            codes[(b * block + i) / 2] = (uint8_t)(e2m1_code(lo) | e2m1_code(hi) << 4);
+        }
+    }
+    return nan;
+}
+
+/* codes[nblocks * block / 2] and scales[nblocks]: fake_quantize(x) of fp32 x, packed, by the round trip's own
+ * code (its vector path's rounding, its scales). Returns 0; 1 when the values may hold what no code does (NaN:
+ * a non-finite block or tensor scale, an infinite multiplier; the vector path also stops at scales large
+ * enough for a value to overflow, which no weight has), and the caller keeps fp32 values; -1 for bad arguments. */
 SRDD_API int srdd_pack_e2m1(const float *x, uint8_t *codes, float *scales, int64_t nblocks, int fmt,
                             int nthreads) {
     if (!valid_args(nblocks, fmt, DT_F32) || !has_e2m1(fmt) || !x || !codes || !scales) return -1;
     nthreads = threads_for(nthreads);
-    int block = block_of(fmt);
     uint32_t amax_bits;
-    tensor_scale t = tensor_part(x, 0, nblocks * block, fmt, DT_F32, nthreads, &amax_bits);
-    element el = element_of(fmt);
-    int bad = 0;
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1) reduction(| : bad)
+    tensor_scale t = tensor_part(x, 0, nblocks * block_of(fmt), fmt, DT_F32, nthreads, &amax_bits);
+    int unclean = 0;
+    int64_t done = 0;
+#if SRDD_SIMD
+    int64_t ngroups = nblocks / GROUP;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1) reduction(| : unclean)
     {
-        int64_t b0, b1;
-        thread_share(nblocks, &b0, &b1);
-        for (int64_t b = b0; b < b1; b++) {
-            const float *xb = x + b * block;
-            uint8_t *cb = codes + b * block / 2;
-            block_scale s = scale_for(amax_bits_scalar(xb, 0, block, DT_F32), fmt, t);
-            scales[b] = s.scale;
-            int nan = s.scale != s.scale;
-            for (int i = 0; i < block; i += 2) {
-                float lo = round_element(xb[i] * s.mul, el), hi = round_element(xb[i + 1] * s.mul, el);
-                nan |= (lo != lo) | (hi != hi);
-                cb[i / 2] = (uint8_t)(e2m1_code(lo) | e2m1_code(hi) << 4);
-            }
-            bad |= nan;
-        }
+        int64_t g0, g1;
+        thread_share(ngroups, &g0, &g1);
+        packed_t pk = {codes, scales, 0};
+        groups_dispatch(x, 0, 0, &pk, g0, g1, fmt, DT_F32, t, 0, 1);
+        unclean |= pk.unclean;
     }
-    return bad;
+    done = ngroups * GROUP;
+#endif
+    return unclean | blocks_pack_scalar(x, codes, scales, done, nblocks, fmt, t);
 }
 
 /* 16 elements of y from 8 bytes of codes and their scale. */
