@@ -7,6 +7,8 @@ functionally inside `forward` through `fake_quantize_ste`, never by writing
 quantized values into `.weight`. Frozen weights are quantized once and cached
 until their storage or version counter changes (noise injection, optimizer
 steps on full fine-tuning); trainable weights go through the STE every call.
+An E2M1 format's cache (MXFP4, NVFP4 with fp32 GEMMs on the CPU) is held packed,
+codes and block scales (srdd.formats.packed), and unpacked for each GEMM.
 
 `LinearQuantConfig.matmul_dtype` lets the GEMM run in another precision than
 the weights (bf16 matmuls on an fp32 policy): activations are fake-quantized in
@@ -245,7 +247,8 @@ class QuantLinear(nn.Linear):
         again (srdd.file_pages).
         """
         w = self.weight.detach() if weight is None else weight
-        self.weight_quantizations += self.quant.mode.weights
+        if self.quant.mode.weights:
+            self.weight_quantizations += 1
         packed = pack(w, self.quant.format, **self.quant.options) if self.quant.mode.weights and dtype == w.dtype \
             else None
         if packed is not None:
