@@ -1,4 +1,5 @@
-"""What holding frozen E2M1 weights packed costs a run's GEMMs: fp32 caches against srdd.formats.packed, one demo policy.
+"""What holding frozen E2M1 weights packed (SRDD_PACKED_WEIGHTS=1) costs a run's GEMMs: fp32 caches against
+srdd.formats.packed, one demo policy.
 
     python benchmarks/bench_packed_weights.py               # 3 interleaved rounds
     python benchmarks/bench_packed_weights.py --rounds 6
@@ -13,6 +14,7 @@ bytes the caches hold, whether the sampled tokens and the loss are identical, an
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -27,9 +29,7 @@ import srdd.qlinear as qlinear  # noqa: E402
 from rin_train.prefetched_draws import prefetched_draws  # noqa: E402
 from rin_train.shared_prefill import shared_prefill  # noqa: E402
 from rin_train.tasks import load_task  # noqa: E402
-from srdd.memory import release_free_memory  # noqa: E402
-
-PACK = qlinear.pack
+from srdd.memory import PACKED_WEIGHTS, release_free_memory  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
 
     def hold(packed: bool) -> int:
         """Caches refilled the one way or the other (outside the timing); returns the bytes they hold."""
-        qlinear.pack = PACK if packed else lambda *args, **kwargs: None
+        os.environ[PACKED_WEIGHTS] = "1" if packed else "0"
         for linear in linears:
             linear.drop_weight_cache()
         release_free_memory()

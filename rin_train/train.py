@@ -34,7 +34,7 @@ from rin_train.step0 import Step0Cache, check_directory
 from rin_train.run_config import RunConfig, check_against_model
 from rin_train.tasks import drop_long_prompts, load_task
 from srdd.errors import SrddError
-from srdd.memory import release_free_memory, steady_heap, update_allocations_mapped
+from srdd.memory import frozen_weights_packed, release_free_memory, steady_heap, update_allocations_mapped
 from srdd.jsonio import write_text_atomic
 from srdd.model_files import check_model_files
 from srdd.models import load_causal_lm, model_info, resolve_model
@@ -73,6 +73,7 @@ def preflight(cfg: RunConfig, out: Path, *, resume: bool, step0_cache: Path | No
     load_task(cfg.task, cfg.seed)  # task files readable, sizes satisfiable
     update_workers()  # SRDD_PASS_WORKERS readable
     update_allocations_mapped()  # SRDD_MAPPED_UPDATE readable
+    frozen_weights_packed()  # SRDD_PACKED_WEIGHTS readable
     if step0_cache is not None:
         check_directory(step0_cache)
 

@@ -7,8 +7,9 @@ functionally inside `forward` through `fake_quantize_ste`, never by writing
 quantized values into `.weight`. Frozen weights are quantized once and cached
 until their storage or version counter changes (noise injection, optimizer
 steps on full fine-tuning); trainable weights go through the STE every call.
-An E2M1 format's cache (MXFP4, NVFP4 with fp32 GEMMs on the CPU) is held packed,
-codes and block scales (srdd.formats.packed), and unpacked for each GEMM.
+With SRDD_PACKED_WEIGHTS=1 an E2M1 format's cache (MXFP4, NVFP4 with fp32 GEMMs on
+the CPU) is held packed, codes and block scales (srdd.formats.packed), and unpacked
+for each GEMM: the same bits in a fifth of the memory, for a little time.
 
 `LinearQuantConfig.matmul_dtype` lets the GEMM run in another precision than
 the weights (bf16 matmuls on an fp32 policy): activations are fake-quantized in
@@ -34,6 +35,7 @@ from srdd.errors import SrddError
 from srdd.formats import fake_quantize, fake_quantize_ste, get_format
 from srdd.formats.packed import PackedE2M1, pack
 from srdd.formats.specs import Family
+from srdd.memory import frozen_weights_packed
 
 
 class QuantMode(str, enum.Enum):
@@ -234,8 +236,8 @@ class QuantLinear(nn.Linear):
         return self._wq_cache
 
     def _refresh_frozen(self, dtype: torch.dtype, weight: torch.Tensor | None = None) -> None:
-        """Recompute the cached weight: packed where its format allows (E2M1 codes and block scales, a fifth of
-        fp32's bytes), else into the previous buffers where they still fit.
+        """Recompute the cached weight: packed where asked for (SRDD_PACKED_WEIGHTS=1) and its format allows (E2M1
+        codes and block scales, a fifth of fp32's bytes), else into the previous buffers where they still fit.
 
         Noise on linear weights rewrites every weight each step, so allocating fresh
         fp32 copies of all of them per step would churn through hundreds of MB. A graph
@@ -249,8 +251,8 @@ class QuantLinear(nn.Linear):
         w = self.weight.detach() if weight is None else weight
         if self.quant.mode.weights:
             self.weight_quantizations += 1
-        packed = pack(w, self.quant.format, **self.quant.options) if self.quant.mode.weights and dtype == w.dtype \
-            else None
+        wanted = self.quant.mode.weights and dtype == w.dtype and frozen_weights_packed()
+        packed = pack(w, self.quant.format, **self.quant.options) if wanted else None
         if packed is not None:
             self._wq_quantized, self._wq_cache = None, packed
         else:

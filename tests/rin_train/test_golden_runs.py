@@ -16,6 +16,17 @@ from tests.rin_train.golden_runs import CASES, golden_path, platform_key, run_ca
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_fixed_run_reproduces_its_golden_results_exactly(name):
+    _reproduces(name)
+
+
+@pytest.mark.parametrize("name", [name for name in CASES if "nvfp4-w4a16" in name])
+def test_packed_frozen_weights_reproduce_the_golden_results_exactly(name, monkeypatch):
+    """NVFP4 W4A16 with fp32 GEMMs: the policy path whose frozen weights SRDD_PACKED_WEIGHTS=1 packs."""
+    monkeypatch.setenv("SRDD_PACKED_WEIGHTS", "1")
+    _reproduces(name)
+
+
+def _reproduces(name: str) -> None:
     path = golden_path(name)
     if not path.exists():
         pytest.skip(f"no golden file for this CPU ({platform_key()['cpu_capability']}); make one from the reference "

@@ -186,6 +186,7 @@ def test_bad_configs_fail_before_training(tmp_path, capsys, sets, message):
 @pytest.mark.parametrize("var,value,message", [
     ("SRDD_PASS_WORKERS", "two", "SRDD_PASS_WORKERS must be a positive whole number, got 'two'"),
     ("SRDD_MAPPED_UPDATE", "yes", "SRDD_MAPPED_UPDATE must be 1 (map an update's allocations) or 0, got 'yes'"),
+    ("SRDD_PACKED_WEIGHTS", "on", "SRDD_PACKED_WEIGHTS must be 1 (hold frozen E2M1 weights packed) or 0, got 'on'"),
 ])
 def test_a_bad_memory_setting_fails_before_a_model_loads(tmp_path, capsys, monkeypatch, var, value, message):
     monkeypatch.setenv(var, value)

@@ -169,34 +169,38 @@ def _lora_model(tiny_model_dir, backend: str):
     return model
 
 
-def test_frozen_e2m1_weights_are_held_packed_and_train_bit_for_bit_as_fp32_copies(tiny_model_dir):
+def test_frozen_e2m1_weights_are_held_packed_and_train_bit_for_bit_as_fp32_copies(tiny_model_dir, monkeypatch):
     from srdd.formats import set_backend
     from srdd.formats.packed import PackedE2M1
 
     ids = torch.randint(4, 100, (2, 12), generator=torch.Generator().manual_seed(0))
     runs = {}
     try:
-        for backend in ("eager", "native"):
+        for backend, packed in (("eager", "1"), ("native", "0"), ("native", "1")):
+            monkeypatch.setenv("SRDD_PACKED_WEIGHTS", packed)
             model = _lora_model(tiny_model_dir, backend)
             loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
             linears = [m for m in model.modules() if isinstance(m, QuantLinear)]
-            runs[backend] = (loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad},
-                             [m._wq_cache for m in linears], sum(m.cache_bytes for m in linears))
+            runs[backend, packed] = (loss.detach(),
+                                     {n: p.grad for n, p in model.named_parameters() if p.requires_grad},
+                                     [m._wq_cache for m in linears], sum(m.cache_bytes for m in linears))
     finally:
         set_backend("auto")
-    (loss_fp32, grads_fp32, caches_fp32, held_fp32), (loss, grads, caches, held) = runs["eager"], runs["native"]
+    (loss_fp32, grads_fp32, caches_fp32, held_fp32), (loss, grads, caches, held) = runs["eager", "1"], runs["native", "1"]
     assert caches and all(isinstance(c, PackedE2M1) for c in caches)
-    assert all(isinstance(c, torch.Tensor) and c.dtype == torch.float32 for c in caches_fp32)
+    for unpacked in (caches_fp32, runs["native", "0"][2]):  # no kernel to pack with, or not asked to
+        assert all(isinstance(c, torch.Tensor) and c.dtype == torch.float32 for c in unpacked)
     assert held_fp32 == 4 * sum(c.numel() for c in caches_fp32) and held * 16 == held_fp32 * 3
     assert torch.equal(loss, loss_fp32)
     # every linear's backward unpacked its own weight, although each forward overwrote the one before it
     assert grads.keys() == grads_fp32.keys() and all(torch.equal(grads[n], grads_fp32[n]) for n in grads)
 
 
-def test_a_graph_keeps_the_packed_weight_it_saw_when_the_served_weight_changes(tiny_model_dir):
+def test_a_graph_keeps_the_packed_weight_it_saw_when_the_served_weight_changes(tiny_model_dir, monkeypatch):
     from srdd.formats import set_backend
 
+    monkeypatch.setenv("SRDD_PACKED_WEIGHTS", "1")
     set_backend("native")
     try:
         model, _ = load_causal_lm(str(tiny_model_dir))
