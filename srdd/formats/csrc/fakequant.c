@@ -14,7 +14,8 @@
  * read, and their round trips walk back from where it ended, still in cache. Large
  * results go straight to DRAM when their pages are present, and fault their
  * pages in ahead of the stores, overlapped with the reads, when they are not
- * (a new large result comes on 2 MiB pages: srdd.formats.native.new_result).
+ * (a new large result comes on 2 MiB pages: srdd.formats.native.new_result). E2M1 results can also be
+ * written packed, a 4-bit code per element and a scale per block (srdd_pack_e2m1, srdd.formats.packed).
  *
  * The numerics are those of srdd/formats/kernels.py and elements.py in fp32
  * (the same divisions and clamps; the vector E2M1 rounding is a magic-number
@@ -763,7 +764,7 @@ INLINE void group_apply(const void *x, void *y, vacc_t *v, packed_t *pk, int64_t
     }
 }
 
-/* Groups [g0, g1) into y or v, software-pipelined: the scales of group g+1 (block maxima -> divisions ->
+/* Groups [g0, g1) into y, v or pk, software-pipelined: the scales of group g+1 (block maxima -> divisions ->
  * scales, a long dependency chain) are computed while group g is applied (measured 1.5x on NVFP4). */
 INLINE void groups_simd(const void *x, void *y, vacc_t *v, packed_t *pk, int64_t g0, int64_t g1, int block, int fmt,
                         int dtype, tensor_scale t, int stream, int powers) {
