@@ -15,7 +15,6 @@ bytes the caches hold, whether the sampled tokens and the loss are identical, an
 from __future__ import annotations
 
 import os
-import statistics
 import time
 
 from srdd.threads import passive_openmp_wait
@@ -23,7 +22,7 @@ from srdd.threads import passive_openmp_wait
 passive_openmp_wait()  # as the `srdd` command runs: before anything loads torch and OpenMP reads its settings
 
 import torch  # noqa: E402
-from bench_shared_prefill import arguments, policy_of, rollout  # noqa: E402
+from bench_shared_prefill import arguments, compared, policy_of, rollout  # noqa: E402
 
 import srdd.qlinear as qlinear  # noqa: E402
 from rin_train.prefetched_draws import prefetched_draws  # noqa: E402
@@ -77,10 +76,7 @@ def main() -> None:
             seconds["rollout", packed].append(t1 - t0)
             seconds["update", packed].append(time.perf_counter() - t1)
     for phase in ("rollout", "update"):
-        old, new = seconds[phase, False], seconds[phase, True]
-        print(f"{phase}: fp32 {min(old):.2f} / {statistics.median(old):.2f} s, packed {min(new):.2f} / "
-              f"{statistics.median(new):.2f} s (min / median of {args.rounds}); packed / fp32 "
-              f"{min(new) / min(old):.2f}x (min), {statistics.median(new) / statistics.median(old):.2f}x (median)")
+        print(f"{phase}: {compared('fp32', seconds[phase, False], 'packed', seconds[phase, True])}")
 
 
 if __name__ == "__main__":

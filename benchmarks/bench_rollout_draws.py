@@ -12,7 +12,6 @@ after the rollout are identical, and how many of the rollout's sampling calls we
 
 from __future__ import annotations
 
-import statistics
 import time
 from contextlib import nullcontext
 
@@ -21,7 +20,7 @@ from srdd.threads import passive_openmp_wait
 passive_openmp_wait()  # as the `srdd` command runs: before anything loads torch and OpenMP reads its settings
 
 import torch  # noqa: E402
-from bench_shared_prefill import arguments, policy_of, rollout  # noqa: E402
+from bench_shared_prefill import arguments, compared, policy_of, rollout  # noqa: E402
 
 from rin_train.prefetched_draws import prefetched_draws  # noqa: E402
 from rin_train.shared_prefill import shared_prefill  # noqa: E402
@@ -47,10 +46,7 @@ def main() -> None:
             t0 = time.perf_counter()
             run(variant)
             seconds[variant].append(time.perf_counter() - t0)
-    old, new = seconds[False], seconds[True]
-    print(f"rollout: torch's draws {min(old):.2f} / {statistics.median(old):.2f} s, made ahead {min(new):.2f} / "
-          f"{statistics.median(new):.2f} s (min / median of {args.rounds}); ahead / torch's "
-          f"{min(new) / min(old):.2f}x (min), {statistics.median(new) / statistics.median(old):.2f}x (median)")
+    print("rollout: " + compared("torch's draws", seconds[False], "made ahead", seconds[True]))
 
 
 if __name__ == "__main__":

@@ -140,6 +140,13 @@ def policy_of(preset_name: str):
     return cfg, model, tokenizer
 
 
+def compared(old_label: str, old: list[float], new_label: str, new: list[float]) -> str:
+    """Two variants' seconds over interleaved rounds: min and median of each, and new / old of both."""
+    return (f"{old_label} {min(old):.2f} / {statistics.median(old):.2f} s, {new_label} {min(new):.2f} / "
+            f"{statistics.median(new):.2f} s (min / median of {len(old)}); {new_label} / {old_label} "
+            f"{min(new) / min(old):.2f}x (min), {statistics.median(new) / statistics.median(old):.2f}x (median)")
+
+
 def arguments(doc: str, rounds: int) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="demo")
