@@ -102,10 +102,10 @@ def update_allocations_mapped() -> bool:
 
 def frozen_weights_packed() -> bool:
     """Whether a frozen E2M1 weight's quantized values are held packed (srdd.formats.packed, srdd.qlinear):
-    SRDD_PACKED_WEIGHTS=1. Off by default, because every GEMM then unpacks its weight first, twice more for an
-    update's backward: measured on a 6-step demo (3 rounds interleaved), peak RSS 2502 MiB against 2710 and every
-    other phase's 300-430 MiB lower, the run 1.00x as long (min; 1.02x median), its update about 1.1x. With
-    SRDD_MAPPED_UPDATE=1 as well, 2017 MiB. It changes no bit."""
+    SRDD_PACKED_WEIGHTS=1. Off by default, because every GEMM then unpacks its weight first, and an update's
+    backward once more: measured on a 6-step demo (3 rounds interleaved), peak RSS 2502 MiB against 2710 and the
+    other phases' 210-430 MiB lower, the run 1.00x as long (min; 1.03x median), its update about 1.1x. With
+    SRDD_MAPPED_UPDATE=1 as well, the whole demo peaked at 2048 MiB in 1.23x the time. It changes no bit."""
     return _switch(PACKED_WEIGHTS, "hold frozen E2M1 weights packed")
 
 
