@@ -10,12 +10,14 @@ values are its bits, and the GEMM gives the same result as on the fp32 copy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ctypes
+from dataclasses import dataclass, field
 
 import torch
 
 from srdd.formats import native
 from srdd.formats.backend import native_kernel
+from srdd.formats.elements import E2M1
 from srdd.formats.registry import get_format
 from srdd.formats.specs import QuantFormatConfig
 
@@ -30,6 +32,8 @@ class PackedE2M1:
     """fp32, one per block of `block` elements."""
     shape: torch.Size
     block: int
+    kernel: ctypes.CDLL = field(repr=False, compare=False)
+    """The C kernel build that packed it and unpacks it: looked up once, not again at every GEMM."""
 
     @property
     def nbytes(self) -> int:
@@ -47,33 +51,34 @@ class PackedE2M1:
         elif out.numel() != numel or out.dtype != torch.float32 or not out.is_contiguous():
             raise ValueError(f"unpack needs a contiguous fp32 tensor of {numel} elements, "
                              f"got {out.dtype} {tuple(out.shape)}")
-        rc = native.library().srdd_unpack_e2m1(self.codes.data_ptr(), self.scales.data_ptr(), out.data_ptr(),
-                                               numel // self.block, self.block, 1)
+        rc = self.kernel.srdd_unpack_e2m1(self.codes.data_ptr(), self.scales.data_ptr(), out.data_ptr(),
+                                          numel // self.block, self.block, 1)
         if rc != 0:
             raise RuntimeError(f"srdd_unpack_e2m1 rejected its arguments (code {rc})")
         return out.view(self.shape)
 
 
-def packable(x: torch.Tensor, spec: QuantFormatConfig) -> bool:
-    """Whether `pack` can hold fake_quantize(x, spec): E2M1 elements, fp32 on the CPU, the C kernel in use."""
-    code = native.format_code(spec)
-    return (x.dtype == torch.float32 and code is not None and getattr(spec, "element", None) is not None
-            and spec.element.name == "e2m1" and native_kernel(x, spec) is not None)
+def _kernel(x: torch.Tensor, spec: QuantFormatConfig) -> ctypes.CDLL | None:
+    """The C kernel build when it can pack fake_quantize(x, spec): E2M1 elements, fp32 on the CPU, the kernel in use."""
+    if x.dtype != torch.float32 or getattr(spec, "element", None) != E2M1:
+        return None
+    return native_kernel(x, spec)
 
 
 def pack(x: torch.Tensor, fmt: str, **options) -> PackedE2M1 | None:
-    """fake_quantize(x, fmt, **options) packed, or None where it cannot be (see `packable`, and a result with a
-    NaN in it, which no code holds)."""
+    """fake_quantize(x, fmt, **options) packed, or None where it cannot be (no C kernel for it, elements other than
+    E2M1, a dtype other than fp32, and a result with a NaN in it, which no code holds)."""
     spec = get_format(fmt, **options)
-    if not packable(x, spec):
+    kernel = _kernel(x, spec)
+    if kernel is None:
         return None
     x = x.detach().contiguous()
     block = native.kernel_block(spec)
     codes = torch.empty(x.numel() // 2, dtype=torch.uint8)
     scales = torch.empty(x.numel() // block, dtype=torch.float32)
     threads = torch.get_num_threads() if x.numel() >= native.PARALLEL_MIN_NUMEL else 1
-    rc = native.library().srdd_pack_e2m1(x.data_ptr(), codes.data_ptr(), scales.data_ptr(), scales.numel(),
-                                         native.format_code(spec), threads)
+    rc = kernel.srdd_pack_e2m1(x.data_ptr(), codes.data_ptr(), scales.data_ptr(), scales.numel(),
+                               native.format_code(spec), threads)
     if rc < 0:
         raise RuntimeError(f"srdd_pack_e2m1 rejected its arguments (code {rc})")
-    return None if rc else PackedE2M1(codes, scales, x.shape, block)
+    return None if rc else PackedE2M1(codes, scales, x.shape, block, kernel)
