@@ -115,6 +115,7 @@ class NoisyGRPOTrainer(GRPOTrainer):
                 return out
             finally:
                 self.passes.settle(failed)
+                release_free_memory()  # the pass's freed activations (see compute_loss)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """A pass computed ahead replays its loss and gradients; a group's first pass starts the others."""
@@ -128,6 +129,11 @@ class NoisyGRPOTrainer(GRPOTrainer):
                                         num_items_in_batch=num_items_in_batch)
         finally:
             self.passes.leader_finished()
+            # What a pass's forward and backward free lies between the activations still alive, in heaps that
+            # two passes side by side share: holes that stay resident (about 0.8 GB of a demo run's peak), which
+            # glibc trims only at a heap's top. Handed back at each forward's and each pass's end; a page used
+            # again faults in (milliseconds per pass). Placement only: the bits do not change.
+            release_free_memory()
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **inputs):

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
+from srdd.memory import release_free_memory
+
 _worker = threading.local()
 """In a worker thread, `after`: the event set when the previous pass has computed its loss."""
 
@@ -131,7 +133,9 @@ class ParallelPasses:
             _worker.after = None
             done.set()
         at_loss = self.grad_at_loss(loss, num_items_in_batch)
+        release_free_memory()  # as the leader does after its forward and its pass (NoisyGRPOTrainer.compute_loss)
         grads = torch.autograd.grad(loss, params, grad_outputs=at_loss, allow_unused=True)
+        release_free_memory()
         return PassAhead(loss.detach(), grads, at_loss)
 
     def grad_at_loss(self, loss: torch.Tensor, num_items_in_batch) -> torch.Tensor:
