@@ -48,6 +48,7 @@ from rin_train.tasks import Example
 from rin_train.trl.lean_logprob_grad import install as install_lean_logprob_grad
 from rin_train.trl.parallel_passes import ParallelPasses, wait_for_previous_pass
 from rin_train.trl.shared_prompt import shareable, shared_prompt_logps
+from rin_train.unrepeated_kv import install as install_unrepeated_kv
 from rin_train.watchdog import Watchdog
 from srdd.memory import DYNAMIC_MMAP_THRESHOLD_MAX, mapped_allocations, release_free_memory, update_allocations_mapped
 from srdd.threads import small_gemm_threads, torch_threads, update_workers
@@ -60,6 +61,7 @@ except ImportError as _exc:  # pragma: no cover - trl is a hard dependency in py
 
 
 install_lean_logprob_grad()  # TRL's CPU log-prob backward: the same bits, its tiles in 3.25 buffers instead of 8
+install_unrepeated_kv()  # an update's repeated keys and values saved unrepeated: the same bits, a third of the bytes
 
 
 class NoisyGRPOTrainer(GRPOTrainer):
