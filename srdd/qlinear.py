@@ -7,9 +7,9 @@ functionally inside `forward` through `fake_quantize_ste`, never by writing
 quantized values into `.weight`. Frozen weights are quantized once and cached
 until their storage or version counter changes (noise injection, optimizer
 steps on full fine-tuning); trainable weights go through the STE every call.
-An E2M1 format's cache (MXFP4, NVFP4 with fp32 GEMMs on the CPU) is held packed,
-codes and block scales (srdd.formats.packed), and unpacked for each GEMM: the same
-bits in a fifth of the memory, for a little time (SRDD_PACKED_WEIGHTS=0: fp32).
+With SRDD_PACKED_WEIGHTS=1 an E2M1 format's cache (MXFP4, NVFP4 with fp32 GEMMs on
+the CPU) is held packed, codes and block scales (srdd.formats.packed), and unpacked
+for each GEMM: the same bits in a fifth of the memory, for a little time.
 
 `LinearQuantConfig.matmul_dtype` lets the GEMM run in another precision than
 the weights (bf16 matmuls on an fp32 policy): activations are fake-quantized in
@@ -236,7 +236,7 @@ class QuantLinear(nn.Linear):
         return self._wq_cache
 
     def _refresh_frozen(self, dtype: torch.dtype, weight: torch.Tensor | None = None) -> None:
-        """Recompute the cached weight: packed unless SRDD_PACKED_WEIGHTS=0 and where its format allows (E2M1
+        """Recompute the cached weight: packed where asked for (SRDD_PACKED_WEIGHTS=1) and its format allows (E2M1
         codes and block scales, a fifth of fp32's bytes), else into the previous buffers where they still fit.
 
         Noise on linear weights rewrites every weight each step, so allocating fresh

@@ -20,10 +20,9 @@ def test_a_fixed_run_reproduces_its_golden_results_exactly(name):
 
 
 @pytest.mark.parametrize("name", [name for name in CASES if "nvfp4-w4a16" in name])
-def test_unpacked_frozen_weights_reproduce_the_golden_results_exactly(name, monkeypatch):
-    """NVFP4 W4A16 with fp32 GEMMs: the policy path whose frozen weights are held packed unless
-    SRDD_PACKED_WEIGHTS=0, here held as fp32 copies."""
-    monkeypatch.setenv("SRDD_PACKED_WEIGHTS", "0")
+def test_packed_frozen_weights_reproduce_the_golden_results_exactly(name, monkeypatch):
+    """NVFP4 W4A16 with fp32 GEMMs: the policy path whose frozen weights SRDD_PACKED_WEIGHTS=1 packs."""
+    monkeypatch.setenv("SRDD_PACKED_WEIGHTS", "1")
     _reproduces(name)
 
 

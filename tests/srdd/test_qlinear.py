@@ -176,7 +176,7 @@ def test_frozen_e2m1_weights_are_held_packed_and_train_bit_for_bit_as_fp32_copie
     ids = torch.randint(4, 100, (2, 12), generator=torch.Generator().manual_seed(0))
     runs = {}
     try:
-        for backend, packed in (("eager", "1"), ("native", "0"), ("native", "")):  # unset: packed
+        for backend, packed in (("eager", "1"), ("native", "0"), ("native", "1")):
             monkeypatch.setenv("SRDD_PACKED_WEIGHTS", packed)
             model = _lora_model(tiny_model_dir, backend)
             loss = model(input_ids=ids, labels=ids).loss
@@ -187,7 +187,7 @@ def test_frozen_e2m1_weights_are_held_packed_and_train_bit_for_bit_as_fp32_copie
                                      [m._wq_cache for m in linears], sum(m.cache_bytes for m in linears))
     finally:
         set_backend("auto")
-    (loss_fp32, grads_fp32, caches_fp32, held_fp32), (loss, grads, caches, held) = runs["eager", "1"], runs["native", ""]
+    (loss_fp32, grads_fp32, caches_fp32, held_fp32), (loss, grads, caches, held) = runs["eager", "1"], runs["native", "1"]
     assert caches and all(isinstance(c, PackedE2M1) for c in caches)
     for unpacked in (caches_fp32, runs["native", "0"][2]):  # no kernel to pack with, or not asked to
         assert all(isinstance(c, torch.Tensor) and c.dtype == torch.float32 for c in unpacked)
