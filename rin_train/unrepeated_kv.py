@@ -33,6 +33,12 @@ def _repeat_kv(repeat: Callable[[torch.Tensor, int], torch.Tensor]) -> Callable[
     return repeated
 
 
+def _other_hooks() -> bool:
+    """Whether saved tensors are hooked already (or this torch cannot say: then they are left alone too)."""
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    return top is None or top(False) is not None
+
+
 def _saving_unrepeated(attention: Callable, repeat: Callable[[torch.Tensor, int], torch.Tensor]) -> Callable:
     def pack(t: torch.Tensor):
         source = getattr(t, _SOURCE, None)
@@ -48,7 +54,7 @@ def _saving_unrepeated(attention: Callable, repeat: Callable[[torch.Tensor, int]
         return repeat(tensor, n_rep)
 
     def sdpa(module, query, key, value, *args, **kwargs):
-        if not torch.is_grad_enabled() or torch._C._autograd._top_saved_tensors_default_hooks(False) is not None:
+        if not torch.is_grad_enabled() or _other_hooks():
             return attention(module, query, key, value, *args, **kwargs)
         with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
             return attention(module, query, key, value, *args, **kwargs)
