@@ -64,6 +64,20 @@ def gemm_weight_view(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor
     return lambda w: fake_quantize(w, fmt, **options)
 
 
+def served_relative_std(module: QuantLinear, clean: torch.Tensor, scratch: torch.Tensor, rms: float) -> float:
+    """relative_std(Q(served) - Q(clean)) of a frozen linear serving a noisy weight and quantizing weights: the
+    measure gemm_weight_view gives, with Q(served) read from the buffer `serve` filled instead of quantizing the
+    noisy weight again, and Q(clean) and the difference written into `scratch` (fp32, the weight's shape: the
+    spent noise draw) instead of new tensors. The same values in the same reduction, so the same float; a noise
+    write quantizes each weight once instead of three times."""
+    served = module.served_quantized()
+    if served is None:
+        raise RuntimeError("served_relative_std: the layer serves no quantized weight")
+    fmt, options = module.quant.format, module.quant.options
+    clean_q = fake_quantize(clean, fmt, **options, out=scratch if clean.dtype == torch.float32 else None)
+    return relative_std(torch.sub(served.to(torch.float32), clean_q.to(torch.float32), out=scratch), rms)
+
+
 def activation_quantizer(layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The input quantizer of the layer's quantized linears (they share one config), or None without A4."""
     for module in layer.modules():

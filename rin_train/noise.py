@@ -41,7 +41,7 @@ from torch import nn
 
 from rin_train.effective import (EffectiveBasis, activation_quantizer, gemm_weight_view, norm_eps,
                                  on_device, relative_std, rmsnorm_nominal, rmsnorm_effective, rmsnorm_output,
-                                 weight_rms)
+                                 served_relative_std, weight_rms)
 from rin_train.schedule import Schedule, SigmaSchedule
 from srdd.errors import SrddError
 from srdd.qlinear import QuantLinear
@@ -456,13 +456,16 @@ class NoiseInjector:
                 if t.served:
                     noisy = noise.to(t.param.dtype)
                     t.module.serve(noisy)
-                    delta = noisy.to(torch.float32) - clean.to(torch.float32)
+                    spent = t.module.quant.mode.weights  # the layer keeps Q(noisy), not `noisy`: the draw is free
                 else:
                     t.param.copy_(noise)
-                    noisy = t.param.detach()
-                    delta = torch.sub(noisy, clean, out=noise)  # what the parameter's dtype kept of the noise
+                    noisy, spent = t.param.detach(), True
+                # what the parameter's dtype kept of the noise
+                delta = torch.sub(noisy.to(torch.float32), clean.to(torch.float32), out=noise if spent else None)
                 self._nominal[index] = float(delta.std()) / scale if delta.numel() > 1 else 0.0
-                if self.effective and t.kind == "linear":
+                if self.effective and t.kind == "linear" and t.served and spent:
+                    self._effective[index] = served_relative_std(t.module, clean.to(t.param.dtype), noise, t.rms)
+                elif self.effective and t.kind == "linear":
                     view = self._weight_views[index]
                     self._effective[index] = relative_std(view(noisy).float()
                                                           - view(clean.to(t.param.dtype)).float(), t.rms)

@@ -194,6 +194,16 @@ class QuantLinear(nn.Linear):
         self._refresh_frozen(self.quant.matmul_torch_dtype(self.weight), weight.detach())
         self._wq_key = _SERVED
 
+    def served_quantized(self) -> torch.Tensor | None:
+        """Q(the served weight), as `serve` left it in the layer's buffer (unpacked where packed); None unless the
+        layer serves a weight and quantizes weights. Its values are fake_quantize's of the served weight, in that
+        weight's dtype or fp32 (packed), so reading them back equals quantizing the weight again, without the pass."""
+        if self._wq_key is not _SERVED or not self.quant.mode.weights:
+            return None
+        if isinstance(self._wq_cache, PackedE2M1):
+            return self._wq_cache.unpack()
+        return self._wq_quantized
+
     def stop_serving(self) -> None:
         """Back to Q(self.weight), recomputed on the next call."""
         if self._wq_key is _SERVED:

@@ -175,3 +175,37 @@ def test_refresh_asks_for_a_new_injector_when_a_weight_was_reallocated(model):
     layer = decoder_layers(model)[0].self_attn
     layer.q_proj.weight = torch.nn.Parameter(layer.q_proj.weight.detach().clone())  # a new tensor, same values
     assert inj.refresh() is None
+
+
+@pytest.mark.parametrize("fmt,mode,matmul,dtype,packed", [
+    ("mxfp4", "w4a4", "bfloat16", torch.float32, "0"),  # Q(noisy) in fp32, the GEMM's copy in bf16
+    ("nvfp4", "w4a16", None, torch.float32, "0"),
+    ("nvfp4", "w4a16", None, torch.float32, "1"),  # Q(noisy) held packed
+    ("mxfp4", "w4a4", None, torch.bfloat16, "0"),  # bf16 weights: the draw is cast, Q(clean) is a new tensor
+    ("mxfp4", "a4", None, torch.float32, "0"),  # the layer multiplies by the noisy weight itself: kept intact
+])
+def test_served_weights_measure_their_sigmas_as_quantizing_them_again_would(tiny_model_dir, monkeypatch, fmt, mode,
+                                                                           matmul, dtype, packed):
+    """A frozen quantized linear's noise goes into its quantized-weight buffer; the nominal and effective sigmas
+    are then read with the draw's buffer reused and Q(noisy) taken from the layer. Each must be the float that
+    quantizing the noisy and clean weights again (gemm_weight_view) gives, and the layer must multiply by
+    Q(noisy)."""
+    from rin_train.effective import gemm_weight_view, relative_std
+
+    monkeypatch.setenv("SRDD_PACKED_WEIGHTS", packed)
+    model = load_causal_lm(str(tiny_model_dir))[0].to(dtype).requires_grad_(False)
+    quantize_linears(model, LinearQuantConfig(fmt, mode, matmul_dtype=matmul))
+    inj = NoiseInjector(model, NoiseConfig(targets=["linear"], schedule="constant", sigma_start=0.03,
+                                           sigma_end=0.03, num_stages=1), seed=5, effective=True)
+    assert inj.targets and all(t.served for t in inj.targets)
+    inj.perturb(2, 10)
+    for index, t in enumerate(inj.targets):
+        view = gemm_weight_view(t.module)
+        sigma = inj.schedules[t.layer].sigma_at(2, 10) * t.rms
+        noisy = inj._draw(2, index).mul_(sigma).add_(t.clean).to(dtype)
+        delta = noisy.float() - t.clean.float()
+        assert inj._nominal[index] == float(delta.std()) / t.rms, t.name
+        assert inj._effective[index] == relative_std(view(noisy).float() - view(t.clean).float(), t.rms), t.name
+        operand = t.module.matmul_weight(t.module.quant.matmul_torch_dtype(t.module.weight))
+        assert torch.equal(operand, view(noisy).to(operand.dtype)), t.name
+    inj.restore()
