@@ -7,11 +7,21 @@ validation or the scan shows up as a differing number.
 """
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from tests.json_compare import differences
 from tests.rin_train.golden_runs import CASES, golden_path, platform_key, run_case
+
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "DNNL_MAX_CPU_ISA": "AVX2", "SRDD_NATIVE_VARIANT": "avx2", "OMP_NUM_THREADS": "1"}
+"""What an AVX-512 CPU runs as an AVX2-only one would: torch's own kernels, MKL's, oneDNN's (the bf16 GEMMs) and
+srdd's kernel build held to AVX2."""
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -39,3 +49,27 @@ def _reproduces(name: str) -> None:
     for want, have in zip(golden["metrics"], got["metrics"], strict=True):
         assert have == want, f"step {want['step']} differs"
     assert differences(got["scan_after_layers"], golden["scan_after_layers"], "scan_after.layers") == []
+
+
+def test_the_avx2_goldens_reproduce_with_every_kernel_held_to_avx2():
+    """The AVX2 goldens were made on an AVX2-only machine. Here, in a child process with torch, MKL, oneDNN and
+    srdd's kernel held to AVX2, every case (packed ones too) must reproduce them bit for bit: an AVX-512 machine
+    thus checks what a run computes on the many CPUs without AVX-512, as it checks the kernel's AVX2 build.
+    A golden that would skip in the child (another platform key) fails here instead."""
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        pytest.skip("needs a CPU with AVX-512 to hold to AVX2 (an AVX2 machine runs these goldens natively)")
+    if not all(golden_path(name, "AVX2").exists() for name in CASES):
+        pytest.skip("no AVX2 golden files")
+    packed = [name for name in CASES if "nvfp4-w4a16" in name]
+    script = ("import os, sys\n"
+              "from tests.rin_train import test_golden_runs as t\n"
+              "assert t.platform_key()['cpu_capability'] == 'AVX2', t.platform_key()\n"
+              f"for name in {list(CASES)!r}: t._reproduces(name)\n"
+              "os.environ['SRDD_PACKED_WEIGHTS'] = '1'\n"
+              f"for name in {packed!r}: t._reproduces(name)\n"
+              "print('reproduced')\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, **AVX2_ONLY, "SRDD_PACKED_WEIGHTS": "0"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("reproduced"), done.stderr[-3000:]
