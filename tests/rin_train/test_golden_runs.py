@@ -61,7 +61,7 @@ def test_the_avx2_goldens_reproduce_with_every_kernel_held_to_avx2():
     if not all(golden_path(name, "AVX2").exists() for name in CASES):
         pytest.skip("no AVX2 golden files")
     packed = [name for name in CASES if "nvfp4-w4a16" in name]
-    script = ("import os, sys\n"
+    script = ("import os\n"
               "from tests.rin_train import test_golden_runs as t\n"
               "assert t.platform_key()['cpu_capability'] == 'AVX2', t.platform_key()\n"
               f"for name in {list(CASES)!r}: t._reproduces(name)\n"

@@ -191,6 +191,7 @@ def test_served_weights_measure_their_sigmas_as_quantizing_them_again_would(tiny
     quantizing the noisy and clean weights again (gemm_weight_view) gives, and the layer must multiply by
     Q(noisy)."""
     from rin_train.effective import gemm_weight_view, relative_std
+    from srdd.formats.packed import PackedE2M1
 
     monkeypatch.setenv("SRDD_PACKED_WEIGHTS", packed)
     model = load_causal_lm(str(tiny_model_dir))[0].to(dtype).requires_grad_(False)
@@ -198,6 +199,8 @@ def test_served_weights_measure_their_sigmas_as_quantizing_them_again_would(tiny
     inj = NoiseInjector(model, NoiseConfig(targets=["linear"], schedule="constant", sigma_start=0.03,
                                            sigma_end=0.03, num_stages=1), seed=5, effective=True)
     assert inj.targets and all(t.served for t in inj.targets)
+    inj.perturb(1, 10)
+    assert all(isinstance(t.module._wq_cache, PackedE2M1) == (packed == "1") for t in inj.targets)
     inj.perturb(2, 10)
     for index, t in enumerate(inj.targets):
         view = gemm_weight_view(t.module)
