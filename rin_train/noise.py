@@ -453,18 +453,19 @@ class NoiseInjector:
                 scale = t.rms if self.cfg.sigma_mode is SigmaMode.RELATIVE else 1.0
                 clean = on_device(t.clean, t.param)
                 noise.mul_(sigma * scale).add_(clean)
-                # delta: what the parameter's dtype kept of the noise, written into the draw once it is spent
+                # a layer that quantizes its served weight keeps Q(noisy), not `noisy`: the draw is free once served
+                holds_q = t.served and t.module.quant.mode.weights
+                # delta: what the parameter's dtype kept of the noise, written into the draw once it is free
                 if t.served:
                     noisy = noise.to(t.param.dtype)
                     t.module.serve(noisy)
-                    spent = t.module.quant.mode.weights  # the layer keeps Q(noisy), not `noisy`: the draw is free
-                    delta = torch.sub(noisy.to(torch.float32), clean.to(torch.float32), out=noise if spent else None)
+                    delta = torch.sub(noisy.to(torch.float32), clean.to(torch.float32), out=noise if holds_q else None)
                 else:
                     t.param.copy_(noise)
                     noisy = t.param.detach()
                     delta = torch.sub(noisy, clean, out=noise)
                 self._nominal[index] = float(delta.std()) / scale if delta.numel() > 1 else 0.0
-                if self.effective and t.kind == "linear" and t.served and spent:  # Q(noisy) is in the layer
+                if self.effective and t.kind == "linear" and holds_q:
                     self._effective[index] = served_relative_std(t.module, clean.to(t.param.dtype), noise, t.rms)
                 elif self.effective and t.kind == "linear":
                     view = self._weight_views[index]
